@@ -1,0 +1,164 @@
+"""Read and write artifacts under a root that is either ``gs://bucket/prefix`` or a local path.
+
+Layout under the root::
+
+    runs/<run_date>/matrices.npz        CSR matrices + id maps of one run
+    runs/<run_date>/manifest.json       window, counts, checksum of matrices.npz
+    runs/<run_date>/candidate.json      which model train_task produced for that run
+    models/<model_id>/model.npz         factors + id maps
+    models/<model_id>/model.json        parameters and training metadata
+    models/<model_id>/evaluation.json   metrics and verdict (evaluate_task)
+    models/LATEST                       pointer to the published model (promote_model_task)
+
+Objects are written whole (never appended), so a reader sees either the old or the new
+version. The pointer is replaced with a generation precondition (compare-and-swap).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from trainer.errors import ConcurrentUpdateError, TrainerError
+
+
+def join(root: str, *parts: str) -> str:
+    """Join URI parts with '/' (also for local paths)."""
+    return "/".join([root.rstrip("/"), *(p.strip("/") for p in parts)])
+
+
+def _split_gs(uri: str) -> tuple[str, str]:
+    bucket, _, name = uri[len("gs://"):].partition("/")
+    if not bucket or not name:
+        raise TrainerError(f"invalid Cloud Storage URI {uri!r}: expected gs://bucket/path")
+    return bucket, name
+
+
+def is_gcs(uri: str) -> bool:
+    return uri.startswith("gs://")
+
+
+@dataclasses.dataclass
+class Versioned:
+    """An object's content and its generation (None = the object does not exist)."""
+
+    data: bytes | None
+    generation: int | None
+
+
+class ArtifactStore:
+    """Whole-object reads and writes on Cloud Storage or the local filesystem."""
+
+    def __init__(self, project: str | None = None) -> None:
+        self._project = project
+        self._gcs = None
+
+    def _bucket(self, uri: str):
+        if self._gcs is None:
+            from trainer.clients import storage_client
+
+            self._gcs = storage_client(self._project or "")
+        bucket_name, name = _split_gs(uri)
+        return self._gcs.bucket(bucket_name), name
+
+    def _bucket_blob(self, uri: str):
+        bucket, name = self._bucket(uri)
+        return bucket.blob(name)
+
+    def exists(self, uri: str) -> bool:
+        if is_gcs(uri):
+            return self._bucket_blob(uri).exists()
+        return Path(uri).exists()
+
+    def read_bytes(self, uri: str) -> bytes:
+        """Read a whole object; a missing one raises FileNotFoundError naming the URI."""
+        if is_gcs(uri):
+            from google.api_core.exceptions import NotFound
+
+            try:
+                return self._bucket_blob(uri).download_as_bytes()
+            except NotFound:
+                raise FileNotFoundError(uri) from None
+        try:
+            return Path(uri).read_bytes()
+        except FileNotFoundError:
+            raise FileNotFoundError(uri) from None
+
+    def write_bytes(self, uri: str, data: bytes, content_type: str = "application/octet-stream") -> None:
+        """Write a whole object atomically (readers never see a partial file)."""
+        if is_gcs(uri):
+            self._bucket_blob(uri).upload_from_string(data, content_type=content_type)
+            return
+        path = Path(uri)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+
+    def read_json(self, uri: str) -> Any:
+        return json.loads(self.read_bytes(uri))
+
+    def write_json(self, uri: str, obj: Any) -> None:
+        data = json.dumps(obj, indent=2, sort_keys=True, default=str).encode()
+        self.write_bytes(uri, data, content_type="application/json")
+
+    def read_versioned(self, uri: str) -> Versioned:
+        """Read an object together with its generation, for a later compare-and-swap."""
+        if is_gcs(uri):
+            bucket, name = self._bucket(uri)
+            blob = bucket.get_blob(name)
+            if blob is None:
+                return Versioned(None, None)
+            data = blob.download_as_bytes(if_generation_match=blob.generation)
+            return Versioned(data, int(blob.generation))
+        path = Path(uri)
+        try:
+            stat = path.stat()
+            return Versioned(path.read_bytes(), stat.st_mtime_ns)
+        except FileNotFoundError:
+            return Versioned(None, None)
+
+    def compare_and_swap(self, uri: str, data: bytes, expected_generation: int | None) -> None:
+        """Replace ``uri`` only if it still has ``expected_generation`` (None: must not exist)."""
+        if is_gcs(uri):
+            from google.api_core.exceptions import PreconditionFailed
+
+            blob = self._bucket_blob(uri)
+            try:
+                blob.upload_from_string(
+                    data, content_type="application/json",
+                    if_generation_match=expected_generation or 0,
+                )
+            except PreconditionFailed:
+                raise ConcurrentUpdateError(
+                    f"{uri} was changed by another writer since it was read; re-run to retry"
+                ) from None
+            return
+        path = Path(uri)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # The lock file serialises local writers; the mtime check is the generation test.
+        with open(path.with_name(path.name + ".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                current = path.stat().st_mtime_ns
+            except FileNotFoundError:
+                current = None
+            if current != expected_generation:
+                raise ConcurrentUpdateError(
+                    f"{uri} was changed by another writer since it was read; re-run to retry"
+                )
+            self.write_bytes(uri, data)

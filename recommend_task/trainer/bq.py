@@ -1,0 +1,66 @@
+"""Small BigQuery helpers shared by the steps: parameterised queries, Parquet load jobs."""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+from google.cloud import bigquery
+
+from trainer.clients import bigquery_read_client, bq_retry
+
+log = logging.getLogger(__name__)
+
+# Exact types: bool is an int and datetime is a date, so isinstance() would pick wrongly.
+_PARAM_TYPES: dict[type, str] = {
+    bool: "BOOL", int: "INT64", float: "FLOAT64", str: "STRING",
+    dt.datetime: "TIMESTAMP", dt.date: "DATE",
+}
+
+
+def _param(name: str, value: Any) -> bigquery.ScalarQueryParameter:
+    bq_type = _PARAM_TYPES.get(type(value))
+    if bq_type is None:
+        raise TypeError(f"unsupported query parameter type for @{name}: {type(value).__name__}")
+    return bigquery.ScalarQueryParameter(name, bq_type, value)
+
+
+def job_config(params: Mapping[str, Any] | None = None, **kwargs: Any) -> bigquery.QueryJobConfig:
+    return bigquery.QueryJobConfig(
+        query_parameters=[_param(k, v) for k, v in (params or {}).items()], **kwargs
+    )
+
+
+def run(client: bigquery.Client, sql: str, params: Mapping[str, Any] | None = None):
+    """Run a query or script and wait for it; returns the row iterator."""
+    job = client.query(sql, job_config=job_config(params), retry=bq_retry())
+    return job.result(retry=bq_retry())
+
+
+def to_dataframe(client: bigquery.Client, sql: str, params: Mapping[str, Any] | None = None) -> pd.DataFrame:
+    """Run a query and read its result through the Storage Read API (fast for large results)."""
+    rows = run(client, sql, params)
+    return rows.to_dataframe(bqstorage_client=bigquery_read_client())
+
+
+def load_dataframe(client: bigquery.Client, frame: pd.DataFrame, destination: str,
+                   schema: list[bigquery.SchemaField], truncate: bool) -> int:
+    """Load ``frame`` with a load job (Parquet, explicit schema); returns rows loaded."""
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    buf = io.BytesIO()
+    pq.write_table(table, buf)
+    buf.seek(0)
+    config = bigquery.LoadJobConfig(
+        source_format=bigquery.SourceFormat.PARQUET,
+        schema=schema,
+        write_disposition="WRITE_TRUNCATE" if truncate else "WRITE_APPEND",
+    )
+    job = client.load_table_from_file(buf, destination, job_config=config, rewind=True)
+    job.result(retry=bq_retry())
+    return int(job.output_rows or 0)

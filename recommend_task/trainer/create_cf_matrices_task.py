@@ -1,0 +1,102 @@
+"""Build the collaborative-filtering matrices for one run from the events in BigQuery.
+
+Reads the window of ``--lookback-days`` ending at ``--run-date``, drops and counts invalid
+rows, aggregates weights per (user, item) in SQL, and writes ``runs/<run_date>/matrices.npz``
+plus ``manifest.json`` (window, counts, checksum) under ``--artifacts-uri``. The last
+``--holdout-days`` are kept apart as the evaluation holdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import logging
+import sys
+
+from trainer import artifacts, cli, tables
+from trainer.clients import bigquery_client
+from trainer.errors import EmptyWindowError, TrainerError
+from trainer.events import EventSource, add_window_args
+from trainer.idmap import IdMap
+from trainer.matrices import CFMatrices, build_csr, remove_seen, sha256
+from trainer.layout import run_prefix
+from trainer.window import split_window
+
+log = logging.getLogger("trainer.create_cf_matrices_task")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = cli.base_parser(__doc__.split("\n\n")[0])
+    cli.add_run_date(parser)
+    cli.add_artifacts_uri(parser)
+    add_window_args(parser)
+    parser.add_argument("--holdout-days", type=int, default=2,
+                        help="last days of the window kept apart for evaluation")
+    return parser
+
+
+def main(args: argparse.Namespace) -> None:
+    cli.require(args, "project", "artifacts_uri")
+    if not 0 <= args.max_bad_fraction <= 1:
+        raise TrainerError(f"--max-bad-fraction must be in [0, 1], got {args.max_bad_fraction}")
+    window = split_window(args.run_date, args.lookback_days, args.holdout_days)
+    client = bigquery_client(args.project, args.location)
+    source = EventSource(client, tables.table_id(args.project, args.dataset, tables.EVENTS))
+
+    with cli.timed("reading events"):
+        report, frame = source.read_checked(
+            window.full, args.event_weights, args.max_bad_fraction,
+            holdout_start=window.holdout.start if window.holdout else None,
+        )
+
+    train_rows = frame[~frame["in_holdout"].astype(bool)]
+    holdout_rows = frame[frame["in_holdout"].astype(bool)]
+    if train_rows.empty:
+        raise EmptyWindowError(f"no valid events in the training days {window.train} "
+                               f"(all {len(frame)} interactions fall in the holdout {window.holdout})")
+
+    with cli.timed("building matrices"):
+        users, items = IdMap(train_rows["user_id"]), IdMap(train_rows["item_id"])
+        train = build_csr(train_rows, users, items)
+        holdout = None
+        if window.holdout is not None:
+            holdout = remove_seen(build_csr(holdout_rows, users, items), train)
+    density = train.nnz / max(1, train.shape[0] * train.shape[1])
+    log.info("train matrix shape=%s nnz=%d density=%.4f; holdout nnz=%d over %d users",
+             train.shape, train.nnz, density, holdout.nnz if holdout is not None else 0,
+             int((holdout.getnnz(axis=1) > 0).sum()) if holdout is not None else 0)
+
+    payload = CFMatrices(users=users, items=items, train=train, holdout=holdout).to_bytes()
+    prefix = run_prefix(args.artifacts_uri, args.run_date)
+    cold_users = set(holdout_rows["user_id"]) - set(train_rows["user_id"])
+    manifest = {
+        "run_date": args.run_date.isoformat(),
+        "window": window.to_dict(),
+        "lookback_days": args.lookback_days,
+        "holdout_days": args.holdout_days,
+        "event_weights": args.event_weights,
+        "source_table": source.table,
+        "quality": report.to_dict(),
+        "counts": {
+            "users": len(users),
+            "items": len(items),
+            "train_nnz": int(train.nnz),
+            "holdout_nnz": int(holdout.nnz) if holdout is not None else 0,
+            "holdout_users": int((holdout.getnnz(axis=1) > 0).sum()) if holdout is not None else 0,
+            "holdout_cold_users": len(cold_users),
+        },
+        "matrices_uri": artifacts.join(prefix, "matrices.npz"),
+        "sha256": sha256(payload),
+        "bytes": len(payload),
+        "created_at": dt.datetime.now(dt.timezone.utc).isoformat(),
+    }
+    store = artifacts.ArtifactStore(args.project)
+    # Matrices first, manifest last: a manifest always describes a complete matrices file.
+    store.write_bytes(manifest["matrices_uri"], payload)
+    store.write_json(artifacts.join(prefix, "manifest.json"), manifest)
+    log.info("wrote %s (%d bytes, sha256 %s) and manifest.json", manifest["matrices_uri"],
+             len(payload), manifest["sha256"][:12])
+
+
+if __name__ == "__main__":
+    sys.exit(cli.run_step("create_cf_matrices_task", main, build_parser()))

@@ -1,0 +1,148 @@
+"""Evaluate a run's candidate model on the holdout against popularity and the published model.
+
+Computes precision/recall/MAP/NDCG@k and catalog coverage for the candidate, a popularity
+baseline and (if one is published) the currently published model, all on the same holdout.
+Writes ``evaluation.json`` beside the model and one row per model to BigQuery
+``model_metrics`` (replaced, never duplicated, on a re-run), and records the verdict that
+promote_model_task enforces. A failed verdict is not a failed step: the metrics are the result.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import logging
+import sys
+
+import numpy as np
+import pandas as pd
+
+from trainer import artifacts, cli, layout, tables
+from trainer.clients import bigquery_client
+from trainer.errors import TrainerError
+from trainer.matrices import CFMatrices
+from trainer.metrics import popularity_ranking, ranking_metrics
+from trainer.model import ModelArtifact, load_model
+from trainer.partitions import replace_rows, staging_table
+from trainer.publishing import read_pointer
+from trainer.verdict import decide
+
+log = logging.getLogger("trainer.evaluate_task")
+
+METRICS = ("precision", "recall", "map", "ndcg")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = cli.base_parser(__doc__.split("\n\n")[0])
+    cli.add_run_date(parser)
+    cli.add_artifacts_uri(parser)
+    parser.add_argument("--model-uri", help="model to evaluate (default: the run's candidate)")
+    parser.add_argument("--k", type=int, default=10, help="cut-off of the @k metrics")
+    parser.add_argument("--primary-metric", choices=METRICS, default="recall",
+                        help="metric the verdict is based on")
+    parser.add_argument("--min-lift", type=float, default=0.05,
+                        help="required relative improvement over popularity (0.05 = 5%%)")
+    parser.add_argument("--max-regression", type=float, default=0.02,
+                        help="tolerated relative drop against the published model")
+    return parser
+
+
+def score(model: ModelArtifact, matrices: CFMatrices, users: np.ndarray, k: int) -> dict[str, float]:
+    """Metrics of ``model`` for ``users``: it sees their training interactions, is judged on
+    their holdout, in the matrices' item space (items it doesn't know simply can't be hit)."""
+    interactions = model.reindex(matrices.train[users], matrices.items)
+    picks, _ = model.recommend(interactions, k)
+    as_matrix_items = np.full(picks.shape, -1, dtype=np.int64)
+    valid = picks >= 0
+    as_matrix_items[valid] = matrices.items.index_of(model.items.id_of(picks[valid]))
+    return ranking_metrics(as_matrix_items, matrices.holdout[users], k)
+
+
+def metrics_row(run_date: dt.date, model: ModelArtifact, model_uri: str, k: int,
+                results: dict[str, dict[str, float] | None], published_id: str | None,
+                primary: str, verdict, evaluated_at: dt.datetime) -> dict:
+    row = {
+        "model_id": model.model_id, "run_date": run_date, "evaluated_at": evaluated_at,
+        "model_uri": model_uri, "k": k, "eval_users": int(results["model"]["users"]),
+        "published_model_id": published_id, "primary_metric": primary,
+        "verdict": verdict.verdict, "reasons": "; ".join(verdict.reasons),
+        "params": json.dumps(model.params, sort_keys=True),
+    }
+    for rec in tables.RECOMMENDERS:
+        for metric in tables.METRIC_NAMES:
+            values = results.get(rec)
+            row[f"{rec}_{metric}"] = float(values[metric]) if values else None
+    return row
+
+
+def write_metrics_row(client, project: str, dataset: str, row: dict) -> None:
+    """Replace this model's row for this run date (a re-run never duplicates it)."""
+    target = tables.table_id(project, dataset, tables.MODEL_METRICS)
+    frame = pd.DataFrame([row])
+    frame["run_date"] = pd.Series([row["run_date"]], dtype=object)
+    frame["evaluated_at"] = pd.to_datetime(frame["evaluated_at"], utc=True)
+    for name in (f.name for f in tables.MODEL_METRICS_SPEC.schema if f.field_type == "FLOAT64"):
+        frame[name] = frame[name].astype("float64")
+    with staging_table(client, target, frame, list(tables.MODEL_METRICS_SPEC.schema)) as staging:
+        replace_rows(client, target, staging, "model_id = @model_id AND run_date = @run_date",
+                     {"model_id": row["model_id"], "run_date": row["run_date"]})
+
+
+def main(args: argparse.Namespace) -> None:
+    cli.require(args, "project", "artifacts_uri")
+    if args.k < 1:
+        raise TrainerError(f"--k must be >= 1, got {args.k}")
+    store = artifacts.ArtifactStore(args.project)
+    matrices, manifest = layout.load_matrices(store, args.artifacts_uri, args.run_date)
+    if matrices.holdout is None:
+        raise TrainerError(f"run {args.run_date} has no holdout (holdout_days=0): cannot evaluate")
+    users = np.flatnonzero(matrices.holdout.getnnz(axis=1) > 0)
+    if users.size == 0:
+        raise TrainerError(f"no holdout interactions in {manifest['window']['holdout_start']}.."
+                           f"{manifest['window']['holdout_end']} from users seen in training: "
+                           "cannot evaluate")
+
+    model_uri = args.model_uri or layout.candidate_model_uri(store, args.artifacts_uri, args.run_date)
+    model = load_model(store, model_uri)
+    log.info("evaluating %s on %d holdout users (k=%d)", model.model_id, users.size, args.k)
+
+    results: dict[str, dict[str, float] | None] = {}
+    with cli.timed("scoring model"):
+        results["model"] = score(model, matrices, users, args.k)
+    with cli.timed("scoring popularity"):
+        results["popularity"] = ranking_metrics(
+            popularity_ranking(matrices.train[users], args.k), matrices.holdout[users], args.k)
+    pointer, _ = read_pointer(store, args.artifacts_uri)
+    published_id = pointer["model_id"] if pointer else None
+    results["published"] = None
+    if pointer:
+        with cli.timed(f"scoring published model {published_id}"):
+            results["published"] = score(load_model(store, pointer["model_uri"]), matrices, users, args.k)
+
+    for name, values in results.items():
+        if values:
+            log.info("%-10s %s", name, "  ".join(
+                f"{m}@{args.k}={values[m]:.4f}" for m in METRICS) + f"  coverage={values['coverage']:.3f}")
+    verdict = decide(results["model"], results["popularity"], results["published"],
+                     args.primary_metric, args.min_lift, args.max_regression)
+    log.info("verdict: %s (%s)", verdict.verdict.upper(), "; ".join(verdict.reasons))
+
+    evaluated_at = dt.datetime.now(dt.timezone.utc)
+    store.write_json(artifacts.join(model_uri, "evaluation.json"), {
+        "model_id": model.model_id, "model_uri": model_uri, "run_date": args.run_date.isoformat(),
+        "k": args.k, "primary_metric": args.primary_metric, "min_lift": args.min_lift,
+        "max_regression": args.max_regression, "metrics": results,
+        "published_model_id": published_id, "verdict": verdict.verdict,
+        "reasons": verdict.reasons, "evaluated_at": evaluated_at.isoformat(),
+    })
+    client = bigquery_client(args.project, args.location)
+    tables.ensure_all(client, args.project, args.dataset, args.location)
+    write_metrics_row(client, args.project, args.dataset, metrics_row(
+        args.run_date, model, model_uri, args.k, results, published_id, args.primary_metric,
+        verdict, evaluated_at))
+    log.info("wrote evaluation.json and a %s row", tables.MODEL_METRICS)
+
+
+if __name__ == "__main__":
+    sys.exit(cli.run_step("evaluate_task", main, build_parser()))

@@ -1,0 +1,175 @@
+"""Reading user events from BigQuery: a data-quality pass, then an aggregation in SQL.
+
+A row is *valid* when it has a user id, an item id, a known event type and a timestamp whose
+UTC date lies inside the window. Everything else in the window's partitions is dropped and
+counted per reason; above ``max_bad_fraction`` the step fails rather than train on junk.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+
+import pandas as pd
+from google.api_core.exceptions import NotFound
+from google.cloud import bigquery
+
+from trainer import bq
+from trainer.errors import EmptyWindowError, TooManyBadRowsError, TrainerError
+from trainer.window import DateRange
+
+log = logging.getLogger(__name__)
+
+# Implicit-feedback confidence per event type: finishing a lesson says more than opening it.
+DEFAULT_EVENT_WEIGHTS = {"view": 1.0, "start": 2.0, "complete": 4.0}
+
+
+def parse_event_weights(value: str) -> dict[str, float]:
+    """Parse ``view=1,start=2,complete=4``."""
+    weights: dict[str, float] = {}
+    for part in filter(None, (p.strip() for p in value.split(","))):
+        name, sep, number = part.partition("=")
+        try:
+            if not sep or not name.strip():
+                raise ValueError
+            weights[name.strip()] = float(number)
+        except ValueError:
+            raise TrainerError(f"invalid event weight {part!r}: expected type=number") from None
+        if weights[name.strip()] <= 0:
+            raise TrainerError(f"event weight for {name.strip()!r} must be > 0")
+    if not weights:
+        raise TrainerError("no event weights given")
+    return weights
+
+
+def add_window_args(parser: argparse.ArgumentParser) -> None:
+    """Window and data-quality arguments (shared with predict_task)."""
+    parser.add_argument("--lookback-days", type=int, default=30, help="days of events to use")
+    parser.add_argument(
+        "--event-weights",
+        type=parse_event_weights,
+        default=",".join(f"{k}={v:g}" for k, v in DEFAULT_EVENT_WEIGHTS.items()),
+        help="implicit-feedback weight per event type; other types count as invalid rows",
+    )
+    parser.add_argument("--max-bad-fraction", type=float, default=0.05,
+                        help="fail if more than this share of the window's rows is invalid")
+
+
+@dataclasses.dataclass(frozen=True)
+class QualityReport:
+    """Row counts of the window's partitions, by reason for dropping."""
+
+    rows_read: int
+    null_user_id: int
+    null_item_id: int
+    unknown_event_type: int
+    timestamp_outside_window: int
+    valid_rows: int
+
+    @property
+    def bad_rows(self) -> int:
+        return self.rows_read - self.valid_rows
+
+    @property
+    def bad_fraction(self) -> float:
+        return self.bad_rows / self.rows_read if self.rows_read else 0.0
+
+    def to_dict(self) -> dict[str, int | float]:
+        return {**dataclasses.asdict(self), "bad_rows": self.bad_rows,
+                "bad_fraction": round(self.bad_fraction, 6)}
+
+
+def _weight_case(weights: dict[str, float]) -> tuple[str, dict[str, object]]:
+    """A CASE expression for event weights, with the names and values as query parameters."""
+    whens, params = [], {}
+    for i, (name, weight) in enumerate(sorted(weights.items())):
+        whens.append(f"WHEN @type_{i} THEN @weight_{i}")
+        params[f"type_{i}"], params[f"weight_{i}"] = name, float(weight)
+    return f"CASE event_type {' '.join(whens)} END", params
+
+
+def _valid_condition(weights: dict[str, float]) -> str:
+    types = ", ".join(f"@type_{i}" for i in range(len(weights)))
+    return (
+        "user_id IS NOT NULL AND item_id IS NOT NULL "
+        f"AND event_type IN ({types}) "
+        "AND event_timestamp IS NOT NULL "
+        "AND DATE(event_timestamp) BETWEEN @start AND @end"
+    )
+
+
+class EventSource:
+    """The events table of one dataset."""
+
+    def __init__(self, client: bigquery.Client, table: str) -> None:
+        self.client = client
+        self.table = table
+
+    def _check_exists(self) -> None:
+        try:
+            self.client.get_table(self.table)
+        except NotFound:
+            raise TrainerError(f"events table {self.table} does not exist") from None
+
+    def quality(self, window: DateRange, weights: dict[str, float]) -> QualityReport:
+        """Count rows in the window's partitions, and why the invalid ones are invalid."""
+        self._check_exists()
+        _, params = _weight_case(weights)
+        types = ", ".join(f"@type_{i}" for i in range(len(weights)))
+        sql = f"""
+            SELECT
+              COUNT(*) AS rows_read,
+              COUNTIF(user_id IS NULL) AS null_user_id,
+              COUNTIF(item_id IS NULL) AS null_item_id,
+              COUNTIF(event_type IS NULL OR event_type NOT IN ({types})) AS unknown_event_type,
+              COUNTIF(event_timestamp IS NULL
+                      OR DATE(event_timestamp) NOT BETWEEN @start AND @end) AS timestamp_outside_window,
+              COUNTIF({_valid_condition(weights)}) AS valid_rows
+            FROM `{self.table}`
+            WHERE event_date BETWEEN @start AND @end
+        """
+        row = next(iter(bq.run(self.client, sql, {**params, "start": window.start, "end": window.end})))
+        return QualityReport(**{k: int(row[k] or 0) for k in row.keys()})
+
+    def interactions(self, window: DateRange, weights: dict[str, float],
+                     holdout_start=None) -> pd.DataFrame:
+        """Valid events aggregated per (user, item[, in holdout]): summed weight and count."""
+        case, params = _weight_case(weights)
+        split = "DATE(event_timestamp) >= @holdout_start" if holdout_start else "FALSE"
+        sql = f"""
+            SELECT user_id, item_id, {split} AS in_holdout,
+                   SUM({case}) AS weight, COUNT(*) AS events
+            FROM `{self.table}`
+            WHERE event_date BETWEEN @start AND @end AND {_valid_condition(weights)}
+            GROUP BY user_id, item_id, in_holdout
+        """
+        params = {**params, "start": window.start, "end": window.end}
+        if holdout_start:
+            params["holdout_start"] = holdout_start
+        return bq.to_dataframe(self.client, sql, params)
+
+    def read_checked(self, window: DateRange, weights: dict[str, float], max_bad_fraction: float,
+                     holdout_start=None) -> tuple[QualityReport, pd.DataFrame]:
+        """Quality check then aggregation; fails on an empty window or too many bad rows."""
+        report = self.quality(window, weights)
+        log.info(
+            "events %s window %s: rows read=%d valid=%d dropped=%d (null user_id=%d, null item_id=%d,"
+            " unknown event_type=%d, timestamp outside window=%d)",
+            self.table, window, report.rows_read, report.valid_rows, report.bad_rows,
+            report.null_user_id, report.null_item_id, report.unknown_event_type,
+            report.timestamp_outside_window,
+        )
+        if report.valid_rows == 0:
+            raise EmptyWindowError(
+                f"no valid events in {self.table} for window {window} "
+                f"({report.rows_read} rows read, {report.bad_rows} invalid)"
+            )
+        if report.bad_fraction > max_bad_fraction:
+            raise TooManyBadRowsError(
+                f"{report.bad_rows} of {report.rows_read} events in {self.table} for window {window} "
+                f"are invalid ({report.bad_fraction:.1%} > max_bad_fraction {max_bad_fraction:.1%})"
+            )
+        frame = self.interactions(window, weights, holdout_start)
+        log.info("aggregated %d (user, item) interactions from %d events", len(frame), report.valid_rows)
+        return report, frame

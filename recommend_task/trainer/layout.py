@@ -1,0 +1,54 @@
+"""Where each artifact lives under ``--artifacts-uri`` (see :mod:`trainer.artifacts`)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from trainer import artifacts
+from trainer.errors import TrainerError
+from trainer.matrices import CFMatrices, sha256
+
+LATEST_POINTER = "models/LATEST"
+
+
+def run_prefix(artifacts_uri: str, run_date: dt.date) -> str:
+    return artifacts.join(artifacts_uri, "runs", run_date.isoformat())
+
+
+def model_prefix(artifacts_uri: str, model_id: str) -> str:
+    return artifacts.join(artifacts_uri, "models", model_id)
+
+
+def latest_pointer(artifacts_uri: str) -> str:
+    return artifacts.join(artifacts_uri, LATEST_POINTER)
+
+
+def candidate_record(artifacts_uri: str, run_date: dt.date) -> str:
+    """The hand-off from train_task to evaluate/promote: which model a run produced."""
+    return artifacts.join(run_prefix(artifacts_uri, run_date), "candidate.json")
+
+
+def load_matrices(store: artifacts.ArtifactStore, artifacts_uri: str,
+                  run_date: dt.date) -> tuple[CFMatrices, dict]:
+    """Read a run's matrices and manifest, refusing a file whose checksum does not match."""
+    manifest_uri = artifacts.join(run_prefix(artifacts_uri, run_date), "manifest.json")
+    try:
+        manifest = store.read_json(manifest_uri)
+        payload = store.read_bytes(manifest["matrices_uri"])
+    except FileNotFoundError as exc:
+        raise TrainerError(f"no matrices for run date {run_date}: {exc} not found "
+                           "(run create_cf_matrices_task first)") from None
+    if sha256(payload) != manifest["sha256"]:
+        raise TrainerError(f"checksum mismatch for {manifest['matrices_uri']}: "
+                           "file does not match its manifest")
+    return CFMatrices.from_bytes(payload), manifest
+
+
+def candidate_model_uri(store: artifacts.ArtifactStore, artifacts_uri: str, run_date: dt.date) -> str:
+    """The model train_task produced for ``run_date``."""
+    uri = candidate_record(artifacts_uri, run_date)
+    try:
+        return store.read_json(uri)["model_uri"]
+    except FileNotFoundError:
+        raise TrainerError(f"no trained model for run date {run_date}: {uri} not found "
+                           "(run train_task first)") from None

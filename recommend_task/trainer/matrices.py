@@ -1,0 +1,84 @@
+"""User x item interaction matrices (CSR) and their on-disk artifact.
+
+The artifact is a single ``.npz`` (no pickles) with the id maps and the train / holdout CSR
+matrices, plus a JSON manifest carrying the window, the counts and the SHA-256 of the ``.npz``
+so a later step can refuse a truncated or mismatched file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from trainer.errors import TrainerError
+from trainer.idmap import IdMap
+
+
+def build_csr(frame: pd.DataFrame, users: IdMap, items: IdMap, value: str = "weight") -> sp.csr_matrix:
+    """A ``len(users) x len(items)`` float32 CSR of ``frame[value]``; rows whose user or item is
+    not in the maps are ignored and duplicate (user, item) pairs are summed."""
+    rows = users.index_of(frame["user_id"])
+    cols = items.index_of(frame["item_id"])
+    keep = (rows >= 0) & (cols >= 0)
+    data = frame[value].to_numpy(dtype=np.float32)[keep]
+    matrix = sp.coo_matrix((data, (rows[keep], cols[keep])), shape=(len(users), len(items)))
+    csr = matrix.tocsr()  # sums duplicates
+    csr.sort_indices()
+    return csr.astype(np.float32)
+
+
+def remove_seen(holdout: sp.csr_matrix, train: sp.csr_matrix) -> sp.csr_matrix:
+    """Holdout entries for (user, item) pairs the user has not already interacted with in train:
+    those are what a recommender that filters seen items can possibly get right."""
+    seen = (train > 0).astype(np.float32)
+    unseen = holdout - holdout.multiply(seen)
+    unseen = sp.csr_matrix(unseen)
+    unseen.eliminate_zeros()
+    return unseen
+
+
+@dataclasses.dataclass
+class CFMatrices:
+    """Id maps plus the train matrix and (optionally) the evaluation holdout, same shape."""
+
+    users: IdMap
+    items: IdMap
+    train: sp.csr_matrix
+    holdout: sp.csr_matrix | None
+
+    def to_bytes(self) -> bytes:
+        arrays = {"user_ids": self.users.ids, "item_ids": self.items.ids}
+        for name, m in (("train", self.train), ("holdout", self.holdout)):
+            if m is None:
+                continue
+            arrays[f"{name}_data"], arrays[f"{name}_indices"] = m.data, m.indices
+            arrays[f"{name}_indptr"], arrays[f"{name}_shape"] = m.indptr, np.array(m.shape)
+        buf = io.BytesIO()
+        np.savez_compressed(buf, **arrays)
+        return buf.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> CFMatrices:
+        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+            def csr(name: str) -> sp.csr_matrix | None:
+                if f"{name}_data" not in npz:
+                    return None
+                return sp.csr_matrix(
+                    (npz[f"{name}_data"], npz[f"{name}_indices"], npz[f"{name}_indptr"]),
+                    shape=tuple(npz[f"{name}_shape"]),
+                )
+
+            users, items = IdMap(npz["user_ids"]), IdMap(npz["item_ids"])
+            train = csr("train")
+            if train is None:
+                raise TrainerError("matrices artifact has no train matrix")
+            return cls(users=users, items=items, train=train, holdout=csr("holdout"))
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()

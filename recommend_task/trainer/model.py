@@ -1,0 +1,136 @@
+"""The model artifact: ALS factors, id maps, item popularity, parameters and metadata.
+
+Stored as ``model.npz`` (arrays, no pickles) and ``model.json`` (parameters, metadata, the
+SHA-256 of the ``.npz``). Recommendations always recompute the user's factors from the
+interactions they are given (one ALS half-step), so the same code serves users seen in
+training, users new since then, and a published model scored on today's holdout.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import logging
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+from implicit.cpu.als import AlternatingLeastSquares
+from threadpoolctl import threadpool_limits
+
+from trainer import artifacts
+from trainer.errors import ModelNotFoundError, TrainerError
+from trainer.idmap import IdMap
+from trainer.matrices import sha256
+
+log = logging.getLogger(__name__)
+
+RECOMMEND_BATCH = 4096
+
+
+@dataclasses.dataclass
+class ModelArtifact:
+    model_id: str
+    users: IdMap
+    items: IdMap
+    user_factors: np.ndarray
+    item_factors: np.ndarray
+    item_popularity: np.ndarray  # distinct training users per item: the cold-user fallback
+    params: dict[str, Any]
+    metadata: dict[str, Any]
+
+    # -- scoring ---------------------------------------------------------------------------
+    def _als(self) -> AlternatingLeastSquares:
+        model = AlternatingLeastSquares(
+            factors=self.params["factors"],
+            regularization=self.params["regularization"],
+            alpha=self.params["alpha"],
+            random_state=self.params.get("random_seed"),
+            num_threads=self.params.get("num_threads", 0),
+        )
+        model.user_factors = self.user_factors
+        model.item_factors = self.item_factors
+        return model
+
+    def reindex(self, interactions: sp.csr_matrix, columns: IdMap) -> sp.csr_matrix:
+        """Re-express a user x ``columns`` matrix over this model's items (unknown items dropped)."""
+        if columns == self.items:
+            return interactions
+        coo = interactions.tocoo()
+        mapped = self.items.index_of(columns.ids)[coo.col]
+        keep = mapped >= 0
+        out = sp.csr_matrix(
+            (coo.data[keep], (coo.row[keep], mapped[keep])),
+            shape=(interactions.shape[0], len(self.items)),
+            dtype=np.float32,
+        )
+        out.sum_duplicates()
+        return out
+
+    def recommend(self, interactions: sp.csr_matrix, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``n`` item indices and scores per row of ``interactions`` (users x this model's
+        items), excluding items the user already has. Rows with no known item get the most
+        popular unseen items. Slots that cannot be filled are -1 with score NaN."""
+        n_users = interactions.shape[0]
+        ids = np.full((n_users, n), -1, dtype=np.int64)
+        scores = np.full((n_users, n), np.nan, dtype=np.float32)
+        has_items = np.flatnonzero(interactions.getnnz(axis=1) > 0)
+        # implicit parallelises itself; a multi-threaded BLAS underneath only oversubscribes.
+        with threadpool_limits(1, "blas"):
+            model = self._als()
+            for start in range(0, len(has_items), RECOMMEND_BATCH):
+                rows = has_items[start:start + RECOMMEND_BATCH]
+                batch_ids, batch_scores = model.recommend(
+                    np.arange(len(rows)), interactions[rows], N=n,
+                    filter_already_liked_items=True, recalculate_user=True,
+                )
+                ids[rows], scores[rows] = batch_ids, batch_scores
+        cold = np.flatnonzero(interactions.getnnz(axis=1) == 0)
+        if cold.size:
+            top = np.argsort(-self.item_popularity, kind="stable")[:n]
+            ids[cold, : len(top)] = top
+            scores[cold, : len(top)] = self.item_popularity[top]
+        # implicit pads rows with fewer than n candidates with -inf scores / invalid ids.
+        invalid = ~np.isfinite(scores) | (ids < 0) | (ids >= len(self.items))
+        ids[invalid], scores[invalid] = -1, np.nan
+        return ids, scores
+
+    # -- storage ---------------------------------------------------------------------------
+    def to_bytes(self) -> bytes:
+        buf = io.BytesIO()
+        np.savez_compressed(
+            buf, user_ids=self.users.ids, item_ids=self.items.ids,
+            user_factors=self.user_factors, item_factors=self.item_factors,
+            item_popularity=self.item_popularity,
+        )
+        return buf.getvalue()
+
+    def save(self, store: artifacts.ArtifactStore, uri: str) -> None:
+        """Write ``model.npz`` then ``model.json`` (whose presence marks a complete model)."""
+        payload = self.to_bytes()
+        store.write_bytes(artifacts.join(uri, "model.npz"), payload)
+        store.write_json(artifacts.join(uri, "model.json"), {
+            "model_id": self.model_id, "params": self.params, "metadata": self.metadata,
+            "sha256": sha256(payload), "bytes": len(payload),
+        })
+
+
+def load_model(store: artifacts.ArtifactStore, uri: str) -> ModelArtifact:
+    """Load a model saved by :meth:`ModelArtifact.save`; a missing or damaged one is an error."""
+    try:
+        meta = store.read_json(artifacts.join(uri, "model.json"))
+        payload = store.read_bytes(artifacts.join(uri, "model.npz"))
+    except FileNotFoundError as exc:
+        raise ModelNotFoundError(f"no model at {uri} ({exc} not found)") from None
+    except json.JSONDecodeError:
+        raise TrainerError(f"model metadata at {uri}/model.json is not valid JSON") from None
+    if sha256(payload) != meta["sha256"]:
+        raise TrainerError(f"checksum mismatch for {uri}/model.npz: file does not match model.json")
+    with np.load(io.BytesIO(payload), allow_pickle=False) as npz:
+        return ModelArtifact(
+            model_id=meta["model_id"], users=IdMap(npz["user_ids"]), items=IdMap(npz["item_ids"]),
+            user_factors=npz["user_factors"], item_factors=npz["item_factors"],
+            item_popularity=npz["item_popularity"], params=meta["params"],
+            metadata=meta["metadata"],
+        )

@@ -1,0 +1,58 @@
+"""Replace whole days of a partitioned table atomically: stage, (validate), swap, clean up.
+
+BigQuery's partition decorators (``table$20261129``) would be the natural tool, but the
+local emulator does not support them; DELETE + INSERT inside one multi-statement transaction
+gives the same guarantee on both: readers see the old day or the new day, never a mix, and a
+failure rolls back to the old day.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import logging
+import uuid
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import pandas as pd
+from google.cloud import bigquery
+
+from trainer import bq
+from trainer.clients import bq_retry
+
+log = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def staging_table(client: bigquery.Client, target: str, frame: pd.DataFrame,
+                  schema: list[bigquery.SchemaField]) -> Iterator[str]:
+    """Load ``frame`` into a uniquely named staging table next to ``target``; drop it afterwards."""
+    project, dataset, name = target.split(".")
+    staging = f"{project}.{dataset}._staging_{name}_{uuid.uuid4().hex[:12]}"
+    try:
+        rows = bq.load_dataframe(client, frame, staging, schema, truncate=True)
+        log.info("staged %d rows in %s", rows, staging)
+        yield staging
+    finally:
+        client.delete_table(staging, not_found_ok=True, retry=bq_retry())
+
+
+def replace_rows(client: bigquery.Client, target: str, staging: str, where: str,
+                 params: Mapping[str, Any]) -> None:
+    """In one transaction, delete the rows of ``target`` matching ``where`` and insert all of
+    ``staging``: readers see the old rows or the new ones, never both or neither."""
+    sql = f"""
+        BEGIN TRANSACTION;
+        DELETE FROM `{target}` WHERE {where};
+        INSERT INTO `{target}` SELECT * FROM `{staging}`;
+        COMMIT TRANSACTION;
+    """
+    bq.run(client, sql, params)
+
+
+def swap_days(client: bigquery.Client, target: str, staging: str, date_field: str,
+              start: dt.date, end: dt.date) -> None:
+    """Replace the days ``start..end`` of ``target`` with the content of ``staging``."""
+    replace_rows(client, target, staging, f"{date_field} BETWEEN @start AND @end",
+                 {"start": start, "end": end})

@@ -1,0 +1,143 @@
+"""Write top-N recommendations for every user active in the window to BigQuery.
+
+Loads the published model (or ``--model-uri``), recomputes each active user's factors from
+their interactions in the window ending at ``--run-date``, recommends ``--n-recommendations``
+unseen items per user (popular items for users with no known item), then:
+
+1. stages the rows in a temporary table (load job),
+2. validates them there (every active user once, ranks 1..n, no duplicates, no nulls),
+3. swaps them in with DELETE + INSERT for ``run_date`` inside one transaction.
+
+Readers never see a partial day, a re-run replaces the day instead of duplicating it, and a
+failure at any point leaves the previous recommendations untouched.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import logging
+import sys
+
+import numpy as np
+import pandas as pd
+
+from trainer import artifacts, bq, cli, layout, tables
+from trainer.clients import bigquery_client
+from trainer.errors import TrainerError, ValidationError
+from trainer.events import EventSource, add_window_args
+from trainer.idmap import IdMap
+from trainer.matrices import build_csr
+from trainer.model import ModelArtifact, load_model
+from trainer.partitions import staging_table, swap_days
+from trainer.publishing import published_model_uri
+from trainer.window import lookback
+
+log = logging.getLogger("trainer.predict_task")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = cli.base_parser(__doc__.split("\n\n")[0])
+    cli.add_run_date(parser)
+    cli.add_artifacts_uri(parser)
+    add_window_args(parser)
+    parser.add_argument("--model-uri", help="model to use (default: the published one)")
+    parser.add_argument("--n-recommendations", type=int, default=10, help="items per user")
+    return parser
+
+
+def recommendations_frame(model: ModelArtifact, users: IdMap, ids: np.ndarray, scores: np.ndarray,
+                          run_date: dt.date, generated_at: dt.datetime) -> pd.DataFrame:
+    """One row per (user, rank) for the filled slots (filled slots always come first)."""
+    user_idx, slot = np.nonzero(ids >= 0)
+    return pd.DataFrame({
+        "run_date": pd.Series([run_date] * len(user_idx), dtype=object),
+        "user_id": users.id_of(user_idx).astype(object),
+        "rank": (slot + 1).astype(np.int64),
+        "item_id": model.items.id_of(ids[user_idx, slot]).astype(object),
+        "score": scores[user_idx, slot].astype(np.float64),
+        "model_id": model.model_id,
+        "generated_at": pd.Timestamp(generated_at),
+    })
+
+
+def validate_staged(client, staging: str, run_date: dt.date, expected_users: int,
+                    expected_rows: int, n: int) -> None:
+    """Check the staged rows in BigQuery itself (what will be published, not what we meant to
+    publish); raise ValidationError naming every violated rule."""
+    sql = f"""
+        WITH per_user AS (
+          SELECT user_id, COUNT(*) AS n_rows, COUNT(DISTINCT item_id) AS n_items,
+                 COUNT(DISTINCT rank) AS n_ranks, MIN(rank) AS min_rank, MAX(rank) AS max_rank
+          FROM `{staging}` GROUP BY user_id
+        )
+        SELECT
+          (SELECT COUNT(*) FROM `{staging}`) AS total_rows,
+          (SELECT COUNT(*) FROM per_user) AS users,
+          (SELECT COUNT(*) FROM `{staging}` WHERE run_date IS NULL OR run_date != @run_date
+             OR user_id IS NULL OR item_id IS NULL OR rank IS NULL OR score IS NULL
+             OR model_id IS NULL OR generated_at IS NULL) AS bad_rows,
+          (SELECT COUNT(*) FROM per_user WHERE n_rows > @n OR n_items != n_rows
+             OR n_ranks != n_rows OR min_rank != 1 OR max_rank != n_rows) AS bad_users
+    """
+    row = next(iter(bq.run(client, sql, {"run_date": run_date, "n": n})))
+    problems = []
+    if row["total_rows"] != expected_rows:
+        problems.append(f"{row['total_rows']} rows staged, expected {expected_rows}")
+    if row["users"] != expected_users:
+        problems.append(f"{row['users']} users staged, expected {expected_users}")
+    if row["bad_rows"]:
+        problems.append(f"{row['bad_rows']} rows with nulls or another run_date")
+    if row["bad_users"]:
+        problems.append(f"{row['bad_users']} users without ranks 1..k of distinct items (k <= {n})")
+    if problems:
+        raise ValidationError(f"staged recommendations for {run_date} rejected, nothing published: "
+                              + "; ".join(problems))
+
+
+def main(args: argparse.Namespace) -> None:
+    cli.require(args, "project", "artifacts_uri")
+    if not 1 <= args.n_recommendations <= 1000:
+        raise TrainerError(f"--n-recommendations must be in [1, 1000], got {args.n_recommendations}")
+    store = artifacts.ArtifactStore(args.project)
+    model_uri = args.model_uri or published_model_uri(store, args.artifacts_uri)
+    model = load_model(store, model_uri)
+    log.info("predicting with model %s from %s", model.model_id, model_uri)
+
+    client = bigquery_client(args.project, args.location)
+    tables.ensure_all(client, args.project, args.dataset, args.location)
+    window = lookback(args.run_date, args.lookback_days)
+    source = EventSource(client, tables.table_id(args.project, args.dataset, tables.EVENTS))
+    with cli.timed("reading events"):
+        _, frame = source.read_checked(window, args.event_weights, args.max_bad_fraction)
+
+    users = IdMap(frame["user_id"])
+    interactions = build_csr(frame, users, model.items)
+    cold = int((interactions.getnnz(axis=1) == 0).sum())
+    log.info("active users=%d (of which %d with no item known to the model get popular items), "
+             "interaction matrix shape=%s nnz=%d", len(users), cold, interactions.shape,
+             interactions.nnz)
+    with cli.timed("recommending"):
+        ids, scores = model.recommend(interactions, args.n_recommendations)
+    generated_at = dt.datetime.now(dt.timezone.utc)
+    recs = recommendations_frame(model, users, ids, scores, args.run_date, generated_at)
+    log.info("computed %d recommendations for %d users", len(recs), recs["user_id"].nunique())
+
+    target = tables.table_id(args.project, args.dataset, tables.RECOMMENDATIONS)
+    with cli.timed("staging, validating and swapping"), staging_table(
+        client, target, recs, list(tables.RECOMMENDATIONS_SPEC.schema)
+    ) as staging:
+        validate_staged(client, staging, args.run_date, len(users), len(recs), args.n_recommendations)
+        swap_days(client, target, staging, "run_date", args.run_date, args.run_date)
+    log.info("rows written=%d to %s for run_date %s", len(recs), target, args.run_date)
+
+    store.write_json(artifacts.join(layout.run_prefix(args.artifacts_uri, args.run_date),
+                                    "predictions.json"), {
+        "run_date": args.run_date.isoformat(), "model_id": model.model_id, "model_uri": model_uri,
+        "rows_written": len(recs), "users": len(users), "cold_users": cold,
+        "table": target, "generated_at": generated_at.isoformat(),
+    })
+
+
+if __name__ == "__main__":
+    sys.exit(cli.run_step("predict_task", main, build_parser()))

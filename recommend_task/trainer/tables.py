@@ -1,0 +1,137 @@
+"""BigQuery table schemas of the product and their creation (idempotent, on first use).
+
+``events``            one row per learning event; partitioned by ``event_date``, clustered by user.
+``model_metrics``     one row per evaluated model; partitioned by ``run_date``.
+``recommendations``   top-N per user and day, one row per (run_date, user_id, rank);
+                      partitioned by ``run_date``, clustered by ``user_id``.
+``recommendations_latest``  view: the newest complete day of ``recommendations``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+from google.cloud import bigquery
+from google.cloud.bigquery import SchemaField as F
+
+log = logging.getLogger(__name__)
+
+EVENTS = "events"
+MODEL_METRICS = "model_metrics"
+RECOMMENDATIONS = "recommendations"
+RECOMMENDATIONS_LATEST = "recommendations_latest"
+
+METRIC_NAMES = ("precision", "recall", "map", "ndcg", "coverage")
+RECOMMENDERS = ("model", "popularity", "published")
+
+
+@dataclasses.dataclass(frozen=True)
+class TableSpec:
+    name: str
+    schema: tuple[F, ...]
+    partition_field: str
+    clustering: tuple[str, ...] = ()
+    description: str = ""
+
+
+EVENTS_SPEC = TableSpec(
+    name=EVENTS,
+    schema=(
+        F("event_id", "STRING", description="unique id of the event (for de-duplication upstream)"),
+        F("user_id", "STRING", description="learner id; rows without one are dropped"),
+        F("item_id", "STRING", description="lesson/course id; rows without one are dropped"),
+        F("event_type", "STRING", description="view | start | complete (weights per type)"),
+        F("event_timestamp", "TIMESTAMP", description="when it happened (UTC)"),
+        F("event_date", "DATE", mode="REQUIRED", description="partition: UTC date of the event"),
+    ),
+    partition_field="event_date",
+    clustering=("user_id",),
+    description="Learning-app user events (input of the recommender).",
+)
+
+MODEL_METRICS_SPEC = TableSpec(
+    name=MODEL_METRICS,
+    schema=(
+        F("model_id", "STRING", mode="REQUIRED"),
+        F("run_date", "DATE", mode="REQUIRED", description="partition: last day of the window"),
+        F("evaluated_at", "TIMESTAMP", mode="REQUIRED"),
+        F("model_uri", "STRING", mode="REQUIRED"),
+        F("k", "INT64", mode="REQUIRED", description="cut-off of the @k metrics"),
+        F("eval_users", "INT64", mode="REQUIRED", description="users with holdout interactions"),
+        *(
+            F(f"{rec}_{metric}", "FLOAT64", description=f"{metric}@k of the {rec} recommender")
+            for rec in RECOMMENDERS
+            for metric in METRIC_NAMES
+        ),
+        F("published_model_id", "STRING", description="model published when this one was evaluated"),
+        F("primary_metric", "STRING", mode="REQUIRED"),
+        F("verdict", "STRING", mode="REQUIRED", description="pass | fail"),
+        F("reasons", "STRING", description="why the verdict is what it is"),
+        F("params", "STRING", description="training parameters as JSON"),
+    ),
+    partition_field="run_date",
+    description="Offline evaluation of each trained model against a popularity baseline.",
+)
+
+RECOMMENDATIONS_SPEC = TableSpec(
+    name=RECOMMENDATIONS,
+    schema=(
+        F("run_date", "DATE", mode="REQUIRED", description="partition: the day they are for"),
+        F("user_id", "STRING", mode="REQUIRED"),
+        F("rank", "INT64", mode="REQUIRED", description="1 = best"),
+        F("item_id", "STRING", mode="REQUIRED"),
+        F("score", "FLOAT64", mode="REQUIRED"),
+        F("model_id", "STRING", mode="REQUIRED"),
+        F("generated_at", "TIMESTAMP", mode="REQUIRED"),
+    ),
+    partition_field="run_date",
+    clustering=("user_id",),
+    description="Top-N recommendations per user and day (read by the web app).",
+)
+
+
+def table_id(project: str, dataset: str, name: str) -> str:
+    return f"{project}.{dataset}.{name}"
+
+
+def ensure_dataset(client: bigquery.Client, project: str, dataset: str, location: str) -> None:
+    ds = bigquery.Dataset(f"{project}.{dataset}")
+    ds.location = location
+    client.create_dataset(ds, exists_ok=True)
+
+
+def ensure_table(client: bigquery.Client, project: str, dataset: str, spec: TableSpec) -> str:
+    """Create the table if it is missing; returns its full id."""
+    tid = table_id(project, dataset, spec.name)
+    table = bigquery.Table(tid, schema=list(spec.schema))
+    table.time_partitioning = bigquery.TimePartitioning(
+        type_=bigquery.TimePartitioningType.DAY, field=spec.partition_field
+    )
+    if spec.clustering:
+        table.clustering_fields = list(spec.clustering)
+    table.description = spec.description
+    client.create_table(table, exists_ok=True)
+    return tid
+
+
+def ensure_latest_view(client: bigquery.Client, project: str, dataset: str) -> str:
+    """``recommendations_latest``: the newest day only, so a failed day leaves the previous one
+    visible to readers."""
+    recs = table_id(project, dataset, RECOMMENDATIONS)
+    view_id = table_id(project, dataset, RECOMMENDATIONS_LATEST)
+    view = bigquery.Table(view_id)
+    view.view_query = (
+        f"SELECT * FROM `{recs}` WHERE run_date = (SELECT MAX(run_date) FROM `{recs}`)"
+    )
+    view.description = "Newest day of recommendations (what the web app reads)."
+    client.create_table(view, exists_ok=True)
+    return view_id
+
+
+def ensure_all(client: bigquery.Client, project: str, dataset: str, location: str) -> None:
+    """Create the dataset, every table and the view if missing."""
+    ensure_dataset(client, project, dataset, location)
+    for spec in (EVENTS_SPEC, MODEL_METRICS_SPEC, RECOMMENDATIONS_SPEC):
+        ensure_table(client, project, dataset, spec)
+    ensure_latest_view(client, project, dataset)

@@ -1,0 +1,85 @@
+"""Date arithmetic for event windows and the evaluation holdout.
+
+All windows are whole UTC days, inclusive at both ends: a lookback of 30 days ending at
+``run_date`` covers ``run_date - 29 .. run_date``. The holdout is the last ``holdout_days`` of
+that window; training sees only the days before it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+
+from trainer.errors import TrainerError
+
+
+@dataclasses.dataclass(frozen=True)
+class DateRange:
+    """An inclusive range of whole days."""
+
+    start: dt.date
+    end: dt.date
+
+    def __post_init__(self) -> None:
+        if self.end < self.start:
+            raise TrainerError(f"date range ends ({self.end}) before it starts ({self.start})")
+
+    @property
+    def days(self) -> int:
+        return (self.end - self.start).days + 1
+
+    def __contains__(self, day: object) -> bool:
+        return isinstance(day, dt.date) and self.start <= day <= self.end
+
+    def __str__(self) -> str:
+        return f"{self.start}..{self.end}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Window:
+    """The event window of one run, split into a training part and an evaluation holdout."""
+
+    full: DateRange
+    train: DateRange
+    holdout: DateRange | None
+
+    def to_dict(self) -> dict[str, str | None]:
+        return {
+            "start": self.full.start.isoformat(),
+            "end": self.full.end.isoformat(),
+            "train_start": self.train.start.isoformat(),
+            "train_end": self.train.end.isoformat(),
+            "holdout_start": self.holdout.start.isoformat() if self.holdout else None,
+            "holdout_end": self.holdout.end.isoformat() if self.holdout else None,
+        }
+
+
+def lookback(run_date: dt.date, lookback_days: int) -> DateRange:
+    """The ``lookback_days`` days ending at (and including) ``run_date``."""
+    if lookback_days < 1:
+        raise TrainerError(f"lookback_days must be >= 1, got {lookback_days}")
+    return DateRange(run_date - dt.timedelta(days=lookback_days - 1), run_date)
+
+
+def split_window(run_date: dt.date, lookback_days: int, holdout_days: int) -> Window:
+    """Split the lookback window ending at ``run_date`` into train days and holdout days."""
+    full = lookback(run_date, lookback_days)
+    if holdout_days < 0:
+        raise TrainerError(f"holdout_days must be >= 0, got {holdout_days}")
+    if holdout_days >= lookback_days:
+        raise TrainerError(
+            f"holdout_days ({holdout_days}) must be smaller than lookback_days ({lookback_days})"
+        )
+    if holdout_days == 0:
+        return Window(full=full, train=full, holdout=None)
+    holdout = DateRange(run_date - dt.timedelta(days=holdout_days - 1), run_date)
+    train = DateRange(full.start, holdout.start - dt.timedelta(days=1))
+    return Window(full=full, train=train, holdout=holdout)
+
+
+def parse_date(value: str) -> dt.date:
+    """Parse ``YYYY-MM-DD`` (what Airflow's ``{{ ds }}`` renders) with a clear error."""
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise TrainerError(f"invalid date {value!r}: expected YYYY-MM-DD") from None
