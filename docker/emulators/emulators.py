@@ -11,6 +11,7 @@ Usage::
     python docker/emulators/emulators.py start --data-dir .local/emulators
     eval "$(python docker/emulators/emulators.py env)"   # client environment
     python docker/emulators/emulators.py stop --data-dir .local/emulators
+    python docker/emulators/emulators.py run --data-dir D -- CMD ARGS  # start, run, always stop
 
 Processes run in their own session so that stopping them also stops their children;
 pid files and logs live in the data directory.
@@ -142,13 +143,16 @@ def _pid(name: str, data_dir: Path) -> int | None:
     return pid if _alive(pid) else None
 
 
-def start(data_dir: Path, timeout_s: float) -> None:
-    """Start both emulators (if not already running) and wait until they answer."""
+def start(data_dir: Path, timeout_s: float, buckets: list[str] | None = None) -> None:
+    """Start both emulators (if not already running) and wait until they answer; ``buckets``
+    are created (fake-gcs-server's filesystem backend maps buckets to directories)."""
     s = _settings()
     venv = Path(s["venv"])
     data_dir.mkdir(parents=True, exist_ok=True)
     (data_dir / "bigquery").mkdir(exist_ok=True)
     (data_dir / "gcs").mkdir(exist_ok=True)
+    for bucket in buckets or []:
+        (data_dir / "gcs" / bucket).mkdir(exist_ok=True)
 
     bq_url = f"http://{s['host']}:{s['bq_port']}/bigquery/v2/projects/{s['project']}/datasets"
     gcs_url = f"http://{s['host']}:{s['gcs_port']}/storage/v1/b?project={s['project']}"
@@ -193,13 +197,16 @@ def stop(data_dir: Path, timeout_s: float = 15) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("command", choices=["start", "stop", "status", "env"])
+    parser.add_argument("command", choices=["start", "stop", "status", "env", "run"])
     parser.add_argument("--data-dir", type=Path, default=REPO / ".local" / "emulators")
     parser.add_argument("--timeout", type=float, default=60, help="seconds to wait for readiness")
-    args = parser.parse_args(argv)
+    parser.add_argument("--bucket", action="append", default=[], help="bucket to create (repeatable)")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    cmd = argv[argv.index("--") + 1:] if "--" in argv else []
+    args = parser.parse_args(argv[: argv.index("--")] if "--" in argv else argv)
     data_dir = args.data_dir.resolve()
     if args.command == "start":
-        start(data_dir, args.timeout)
+        start(data_dir, args.timeout, args.bucket)
     elif args.command == "stop":
         stop(data_dir)
     elif args.command == "status":
@@ -207,9 +214,17 @@ def main(argv: list[str] | None = None) -> int:
         for name, pid in running.items():
             print(f"{name}: {'running (pid %d)' % pid if pid else 'stopped'}")
         return 0 if all(running.values()) else 1
-    else:
+    elif args.command == "env":
         for key, value in client_env().items():
             print(f"export {key}={value}")
+    else:
+        if not cmd:
+            parser.error("run needs a command after --")
+        start(data_dir, args.timeout, args.bucket)
+        try:
+            return subprocess.call(cmd, env={**os.environ, **client_env()})
+        finally:
+            stop(data_dir)
     return 0
 
 

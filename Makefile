@@ -1,0 +1,72 @@
+# The two commands every user and CI need: `make demo` and `make test` (see README.md).
+# Everything is installed from lock files into virtualenvs under .venv/ by uv, offline from
+# everything but the package registries.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON311 ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.11*/bin/python3.11) $(shell command -v python3.11))
+PYTHON313 ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.13*/bin/python3.13) $(shell command -v python3.13))
+UV_VERSION := 0.13.8
+
+VENV := .venv
+UV := $(VENV)/tools/bin/uv
+TRAINER_PY := $(abspath $(VENV)/trainer/bin/python)
+EMULATORS := $(PYTHON311) docker/emulators/emulators.py
+export UV_PYTHON_DOWNLOADS := never
+
+DEMO_DATE ?= 2026-11-29
+DEMO_DIR := .local/demo
+DEMO_BUCKET := recsys-artifacts
+
+.PHONY: help venvs test demo bench lint lock clean
+
+help:
+	@echo "make demo   seed synthetic events and run the whole pipeline on local emulators"
+	@echo "make test   run every test (starts and stops its own emulators)"
+	@echo "make bench  print speed and memory figures of the trainer steps"
+	@echo "make lint   ruff"
+	@echo "make lock   re-resolve the lock files after editing a requirements file"
+
+$(UV):
+	@test -n "$(PYTHON311)" || { echo "ERROR: python3.11 not found (set PYTHON311=...)"; exit 1; }
+	$(PYTHON311) -m venv $(VENV)/tools
+	$(VENV)/tools/bin/pip install -q uv==$(UV_VERSION)
+
+$(VENV)/trainer/.installed: recommend_task/requirements-dev.lock recommend_task/pyproject.toml | $(UV)
+	$(UV) venv -q --allow-existing -p $(PYTHON311) $(VENV)/trainer
+	$(UV) pip sync -q -p $(VENV)/trainer/bin/python recommend_task/requirements-dev.lock
+	$(UV) pip install -q -p $(VENV)/trainer/bin/python --no-deps -e recommend_task
+	touch $@
+
+$(VENV)/emulators/.installed: docker/emulators/requirements.lock | $(UV)
+	@test -n "$(PYTHON313)" || { echo "ERROR: python3.13 not found (set PYTHON313=...)"; exit 1; }
+	$(UV) venv -q --allow-existing -p $(PYTHON313) $(VENV)/emulators
+	$(UV) pip sync -q -p $(VENV)/emulators/bin/python docker/emulators/requirements.lock
+	touch $@
+
+venvs: $(VENV)/trainer/.installed $(VENV)/emulators/.installed
+
+test: venvs
+	cd recommend_task && $(TRAINER_PY) -m pytest -q tests
+
+lint: venvs
+	$(VENV)/trainer/bin/ruff check recommend_task docker
+
+demo: venvs
+	rm -rf $(DEMO_DIR)
+	$(EMULATORS) run --data-dir $(DEMO_DIR)/emulators --bucket $(DEMO_BUCKET) -- \
+		env RECSYS_BQ_RETRY_DEADLINE_S=60 TRAINER_PYTHON=$(TRAINER_PY) \
+		recommend_task/demo.sh $(DEMO_DATE) gs://$(DEMO_BUCKET)/recsys
+
+bench: venvs
+	cd recommend_task && $(TRAINER_PY) benchmarks/bench_pipeline.py
+
+lock: | $(UV)
+	$(UV) pip compile -q --python-version 3.11 --python-platform x86_64-unknown-linux-gnu --generate-hashes recommend_task/requirements.txt -o recommend_task/requirements.lock
+	$(UV) pip compile -q --python-version 3.11 --python-platform x86_64-unknown-linux-gnu recommend_task/requirements-dev.txt -c recommend_task/requirements.lock -o recommend_task/requirements-dev.lock
+	$(UV) pip compile -q --python-version 3.13 --python-platform x86_64-unknown-linux-gnu docker/emulators/requirements.txt -o docker/emulators/requirements.lock
+
+clean:
+	-$(EMULATORS) stop --data-dir $(DEMO_DIR)/emulators
+	rm -rf .local

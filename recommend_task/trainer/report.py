@@ -1,0 +1,63 @@
+"""Print what a run produced, read back from BigQuery: the model's metrics next to the
+popularity baseline (and the previously published model), and a few users' recommendations
+from the ``recommendations_latest`` view the web app reads."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from trainer import bq, cli, tables
+from trainer.clients import bigquery_client
+from trainer.errors import TrainerError
+
+log = logging.getLogger("trainer.report")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = cli.base_parser(__doc__.split("\n\n")[0])
+    cli.add_run_date(parser)
+    parser.add_argument("--users", type=int, default=3, help="how many users to show")
+    return parser
+
+
+def main(args: argparse.Namespace) -> None:
+    cli.require(args, "project")
+    client = bigquery_client(args.project, args.location)
+    metrics_table = tables.table_id(args.project, args.dataset, tables.MODEL_METRICS)
+    rows = list(bq.run(client, f"""
+        SELECT * FROM `{metrics_table}` WHERE run_date = @run_date
+        ORDER BY evaluated_at DESC LIMIT 1""", {"run_date": args.run_date}))
+    if not rows:
+        raise TrainerError(f"no model_metrics row for run date {args.run_date} in {metrics_table}")
+    m = rows[0]
+    print(f"\nModel {m['model_id']} evaluated on {m['eval_users']} holdout users "
+          f"(k={m['k']}), verdict: {m['verdict'].upper()}")
+    print(f"  {m['reasons']}")
+    header = f"  {'recommender':<36}" + "".join(f"{name + '@k':>13}" for name in tables.METRIC_NAMES)
+    print(header)
+    for rec in tables.RECOMMENDERS:
+        if m[f"{rec}_{tables.METRIC_NAMES[0]}"] is None:
+            continue
+        label = rec if rec != "published" else f"published ({m['published_model_id']})"
+        print(f"  {label:<36}" + "".join(f"{m[f'{rec}_{n}']:>13.4f}" for n in tables.METRIC_NAMES))
+
+    view = tables.table_id(args.project, args.dataset, tables.RECOMMENDATIONS_LATEST)
+    recs = bq.to_dataframe(client, f"""
+        SELECT run_date, user_id, rank, item_id, score FROM `{view}`
+        WHERE user_id IN (SELECT DISTINCT user_id FROM `{view}` ORDER BY user_id LIMIT @n)
+        ORDER BY user_id, rank""", {"n": args.users})
+    total = next(iter(bq.run(client, f"SELECT COUNT(*) AS n, COUNT(DISTINCT user_id) AS u FROM `{view}`")))
+    if recs.empty:
+        raise TrainerError(f"{view} is empty")
+    print(f"\nRecommendations in {view}: {total['n']} rows for {total['u']} users, "
+          f"run_date {recs['run_date'].iloc[0]}")
+    for user_id, group in recs.groupby("user_id", sort=True):
+        items = ", ".join(f"{r.item_id} ({r.score:.2f})" for r in group.head(5).itertuples())
+        print(f"  {user_id}: {items}{', ...' if len(group) > 5 else ''}")
+    print()
+
+
+if __name__ == "__main__":
+    sys.exit(cli.run_step("report", main, build_parser()))
