@@ -47,7 +47,7 @@ $(VENV)/emulators/.installed: docker/emulators/requirements.lock | $(UV)
 
 venvs: $(VENV)/trainer/.installed $(VENV)/emulators/.installed
 
-test: venvs
+test: venvs lint
 	cd recommend_task && $(TRAINER_PY) -m pytest -q tests
 
 lint: venvs

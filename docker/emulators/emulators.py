@@ -212,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "status":
         running = {n: _pid(n, data_dir) for n in ("bigquery", "gcs")}
         for name, pid in running.items():
-            print(f"{name}: {'running (pid %d)' % pid if pid else 'stopped'}")
+            print(f"{name}: {f'running (pid {pid})' if pid else 'stopped'}")
         return 0 if all(running.values()) else 1
     elif args.command == "env":
         for key, value in client_env().items():

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import fcntl
+import hashlib
 import json
 import os
 import tempfile
@@ -38,6 +39,12 @@ def _split_gs(uri: str) -> tuple[str, str]:
     if not bucket or not name:
         raise TrainerError(f"invalid Cloud Storage URI {uri!r}: expected gs://bucket/path")
     return bucket, name
+
+
+def _content_generation(data: bytes) -> int:
+    """Local stand-in for a GCS generation: file timestamps are too coarse to tell two quick
+    writes apart, the content is not (pointer records carry a timestamp, so they differ)."""
+    return int(hashlib.sha256(data).hexdigest()[:15], 16)
 
 
 def is_gcs(uri: str) -> bool:
@@ -125,12 +132,11 @@ class ArtifactStore:
                 return Versioned(None, None)
             data = blob.download_as_bytes(if_generation_match=blob.generation)
             return Versioned(data, int(blob.generation))
-        path = Path(uri)
         try:
-            stat = path.stat()
-            return Versioned(path.read_bytes(), stat.st_mtime_ns)
+            data = Path(uri).read_bytes()
         except FileNotFoundError:
             return Versioned(None, None)
+        return Versioned(data, _content_generation(data))
 
     def compare_and_swap(self, uri: str, data: bytes, expected_generation: int | None) -> None:
         """Replace ``uri`` only if it still has ``expected_generation`` (None: must not exist)."""
@@ -150,11 +156,11 @@ class ArtifactStore:
             return
         path = Path(uri)
         path.parent.mkdir(parents=True, exist_ok=True)
-        # The lock file serialises local writers; the mtime check is the generation test.
+        # The lock file serialises local writers; the content hash is the generation.
         with open(path.with_name(path.name + ".lock"), "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:
-                current = path.stat().st_mtime_ns
+                current = _content_generation(path.read_bytes())
             except FileNotFoundError:
                 current = None
             if current != expected_generation:

@@ -46,7 +46,7 @@ def run(client: bigquery.Client, sql: str, params: Mapping[str, Any] | None = No
 def to_dataframe(client: bigquery.Client, sql: str, params: Mapping[str, Any] | None = None) -> pd.DataFrame:
     """Run a query and read its result through the Storage Read API (fast for large results)."""
     rows = run(client, sql, params)
-    return rows.to_dataframe(bqstorage_client=bigquery_read_client())
+    return rows.to_arrow(bqstorage_client=bigquery_read_client()).to_pandas()
 
 
 def load_dataframe(client: bigquery.Client, frame: pd.DataFrame, destination: str,

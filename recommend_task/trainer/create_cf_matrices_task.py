@@ -18,8 +18,8 @@ from trainer.clients import bigquery_client
 from trainer.errors import EmptyWindowError, TrainerError
 from trainer.events import EventSource, add_window_args
 from trainer.idmap import IdMap
-from trainer.matrices import CFMatrices, build_csr, remove_seen, sha256
 from trainer.layout import run_prefix
+from trainer.matrices import CFMatrices, build_csr, remove_seen, sha256
 from trainer.window import split_window
 
 log = logging.getLogger("trainer.create_cf_matrices_task")
@@ -88,7 +88,7 @@ def main(args: argparse.Namespace) -> None:
         "matrices_uri": artifacts.join(prefix, "matrices.npz"),
         "sha256": sha256(payload),
         "bytes": len(payload),
-        "created_at": dt.datetime.now(dt.timezone.utc).isoformat(),
+        "created_at": dt.datetime.now(dt.UTC).isoformat(),
     }
     store = artifacts.ArtifactStore(args.project)
     # Matrices first, manifest last: a manifest always describes a complete matrices file.

@@ -128,7 +128,7 @@ def main(args: argparse.Namespace) -> None:
                      args.primary_metric, args.min_lift, args.max_regression)
     log.info("verdict: %s (%s)", verdict.verdict.upper(), "; ".join(verdict.reasons))
 
-    evaluated_at = dt.datetime.now(dt.timezone.utc)
+    evaluated_at = dt.datetime.now(dt.UTC)
     store.write_json(artifacts.join(model_uri, "evaluation.json"), {
         "model_id": model.model_id, "model_uri": model_uri, "run_date": args.run_date.isoformat(),
         "k": args.k, "primary_metric": args.primary_metric, "min_lift": args.min_lift,

@@ -130,7 +130,7 @@ class EventSource:
             WHERE event_date BETWEEN @start AND @end
         """
         row = next(iter(bq.run(self.client, sql, {**params, "start": window.start, "end": window.end})))
-        return QualityReport(**{k: int(row[k] or 0) for k in row.keys()})
+        return QualityReport(**{k: int(v or 0) for k, v in row.items()})
 
     def interactions(self, window: DateRange, weights: dict[str, float],
                      holdout_start=None) -> pd.DataFrame:

@@ -119,7 +119,7 @@ def main(args: argparse.Namespace) -> None:
              interactions.nnz)
     with cli.timed("recommending"):
         ids, scores = model.recommend(interactions, args.n_recommendations)
-    generated_at = dt.datetime.now(dt.timezone.utc)
+    generated_at = dt.datetime.now(dt.UTC)
     recs = recommendations_frame(model, users, ids, scores, args.run_date, generated_at)
     log.info("computed %d recommendations for %d users", len(recs), recs["user_id"].nunique())
 

@@ -52,7 +52,7 @@ def main(args: argparse.Namespace) -> None:
         "model_id": model.model_id,
         "model_uri": model_uri,
         "run_date": args.run_date.isoformat(),
-        "promoted_at": dt.datetime.now(dt.timezone.utc).isoformat(),
+        "promoted_at": dt.datetime.now(dt.UTC).isoformat(),
         "primary_metric": primary,
         "k": evaluation["k"],
         "metrics": evaluation["metrics"]["model"],

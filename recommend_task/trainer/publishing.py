@@ -12,7 +12,8 @@ from trainer.errors import ModelNotFoundError
 log = logging.getLogger(__name__)
 
 
-def read_pointer(store: artifacts.ArtifactStore, artifacts_uri: str) -> tuple[dict[str, Any] | None, int | None]:
+def read_pointer(store: artifacts.ArtifactStore,
+                 artifacts_uri: str) -> tuple[dict[str, Any] | None, int | None]:
     """The current pointer record (None if nothing is published) and its generation."""
     current = store.read_versioned(layout.latest_pointer(artifacts_uri))
     if current.data is None:

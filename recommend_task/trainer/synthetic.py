@@ -55,7 +55,7 @@ def generate(spec: SyntheticSpec) -> pd.DataFrame:
         items[mask] = rng.choice(topic_items, size=int(mask.sum()), p=p)
 
     start = dt.datetime.combine(spec.end_date - dt.timedelta(days=spec.days - 1), dt.time(),
-                                tzinfo=dt.timezone.utc)
+                                tzinfo=dt.UTC)
     offsets = rng.integers(0, spec.days * 86_400, size=spec.events)
     timestamps = pd.to_datetime(start) + pd.to_timedelta(offsets, unit="s")
     width_u, width_i = len(str(spec.users)), len(str(spec.items))

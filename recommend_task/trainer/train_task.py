@@ -107,7 +107,7 @@ def main(args: argparse.Namespace) -> None:
             "matrices_uri": manifest["matrices_uri"], "matrices_sha256": manifest["sha256"],
             "event_weights": manifest["event_weights"], "final_loss": loss,
             "fit_seconds": round(time.perf_counter() - started, 3),
-            "trained_at": dt.datetime.now(dt.timezone.utc).isoformat(),
+            "trained_at": dt.datetime.now(dt.UTC).isoformat(),
         },
     )
     uri = layout.model_prefix(args.artifacts_uri, model_id)

@@ -1,0 +1,160 @@
+"""Bad input fails with one clear line, writes nothing, and leaves the last good results."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+from helpers import RUN_DATE, SEED_ARGS, query, recommendation_counts, run_training, seed
+
+from trainer import tables
+from trainer.errors import ValidationError
+from trainer.partitions import staging_table
+from trainer.predict_task import validate_staged
+from trainer.synthetic import SyntheticSpec, corrupt, generate
+
+
+def test_empty_window_fails_naming_the_window_and_writes_nothing(step, tmp_path):
+    seed(step)
+    art = tmp_path / "artifacts"
+    rc, err = step("create_cf_matrices_task", "--run-date", "2025-01-10", "--lookback-days", "7",
+                   "--artifacts-uri", str(art))
+    assert rc == 2
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("ERROR: create_cf_matrices_task:") and "2025-01-04..2025-01-10" in last
+    assert not art.exists()
+
+
+def test_missing_events_table_is_a_clear_error(step, tmp_path):
+    rc, err = step("create_cf_matrices_task", "--run-date", str(RUN_DATE),
+                   "--artifacts-uri", str(tmp_path))
+    assert rc == 2 and "events" in err.splitlines()[-1] and "does not exist" in err
+
+
+def test_bad_rows_are_dropped_and_counted(step, tmp_path):
+    seed(step, RUN_DATE, "--corrupt-fraction", "0.03")
+    rc, err = step("create_cf_matrices_task", "--run-date", str(RUN_DATE), "--lookback-days", "20",
+                   "--artifacts-uri", str(tmp_path))
+    assert rc == 0, err
+    manifest = json.loads((tmp_path / "runs" / str(RUN_DATE) / "manifest.json").read_text())
+    # Recompute what the seeder damaged, independently of the trainer's SQL.
+    spec = SyntheticSpec(users=600, items=120, events=24000, days=20, clusters=6, end_date=RUN_DATE)
+    frame = corrupt(generate(spec), 0.03, spec.seed)
+    q = manifest["quality"]
+    assert q["rows_read"] == 24000
+    assert q["null_user_id"] == frame["user_id"].isna().sum() > 0
+    assert q["null_item_id"] == frame["item_id"].isna().sum() > 0
+    outside = (frame["event_timestamp"].dt.date < RUN_DATE - dt.timedelta(days=19)).sum()
+    assert q["timestamp_outside_window"] == outside > 0
+    assert q["valid_rows"] == 24000 - q["null_user_id"] - q["null_item_id"] - outside
+    assert "dropped=" in err and f"timestamp outside window={outside}" in err
+
+
+def test_too_many_bad_rows_fail_the_step(step, tmp_path):
+    seed(step, RUN_DATE, "--corrupt-fraction", "0.2")
+    rc, err = step("create_cf_matrices_task", "--run-date", str(RUN_DATE), "--lookback-days", "20",
+                   "--max-bad-fraction", "0.05", "--artifacts-uri", str(tmp_path))
+    assert rc == 2
+    assert "are invalid" in err.splitlines()[-1] and "max_bad_fraction 5.0%" in err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_missing_model_stops_promotion_and_prediction(step, tmp_path):
+    seed(step)
+    art = str(tmp_path / "artifacts")
+    rc, err = step("promote_model_task", "--run-date", str(RUN_DATE), "--artifacts-uri", art)
+    assert rc == 2 and "no trained model for run date 2026-11-29" in err.splitlines()[-1]
+    rc, err = step("predict_task", "--run-date", str(RUN_DATE), "--artifacts-uri", art)
+    assert rc == 2 and "no published model" in err.splitlines()[-1]
+    rc, err = step("predict_task", "--run-date", str(RUN_DATE), "--artifacts-uri", art,
+                   "--model-uri", f"{art}/models/nope")
+    assert rc == 2 and "no model at" in err.splitlines()[-1]
+
+
+def test_failed_verdict_stops_promotion_and_keeps_the_published_model(
+        step, bq_client, project, dataset, tmp_path):
+    art = str(tmp_path / "artifacts")
+    seed(step)
+    run_training(step, art)
+    latest_before = (tmp_path / "artifacts" / "models" / "LATEST").read_text()
+    assert step("predict_task", "--run-date", str(RUN_DATE), "--artifacts-uri", art,
+                "--lookback-days", "20")[0] == 0
+    before = recommendation_counts(bq_client, project, dataset)
+
+    # Next day: a model that cannot beat popularity by 1000% fails its verdict.
+    next_day = RUN_DATE + dt.timedelta(days=1)
+    seed(step, next_day)
+    common = ("--run-date", str(next_day), "--artifacts-uri", art)
+    assert step("create_cf_matrices_task", *common, "--lookback-days", "20")[0] == 0
+    assert step("train_task", *common, "--factors", "8", "--iterations", "3")[0] == 0
+    rc, err = step("evaluate_task", *common, "--min-lift", "10")
+    assert rc == 0, err  # evaluation itself succeeded; its verdict is "fail"
+    verdicts = query(bq_client, f"SELECT run_date, verdict FROM `{project}.{dataset}.model_metrics`")
+    assert {(r["run_date"], r["verdict"]) for r in verdicts} == {(RUN_DATE, "pass"), (next_day, "fail")}
+    rc, err = step("promote_model_task", *common)
+    assert rc == 2 and "failed evaluation, not promoting" in err.splitlines()[-1]
+    assert (tmp_path / "artifacts" / "models" / "LATEST").read_text() == latest_before
+    assert recommendation_counts(bq_client, project, dataset) == before
+
+
+def test_failures_leave_the_previous_days_recommendations_intact(
+        step, bq_client, project, dataset, tmp_path):
+    art = str(tmp_path / "artifacts")
+    seed(step)
+    run_training(step, art)
+    predict = ("predict_task", "--artifacts-uri", art, "--lookback-days", "20")
+    assert step(*predict, "--run-date", str(RUN_DATE))[0] == 0
+    before = recommendation_counts(bq_client, project, dataset)
+    view = f"`{project}.{dataset}.recommendations_latest`"
+    view_before = query(bq_client, f"SELECT user_id, rank, item_id FROM {view} ORDER BY 1, 2")
+
+    # Failure 1: no events for the next day's (1-day) window.
+    rc, err = step(*predict, "--run-date", "2027-01-15", "--lookback-days", "1")
+    assert rc == 2 and "no valid events" in err
+    # Failure 2: a broken model for today.
+    (tmp_path / "artifacts" / "models" / "broken").mkdir()
+    (tmp_path / "artifacts" / "models" / "broken" / "model.json").write_text("{")
+    rc, err = step(*predict, "--run-date", str(RUN_DATE), "--model-uri", f"{art}/models/broken")
+    assert rc == 2 and "not valid JSON" in err
+    # Failure 3: staged rows that fail validation are never swapped in.
+    target = tables.table_id(project, dataset, tables.RECOMMENDATIONS)
+    bad = pd.DataFrame({"run_date": [RUN_DATE] * 2, "user_id": ["u1", "u1"], "rank": [1, 1],
+                        "item_id": ["i1", "i1"], "score": [1.0, 1.0], "model_id": ["m", "m"],
+                        "generated_at": pd.Timestamp.now(tz="UTC")})
+    bad["run_date"] = bad["run_date"].astype(object)
+    schema = list(tables.RECOMMENDATIONS_SPEC.schema)
+    with staging_table(bq_client, target, bad, schema) as staging, \
+            pytest.raises(ValidationError, match="users without ranks"):
+        validate_staged(bq_client, staging, RUN_DATE, expected_users=1, expected_rows=2, n=10)
+
+    assert recommendation_counts(bq_client, project, dataset) == before
+    assert query(bq_client, f"SELECT user_id, rank, item_id FROM {view} ORDER BY 1, 2") == view_before
+    leftovers = [t.table_id for t in bq_client.list_tables(f"{project}.{dataset}")
+                 if t.table_id.startswith("_staging")]
+    assert leftovers == []
+
+
+def test_cli_exit_code_and_single_error_line_in_a_real_process(emulators, tmp_path):
+    env = {**os.environ, "RECSYS_ARTIFACTS_URI": str(tmp_path)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "trainer.predict_task", "--project", emulators["project"],
+         "--dataset", "nothing_here", "--run-date", str(RUN_DATE)],
+        capture_output=True, text=True, env=env)
+    assert proc.returncode == 2
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("ERROR:")]
+    assert errors == [f"ERROR: predict_task: no published model: {tmp_path}/models/LATEST does not "
+                      "exist (train, evaluate and promote a model first, or pass --model-uri)"]
+    assert "Traceback" not in proc.stderr
+
+
+def test_invalid_arguments_are_rejected_before_any_work(step, tmp_path):
+    with pytest.raises(SystemExit) as exc:
+        step("create_cf_matrices_task", "--run-date", "yesterday", "--artifacts-uri", str(tmp_path))
+    assert exc.value.code == 2
+    rc, err = step("seed_events", "--end-date", str(RUN_DATE), *SEED_ARGS[:-2], "--clusters", "0")
+    assert rc == 2 and "--clusters must be >= 1" in err

@@ -1,0 +1,180 @@
+"""Unit tests: id maps, matrices, metrics, model round trip, windows, verdicts, artifacts."""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+
+from trainer import artifacts
+from trainer.errors import ConcurrentUpdateError, TrainerError
+from trainer.events import parse_event_weights
+from trainer.idmap import IdMap
+from trainer.matrices import CFMatrices, build_csr, remove_seen
+from trainer.metrics import popularity_ranking, ranking_metrics
+from trainer.model import ModelArtifact, load_model
+from trainer.train_task import fit, model_id_for
+from trainer.verdict import decide
+from trainer.window import lookback, parse_date, split_window
+
+D = dt.date
+
+
+def test_idmap_is_sorted_unique_and_maps_both_ways():
+    ids = IdMap(["b", "a", "c", "a"])
+    assert list(ids.ids) == ["a", "b", "c"]
+    assert list(ids.index_of(["c", "a", "zzz"])) == [2, 0, -1]
+    assert list(ids.id_of(np.array([1, 2]))) == ["b", "c"]
+    assert IdMap(["c", "b", "a"]) == ids and IdMap(["a"]) != ids
+
+
+def test_build_csr_sums_duplicates_and_ignores_unknown_ids():
+    frame = pd.DataFrame({"user_id": ["u1", "u1", "u2", "ghost"], "item_id": ["i2", "i2", "i1", "i1"],
+                          "weight": [1.0, 2.5, 4.0, 9.0]})
+    users, items = IdMap(["u1", "u2"]), IdMap(["i1", "i2"])
+    m = build_csr(frame, users, items)
+    assert m.shape == (2, 2) and m.dtype == np.float32
+    assert m.toarray().tolist() == [[0.0, 3.5], [4.0, 0.0]]
+
+
+def test_remove_seen_keeps_only_new_pairs():
+    train = sp.csr_matrix(np.array([[1, 0, 0], [0, 2, 0]], dtype=np.float32))
+    holdout = sp.csr_matrix(np.array([[3, 1, 0], [0, 5, 1]], dtype=np.float32))
+    assert remove_seen(holdout, train).toarray().tolist() == [[0, 1, 0], [0, 0, 1]]
+
+
+def test_ranking_metrics_match_a_hand_computed_example():
+    # user 0: relevant {1, 5}, hit at rank 2; user 1: relevant {3}, hit at rank 1 (last slot empty)
+    recommended = np.array([[0, 1, 2], [3, 4, -1]])
+    relevant = sp.csr_matrix(np.array([[0, 1, 0, 0, 0, 1], [0, 0, 0, 1, 0, 0]], dtype=np.float32))
+    m = ranking_metrics(recommended, relevant, k=3)
+    ndcg_user0 = (1 / math.log2(3)) / (1 + 1 / math.log2(3))
+    assert m["precision"] == pytest.approx((1 / 3 + 1 / 3) / 2)
+    assert m["recall"] == pytest.approx((1 / 2 + 1) / 2)
+    assert m["map"] == pytest.approx(((1 / 2) / 2 + 1) / 2)
+    assert m["ndcg"] == pytest.approx((ndcg_user0 + 1) / 2)
+    assert m["coverage"] == pytest.approx(5 / 6)
+    assert m["users"] == 2
+
+
+def test_ranking_metrics_ignore_users_without_relevant_items():
+    recommended = np.array([[0, 1], [1, 0]])
+    relevant = sp.csr_matrix(np.array([[1, 0], [0, 0]], dtype=np.float32))
+    m = ranking_metrics(recommended, relevant, k=2)
+    assert m["users"] == 1 and m["precision"] == pytest.approx(0.5) and m["recall"] == 1.0
+
+
+def test_popularity_ranking_excludes_seen_items():
+    train = sp.csr_matrix(np.array([[1, 1, 0, 0], [1, 0, 0, 0], [1, 1, 1, 0]], dtype=np.float32))
+    ranking = popularity_ranking(train, k=2)
+    assert ranking[0].tolist() == [2, 3]       # 0 and 1 seen; 2 is next most popular
+    assert ranking[1].tolist() == [1, 2]
+    assert ranking[2].tolist() == [3, -1]      # only one unseen item left
+
+
+def test_window_and_holdout_arithmetic():
+    assert lookback(D(2026, 11, 29), 30).start == D(2026, 10, 31)
+    w = split_window(D(2026, 11, 29), lookback_days=30, holdout_days=2)
+    assert (w.train.start, w.train.end) == (D(2026, 10, 31), D(2026, 11, 27))
+    assert (w.holdout.start, w.holdout.end) == (D(2026, 11, 28), D(2026, 11, 29))
+    assert w.train.days + w.holdout.days == w.full.days == 30
+    assert split_window(D(2026, 3, 1), 2, 1).train.end == D(2026, 2, 28)  # across month end
+    assert split_window(D(2026, 11, 29), 5, 0).holdout is None
+    with pytest.raises(TrainerError, match="holdout_days"):
+        split_window(D(2026, 11, 29), 2, 2)
+    with pytest.raises(TrainerError, match="lookback_days"):
+        lookback(D(2026, 11, 29), 0)
+    with pytest.raises(TrainerError, match="YYYY-MM-DD"):
+        parse_date("29/11/2026")
+
+
+def test_event_weights_parse_and_reject_nonsense():
+    assert parse_event_weights("view=1, complete=4.5") == {"view": 1.0, "complete": 4.5}
+    for bad in ("view", "view=x", "view=-1", "=2", ""):
+        with pytest.raises(TrainerError):
+            parse_event_weights(bad)
+
+
+def test_verdict_requires_margin_over_popularity_and_no_regression():
+    pop = {"recall": 0.20}
+    assert decide({"recall": 0.22}, pop, None, "recall", 0.05, 0.02).passed
+    assert not decide({"recall": 0.205}, pop, None, "recall", 0.05, 0.02).passed
+    assert not decide({"recall": 0.0}, {"recall": 0.0}, None, "recall", 0.0, 0.02).passed
+    published = {"recall": 0.30}
+    assert decide({"recall": 0.295}, pop, published, "recall", 0.05, 0.02).passed
+    failed = decide({"recall": 0.28}, pop, published, "recall", 0.05, 0.02)
+    assert not failed.passed and "regresses" in failed.reasons[-1]
+
+
+def test_matrices_round_trip():
+    train = sp.csr_matrix(np.array([[1, 0], [0, 2]], dtype=np.float32))
+    m = CFMatrices(IdMap(["u1", "u2"]), IdMap(["a", "b"]), train, None)
+    back = CFMatrices.from_bytes(m.to_bytes())
+    assert back.users == m.users and back.items == m.items and back.holdout is None
+    assert (back.train != train).nnz == 0
+
+
+def _planted_matrix(seed: int = 0) -> sp.csr_matrix:
+    """Two groups of users, each interacting only with their half of the items."""
+    rng = np.random.default_rng(seed)
+    dense = np.zeros((40, 20), dtype=np.float32)
+    for u in range(40):
+        half = range(0, 10) if u < 20 else range(10, 20)
+        for i in rng.choice(list(half), size=5, replace=False):
+            dense[u, i] = 1.0
+    return sp.csr_matrix(dense)
+
+
+def test_model_save_load_round_trip_and_recommendations(tmp_path):
+    train = _planted_matrix()
+    params = {"factors": 4, "regularization": 0.01, "alpha": 2.0, "iterations": 10,
+              "random_seed": 1, "num_threads": 1}
+    uf, itf, loss = fit(train, params)
+    assert np.isfinite(loss)
+    users, items = IdMap([f"u{i:02d}" for i in range(40)]), IdMap([f"i{i:02d}" for i in range(20)])
+    model = ModelArtifact("m1", users, items, uf, itf,
+                          np.asarray((train > 0).sum(axis=0)).ravel().astype(np.float32),
+                          params, {"note": "test"})
+    store = artifacts.ArtifactStore()
+    model.save(store, str(tmp_path / "m1"))
+    loaded = load_model(store, str(tmp_path / "m1"))
+    assert loaded.model_id == "m1" and loaded.params == params and loaded.users == users
+    np.testing.assert_array_equal(loaded.item_factors, itf)
+
+    ids, scores = loaded.recommend(train[:1], n=3)
+    # user 0 is in the first group: recommends unseen items of its own half, best first
+    assert set(ids[0]) <= set(range(10)) - set(train[0].indices)
+    assert list(scores[0]) == sorted(scores[0], reverse=True)
+    # a user with no known item gets the most popular items
+    cold_ids, _ = loaded.recommend(sp.csr_matrix((1, 20), dtype=np.float32), n=2)
+    assert list(cold_ids[0]) == list(np.argsort(-model.item_popularity, kind="stable")[:2])
+
+    (tmp_path / "m1" / "model.npz").write_bytes(b"damaged")
+    with pytest.raises(TrainerError, match="checksum"):
+        load_model(store, str(tmp_path / "m1"))
+
+
+def test_model_id_is_content_addressed():
+    p = {"factors": 8, "iterations": 5, "num_threads": 0}
+    same_but_threads = {**p, "num_threads": 4}
+    assert model_id_for(D(2026, 1, 2), "abc", p) == model_id_for(D(2026, 1, 2), "abc", same_but_threads)
+    assert model_id_for(D(2026, 1, 2), "abc", p) != model_id_for(D(2026, 1, 2), "abd", p)
+    assert model_id_for(D(2026, 1, 2), "abc", p).startswith("als-20260102-")
+
+
+def test_local_compare_and_swap_detects_a_concurrent_writer(tmp_path):
+    store = artifacts.ArtifactStore()
+    uri = str(tmp_path / "models" / "LATEST")
+    store.compare_and_swap(uri, b"v1", None)
+    first = store.read_versioned(uri)
+    assert first.data == b"v1"
+    with pytest.raises(ConcurrentUpdateError):
+        store.compare_and_swap(uri, b"v2", None)  # expected "absent", but it exists
+    store.compare_and_swap(uri, b"v2", first.generation)
+    with pytest.raises(ConcurrentUpdateError):
+        store.compare_and_swap(uri, b"v3", first.generation)  # stale generation
+    assert store.read_bytes(uri) == b"v2"
