@@ -1,0 +1,91 @@
+"""Speed and memory of each trainer step on synthetic data (run by `make bench`).
+
+Starts its own emulators, seeds ``--events`` events, then runs every step as its own process
+(as in production) and prints wall time and peak resident memory per step. Figures only: no
+pass/fail thresholds here, targets are read off this table.
+
+    python benchmarks/bench_pipeline.py --events 1000000 --users 50000 --items 3000
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+EMULATORS = REPO / "docker" / "emulators" / "emulators.py"
+
+
+def run_measured(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
+    """Run a command; return (wall seconds, peak RSS in MiB) of that process alone."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.perf_counter() - start
+    err = proc.stderr.read().decode() if proc.stderr else ""
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"{' '.join(argv[2:4])} failed:\n{err[-2000:]}")
+    return seconds, usage.ru_maxrss / 1024
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--users", type=int, default=50_000)
+    parser.add_argument("--items", type=int, default=3_000)
+    parser.add_argument("--days", type=int, default=30)
+    parser.add_argument("--factors", type=int, default=64)
+    parser.add_argument("--iterations", type=int, default=15)
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="recsys-bench-") as tmp:
+        data_dir, artifacts = Path(tmp) / "emulators", Path(tmp) / "artifacts"
+        env = {**os.environ, "RECSYS_BQ_EMULATOR_PORT": "9150", "RECSYS_BQ_EMULATOR_GRPC_PORT": "9160",
+               "RECSYS_GCS_EMULATOR_PORT": "9125", "RECSYS_GCP_PROJECT": "bench-project"}
+        subprocess.run([sys.executable, str(EMULATORS), "start", "--data-dir", str(data_dir)],
+                       env=env, check=True, stdout=subprocess.DEVNULL)
+        try:
+            out = subprocess.run([sys.executable, str(EMULATORS), "env"], env=env, check=True,
+                                 capture_output=True, text=True).stdout
+            for line in out.splitlines():
+                key, _, value = line.removeprefix("export ").partition("=")
+                env[key] = value
+            run_date = "2026-11-29"
+            common = ["--project", "bench-project", "--dataset", "bench", "--run-date", run_date,
+                      "--artifacts-uri", str(artifacts), "--lookback-days", str(args.days)]
+            steps = [
+                ("seed_events", ["--project", "bench-project", "--dataset", "bench", "--end-date", run_date,
+                                 "--days", str(args.days), "--events", str(args.events),
+                                 "--users", str(args.users), "--items", str(args.items), "--clusters", "20"]),
+                ("create_cf_matrices_task", common),
+                ("train_task", [*common[:-2], "--factors", str(args.factors),
+                                "--iterations", str(args.iterations)]),
+                ("evaluate_task", common[:-2]),
+                ("promote_model_task", common[:-2]),
+                ("predict_task", common),
+            ]
+            print(f"\nbenchmark: {args.events:,} events, {args.users:,} users, {args.items:,} items, "
+                  f"{args.days} days, ALS factors={args.factors} iterations={args.iterations}, "
+                  f"{os.cpu_count()} CPUs")
+            print(f"{'step':<26}{'seconds':>10}{'peak RSS MiB':>15}{'events/s':>14}")
+            total = 0.0
+            for name, argv in steps:
+                seconds, rss = run_measured([sys.executable, "-m", f"trainer.{name}", *argv], env)
+                total += seconds
+                rate = f"{args.events / seconds:,.0f}" if name in ("seed_events", "create_cf_matrices_task",
+                                                                    "predict_task") else ""
+                print(f"{name:<26}{seconds:>10.2f}{rss:>15.0f}{rate:>14}", flush=True)
+            print(f"{'total':<26}{total:>10.2f}")
+        finally:
+            subprocess.run([sys.executable, str(EMULATORS), "stop", "--data-dir", str(data_dir)],
+                           env=env, check=False, stdout=subprocess.DEVNULL)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
