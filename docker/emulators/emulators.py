@@ -20,6 +20,7 @@ pid files and logs live in the data directory.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import glob
 import os
 import signal
@@ -191,6 +192,8 @@ def stop(data_dir: Path, timeout_s: float = 15) -> None:
             time.sleep(0.1)
         if _alive(pid):
             os.killpg(pid, signal.SIGKILL)
+        with contextlib.suppress(ChildProcessError):  # reap it when we started it (`run`)
+            os.waitpid(pid, 0)
         (data_dir / f"{name}.pid").unlink(missing_ok=True)
         print(f"stopped {name} (pid {pid})")
 

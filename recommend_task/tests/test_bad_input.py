@@ -99,6 +99,10 @@ def test_failed_verdict_stops_promotion_and_keeps_the_published_model(
     rc, err = step("promote_model_task", *common)
     assert rc == 2 and "failed evaluation, not promoting" in err.splitlines()[-1]
     assert (tmp_path / "artifacts" / "models" / "LATEST").read_text() == latest_before
+    failed_uri = json.loads((tmp_path / "artifacts" / "runs" / str(next_day) / "candidate.json")
+                            .read_text())["model_uri"]
+    rc, err = step("predict_task", *common, "--lookback-days", "20", "--model-uri", failed_uri)
+    assert rc == 2 and "failed evaluation, not predicting with it" in err.splitlines()[-1]
     assert recommendation_counts(bq_client, project, dataset) == before
 
 

@@ -24,7 +24,7 @@ import pandas as pd
 
 from trainer import artifacts, bq, cli, layout, tables
 from trainer.clients import bigquery_client
-from trainer.errors import TrainerError, ValidationError
+from trainer.errors import TrainerError, ValidationError, VerdictFailedError
 from trainer.events import EventSource, add_window_args
 from trainer.idmap import IdMap
 from trainer.matrices import build_csr
@@ -95,6 +95,19 @@ def validate_staged(client, staging: str, run_date: dt.date, expected_users: int
                               + "; ".join(problems))
 
 
+def refuse_failed_model(store: artifacts.ArtifactStore, model_uri: str, model_id: str) -> None:
+    """An explicitly chosen model that failed its evaluation must not reach users; one never
+    evaluated may (trying a candidate is what --model-uri is for), with a warning."""
+    try:
+        evaluation = store.read_json(artifacts.join(model_uri, "evaluation.json"))
+    except FileNotFoundError:
+        log.warning("model %s has not been evaluated", model_id)
+        return
+    if evaluation.get("verdict") != "pass":
+        raise VerdictFailedError(f"model {model_id} failed evaluation, not predicting with it: "
+                                 + "; ".join(evaluation.get("reasons", [])))
+
+
 def main(args: argparse.Namespace) -> None:
     cli.require(args, "project", "artifacts_uri")
     if not 1 <= args.n_recommendations <= 1000:
@@ -102,6 +115,7 @@ def main(args: argparse.Namespace) -> None:
     store = artifacts.ArtifactStore(args.project)
     model_uri = args.model_uri or published_model_uri(store, args.artifacts_uri)
     model = load_model(store, model_uri)
+    refuse_failed_model(store, model_uri, model.model_id)
     log.info("predicting with model %s from %s", model.model_id, model_uri)
 
     client = bigquery_client(args.project, args.location)
