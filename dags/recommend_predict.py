@@ -1,0 +1,60 @@
+"""
+### recommend_predict
+
+Writes the day's top-N recommendations per learner to BigQuery with the published model.
+
+`resolve_image` → `wait_for_published_model` → `predict`
+
+* **schedule**: daily at 05:00 UTC, and whenever `recommend_train` publishes a new model
+  (asset `recsys_published_model`).
+* **run date**: the last complete UTC day before the run; asset-triggered runs use the trigger time.
+* `predict` stages, validates and swaps the run date's rows in one transaction: a failed or
+  repeated run never leaves partial or duplicated recommendations; `recommendations_latest`
+  keeps showing the last good day.
+* Slack: run success (with rows written) and failure, task retries and failures.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from airflow.sdk import DAG
+from airflow.timetables.assets import AssetOrTimeSchedule
+from airflow.timetables.trigger import CronTriggerTimetable
+from operators import config as recsys_config
+from operators.dag_defaults import dag_kwargs, published_model_asset, trainer_args
+from operators.images import resolve_image
+from operators.params import PREDICT_PARAMS
+from operators.sensors import PublishedModelSensor
+from operators.slack import dag_callbacks
+from operators.trainer_task import trainer_task
+
+config = recsys_config.load()
+
+with DAG(
+    dag_id="recommend_predict",
+    schedule=AssetOrTimeSchedule(
+        timetable=CronTriggerTimetable("0 5 * * *", timezone="UTC"),
+        assets=[published_model_asset(config)],
+    ),
+    params=PREDICT_PARAMS,
+    tags=["recsys", "prediction"],
+    doc_md=__doc__,
+    **dag_kwargs(config),
+    **dag_callbacks(config, summary="predict"),
+):
+    image = resolve_image(config)
+    model = PublishedModelSensor(
+        task_id="wait_for_published_model",
+        artifacts_uri=config.artifacts_uri,
+        project=config.project,
+        gcp_conn_id=config.gcp_conn_id,
+        mode="reschedule",
+        poke_interval=120,
+        timeout=timedelta(minutes=30).total_seconds(),
+    )
+    predict = trainer_task("predict_task", trainer_args(
+        config, "--lookback-days", "{{ params.lookback_days }}",
+        "--n-recommendations", "{{ params.n_recommendations }}"), config=config)
+
+    image >> model >> predict

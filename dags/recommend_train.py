@@ -1,0 +1,65 @@
+"""
+### recommend_train
+
+Trains the learning-app recommender once a day and publishes it if it is good enough.
+
+`resolve_image` → `wait_for_events` → `create_cf_matrices` → `train` → `evaluate` → `promote_model`
+
+* **run date**: the last complete UTC day before the run (logical date − 1 day).
+* **image**: param `image_uri`, else the Variable `recsys_trainer_image` (the environment's tag);
+  must match the registry allowlist (`RECSYS_IMAGE_ALLOWLIST`).
+* **runtime**: `RECSYS_RUNTIME` = `vertex` | `docker` | `local`; same steps and arguments in each.
+* `promote_model` fails when the model does not beat popularity (see `model_metrics`); on success
+  it updates the asset `recsys_published_model`, which triggers `recommend_predict`.
+* Slack: run success (with metrics and verdict) and failure, task retries and failures.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from airflow.sdk import DAG
+from airflow.timetables.trigger import CronTriggerTimetable
+from operators import config as recsys_config
+from operators.dag_defaults import dag_kwargs, published_model_asset, trainer_args
+from operators.images import resolve_image
+from operators.macros import RUN_DATE
+from operators.params import TRAIN_PARAMS
+from operators.sensors import BigQueryRowsSensor
+from operators.slack import dag_callbacks
+from operators.trainer_task import trainer_task
+
+config = recsys_config.load()
+
+with DAG(
+    dag_id="recommend_train",
+    schedule=CronTriggerTimetable("0 3 * * *", timezone="UTC"),
+    params=TRAIN_PARAMS,
+    tags=["recsys", "training"],
+    doc_md=__doc__,
+    **dag_kwargs(config),
+    **dag_callbacks(config, summary="train"),
+):
+    image = resolve_image(config)
+    events = BigQueryRowsSensor(
+        task_id="wait_for_events",
+        table=f"{config.project}.{config.dataset}.events",
+        date_column="event_date",
+        run_date=RUN_DATE,
+        gcp_conn_id=config.gcp_conn_id,
+        location=config.location,
+        mode="reschedule",
+        poke_interval=300,
+        timeout=timedelta(hours=6).total_seconds(),
+    )
+    matrices = trainer_task("create_cf_matrices_task", trainer_args(
+        config, "--lookback-days", "{{ params.lookback_days }}"), config=config)
+    train = trainer_task("train_task", trainer_args(
+        config, "--factors", "{{ params.factors }}", "--iterations", "{{ params.iterations }}",
+        "--regularization", "{{ params.regularization }}"), config=config,
+        execution_timeout=timedelta(hours=4))
+    evaluate = trainer_task("evaluate_task", trainer_args(config), config=config)
+    promote = trainer_task("promote_model_task", trainer_args(config), config=config,
+                           outlets=[published_model_asset(config)])
+
+    image >> events >> matrices >> train >> evaluate >> promote

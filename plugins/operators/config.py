@@ -1,0 +1,125 @@
+"""Deployment configuration, read from the environment once at parse time.
+
+Parse time must stay cheap and side-effect free: environment only, never an Airflow
+Variable, a connection, the metadata DB or the network. Values that must be chosen per run
+(the image) are resolved at run time through templates instead.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from datetime import timedelta
+from pathlib import Path
+
+RUNTIMES = ("vertex", "docker", "local")
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+# Client settings that must reach the trainer wherever it runs (emulators locally).
+PASS_THROUGH_ENV = (
+    "BIGQUERY_EMULATOR_HOST",
+    "BIGQUERY_STORAGE_EMULATOR_HOST",
+    "STORAGE_EMULATOR_HOST",
+    "RECSYS_BQ_RETRY_DEADLINE_S",
+    "RECSYS_LOG_LEVEL",
+)
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing or malformed."""
+
+
+def _json_env(name: str) -> dict[str, str]:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return {}
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{name} is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise ConfigError(f"{name} must be a JSON object mapping step -> value")
+    return {str(k): str(v) for k, v in value.items()}
+
+
+@dataclasses.dataclass(frozen=True)
+class RecsysConfig:
+    runtime: str
+    project: str
+    dataset: str
+    location: str
+    artifacts_uri: str
+    image_variable: str
+    image_allowlist: tuple[str, ...]
+    gcp_conn_id: str
+    slack_conn_id: str
+    airflow_base_url: str
+    # vertex
+    region: str
+    staging_bucket: str
+    service_account: str | None
+    machine_types: dict[str, str]
+    accelerators: dict[str, str]
+    # docker
+    docker_url: str
+    docker_network: str | None
+    # local
+    trainer_python: str
+    # task defaults
+    retries: int
+    retry_delay: timedelta
+    slack_timeout_s: int
+
+    def machine_type(self, step: str) -> str:
+        return self.machine_types.get(step, self.machine_types.get("default", "n1-standard-4"))
+
+    def accelerator(self, step: str) -> tuple[str, int]:
+        """``("NVIDIA_TESLA_T4", 1)`` from ``NVIDIA_TESLA_T4:1``; none by default."""
+        spec = self.accelerators.get(step)
+        if not spec:
+            return "ACCELERATOR_TYPE_UNSPECIFIED", 0
+        kind, _, count = spec.partition(":")
+        return kind, int(count or 1)
+
+    def passthrough_env(self) -> dict[str, str]:
+        return {k: os.environ[k] for k in PASS_THROUGH_ENV if os.environ.get(k)}
+
+
+def load() -> RecsysConfig:
+    """Build the configuration from ``RECSYS_*`` environment variables (see README)."""
+    env = os.environ
+    runtime = env.get("RECSYS_RUNTIME", "local").strip().lower()
+    if runtime not in RUNTIMES:
+        raise ConfigError(f"RECSYS_RUNTIME={runtime!r} is not one of {', '.join(RUNTIMES)}")
+    project = env.get("RECSYS_GCP_PROJECT", "local-project")
+    region = env.get("RECSYS_VERTEX_REGION", "europe-west1")
+    # Default: this project's Artifact Registry repository, and the locally built image.
+    default_allowlist = f"{region}-docker.pkg.dev/{project}/recsys/trainer:,recsys-trainer:"
+    allowlist = tuple(p.strip() for p in env.get("RECSYS_IMAGE_ALLOWLIST", default_allowlist).split(",")
+                      if p.strip())
+    return RecsysConfig(
+        runtime=runtime,
+        project=project,
+        dataset=env.get("RECSYS_BQ_DATASET", "recsys"),
+        location=env.get("RECSYS_BQ_LOCATION", "US"),
+        artifacts_uri=env.get("RECSYS_ARTIFACTS_URI", "gs://recsys-artifacts/recsys"),
+        image_variable=env.get("RECSYS_IMAGE_VARIABLE", "recsys_trainer_image"),
+        image_allowlist=allowlist,
+        gcp_conn_id=env.get("RECSYS_GCP_CONN_ID", "google_cloud_default"),
+        slack_conn_id=env.get("RECSYS_SLACK_CONN_ID", "slack_recsys"),
+        airflow_base_url=env.get("RECSYS_AIRFLOW_BASE_URL", "http://localhost:8080").rstrip("/"),
+        region=region,
+        staging_bucket=env.get("RECSYS_VERTEX_STAGING_BUCKET", "gs://recsys-vertex-staging"),
+        service_account=env.get("RECSYS_VERTEX_SERVICE_ACCOUNT") or None,
+        machine_types=_json_env("RECSYS_VERTEX_MACHINE_TYPES")
+        or {"default": "n1-standard-4", "train_task": "n1-highmem-8"},
+        accelerators=_json_env("RECSYS_VERTEX_ACCELERATORS"),
+        docker_url=env.get("RECSYS_DOCKER_URL", "unix://var/run/docker.sock"),
+        docker_network=env.get("RECSYS_DOCKER_NETWORK") or None,
+        trainer_python=env.get("RECSYS_TRAINER_PYTHON",
+                               str(REPO_ROOT / ".venv" / "trainer" / "bin" / "python")),
+        retries=int(env.get("RECSYS_TASK_RETRIES", "2")),
+        retry_delay=timedelta(seconds=float(env.get("RECSYS_RETRY_DELAY_S", "120"))),
+        slack_timeout_s=int(env.get("RECSYS_SLACK_TIMEOUT_S", "5")),
+    )

@@ -1,0 +1,52 @@
+"""Run settings shared by the recommendation DAGs."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from airflow.sdk import Asset
+
+from operators.config import RecsysConfig
+from operators.macros import MACROS, RUN_DATE
+from operators.slack import task_callbacks
+
+START_DATE = datetime(2026, 1, 1)
+SCHEDULE_TIMEZONE = "UTC"  # event days are UTC days; schedules say so explicitly
+
+
+def default_args(config: RecsysConfig) -> dict[str, Any]:
+    """Owner, retries with exponential backoff, a per-task timeout and the task-level alerts."""
+    return {
+        "owner": "ml-engineering",
+        "retries": config.retries,
+        "retry_delay": config.retry_delay,
+        "retry_exponential_backoff": True,
+        "max_retry_delay": timedelta(minutes=30),
+        "execution_timeout": timedelta(hours=2),
+        **task_callbacks(config),
+    }
+
+
+def dag_kwargs(config: RecsysConfig) -> dict[str, Any]:
+    """What every recommendation DAG sets the same way."""
+    return {
+        "start_date": START_DATE,
+        "catchup": False,
+        "max_active_runs": 1,
+        "dagrun_timeout": timedelta(hours=8),
+        "default_args": default_args(config),
+        "user_defined_macros": MACROS,
+    }
+
+
+def published_model_asset(config: RecsysConfig) -> Asset:
+    """The published-model pointer, updated by recommend_train and consumed by recommend_predict."""
+    return Asset(name="recsys_published_model", uri=f"{config.artifacts_uri.rstrip('/')}/models/LATEST",
+                 group="recsys")
+
+
+def trainer_args(config: RecsysConfig, *extra: str) -> list[str]:
+    """Arguments every step gets: where the data and artifacts are, and the run date."""
+    return ["--project", config.project, "--dataset", config.dataset, "--location", config.location,
+            "--artifacts-uri", config.artifacts_uri, "--run-date", RUN_DATE, *extra]

@@ -1,0 +1,73 @@
+"""Run a trainer step as a local subprocess (``RECSYS_RUNTIME=local``).
+
+Own operator because the stock ones don't fit: BashOperator goes through a shell (we pass an
+argument list, never a shell string), and ExternalPythonOperator runs a pickled callable, not
+``python -m trainer.<step> ARGS``, which is the contract the image has in every runtime.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from collections.abc import Sequence
+
+from airflow.sdk import BaseOperator, Context
+from airflow.sdk.exceptions import AirflowException
+
+KILL_GRACE_S = 10
+
+
+class LocalTrainerOperator(BaseOperator):
+    """``<python> -m trainer.<step> <arguments>``: output streamed into the task log, the step's
+    exit code decides the task's state, and the child dies with the task."""
+
+    template_fields: Sequence[str] = ("arguments",)
+    ui_color = "#fdf6e3"
+
+    def __init__(self, *, step: str, arguments: Sequence[str], python: str,
+                 env: dict[str, str] | None = None, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.step = step
+        self.arguments = list(arguments)
+        self.python = python
+        self.env = env or {}
+        self._proc: subprocess.Popen | None = None
+
+    @property
+    def command(self) -> list[str]:
+        return [self.python, "-m", f"trainer.{self.step}", *map(str, self.arguments)]
+
+    def execute(self, context: Context) -> None:
+        if not os.path.exists(self.python):
+            raise AirflowException(f"trainer interpreter {self.python} not found "
+                                   "(run `make venvs` or set RECSYS_TRAINER_PYTHON)")
+        self.log.info("running %s", " ".join(self.command))
+        last_error = ""
+        self._proc = subprocess.Popen(
+            self.command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env={**os.environ, **self.env, "PYTHONUNBUFFERED": "1"},
+            start_new_session=True,  # its own process group, so on_kill reaches grandchildren too
+            text=True, bufsize=1,
+        )
+        assert self._proc.stdout is not None
+        for line in self._proc.stdout:
+            line = line.rstrip("\n")
+            self.log.info("%s", line)
+            if line.startswith("ERROR:"):
+                last_error = line.removeprefix("ERROR:").strip()
+        code = self._proc.wait()
+        if code != 0:
+            raise AirflowException(last_error or f"trainer.{self.step} exited with code {code}")
+
+    def on_kill(self) -> None:
+        proc = self._proc
+        if proc is None or proc.poll() is not None:
+            return
+        self.log.warning("killing trainer.%s (pid %d)", self.step, proc.pid)
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=KILL_GRACE_S)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()

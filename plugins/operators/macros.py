@@ -1,0 +1,29 @@
+"""Template macros the DAGs register (``user_defined_macros``), also callable from Python.
+
+Which day of events a run is about: the last complete UTC day before it was scheduled. The
+run at 2026-11-30 03:00 UTC (or a backfill of logical date 2026-11-30) works on the events of
+2026-11-29. Asset-triggered runs have no logical date in Airflow 3, so their ``run_after`` is
+used instead. DAGs pass ``RUN_DATE`` to the trainer; callbacks call :func:`run_date_for`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from typing import Any
+
+RUN_DATE = "{{ recsys_run_date(dag_run) }}"
+
+
+def run_date_for(dag_run: Any) -> str:
+    """``YYYY-MM-DD`` of the day before the run's logical date (or ``run_after``), in UTC."""
+    when = getattr(dag_run, "logical_date", None) or dag_run.run_after
+    return (when.astimezone(dt.UTC).date() - dt.timedelta(days=1)).isoformat()
+
+
+def recsys_label(value: Any) -> str:
+    """A Vertex AI label value: lowercase letters, digits, ``_`` and ``-``, at most 63 chars."""
+    return re.sub(r"[^a-z0-9_-]+", "-", str(value).lower()).strip("-")[:63]
+
+
+MACROS = {"recsys_run_date": run_date_for, "recsys_label": recsys_label}

@@ -1,0 +1,30 @@
+"""Run parameters with JSON schemas: the Airflow trigger form shows and validates them."""
+
+from __future__ import annotations
+
+from airflow.sdk import Param
+
+IMAGE_URI = Param(
+    "", type="string", maxLength=300, title="Trainer image",
+    description="Trainer image to run instead of the environment's tag (Variable "
+    "recsys_trainer_image), e.g. REGION-docker.pkg.dev/PROJECT/recsys/trainer:abc123. "
+    "Empty: the environment's image. Must match the configured registry allowlist.",
+)
+LOOKBACK_DAYS = Param(30, type="integer", minimum=2, maximum=365, title="Lookback days",
+                      description="Days of events used, ending at the run date.")
+FACTORS = Param(64, type="integer", minimum=1, maximum=1024, title="ALS factors",
+                description="Latent factors of the ALS model.")
+ITERATIONS = Param(15, type="integer", minimum=1, maximum=200, title="ALS iterations",
+                   description="ALS sweeps over users and items.")
+REGULARIZATION = Param(0.05, type="number", minimum=0, maximum=100, title="Regularization",
+                       description="L2 regularization of the ALS factors.")
+N_RECOMMENDATIONS = Param(10, type="integer", minimum=1, maximum=100, title="Recommendations per user",
+                          description="How many items each user gets.")
+
+TRAIN_PARAMS = {
+    "image_uri": IMAGE_URI, "lookback_days": LOOKBACK_DAYS, "factors": FACTORS,
+    "iterations": ITERATIONS, "regularization": REGULARIZATION,
+}
+PREDICT_PARAMS = {
+    "image_uri": IMAGE_URI, "lookback_days": LOOKBACK_DAYS, "n_recommendations": N_RECOMMENDATIONS,
+}

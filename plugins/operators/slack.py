@@ -1,0 +1,141 @@
+"""Slack alerts for the recommendation DAGs, sent through the Slack provider's stock webhook
+notifier (slack-sdk underneath) and its Airflow connection.
+
+:class:`RecsysSlackNotifier` subclasses the stock notifier for two things it can't do: it
+must never fail, block or slow a run (an unconfigured or broken Slack is a logged warning,
+after a short timeout and no retries), and success messages carry a run summary (evaluation
+metrics, rows written) read from the run's artifacts, which are not in the template context.
+The message texts themselves are ordinary notifier templates.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import re
+import urllib.parse
+from typing import Any
+
+from airflow.providers.slack.notifications.slack_webhook import SlackWebhookNotifier
+
+from operators import gcp
+from operators.config import RecsysConfig
+from operators.macros import run_date_for
+
+_HEAD = "*{{ dag.dag_id }}*"
+_RUN = ("run `{{ dag_run.run_id }}` | run date {{ recsys.run_date }} | "
+        "logical date {{ dag_run.logical_date or 'none (asset-triggered)' }}")
+
+TASK_FAILED = (":red_circle: Task *{{ ti.task_id }}* of " + _HEAD + " failed "
+               "(try {{ ti.try_number }}/{{ ti.max_tries + 1 }}, {{ recsys.duration }})\n"
+               + _RUN + "\nError: {{ recsys.error }}\n<{{ recsys.link }}|Open in Airflow>")
+TASK_RETRY = (":large_orange_circle: Task *{{ ti.task_id }}* of " + _HEAD + " will be retried "
+              "(try {{ ti.try_number }}/{{ ti.max_tries + 1 }}, {{ recsys.duration }})\n"
+              + _RUN + "\nError: {{ recsys.error }}\n<{{ recsys.link }}|Open in Airflow>")
+DAG_SUCCEEDED = (":white_check_mark: " + _HEAD + " succeeded in {{ recsys.duration }}\n" + _RUN
+                 + "{% if recsys.summary %}\n{{ recsys.summary }}{% endif %}"
+                 "\n<{{ recsys.link }}|Open in Airflow>")
+DAG_FAILED = (":x: " + _HEAD + " failed after {{ recsys.duration }}"
+              "{% if reason %} ({{ reason }}){% endif %}\n" + _RUN
+              + "\n<{{ recsys.link }}|Open in Airflow>")
+
+_URL = re.compile(r"https?://\S+")
+
+
+def _duration(start: dt.datetime | None, end: dt.datetime | None = None) -> str:
+    if start is None:
+        return "unknown duration"
+    seconds = ((end or dt.datetime.now(dt.UTC)) - start).total_seconds()
+    return f"{seconds:.0f}s" if seconds < 120 else f"{seconds / 60:.1f} min"
+
+
+class RecsysSlackNotifier(SlackWebhookNotifier):
+    """Stock Slack webhook notifier that never raises, plus ``recsys.*`` template values:
+    ``run_date``, ``duration``, ``error``, ``link`` and (for ``summary="train"|"predict"``) a
+    one-line ``summary`` of the run's results."""
+
+    def __init__(self, *, config: RecsysConfig, level: str, summary: str | None = None,
+                 **kwargs: Any) -> None:
+        kwargs.setdefault("slack_webhook_conn_id", config.slack_conn_id)
+        kwargs.setdefault("timeout", config.slack_timeout_s)
+        kwargs.setdefault("retry_handlers", [])  # a slow Slack must not hold the task up
+        super().__init__(**kwargs)
+        self.recsys_config = config
+        self.level = level  # "task" or "dag": DAG callbacks may carry a ti too
+        self.summary = summary
+
+    def __call__(self, *args: Any) -> None:
+        # Rendering mutates template fields in place: work on a copy so the notifier object,
+        # shared by every task of the DAG, keeps its templates for the next call.
+        notifier = copy.copy(self)
+        try:
+            context = args[0]
+            context["recsys"] = notifier._values(context)
+            notifier._update_context(context)
+            # Our texts need no DAG-level macros (recsys.* is precomputed), and DAG callbacks may
+            # get a serialized DAG that cannot build a template environment.
+            notifier.render_template_fields(context, jinja_env=notifier.get_template_env())
+            notifier.notify(context)
+        except Exception as exc:  # noqa: BLE001 - alerts must never fail a run
+            message = _URL.sub("<url>", str(exc))[:300]
+            self.log.warning("Slack notification not sent: %s: %s", type(exc).__name__, message)
+
+    def _values(self, context: dict[str, Any]) -> dict[str, Any]:
+        dag_run, ti = context["dag_run"], context.get("ti")
+        base = f"{self.recsys_config.airflow_base_url}/dags/{dag_run.dag_id}/runs/" \
+               f"{urllib.parse.quote(dag_run.run_id, safe='')}"
+        exception = context.get("exception")
+        error = str(exception).strip().splitlines()[-1][:300] if exception else "unknown"
+        if self.level == "task" and ti is not None:
+            link = f"{base}/tasks/{ti.task_id}"
+            duration = _duration(getattr(ti, "start_date", None))
+        else:
+            link = base
+            duration = _duration(dag_run.start_date, dag_run.end_date)
+        run_date = run_date_for(dag_run)
+        return {"run_date": run_date, "duration": duration, "error": error, "link": link,
+                "summary": self._summary(run_date) if self.summary else ""}
+
+    def _summary(self, run_date: str) -> str:
+        cfg = self.recsys_config
+        try:
+            run = gcp.join(cfg.artifacts_uri, "runs", run_date)
+            if self.summary == "predict":
+                p = gcp.read_json(gcp.join(run, "predictions.json"), cfg.gcp_conn_id, cfg.project)
+                if not p:
+                    return "no predictions summary found"
+                return (f"rows written: {p['rows_written']} for {p['users']} users "
+                        f"(model {p['model_id']}) into {p['table']}")
+            candidate = gcp.read_json(gcp.join(run, "candidate.json"), cfg.gcp_conn_id, cfg.project)
+            if not candidate:
+                return "no trained model found for this run"
+            ev = gcp.read_json(gcp.join(candidate["model_uri"], "evaluation.json"),
+                               cfg.gcp_conn_id, cfg.project)
+            if not ev:
+                return f"model {candidate['model_id']} has no evaluation"
+            k, metrics = ev["k"], ev["metrics"]
+            line = " | ".join(
+                f"{name}: " + ", ".join(f"{m}@{k} {metrics[name][m]:.4f}" for m in ("precision", "recall",
+                                                                                   "map", "ndcg"))
+                for name in ("model", "popularity", "published") if metrics.get(name))
+            return f"model {ev['model_id']} verdict *{ev['verdict'].upper()}*: {line}"
+        except Exception as exc:  # noqa: BLE001 - a summary is nice to have, the alert is not
+            self.log.warning("run summary unavailable: %s", type(exc).__name__)
+            return "run summary unavailable"
+
+
+def task_callbacks(config: RecsysConfig) -> dict[str, Any]:
+    """Task-level ``on_failure_callback`` and ``on_retry_callback`` (for default_args)."""
+    return {
+        "on_failure_callback": RecsysSlackNotifier(config=config, level="task", text=TASK_FAILED),
+        "on_retry_callback": RecsysSlackNotifier(config=config, level="task", text=TASK_RETRY),
+    }
+
+
+def dag_callbacks(config: RecsysConfig, summary: str) -> dict[str, Any]:
+    """DAG-level ``on_success_callback`` (with the run summary) and ``on_failure_callback``."""
+    return {
+        "on_success_callback": RecsysSlackNotifier(config=config, level="dag", text=DAG_SUCCEEDED,
+                                                   summary=summary),
+        "on_failure_callback": RecsysSlackNotifier(config=config, level="dag", text=DAG_FAILED),
+    }
