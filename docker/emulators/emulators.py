@@ -24,6 +24,7 @@ import contextlib
 import glob
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -196,6 +197,38 @@ def stop(data_dir: Path, timeout_s: float = 15) -> None:
             os.waitpid(pid, 0)
         (data_dir / f"{name}.pid").unlink(missing_ok=True)
         print(f"stopped {name} (pid {pid})")
+
+
+def _free_port() -> int:
+    with contextlib.closing(socket.socket()) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def running(data_dir: Path, buckets: list[str] | None = None, project: str = "test-project"):
+    """Start both emulators on free ports for the duration of a ``with`` block (test fixtures);
+    yields the client environment. Sets the port variables in ``os.environ`` meanwhile."""
+    overrides = {
+        "RECSYS_BQ_EMULATOR_PORT": str(_free_port()),
+        "RECSYS_BQ_EMULATOR_GRPC_PORT": str(_free_port()),
+        "RECSYS_GCS_EMULATOR_PORT": str(_free_port()),
+        "RECSYS_GCP_PROJECT": project,
+    }
+    saved = {k: os.environ.get(k) for k in overrides}
+    os.environ.update(overrides)
+    try:
+        start(data_dir, 60, buckets)
+        try:
+            yield client_env()
+        finally:
+            stop(data_dir)
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,11 +3,8 @@ free ports, and a fresh dataset / artifacts location per test."""
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import os
-import socket
-import subprocess
 import sys
 import uuid
 from pathlib import Path
@@ -19,36 +16,21 @@ EMULATORS = REPO / "docker" / "emulators" / "emulators.py"
 BUCKET = "test-artifacts"
 
 
-def _free_port() -> int:
-    with contextlib.closing(socket.socket()) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+sys.path.insert(0, str(EMULATORS.parent))
+import emulators as emulator_control  # noqa: E402 - stdlib-only launcher, shared with tests/dags
 
 
 @pytest.fixture(scope="session")
 def emulators(tmp_path_factory):
     """Start local-bigquery and fake-gcs-server; point the client factory at them."""
-    data_dir = tmp_path_factory.mktemp("emulators")
-    ports = {
-        "RECSYS_BQ_EMULATOR_PORT": str(_free_port()),
-        "RECSYS_BQ_EMULATOR_GRPC_PORT": str(_free_port()),
-        "RECSYS_GCS_EMULATOR_PORT": str(_free_port()),
-        "RECSYS_GCP_PROJECT": "test-project",
-    }
-    env = {**os.environ, **ports}
-    cmd = [sys.executable, str(EMULATORS)]
-    subprocess.run([*cmd, "start", "--data-dir", str(data_dir), "--bucket", BUCKET], env=env, check=True)
-    client_env = subprocess.run([*cmd, "env"], env=env, check=True, capture_output=True, text=True).stdout
     saved = dict(os.environ)
-    for line in client_env.splitlines():
-        key, _, value = line.removeprefix("export ").partition("=")
-        os.environ[key] = value
-    # A broken emulator should fail a test in seconds, not after ten minutes of retries.
-    os.environ["RECSYS_BQ_RETRY_DEADLINE_S"] = "30"
-    yield {"project": "test-project", "bucket": BUCKET, "env": dict(os.environ)}
+    with emulator_control.running(tmp_path_factory.mktemp("emulators"), [BUCKET]) as client_env:
+        os.environ.update(client_env)
+        # A broken emulator should fail a test in seconds, not after ten minutes of retries.
+        os.environ["RECSYS_BQ_RETRY_DEADLINE_S"] = "30"
+        yield {"project": client_env["RECSYS_GCP_PROJECT"], "bucket": BUCKET, "env": dict(os.environ)}
     os.environ.clear()
     os.environ.update(saved)
-    subprocess.run([*cmd, "stop", "--data-dir", str(data_dir)], env=env, check=False)
 
 
 @pytest.fixture

@@ -1,0 +1,127 @@
+"""DAG integrity: parse every file under dags/ with no DB, Variables, connections or network,
+and check the run settings a demanding operator relies on. No metadata DB needed."""
+
+from __future__ import annotations
+
+import copy
+import socket
+import time
+
+import pytest
+from conftest import DAGS, load_dagbag
+
+EXPECTED = {"recommend_train", "recommend_predict"}
+
+
+class ParseTimeAccess(AssertionError):
+    pass
+
+
+@pytest.fixture
+def forbid_side_effects(monkeypatch):
+    """Make any Variable, connection or network access during parsing raise."""
+    from airflow.sdk import BaseHook, Variable
+
+    def refuse(what):
+        def _raise(*args, **kwargs):
+            raise ParseTimeAccess(f"{what} accessed at parse time: {args[:2]}")
+        return _raise
+
+    monkeypatch.setattr(Variable, "get", refuse("Variable"))
+    monkeypatch.setattr(BaseHook, "get_connection", refuse("connection"))
+    monkeypatch.setattr(socket.socket, "connect", refuse("network"))
+    monkeypatch.setattr(socket, "create_connection", refuse("network"))
+    monkeypatch.setattr(socket, "getaddrinfo", refuse("DNS"))
+
+
+@pytest.fixture(params=["local", "docker", "vertex"])
+def dagbag(request, monkeypatch, forbid_side_effects):
+    monkeypatch.setenv("RECSYS_RUNTIME", request.param)
+    bag = load_dagbag()
+    return bag
+
+
+def test_every_dag_file_imports_without_errors(dagbag):
+    assert dagbag.import_errors == {}
+    assert set(dagbag.dags) == EXPECTED
+
+
+@pytest.mark.parametrize("runtime", ["local", "docker", "vertex"])
+@pytest.mark.parametrize("path", sorted(DAGS.glob("*.py")), ids=lambda p: p.name)
+def test_parse_time_of_each_file(path, runtime, forbid_side_effects, monkeypatch, capsys):
+    from airflow.dag_processing.dagbag import BundleDagBag
+
+    monkeypatch.setenv("RECSYS_RUNTIME", runtime)
+    start = time.perf_counter()
+    bag = BundleDagBag(dag_folder=str(path), bundle_path=str(DAGS))
+    seconds = time.perf_counter() - start
+    with capsys.disabled():
+        print(f"\n  parse time {path.name} ({runtime}): {seconds * 1000:.0f} ms")
+    assert bag.import_errors == {} and bag.dags
+
+
+def test_no_cycles_and_tasks_in_pipeline_order(dagbag):
+    for dag in dagbag.dags.values():
+        order = [t.task_id for t in dag.topological_sort()]  # raises on a cycle
+        assert len(order) == len(dag.tasks)
+    train = dagbag.dags["recommend_train"]
+    assert [t.task_id for t in train.topological_sort()] == [
+        "resolve_image", "wait_for_events", "create_cf_matrices", "train", "evaluate", "promote_model"]
+    predict = dagbag.dags["recommend_predict"]
+    assert [t.task_id for t in predict.topological_sort()] == [
+        "resolve_image", "wait_for_published_model", "predict"]
+
+
+def test_run_settings(dagbag):
+    for dag in dagbag.dags.values():
+        assert dag.tags and "recsys" in dag.tags, dag.dag_id
+        assert dag.catchup is False and dag.max_active_runs == 1, dag.dag_id
+        assert dag.dagrun_timeout is not None and dag.doc_md
+        assert dag.timetable is not None and dag.timetable.summary, dag.dag_id
+        assert dag.on_success_callback and dag.on_failure_callback, dag.dag_id
+        for task in dag.tasks:
+            assert task.owner == "ml-engineering", task.task_id
+            assert task.execution_timeout is not None, task.task_id
+            assert task.on_failure_callback and task.on_retry_callback, task.task_id
+            if task.task_id != "resolve_image":  # a refused image is not worth retrying
+                assert task.retries >= 1 and task.retry_exponential_backoff, task.task_id
+
+
+def test_schedules_have_explicit_timezones_and_predict_follows_the_model_asset(dagbag):
+    from airflow.timetables.assets import AssetOrTimeSchedule
+
+    train, predict = dagbag.dags["recommend_train"], dagbag.dags["recommend_predict"]
+    assert str(train.timetable._timezone) == "UTC" and train.timetable._expression == "0 3 * * *"
+    assert isinstance(predict.timetable, AssetOrTimeSchedule)
+    assert str(predict.timetable.timetable._timezone) == "UTC"
+    promote = train.get_task("promote_model")
+    assert [a.name for a in promote.outlets] == ["recsys_published_model"]
+    assert "recsys_published_model" in str(predict.timetable.asset_condition)
+
+
+def test_every_param_has_a_schema(dagbag):
+    expected = {
+        "recommend_train": {"image_uri", "lookback_days", "factors", "iterations", "regularization"},
+        "recommend_predict": {"image_uri", "lookback_days", "n_recommendations"},
+    }
+    for dag_id, names in expected.items():
+        params = dagbag.dags[dag_id].params
+        assert set(params.keys()) == names
+        for name in names:
+            param = params.get_param(name)
+            assert param.schema.get("type") and param.description, (dag_id, name)
+            schema = param.schema
+            if schema["type"] in ("integer", "number"):
+                assert "minimum" in schema and "maximum" in schema, (dag_id, name)
+
+
+def test_params_reject_out_of_range_values(dagbag):
+    from airflow.sdk.exceptions import ParamValidationError
+
+    params = copy.deepcopy(dagbag.dags["recommend_predict"].params)
+    params["n_recommendations"] = 5
+    assert params.validate()["n_recommendations"] == 5
+    with pytest.raises(ParamValidationError, match="less than the minimum"):
+        params["n_recommendations"] = 0
+    with pytest.raises(ParamValidationError):
+        params["lookback_days"] = "thirty"

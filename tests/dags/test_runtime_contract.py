@@ -1,0 +1,154 @@
+"""The same trainer step, module and arguments in every runtime; only the launcher differs."""
+
+from __future__ import annotations
+
+import datetime as dt
+from types import SimpleNamespace
+
+import pytest
+from conftest import load_dagbag
+
+TRAINER_TASKS = {
+    "recommend_train": {"create_cf_matrices": "create_cf_matrices_task", "train": "train_task",
+                        "evaluate": "evaluate_task", "promote_model": "promote_model_task"},
+    "recommend_predict": {"predict": "predict_task"},
+}
+
+
+def _commands(runtime: str, monkeypatch) -> dict[tuple[str, str], list[str]]:
+    monkeypatch.setenv("RECSYS_RUNTIME", runtime)
+    bag = load_dagbag()
+    out = {}
+    for dag_id, tasks in TRAINER_TASKS.items():
+        for task_id in tasks:
+            op = bag.dags[dag_id].get_task(task_id)
+            command = list(op.command)
+            if runtime == "local":
+                command[0] = "python"  # the local launcher uses the trainer venv's interpreter
+            out[(dag_id, task_id)] = command
+    return out, bag
+
+
+def test_module_and_arguments_are_identical_in_all_runtimes(monkeypatch):
+    local, _ = _commands("local", monkeypatch)
+    docker, _ = _commands("docker", monkeypatch)
+    vertex, _ = _commands("vertex", monkeypatch)
+    assert local == docker == vertex
+    for (dag_id, task_id), command in local.items():
+        assert command[:3] == ["python", "-m", f"trainer.{TRAINER_TASKS[dag_id][task_id]}"]
+        assert "--run-date" in command and "--artifacts-uri" in command and "--project" in command
+    assert "{{ params.factors }}" in local[("recommend_train", "train")]
+    assert "{{ params.n_recommendations }}" in local[("recommend_predict", "predict")]
+
+
+def test_vertex_operator_is_deferrable_with_configured_machine_region_and_labels(monkeypatch):
+    monkeypatch.setenv("RECSYS_VERTEX_REGION", "us-central1")
+    monkeypatch.setenv("RECSYS_VERTEX_MACHINE_TYPES", '{"default": "n2-standard-4", "train_task": "n2-highmem-16"}')
+    monkeypatch.setenv("RECSYS_VERTEX_ACCELERATORS", '{"train_task": "NVIDIA_TESLA_T4:1"}')
+    monkeypatch.setenv("RECSYS_VERTEX_SERVICE_ACCOUNT", "trainer@p.iam.gserviceaccount.com")
+    _, bag = _commands("vertex", monkeypatch)
+    from airflow.providers.google.cloud.operators.vertex_ai.custom_job import (
+        CreateCustomContainerTrainingJobOperator,
+    )
+
+    train = bag.dags["recommend_train"].get_task("train")
+    evaluate = bag.dags["recommend_train"].get_task("evaluate")
+    assert isinstance(train, CreateCustomContainerTrainingJobOperator)
+    assert train.deferrable is True and train.region == "us-central1"
+    assert train.machine_type == "n2-highmem-16" and evaluate.machine_type == "n2-standard-4"
+    assert (train.accelerator_type, train.accelerator_count) == ("NVIDIA_TESLA_T4", 1)
+    assert evaluate.accelerator_count == 0
+    assert train.service_account == "trainer@p.iam.gserviceaccount.com"
+    assert {"container_uri", "command", "labels", "display_name"} <= set(train.template_fields)
+    assert set(train.labels) == {"app", "dag", "task", "run"}
+
+    # Render the templated fields the way a run does (minimal context, no DB).
+    from operators.macros import MACROS
+
+    run_id = "scheduled__2026-11-30T03:00:00+00:00"
+    context = {"run_id": run_id, "dag": SimpleNamespace(dag_id="recommend_train"),
+               "ti": SimpleNamespace(try_number=2, xcom_pull=lambda task_ids: "recsys-trainer:dev"),
+               **MACROS}
+    labels = train.render_template(train.labels, context)
+    assert labels == {"app": "recsys", "dag": "recommend_train", "task": "train",
+                      "run": "scheduled__2026-11-30t03-00-00-00-00"}
+    assert all(len(v) <= 63 for v in labels.values())
+    display = train.render_template(train.display_name, context)
+    assert display == "recsys-recommend_train-train-scheduled__2026-11-30t03-00-00-00-00-try2"
+    assert train.render_template(train.container_uri, context) == "recsys-trainer:dev"
+
+
+def test_vertex_submission_uses_rendered_image_and_command(monkeypatch):
+    """FAKE: there is no local stand-in for the Vertex AI API, so the provider hook's submit call
+    is replaced by a recorder; everything up to it (the stock operator) is real."""
+    _, bag = _commands("vertex", monkeypatch)
+    from airflow.providers.google.cloud.hooks.vertex_ai.custom_job import CustomJobHook
+    from airflow.sdk.exceptions import TaskDeferred
+
+    calls = {}
+
+    class Submitted:
+        def __init__(self, **kwargs):
+            calls.update(kwargs)
+
+        def wait_for_resource_creation(self):
+            calls["waited"] = True
+
+        resource_name = "projects/p/locations/r/trainingPipelines/123"
+        name = "123"
+
+    def fake_submit(self, **kwargs):
+        calls.update(kwargs)
+        return Submitted()
+
+    monkeypatch.setattr(CustomJobHook, "submit_custom_container_training_job", fake_submit)
+    monkeypatch.setenv("AIRFLOW_CONN_GOOGLE_CLOUD_DEFAULT", '{"conn_type": "google_cloud_platform"}')
+    task = bag.dags["recommend_predict"].get_task("predict")
+    task.container_uri = "europe-west1-docker.pkg.dev/test-project/recsys/trainer:abc"  # as rendered
+    task.command = ["python", "-m", "trainer.predict_task", "--run-date", "2026-11-29"]
+    context = {"ti": SimpleNamespace(xcom_push=lambda **kw: None, task_id="predict", dag_id="recommend_predict",
+                                     run_id="r", try_number=1, map_index=-1),
+               "task": task, "dag_run": SimpleNamespace(run_id="r"), "logical_date": dt.datetime.now(dt.UTC)}
+    with pytest.raises(TaskDeferred) as deferred:
+        task.execute(context)
+    assert type(deferred.value.trigger).__name__ == "CustomContainerTrainingJobTrigger"
+    assert deferred.value.trigger.job_id == "123" and calls["waited"]
+    assert calls["container_uri"] == "europe-west1-docker.pkg.dev/test-project/recsys/trainer:abc"
+    assert calls["command"][:3] == ["python", "-m", "trainer.predict_task"]
+    assert calls["region"] == "europe-west1" and calls["project_id"] == "local-project"
+
+
+def test_docker_operator_uses_the_image_and_emulator_environment(monkeypatch):
+    monkeypatch.setenv("BIGQUERY_EMULATOR_HOST", "http://bigquery:9050")
+    monkeypatch.setenv("BIGQUERY_STORAGE_EMULATOR_HOST", "bigquery:9060")
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", "http://gcs:4443")
+    monkeypatch.setenv("RECSYS_DOCKER_NETWORK", "recsys")
+    _, bag = _commands("docker", monkeypatch)
+    from airflow.providers.docker.operators.docker import DockerOperator
+
+    for dag_id, tasks in TRAINER_TASKS.items():
+        for task_id in tasks:
+            op = bag.dags[dag_id].get_task(task_id)
+            assert isinstance(op, DockerOperator)
+            assert op.image == "{{ ti.xcom_pull(task_ids='resolve_image') }}"
+            assert op.environment["BIGQUERY_EMULATOR_HOST"] == "http://bigquery:9050"
+            assert op.environment["BIGQUERY_STORAGE_EMULATOR_HOST"] == "bigquery:9060"
+            assert op.environment["STORAGE_EMULATOR_HOST"] == "http://gcs:4443"
+            assert op.network_mode == "recsys" and op.auto_remove == "success"
+
+
+def test_heavy_providers_are_imported_only_for_their_runtime(monkeypatch):
+    import subprocess
+    import sys
+
+    from conftest import DAGS, PLUGINS
+
+    probe = ("import sys; sys.path.insert(0, %r);"
+             "from airflow.dag_processing.dagbag import BundleDagBag;"
+             "BundleDagBag(dag_folder=%r, bundle_path=%r);"
+             "print(sorted(m for m in sys.modules if m.endswith(('vertex_ai.custom_job', 'operators.docker')) ))")
+    for runtime, expected in (("local", []), ("docker", ["airflow.providers.docker.operators.docker"])):
+        out = subprocess.run([sys.executable, "-c", probe % (str(PLUGINS), str(DAGS), str(DAGS))],
+                             env={**__import__("os").environ, "RECSYS_RUNTIME": runtime},
+                             capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
+        assert out == str(expected), runtime
