@@ -15,14 +15,15 @@ TRAINER_PY := $(abspath $(VENV)/trainer/bin/python)
 EMULATORS := $(PYTHON311) docker/emulators/emulators.py
 export UV_PYTHON_DOWNLOADS := never
 
-DEMO_DATE ?= 2026-11-29
+# The DAG run's logical date; it works on the events of the day before.
+DEMO_DATE ?= 2026-11-30
 DEMO_DIR := .local/demo
 DEMO_BUCKET := recsys-artifacts
 
 .PHONY: help venvs test demo bench lint lock clean
 
 help:
-	@echo "make demo   seed synthetic events and run the whole pipeline on local emulators"
+	@echo "make demo   seed synthetic events and run both DAGs through Airflow on local emulators"
 	@echo "make test   run every test (starts and stops its own emulators)"
 	@echo "make bench  print speed and memory figures of the trainer steps"
 	@echo "make lint   ruff"
@@ -45,19 +46,25 @@ $(VENV)/emulators/.installed: docker/emulators/requirements.lock | $(UV)
 	$(UV) pip sync -q -p $(VENV)/emulators/bin/python docker/emulators/requirements.lock
 	touch $@
 
-venvs: $(VENV)/trainer/.installed $(VENV)/emulators/.installed
+$(VENV)/airflow/.installed: requirements-dev.lock | $(UV)
+	$(UV) venv -q --allow-existing -p $(PYTHON311) $(VENV)/airflow
+	$(UV) pip sync -q -p $(VENV)/airflow/bin/python requirements-dev.lock
+	touch $@
+
+venvs: $(VENV)/trainer/.installed $(VENV)/emulators/.installed $(VENV)/airflow/.installed
 
 test: venvs lint
 	cd recommend_task && $(TRAINER_PY) -m pytest -q tests
+	$(VENV)/airflow/bin/python -m pytest -q -p no:cacheprovider tests/dags
 
 lint: venvs
-	$(VENV)/trainer/bin/ruff check recommend_task docker
+	$(VENV)/trainer/bin/ruff check recommend_task docker dags plugins tests
 
 demo: venvs
 	rm -rf $(DEMO_DIR)
 	$(EMULATORS) run --data-dir $(DEMO_DIR)/emulators --bucket $(DEMO_BUCKET) -- \
-		env RECSYS_BQ_RETRY_DEADLINE_S=60 TRAINER_PYTHON=$(TRAINER_PY) \
-		recommend_task/demo.sh $(DEMO_DATE) gs://$(DEMO_BUCKET)/recsys
+		env RECSYS_BQ_RETRY_DEADLINE_S=60 DEMO_DIR=$(abspath $(DEMO_DIR)) \
+		docker/local/demo.sh $(DEMO_DATE)
 
 bench: venvs
 	cd recommend_task && $(TRAINER_PY) benchmarks/bench_pipeline.py
@@ -66,6 +73,8 @@ lock: | $(UV)
 	$(UV) pip compile -q --python-version 3.11 --python-platform x86_64-unknown-linux-gnu --generate-hashes recommend_task/requirements.txt -o recommend_task/requirements.lock
 	$(UV) pip compile -q --python-version 3.11 --python-platform x86_64-unknown-linux-gnu recommend_task/requirements-dev.txt -c recommend_task/requirements.lock -o recommend_task/requirements-dev.lock
 	$(UV) pip compile -q --python-version 3.13 --python-platform x86_64-unknown-linux-gnu docker/emulators/requirements.txt -o docker/emulators/requirements.lock
+	$(UV) pip compile -q --python-version 3.11 --python-platform x86_64-unknown-linux-gnu requirements.txt -o requirements.lock
+	$(UV) pip compile -q --python-version 3.11 --python-platform x86_64-unknown-linux-gnu requirements-dev.txt -c requirements.lock -o requirements-dev.lock
 
 clean:
 	-$(EMULATORS) stop --data-dir $(DEMO_DIR)/emulators

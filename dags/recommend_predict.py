@@ -21,6 +21,7 @@ from datetime import timedelta
 from airflow.sdk import DAG
 from airflow.timetables.assets import AssetOrTimeSchedule
 from airflow.timetables.trigger import CronTriggerTimetable
+
 from operators import config as recsys_config
 from operators.dag_defaults import dag_kwargs, published_model_asset, trainer_args
 from operators.images import resolve_image

@@ -53,7 +53,7 @@ def resolve_image(config: RecsysConfig) -> ResolveTrainerImageOperator:
     run time through templating, never at parse time)."""
     return ResolveTrainerImageOperator(
         task_id="resolve_image",
-        image="{{ params.image_uri or var.value.get('%s', '') }}" % config.image_variable,
+        image=f"{{{{ params.image_uri or var.value.get('{config.image_variable}', '') }}}}",
         allowlist=config.image_allowlist,
         retries=0,  # a refused image stays refused
     )

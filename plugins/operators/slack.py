@@ -76,7 +76,7 @@ class RecsysSlackNotifier(SlackWebhookNotifier):
             # get a serialized DAG that cannot build a template environment.
             notifier.render_template_fields(context, jinja_env=notifier.get_template_env())
             notifier.notify(context)
-        except Exception as exc:  # noqa: BLE001 - alerts must never fail a run
+        except Exception as exc:
             message = _URL.sub("<url>", str(exc))[:300]
             self.log.warning("Slack notification not sent: %s: %s", type(exc).__name__, message)
 
@@ -119,7 +119,7 @@ class RecsysSlackNotifier(SlackWebhookNotifier):
                                                                                    "map", "ndcg"))
                 for name in ("model", "popularity", "published") if metrics.get(name))
             return f"model {ev['model_id']} verdict *{ev['verdict'].upper()}*: {line}"
-        except Exception as exc:  # noqa: BLE001 - a summary is nice to have, the alert is not
+        except Exception as exc:
             self.log.warning("run summary unavailable: %s", type(exc).__name__)
             return "run summary unavailable"
 

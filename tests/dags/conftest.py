@@ -51,7 +51,7 @@ class SlackReceiver:
         receiver = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802 - http.server API
+            def do_POST(self):
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 receiver.messages.append({"path": self.path, **json.loads(body)})
                 self.send_response(200)

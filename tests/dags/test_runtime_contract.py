@@ -43,7 +43,8 @@ def test_module_and_arguments_are_identical_in_all_runtimes(monkeypatch):
 
 def test_vertex_operator_is_deferrable_with_configured_machine_region_and_labels(monkeypatch):
     monkeypatch.setenv("RECSYS_VERTEX_REGION", "us-central1")
-    monkeypatch.setenv("RECSYS_VERTEX_MACHINE_TYPES", '{"default": "n2-standard-4", "train_task": "n2-highmem-16"}')
+    monkeypatch.setenv("RECSYS_VERTEX_MACHINE_TYPES",
+                       '{"default": "n2-standard-4", "train_task": "n2-highmem-16"}')
     monkeypatch.setenv("RECSYS_VERTEX_ACCELERATORS", '{"train_task": "NVIDIA_TESLA_T4:1"}')
     monkeypatch.setenv("RECSYS_VERTEX_SERVICE_ACCOUNT", "trainer@p.iam.gserviceaccount.com")
     _, bag = _commands("vertex", monkeypatch)
@@ -81,6 +82,7 @@ def test_vertex_operator_is_deferrable_with_configured_machine_region_and_labels
 def test_vertex_submission_uses_rendered_image_and_command(monkeypatch):
     """FAKE: there is no local stand-in for the Vertex AI API, so the provider hook's submit call
     is replaced by a recorder; everything up to it (the stock operator) is real."""
+    monkeypatch.setenv("RECSYS_GCP_PROJECT", "test-project")
     _, bag = _commands("vertex", monkeypatch)
     from airflow.providers.google.cloud.hooks.vertex_ai.custom_job import CustomJobHook
     from airflow.sdk.exceptions import TaskDeferred
@@ -106,8 +108,9 @@ def test_vertex_submission_uses_rendered_image_and_command(monkeypatch):
     task = bag.dags["recommend_predict"].get_task("predict")
     task.container_uri = "europe-west1-docker.pkg.dev/test-project/recsys/trainer:abc"  # as rendered
     task.command = ["python", "-m", "trainer.predict_task", "--run-date", "2026-11-29"]
-    context = {"ti": SimpleNamespace(xcom_push=lambda **kw: None, task_id="predict", dag_id="recommend_predict",
-                                     run_id="r", try_number=1, map_index=-1),
+    ti = SimpleNamespace(xcom_push=lambda **kw: None, task_id="predict", dag_id="recommend_predict",
+                         run_id="r", try_number=1, map_index=-1)
+    context = {"ti": ti,
                "task": task, "dag_run": SimpleNamespace(run_id="r"), "logical_date": dt.datetime.now(dt.UTC)}
     with pytest.raises(TaskDeferred) as deferred:
         task.execute(context)
@@ -115,7 +118,7 @@ def test_vertex_submission_uses_rendered_image_and_command(monkeypatch):
     assert deferred.value.trigger.job_id == "123" and calls["waited"]
     assert calls["container_uri"] == "europe-west1-docker.pkg.dev/test-project/recsys/trainer:abc"
     assert calls["command"][:3] == ["python", "-m", "trainer.predict_task"]
-    assert calls["region"] == "europe-west1" and calls["project_id"] == "local-project"
+    assert calls["region"] == "europe-west1" and calls["project_id"] == "test-project"
 
 
 def test_docker_operator_uses_the_image_and_emulator_environment(monkeypatch):
@@ -137,18 +140,30 @@ def test_docker_operator_uses_the_image_and_emulator_environment(monkeypatch):
             assert op.network_mode == "recsys" and op.auto_remove == "success"
 
 
-def test_heavy_providers_are_imported_only_for_their_runtime(monkeypatch):
+PROBE = """
+import sys
+sys.path.insert(0, sys.argv[1])
+from airflow.dag_processing.dagbag import BundleDagBag
+BundleDagBag(dag_folder=sys.argv[2], bundle_path=sys.argv[2])
+heavy = ("airflow.providers.google.cloud.operators.vertex_ai.custom_job",
+         "airflow.providers.docker.operators.docker")
+print("HEAVY=" + ",".join(m for m in heavy if m in sys.modules))
+"""
+
+
+@pytest.mark.parametrize("runtime, expected", [
+    ("local", ""),
+    ("docker", "airflow.providers.docker.operators.docker"),
+    ("vertex", "airflow.providers.google.cloud.operators.vertex_ai.custom_job"),
+])
+def test_heavy_providers_are_imported_only_for_their_runtime(runtime, expected):
+    import os
     import subprocess
     import sys
 
     from conftest import DAGS, PLUGINS
 
-    probe = ("import sys; sys.path.insert(0, %r);"
-             "from airflow.dag_processing.dagbag import BundleDagBag;"
-             "BundleDagBag(dag_folder=%r, bundle_path=%r);"
-             "print(sorted(m for m in sys.modules if m.endswith(('vertex_ai.custom_job', 'operators.docker')) ))")
-    for runtime, expected in (("local", []), ("docker", ["airflow.providers.docker.operators.docker"])):
-        out = subprocess.run([sys.executable, "-c", probe % (str(PLUGINS), str(DAGS), str(DAGS))],
-                             env={**__import__("os").environ, "RECSYS_RUNTIME": runtime},
-                             capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
-        assert out == str(expected), runtime
+    out = subprocess.run([sys.executable, "-c", PROBE, str(PLUGINS), str(DAGS)],
+                         env={**os.environ, "RECSYS_RUNTIME": runtime},
+                         capture_output=True, text=True, check=True).stdout
+    assert f"HEAVY={expected}\n" in out

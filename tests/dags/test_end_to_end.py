@@ -1,0 +1,163 @@
+"""recommend_train then recommend_predict with RECSYS_RUNTIME=local: real Airflow (dag.test),
+the real trainer in its own virtualenv, the BigQuery/GCS emulators, and the real Slack provider
+posting to a loopback receiver."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import subprocess
+import urllib.parse
+
+import pytest
+from conftest import REPO, SLACK_TOKEN, load_dagbag
+
+LOGICAL_DATE = dt.datetime(2026, 11, 30, 3, 0, tzinfo=dt.UTC)
+RUN_DATE = dt.date(2026, 11, 29)  # the day before the logical date
+TRAINER_PY = str(REPO / ".venv" / "trainer" / "bin" / "python")
+TRAIN_CONF = {"lookback_days": 20, "factors": 16, "iterations": 8}
+PREDICT_CONF = {"lookback_days": 20, "n_recommendations": 5}
+
+
+def _bq():
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import bigquery
+
+    return bigquery.Client(project="test-project", credentials=AnonymousCredentials(),
+                           client_options={"api_endpoint": os.environ["BIGQUERY_EMULATOR_HOST"]})
+
+
+def _rows(sql: str) -> list[dict]:
+    return [dict(r.items()) for r in _bq().query(sql).result()]
+
+
+def _recommendation_days() -> dict[dt.date, int]:
+    return {r["run_date"]: r["n"] for r in _rows(
+        "SELECT run_date, COUNT(*) AS n FROM `test-project.recsys_e2e.recommendations` GROUP BY 1")}
+
+
+def _states(dag_run) -> dict[str, str]:
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        tis = session.query(TaskInstance).filter_by(dag_id=dag_run.dag_id, run_id=dag_run.run_id).all()
+        return {ti.task_id: str(ti.state) for ti in tis}
+
+
+def _run(dag_id: str, logical_date: dt.datetime, conf: dict):
+    dag = load_dagbag().dags[dag_id]
+    return dag.test(logical_date=logical_date, run_conf=conf)
+
+
+@pytest.fixture(scope="module")
+def pipeline(emulators, airflow_db, slack):
+    """Seed events, then run recommend_train and recommend_predict once for the module."""
+    os.environ["AIRFLOW_VAR_RECSYS_TRAINER_IMAGE"] = "recsys-trainer:dev"
+    subprocess.run([TRAINER_PY, "-m", "trainer.seed_events", "--project", "test-project",
+                    "--dataset", "recsys_e2e", "--end-date", str(RUN_DATE), "--days", "20",
+                    "--users", "600", "--items", "120", "--events", "24000", "--clusters", "6",
+                    "--log-level", "WARNING"], check=True, env=os.environ)
+    slack.messages.clear()
+    train = _run("recommend_train", LOGICAL_DATE, TRAIN_CONF)
+    predict = _run("recommend_predict", LOGICAL_DATE, PREDICT_CONF)
+    return {"train": train, "predict": predict, "messages": list(slack.messages)}
+
+
+def test_train_then_predict_fill_recommendations_metrics_and_the_model_asset(pipeline, slack):
+    assert str(pipeline["train"].state) == "success", _states(pipeline["train"])
+    assert str(pipeline["predict"].state) == "success", _states(pipeline["predict"])
+
+    metrics = _rows("SELECT * FROM `test-project.recsys_e2e.model_metrics`")
+    assert [(m["run_date"], m["verdict"]) for m in metrics] == [(RUN_DATE, "pass")]
+    assert metrics[0]["model_recall"] > metrics[0]["popularity_recall"]
+
+    users = _rows(f"""SELECT COUNT(DISTINCT user_id) AS n FROM `test-project.recsys_e2e.events`
+                      WHERE event_date > '{RUN_DATE - dt.timedelta(days=20)}'""")[0]["n"]
+    assert _recommendation_days() == {RUN_DATE: 5 * users}  # n_recommendations param reached the step
+
+    from airflow.models.asset import AssetEvent, AssetModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        events = (session.query(AssetEvent).join(AssetModel, AssetEvent.asset_id == AssetModel.id)
+                  .filter(AssetModel.name == "recsys_published_model").all())
+        assert len(events) == 1 and events[0].source_dag_id == "recommend_train"
+        assert events[0].source_task_id == "promote_model"
+
+
+def test_slack_gets_one_success_message_per_dag_with_results_and_a_link(pipeline):
+    texts = [m["text"] for m in pipeline["messages"]]
+    assert all(m["path"] == SLACK_TOKEN for m in pipeline["messages"])  # via the connection
+    train = [t for t in texts if t.startswith(":white_check_mark: *recommend_train*")]
+    predict = [t for t in texts if t.startswith(":white_check_mark: *recommend_predict*")]
+    assert len(train) == 1 and len(predict) == 1 and len(texts) == 2, texts
+    assert "verdict *PASS*" in train[0] and "recall@10" in train[0] and "popularity:" in train[0]
+    assert f"run date {RUN_DATE}" in train[0]
+    rows = sum(_recommendation_days().values())
+    assert f"rows written: {rows} for" in predict[0]
+    for text, run in ((train[0], pipeline["train"]), (predict[0], pipeline["predict"])):
+        link = (f"http://localhost:8080/dags/{run.dag_id}/runs/"
+                f"{urllib.parse.quote(run.run_id, safe='')}")
+        assert f"<{link}|Open in Airflow>" in text
+        assert run.run_id in text
+
+
+def test_failing_step_retries_then_fails_and_keeps_previous_recommendations(pipeline, slack, capfd):
+    before = _recommendation_days()
+    # Damage the published model: predict fails its checksum check, is retried once, fails again.
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import storage
+
+    gcs = storage.Client(project="test-project", credentials=AnonymousCredentials(),
+                         client_options={"api_endpoint": os.environ["STORAGE_EMULATOR_HOST"]})
+    bucket = gcs.bucket("recsys-test")
+    pointer = json.loads(bucket.blob("recsys/models/LATEST").download_as_bytes())
+    model_blob = bucket.blob(pointer["model_uri"].removeprefix("gs://recsys-test/") + "/model.npz")
+    good = model_blob.download_as_bytes()
+    model_blob.upload_from_string(b"damaged")
+    slack.messages.clear()
+    try:
+        run = _run("recommend_predict", LOGICAL_DATE + dt.timedelta(days=1), PREDICT_CONF)
+    finally:
+        model_blob.upload_from_string(good)
+
+    assert str(run.state) == "failed"
+    assert _states(run)["predict"] == "failed"
+    texts = slack.texts()
+    retry = [t for t in texts if "will be retried" in t]
+    failed = [t for t in texts if "Task *predict* of *recommend_predict* failed" in t]
+    dag_failed = [t for t in texts if t.startswith(":x: *recommend_predict* failed")]
+    assert len(retry) == 1 and len(failed) == 1 and len(dag_failed) == 1, texts
+    assert "checksum mismatch" in retry[0] and "checksum mismatch" in failed[0]
+    assert "try 1/2" in retry[0] and "try 2/2" in failed[0]
+    assert _recommendation_days() == before  # the previous day is untouched, nothing added
+    assert SLACK_TOKEN not in capfd.readouterr().out
+
+
+def test_image_outside_the_allowlist_fails_before_any_step(pipeline, slack):
+    slack.messages.clear()
+    before = _recommendation_days()
+    run = _run("recommend_predict", LOGICAL_DATE + dt.timedelta(days=2),
+               {**PREDICT_CONF, "image_uri": "docker.io/someone/trainer:latest"})
+    states = _states(run)
+    assert str(run.state) == "failed"
+    assert states["resolve_image"] == "failed"
+    assert states["wait_for_published_model"] == states["predict"] == "upstream_failed"
+    failure = [t for t in slack.texts() if "Task *resolve_image*" in t]
+    assert len(failure) == 1 and "docker.io/someone/trainer:latest" in failure[0]
+    assert "europe-west1-docker.pkg.dev/test-project/recsys/trainer:" in failure[0]
+    assert _recommendation_days() == before
+
+
+def test_unconfigured_slack_is_a_warning_not_a_failure(pipeline, monkeypatch, capfd):
+    monkeypatch.delenv("AIRFLOW_CONN_SLACK_RECSYS")
+    capfd.readouterr()
+    run = _run("recommend_predict", LOGICAL_DATE + dt.timedelta(days=3), PREDICT_CONF)
+    assert str(run.state) == "success"
+    assert RUN_DATE + dt.timedelta(days=3) in _recommendation_days()
+    out = capfd.readouterr().out
+    warnings = [line for line in out.splitlines() if "Slack notification not sent" in line]
+    assert warnings and all("warn" in line.lower() for line in warnings), warnings
+    assert "slack_recsys" in warnings[0]
