@@ -46,6 +46,8 @@ def _duration(start: dt.datetime | None, end: dt.datetime | None = None) -> str:
     if start is None:
         return "unknown duration"
     seconds = ((end or dt.datetime.now(dt.UTC)) - start).total_seconds()
+    if seconds < 0:  # `dags test` starts runs at their (future) logical date
+        return "unknown duration"
     return f"{seconds:.0f}s" if seconds < 120 else f"{seconds / 60:.1f} min"
 
 
