@@ -20,11 +20,13 @@ DEMO_DATE ?= 2026-11-30
 DEMO_DIR := .local/demo
 DEMO_BUCKET := recsys-artifacts
 
-.PHONY: help venvs test demo bench lint lock clean
+.PHONY: help venvs test demo up down bench lint lock clean
 
 help:
 	@echo "make demo   seed synthetic events and run both DAGs through Airflow on local emulators"
 	@echo "make test   run every test (starts and stops its own emulators)"
+	@echo "make up     Airflow UI + scheduler on this machine (no Docker), emulators seeded"
+	@echo "make down   stop everything make up started (WIPE=1 also deletes its data)"
 	@echo "make bench  print speed and memory figures of the trainer steps"
 	@echo "make lint   ruff"
 	@echo "make lock   re-resolve the lock files after editing a requirements file"
@@ -66,6 +68,12 @@ demo: venvs
 		env RECSYS_BQ_RETRY_DEADLINE_S=60 DEMO_DIR=$(abspath $(DEMO_DIR)) \
 		docker/local/demo.sh $(DEMO_DATE)
 
+up: venvs
+	$(PYTHON311) docker/local/stack.py up
+
+down:
+	$(PYTHON311) docker/local/stack.py down $(if $(WIPE),--wipe)
+
 bench: venvs
 	cd recommend_task && $(TRAINER_PY) benchmarks/bench_pipeline.py
 
@@ -76,6 +84,6 @@ lock: | $(UV)
 	$(UV) pip compile -q --python-version 3.11 --python-platform x86_64-unknown-linux-gnu requirements.txt -o requirements.lock
 	$(UV) pip compile -q --python-version 3.11 --python-platform x86_64-unknown-linux-gnu requirements-dev.txt -c requirements.lock -o requirements-dev.lock
 
-clean:
+clean: down
 	-$(EMULATORS) stop --data-dir $(DEMO_DIR)/emulators
 	rm -rf .local

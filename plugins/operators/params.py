@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from airflow.sdk import Param
 
+# Nullable: the trigger form treats an empty non-null string as a missing required value.
 IMAGE_URI = Param(
-    "", type="string", maxLength=300, title="Trainer image",
+    None, type=["null", "string"], maxLength=300, title="Trainer image",
     description="Trainer image to run instead of the environment's tag (Variable "
     "recsys_trainer_image), e.g. REGION-docker.pkg.dev/PROJECT/recsys/trainer:abc123. "
     "Empty: the environment's image. Must match the configured registry allowlist.",

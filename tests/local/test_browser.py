@@ -1,0 +1,258 @@
+"""What users do in the Airflow UI, driven in headless Chromium against a real `make up` stack.
+
+The stack (docker/local/stack.py: PostgreSQL, emulators, airflow standalone with this
+checkout's DAGs) is started on free ports in a temporary directory, so a developer's own
+`make up` is left alone. Screenshots land in test-artifacts/browser/.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+STACK = REPO / "docker" / "local" / "stack.py"
+SHOTS = REPO / "test-artifacts" / "browser"
+CHROMIUM = os.environ.get("RECSYS_CHROMIUM", "/usr/bin/chromium")
+# Headless Chromium on a machine with no outside network (see README, troubleshooting).
+CHROMIUM_FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+DAG = "recommend_predict"
+UI_TIMEOUT_S = 240
+
+
+def _free_port() -> int:
+    with contextlib.closing(socket.socket()) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def stack():
+    """`make up` on free ports; `make down --wipe` afterwards (checked by the last test too)."""
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} not found: install Debian's chromium package (.ci/run does)")
+    # Under the checkout, not /tmp/pytest-*: those are 0700 and PostgreSQL runs as its own user.
+    state = REPO / ".local" / f"browser-test-{os.getpid()}"
+    env = {**os.environ,
+           "RECSYS_STACK_DIR": str(state), "RECSYS_API_PORT": str(_free_port()),
+           "RECSYS_PG_PORT": str(_free_port()), "RECSYS_SLACK_PORT": str(_free_port()),
+           "RECSYS_BQ_EMULATOR_PORT": str(_free_port()), "RECSYS_BQ_EMULATOR_GRPC_PORT": str(_free_port()),
+           "RECSYS_GCS_EMULATOR_PORT": str(_free_port()),
+           "RECSYS_TASK_RETRIES": "0"}  # a failure is final at once, so the clear test is quick
+    started = time.monotonic()
+    up = subprocess.run([sys.executable, str(STACK), "up"], env=env, capture_output=True, text=True)
+    print(f"\n  make up: {time.monotonic() - started:.0f}s to a healthy UI")
+    if up.returncode != 0:
+        subprocess.run([sys.executable, str(STACK), "down", "--wipe"], env=env, check=False)
+        pytest.fail(f"stack did not come up:\n{up.stdout[-3000:]}\n{up.stderr[-3000:]}")
+    client = json.loads((state / "env.json").read_text())
+    info = {"env": env, "state": state, "url": f"http://127.0.0.1:{env['RECSYS_API_PORT']}",
+            "bq": client["BIGQUERY_EMULATOR_HOST"], "gcs": client["STORAGE_EMULATOR_HOST"],
+            "seeded": dt.date.fromisoformat((state / "seeded").read_text())}
+    yield info
+    subprocess.run([sys.executable, str(STACK), "down", "--wipe"], env=env, check=False)
+
+
+@pytest.fixture(scope="module")
+def page(stack):
+    from playwright.sync_api import sync_playwright
+
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        page.set_default_timeout(20_000)
+        yield page
+        browser.close()
+
+
+def shot(page, name: str) -> None:
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+
+def bq(stack):
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import bigquery
+
+    return bigquery.Client(project="local-project", credentials=AnonymousCredentials(),
+                           client_options={"api_endpoint": stack["bq"]})
+
+
+def recommendation_days(stack) -> dict[dt.date, tuple[int, int, int]]:
+    """run_date -> (rows, users, distinct (user, rank) slots)."""
+    rows = bq(stack).query("""
+        SELECT run_date, COUNT(*) AS n, COUNT(DISTINCT user_id) AS users,
+               COUNT(DISTINCT CONCAT(user_id, '#', CAST(rank AS STRING))) AS slots
+        FROM `local-project.recsys.recommendations` GROUP BY run_date""").result()
+    return {r["run_date"]: (r["n"], r["users"], r["slots"]) for r in rows}
+
+
+def run_rows(page, stack) -> dict[str, str]:
+    """run id -> row text, as the Runs tab of the DAG shows them."""
+    page.goto(f"{stack['url']}/dags/{DAG}/runs")
+    page.locator("tbody tr").first.wait_for()
+    out = {}
+    page.wait_for_timeout(500)  # let the table settle after navigation
+    for text in page.locator("tbody tr").all_inner_texts():
+        match = re.search(r"(manual|scheduled|backfill)__\S+", text)
+        if match:
+            out[match.group(0)] = text
+    return out
+
+
+def wait_for_runs(page, stack, pick, state: str, count: int = 1) -> list[str]:
+    """Reload the Runs tab until ``count`` runs chosen by ``pick`` show ``state``."""
+    deadline = time.monotonic() + UI_TIMEOUT_S
+    while time.monotonic() < deadline:
+        rows = {k: v for k, v in run_rows(page, stack).items() if pick(k, v)}
+        done = [k for k, v in rows.items() if state in v]
+        if len(done) >= count:
+            return done
+        failed = [k for k, v in rows.items() if "Failed" in v and state != "Failed"]
+        if failed:
+            shot(page, "unexpected-failure")
+            pytest.fail(f"runs failed in the UI: {failed}")
+        time.sleep(2)
+    shot(page, "timeout")
+    pytest.fail(f"no {count} run(s) reached {state} within {UI_TIMEOUT_S}s: {rows}")
+
+
+def test_login_and_trigger_with_a_changed_parameter(page, stack):
+    page.goto(stack["url"])
+    page.get_by_label("Username").fill("admin")
+    page.get_by_label("Password").fill("admin")
+    shot(page, "01-login")
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(f"{stack['url']}/")
+
+    page.goto(f"{stack['url']}/dags/{DAG}")
+    page.get_by_test_id("toggle-pause").click()  # unpause: the scheduler runs the latest interval
+    wait_for_runs(page, stack, lambda run, _: run.startswith("scheduled__"), "Success")
+
+    page.goto(f"{stack['url']}/dags/{DAG}")
+    before = set(run_rows(page, stack))
+    page.goto(f"{stack['url']}/dags/{DAG}")
+    page.get_by_test_id("trigger-dag-button").click()
+    field = page.locator("input[name=element_n_recommendations]")
+    assert field.input_value() == "10"  # the param's default, from its schema
+    field.fill("3")
+    shot(page, "02-trigger-form")
+    page.get_by_test_id("trigger-dag-submit").click()
+    [run_id] = wait_for_runs(page, stack, lambda run, _: run.startswith("manual__") and run not in before,
+                             "Success")
+    shot(page, "03-triggered-run-succeeded")
+
+    # The changed parameter reached the trainer: 3 items per user for the run's date.
+    rows, users, slots = recommendation_days(stack)[stack["seeded"]]
+    assert rows == slots == 3 * users and users > 100, run_id
+
+
+def test_backfill_three_past_dates_from_the_ui(page, stack):
+    today = dt.datetime.now(dt.UTC).date()
+    first = today - dt.timedelta(days=5)
+    last = today - dt.timedelta(days=3)
+    page.goto(f"{stack['url']}/dags/{DAG}")
+    page.get_by_test_id("trigger-dag-button").click()
+    page.get_by_text("Backfill", exact=True).click()
+    for index, (day, at) in enumerate(((first, "00:00"), (last, "06:00"))):  # the runs are at 05:00
+        trigger = page.get_by_test_id("datetime-input").nth(index)
+        trigger.click()
+        content_id = trigger.get_attribute("id").replace(":trigger", ":content")
+        popover = page.locator(f"[id='{content_id}']")
+        popover.get_by_placeholder("YYYY/MM/DD").fill(day.strftime("%Y/%m/%d"))
+        popover.get_by_placeholder("HH:mm").fill(at)
+        popover.get_by_placeholder("HH:mm").press("Enter")
+        page.keyboard.press("Escape")
+        popover.wait_for(state="hidden")
+    dialog = page.get_by_role("dialog")
+    dialog.get_by_text("3 runs will be triggered.").wait_for()
+    shot(page, "04-backfill-form")
+    dialog.get_by_role("button", name="Run Backfill").click()
+
+    wait_for_runs(page, stack, lambda run, _: run.startswith("backfill__"), "Success", count=3)
+    shot(page, "05-backfill-succeeded")
+    page.goto(f"{stack['url']}/dags/{DAG}/backfills")
+    page.locator("tbody tr").first.wait_for()
+    shot(page, "06-backfills-tab")
+
+    # Each backfilled logical date D writes run_date D - 1: exactly those days, once each.
+    expected = {first - dt.timedelta(days=1) + dt.timedelta(days=i) for i in range(3)}
+    days = recommendation_days(stack)
+    assert set(days) == expected | {stack["seeded"]}
+    for day in expected:
+        rows, users, slots = days[day]
+        assert rows == slots == 10 * users and users > 100, day
+
+
+def test_clear_a_failed_task_and_see_it_rerun(page, stack):
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import storage
+
+    gcs = storage.Client(project="local-project", credentials=AnonymousCredentials(),
+                         client_options={"api_endpoint": stack["gcs"]})
+    bucket = gcs.bucket("recsys-artifacts")
+    pointer = json.loads(bucket.blob("recsys/models/LATEST").download_as_bytes())
+    model = bucket.blob(pointer["model_uri"].removeprefix("gs://recsys-artifacts/") + "/model.npz")
+    good = model.download_as_bytes()
+    model.upload_from_string(b"damaged")  # predict refuses a model failing its checksum
+    try:
+        before = set(run_rows(page, stack))
+        page.goto(f"{stack['url']}/dags/{DAG}")
+        page.get_by_test_id("trigger-dag-button").click()
+        page.get_by_test_id("trigger-dag-submit").click()
+        [run_id] = wait_for_runs(page, stack, lambda run, _: run not in before, "Failed")
+    finally:
+        model.upload_from_string(good)  # the operator fixes the cause, then clears the task
+
+    page.goto(f"{stack['url']}/dags/{DAG}/runs/{run_id}")
+    row = page.locator("tbody tr", has=page.get_by_role("link", name="predict", exact=True))
+    assert "Failed" in row.inner_text()
+    shot(page, "07-failed-task")
+    row.get_by_role("button", name="Clear Task Instance").click()
+    dialog = page.get_by_role("dialog")
+    assert "Affected Tasks: 1" in dialog.inner_text()
+    shot(page, "08-clear-dialog")
+    dialog.get_by_role("button", name="Confirm").click()
+    wait_for_runs(page, stack, lambda run, _: run == run_id, "Success")
+    page.goto(f"{stack['url']}/dags/{DAG}/runs/{run_id}")
+    row = page.locator("tbody tr", has=page.get_by_role("link", name="predict", exact=True))
+    row.wait_for()
+    assert "Success" in row.inner_text()
+    shot(page, "09-cleared-task-succeeded")
+
+
+def _processes_of(state: Path) -> list[str]:
+    """Processes whose environment or command line points into the stack's directory."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            blob = (proc / "environ").read_bytes() + (proc / "cmdline").read_bytes()
+            status = (proc / "stat").read_text().split(") ")[-1].split()[0]
+        except OSError:
+            continue
+        if str(state).encode() in blob and status != "Z":
+            found.append(f"{proc.name}: {(proc / 'cmdline').read_bytes()[:120]!r}")
+    return found
+
+
+def test_make_down_leaves_no_process_behind(stack):
+    assert _processes_of(stack["state"]), "expected the running stack's processes to be visible"
+    started = time.monotonic()
+    subprocess.run([sys.executable, str(STACK), "down"], env=stack["env"], check=True)
+    print(f"\n  make down: {time.monotonic() - started:.0f}s")
+    time.sleep(1)
+    assert _processes_of(stack["state"]) == []
+    assert (stack["state"] / "postgres" / "PG_VERSION").exists()  # data kept unless --wipe
