@@ -8,6 +8,7 @@ SHELL := /bin/bash
 PYTHON311 ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.11*/bin/python3.11) $(shell command -v python3.11))
 PYTHON313 ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.13*/bin/python3.13) $(shell command -v python3.13))
 UV_VERSION := 0.13.8
+CHROMIUM ?= /usr/bin/chromium
 
 VENV := .venv
 UV := $(VENV)/tools/bin/uv
@@ -55,9 +56,19 @@ $(VENV)/airflow/.installed: requirements-dev.lock | $(UV)
 
 venvs: $(VENV)/trainer/.installed $(VENV)/emulators/.installed $(VENV)/airflow/.installed
 
-test: venvs lint
+# Debian's Chromium drives the browser test (Playwright's own browser download is not used).
+$(CHROMIUM):
+	@if [ "$$(id -u)" = 0 ]; then \
+		echo "installing Debian's chromium for the browser test"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	else echo "ERROR: $(CHROMIUM) missing: sudo apt-get install chromium (or set CHROMIUM=...)"; exit 1; fi
+
+# Three suites, three processes: the DAG tests configure Airflow and the environment for
+# themselves, the browser test starts a whole stack of its own.
+test: venvs lint $(CHROMIUM)
 	cd recommend_task && $(TRAINER_PY) -m pytest -q tests
 	$(VENV)/airflow/bin/python -m pytest -q -p no:cacheprovider tests/dags
+	RECSYS_CHROMIUM=$(CHROMIUM) $(VENV)/airflow/bin/python -m pytest -q -p no:cacheprovider tests/local
 
 lint: venvs
 	$(VENV)/trainer/bin/ruff check recommend_task docker dags plugins tests

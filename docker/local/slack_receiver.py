@@ -17,6 +17,7 @@ from pathlib import Path
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--host", default="127.0.0.1", help="0.0.0.0 inside a container")
     parser.add_argument("--port", type=int, default=9099)
     parser.add_argument("--out", type=Path, required=True, help="JSON-lines file of received messages")
     args = parser.parse_args()
@@ -35,8 +36,8 @@ def main() -> int:
         def log_message(self, *args):
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
-    print(f"slack receiver on http://127.0.0.1:{args.port}, writing {out}", flush=True)
+    server = http.server.ThreadingHTTPServer((args.host, args.port), Handler)
+    print(f"slack receiver on http://{args.host}:{args.port}, writing {out}", flush=True)
     with contextlib.suppress(KeyboardInterrupt):
         server.serve_forever()
     return 0

@@ -50,7 +50,9 @@ class Settings:
         env.setdefault("RECSYS_BQ_EMULATOR_PORT", "9051")
         env.setdefault("RECSYS_BQ_EMULATOR_GRPC_PORT", "9061")
         env.setdefault("RECSYS_GCS_EMULATOR_PORT", "9026")
-        env.setdefault("RECSYS_GCP_PROJECT", "local-project")
+        # The stack's own names, whatever the calling shell has set.
+        env["RECSYS_GCP_PROJECT"] = "local-project"
+        env["RECSYS_BQ_DATASET"] = "recsys"
         self.retries = env.get("RECSYS_TASK_RETRIES", "2")
         self.retry_delay = env.get("RECSYS_RETRY_DELAY_S", "30")
 

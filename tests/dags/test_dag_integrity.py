@@ -129,6 +129,9 @@ def test_every_param_has_a_schema(dagbag):
             schema = param.schema
             if schema["type"] in ("integer", "number"):
                 assert "minimum" in schema and "maximum" in schema, (dag_id, name)
+            if param.value in (None, ""):
+                # The trigger form marks a non-nullable param with an empty default as missing.
+                assert "null" in schema["type"], (dag_id, name)
 
 
 def test_params_reject_out_of_range_values(dagbag):
