@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
+import hashlib
 import json
 import os
 import shutil
@@ -122,20 +123,32 @@ def _as_postgres(argv: list[str]) -> list[str]:
     return ["runuser", "-u", "postgres", "--", *argv] if os.geteuid() == 0 else argv
 
 
+def pg_data_dir(s: Settings) -> Path:
+    """The cluster's directory: under the stack directory, unless PostgreSQL's own user (when we
+    are root) cannot traverse it (a 0700 temp dir, say); then a private one in /var/tmp."""
+    recorded = s.dir / "postgres.path"
+    if recorded.exists():
+        return Path(recorded.read_text())
+    data = s.dir / "postgres"
+    if os.geteuid() == 0 and subprocess.run(_as_postgres(["test", "-x", str(s.dir)])).returncode != 0:
+        digest = hashlib.sha1(str(s.dir).encode()).hexdigest()[:12]
+        data = Path("/var/tmp") / f"recsys-stack-postgres-{digest}"
+        log(f"the postgres user cannot traverse {s.dir}: cluster in {data}")
+    recorded.write_text(str(data))
+    return data
+
+
 def start_postgres(s: Settings) -> str:
     """Start a private PostgreSQL cluster; returns the SQLAlchemy URL (SQLite if unavailable)."""
     initdb, pg_ctl = _pg_bin("initdb"), _pg_bin("pg_ctl")
     if not initdb or not pg_ctl:
         log("WARNING: PostgreSQL not found; using SQLite (one task at a time, slower UI)")
         return f"sqlite:///{s.dir}/airflow.db"
-    data = s.dir / "postgres"
+    data = pg_data_dir(s)
     if not (data / "PG_VERSION").exists():
         data.mkdir(parents=True, exist_ok=True)
         if os.geteuid() == 0:
             shutil.chown(data, "postgres", "postgres")
-            if subprocess.run(_as_postgres(["test", "-w", str(data)])).returncode != 0:
-                raise SystemExit(f"ERROR: the postgres user cannot reach {data}: put RECSYS_STACK_DIR "
-                                 "under a directory every user may traverse")
         subprocess.run(_as_postgres([initdb, "-D", str(data), "-U", "airflow", "--auth=trust", "-E", "UTF8"]),
                        check=True, stdout=subprocess.DEVNULL)
     status = subprocess.run(_as_postgres([pg_ctl, "-D", str(data), "status"]), capture_output=True)
@@ -158,7 +171,7 @@ def start_postgres(s: Settings) -> str:
 
 
 def stop_postgres(s: Settings) -> None:
-    data = s.dir / "postgres"
+    data = pg_data_dir(s) if s.dir.exists() else s.dir / "postgres"
     pg_ctl = _pg_bin("pg_ctl")
     if pg_ctl and (data / "postmaster.pid").exists():
         log("stopping PostgreSQL")
@@ -308,6 +321,7 @@ def down(s: Settings, wipe: bool) -> None:
     emulators.stop(s.dir / "emulators")
     stop_postgres(s)
     if wipe and s.dir.exists():
+        shutil.rmtree(pg_data_dir(s), ignore_errors=True)
         shutil.rmtree(s.dir)
         log(f"wiped {s.dir}")
     log("stopped")

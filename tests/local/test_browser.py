@@ -42,7 +42,6 @@ def stack():
     """`make up` on free ports; `make down --wipe` afterwards (checked by the last test too)."""
     if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} not found: install Debian's chromium package (.ci/run does)")
-    # Under the checkout, not /tmp/pytest-*: those are 0700 and PostgreSQL runs as its own user.
     state = REPO / ".local" / f"browser-test-{os.getpid()}"
     env = {**os.environ,
            "RECSYS_STACK_DIR": str(state), "RECSYS_API_PORT": str(_free_port()),
@@ -233,7 +232,11 @@ def test_clear_a_failed_task_and_see_it_rerun(page, stack):
 
 
 def _processes_of(state: Path) -> list[str]:
-    """Processes whose environment or command line points into the stack's directory."""
+    """Processes whose environment or command line points into the stack's directory (or its
+    PostgreSQL cluster, which may live elsewhere)."""
+    marks = [str(state).encode()]
+    if (state / "postgres.path").exists():
+        marks.append((state / "postgres.path").read_bytes())
     found = []
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit() or int(proc.name) == os.getpid():
@@ -243,7 +246,7 @@ def _processes_of(state: Path) -> list[str]:
             status = (proc / "stat").read_text().split(") ")[-1].split()[0]
         except OSError:
             continue
-        if str(state).encode() in blob and status != "Z":
+        if any(mark in blob for mark in marks) and status != "Z":
             found.append(f"{proc.name}: {(proc / 'cmdline').read_bytes()[:120]!r}")
     return found
 
@@ -255,4 +258,5 @@ def test_make_down_leaves_no_process_behind(stack):
     print(f"\n  make down: {time.monotonic() - started:.0f}s")
     time.sleep(1)
     assert _processes_of(stack["state"]) == []
-    assert (stack["state"] / "postgres" / "PG_VERSION").exists()  # data kept unless --wipe
+    cluster = Path((stack["state"] / "postgres.path").read_text())
+    assert (cluster / "PG_VERSION").exists()  # data kept unless --wipe
