@@ -156,6 +156,18 @@ def test_login_and_trigger_with_a_changed_parameter(page, stack):
     rows, users, slots = recommendation_days(stack)[stack["seeded"]]
     assert rows == slots == 3 * users and users > 100, run_id
 
+    # The Slack success message of that run links to it in this UI.
+    received = (stack["state"] / "slack.jsonl").read_text().splitlines()
+    messages = [json.loads(line)["text"] for line in received]
+    [text] = [m for m in messages if m.startswith(f":white_check_mark: *{DAG}*") and run_id in m]
+    assert f"rows written: {rows} for {users} users" in text
+    link = re.search(r"<(http[^|>]+)\|Open in Airflow>", text).group(1)
+    assert link.startswith(stack["url"])
+    page.goto(link)
+    page.get_by_text(run_id).first.wait_for()
+    assert "Success" in page.locator("main, body").first.inner_text()
+    shot(page, "03b-slack-link-opens-the-run")
+
 
 def test_backfill_three_past_dates_from_the_ui(page, stack):
     today = dt.datetime.now(dt.UTC).date()
