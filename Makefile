@@ -56,16 +56,23 @@ $(VENV)/airflow/.installed: requirements-dev.lock | $(UV)
 
 venvs: $(VENV)/trainer/.installed $(VENV)/emulators/.installed $(VENV)/airflow/.installed
 
-# Debian's Chromium drives the browser test (Playwright's own browser download is not used).
-$(CHROMIUM):
+# Debian packages the local tests use: Chromium drives the browser test (Playwright's own
+# browser download is not used), docker-compose validates the compose file (no engine needed).
+COMPOSE_CLI := /usr/bin/docker-compose
+define apt_install
 	@if [ "$$(id -u)" = 0 ]; then \
-		echo "installing Debian's chromium for the browser test"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
-	else echo "ERROR: $(CHROMIUM) missing: sudo apt-get install chromium (or set CHROMIUM=...)"; exit 1; fi
+		echo "installing Debian's $(1) for the local tests"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(1) >/dev/null; \
+	else echo "ERROR: $@ missing: sudo apt-get install $(1)"; exit 1; fi
+endef
+$(CHROMIUM):
+	$(call apt_install,chromium)
+$(COMPOSE_CLI):
+	$(call apt_install,docker-compose)
 
 # Three suites, three processes: the DAG tests configure Airflow and the environment for
 # themselves, the browser test starts a whole stack of its own.
-test: venvs lint $(CHROMIUM)
+test: venvs lint $(CHROMIUM) $(COMPOSE_CLI)
 	cd recommend_task && $(TRAINER_PY) -m pytest -q tests
 	$(VENV)/airflow/bin/python -m pytest -q -p no:cacheprovider tests/dags
 	RECSYS_CHROMIUM=$(CHROMIUM) $(VENV)/airflow/bin/python -m pytest -q -p no:cacheprovider tests/local
