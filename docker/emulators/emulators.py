@@ -117,14 +117,15 @@ def _wait_ready(name: str, url: str, pid: int, data_dir: Path, timeout_s: float)
     while time.monotonic() < deadline:
         if _is_up(url):
             return
-        if not _alive(pid):
+        if not alive(pid):
             tail = (data_dir / f"{name}.log").read_text(errors="replace")[-2000:]
             raise SystemExit(f"ERROR: {name} exited during start-up; log tail:\n{tail}")
         time.sleep(0.2)
     raise SystemExit(f"ERROR: {name} not ready at {url} after {timeout_s:.0f}s")
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
+    """Is ``pid`` running (a zombie counts as gone)?"""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -142,7 +143,7 @@ def _pid(name: str, data_dir: Path) -> int | None:
     if not f.exists():
         return None
     pid = int(f.read_text().strip())
-    return pid if _alive(pid) else None
+    return pid if alive(pid) else None
 
 
 def start(data_dir: Path, timeout_s: float, buckets: list[str] | None = None) -> None:
@@ -189,9 +190,9 @@ def stop(data_dir: Path, timeout_s: float = 15) -> None:
         except ProcessLookupError:
             continue
         deadline = time.monotonic() + timeout_s
-        while _alive(pid) and time.monotonic() < deadline:
+        while alive(pid) and time.monotonic() < deadline:
             time.sleep(0.1)
-        if _alive(pid):
+        if alive(pid):
             os.killpg(pid, signal.SIGKILL)
         with contextlib.suppress(ChildProcessError):  # reap it when we started it (`run`)
             os.waitpid(pid, 0)
@@ -199,7 +200,8 @@ def stop(data_dir: Path, timeout_s: float = 15) -> None:
         print(f"stopped {name} (pid {pid})")
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free right now."""
     with contextlib.closing(socket.socket()) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -210,9 +212,9 @@ def running(data_dir: Path, buckets: list[str] | None = None, project: str = "te
     """Start both emulators on free ports for the duration of a ``with`` block (test fixtures);
     yields the client environment. Sets the port variables in ``os.environ`` meanwhile."""
     overrides = {
-        "RECSYS_BQ_EMULATOR_PORT": str(_free_port()),
-        "RECSYS_BQ_EMULATOR_GRPC_PORT": str(_free_port()),
-        "RECSYS_GCS_EMULATOR_PORT": str(_free_port()),
+        "RECSYS_BQ_EMULATOR_PORT": str(free_port()),
+        "RECSYS_BQ_EMULATOR_GRPC_PORT": str(free_port()),
+        "RECSYS_GCS_EMULATOR_PORT": str(free_port()),
         "RECSYS_GCP_PROJECT": project,
     }
     saved = {k: os.environ.get(k) for k in overrides}

@@ -72,15 +72,11 @@ def _pidfile(s: Settings, name: str) -> Path:
     return s.dir / f"{name}.pid"
 
 
-def _alive(pid: int) -> bool:
-    return emulators._alive(pid)
-
-
 def _running(s: Settings, name: str) -> int | None:
     f = _pidfile(s, name)
     if f.exists():
         pid = int(f.read_text())
-        if _alive(pid):
+        if emulators.alive(pid):
             return pid
     return None
 
@@ -102,7 +98,7 @@ def _stop(s: Settings, name: str, sig: int, grace_s: float) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, sig)
     deadline = time.monotonic() + grace_s
-    while _alive(pid) and time.monotonic() < deadline:
+    while emulators.alive(pid) and time.monotonic() < deadline:
         time.sleep(0.2)
     # Whatever is left of its process group (standalone's children included) goes now.
     with contextlib.suppress(ProcessLookupError, PermissionError):

@@ -7,12 +7,10 @@ checkout's DAGs) is started on free ports in a temporary directory, so a develop
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -23,18 +21,15 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 STACK = REPO / "docker" / "local" / "stack.py"
 SHOTS = REPO / "test-artifacts" / "browser"
+sys.path.insert(0, str(REPO / "docker" / "emulators"))
+from emulators import free_port  # noqa: E402 - stdlib-only launcher
+
 CHROMIUM = os.environ.get("RECSYS_CHROMIUM", "/usr/bin/chromium")
 # Headless Chromium on a machine with no outside network (see README, troubleshooting).
 CHROMIUM_FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 DAG = "recommend_predict"
 UI_TIMEOUT_S = 240
-
-
-def _free_port() -> int:
-    with contextlib.closing(socket.socket()) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -44,10 +39,10 @@ def stack():
         pytest.fail(f"{CHROMIUM} not found: install Debian's chromium package (.ci/run does)")
     state = REPO / ".local" / f"browser-test-{os.getpid()}"
     env = {**os.environ,
-           "RECSYS_STACK_DIR": str(state), "RECSYS_API_PORT": str(_free_port()),
-           "RECSYS_PG_PORT": str(_free_port()), "RECSYS_SLACK_PORT": str(_free_port()),
-           "RECSYS_BQ_EMULATOR_PORT": str(_free_port()), "RECSYS_BQ_EMULATOR_GRPC_PORT": str(_free_port()),
-           "RECSYS_GCS_EMULATOR_PORT": str(_free_port()),
+           "RECSYS_STACK_DIR": str(state), "RECSYS_API_PORT": str(free_port()),
+           "RECSYS_PG_PORT": str(free_port()), "RECSYS_SLACK_PORT": str(free_port()),
+           "RECSYS_BQ_EMULATOR_PORT": str(free_port()), "RECSYS_BQ_EMULATOR_GRPC_PORT": str(free_port()),
+           "RECSYS_GCS_EMULATOR_PORT": str(free_port()),
            "RECSYS_TASK_RETRIES": "0"}  # a failure is final at once, so the clear test is quick
     started = time.monotonic()
     up = subprocess.run([sys.executable, str(STACK), "up"], env=env, capture_output=True, text=True)
