@@ -1,6 +1,8 @@
 # The two commands every user and CI need: `make demo` and `make test` (see README.md).
 # Everything is installed from lock files into virtualenvs under .venv/ by uv, offline from
-# everything but the package registries.
+# everything but the package registries, with compiled bytecode: machines and CI systems that set
+# PYTHONDONTWRITEBYTECODE=1 would otherwise compile every import from source in every process
+# (measured: `make up` 110 s to a healthy UI without, 46 s with).
 
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
@@ -15,6 +17,13 @@ UV := $(VENV)/tools/bin/uv
 TRAINER_PY := $(abspath $(VENV)/trainer/bin/python)
 EMULATORS := $(PYTHON311) docker/emulators/emulators.py
 export UV_PYTHON_DOWNLOADS := never
+SYNC := $(UV) pip sync -q --compile-bytecode
+
+# The supported Airflow range is 3.1 (Cloud Composer 3's Airflow 3 line) to 3.3. The DAG tests run
+# at both ends: .venv/airflow (requirements.txt, the newest) and .venv/airflow-3.1 (its own lock).
+AIRFLOW_OLD := airflow-3.1
+# No package newer than Cloud Composer's composer-3-airflow-3.1.8-build.3 (2026-08-05) could be in it.
+AIRFLOW_OLD_EXCLUDE_NEWER := 2026-08-06
 
 # The DAG run's logical date; it works on the events of the day before.
 DEMO_DATE ?= 2026-11-30
@@ -39,22 +48,28 @@ $(UV):
 
 $(VENV)/trainer/.installed: recommend_task/requirements-dev.lock recommend_task/pyproject.toml | $(UV)
 	$(UV) venv -q --allow-existing -p $(PYTHON311) $(VENV)/trainer
-	$(UV) pip sync -q -p $(VENV)/trainer/bin/python recommend_task/requirements-dev.lock
-	$(UV) pip install -q -p $(VENV)/trainer/bin/python --no-deps -e recommend_task
+	$(SYNC) -p $(VENV)/trainer/bin/python recommend_task/requirements-dev.lock
+	$(UV) pip install -q --compile-bytecode -p $(VENV)/trainer/bin/python --no-deps -e recommend_task
 	touch $@
 
 $(VENV)/emulators/.installed: docker/emulators/requirements.lock | $(UV)
 	@test -n "$(PYTHON313)" || { echo "ERROR: python3.13 not found (set PYTHON313=...)"; exit 1; }
 	$(UV) venv -q --allow-existing -p $(PYTHON313) $(VENV)/emulators
-	$(UV) pip sync -q -p $(VENV)/emulators/bin/python docker/emulators/requirements.lock
+	$(SYNC) -p $(VENV)/emulators/bin/python docker/emulators/requirements.lock
 	touch $@
 
 $(VENV)/airflow/.installed: requirements-dev.lock | $(UV)
 	$(UV) venv -q --allow-existing -p $(PYTHON311) $(VENV)/airflow
-	$(UV) pip sync -q -p $(VENV)/airflow/bin/python requirements-dev.lock
+	$(SYNC) -p $(VENV)/airflow/bin/python requirements-dev.lock
 	touch $@
 
-venvs: $(VENV)/trainer/.installed $(VENV)/emulators/.installed $(VENV)/airflow/.installed
+$(VENV)/$(AIRFLOW_OLD)/.installed: requirements-$(AIRFLOW_OLD).lock | $(UV)
+	$(UV) venv -q --allow-existing -p $(PYTHON311) $(VENV)/$(AIRFLOW_OLD)
+	$(SYNC) -p $(VENV)/$(AIRFLOW_OLD)/bin/python requirements-$(AIRFLOW_OLD).lock
+	touch $@
+
+venvs: $(VENV)/trainer/.installed $(VENV)/emulators/.installed $(VENV)/airflow/.installed \
+	$(VENV)/$(AIRFLOW_OLD)/.installed
 
 # Debian packages the local tests use: Chromium drives the browser test (Playwright's own
 # browser download is not used), docker-compose validates the compose file (no engine needed).
@@ -70,11 +85,12 @@ $(CHROMIUM):
 $(COMPOSE_CLI):
 	$(call apt_install,docker-compose)
 
-# Three suites, three processes: the DAG tests configure Airflow and the environment for
-# themselves, the browser test starts a whole stack of its own.
+# One process per suite: the DAG tests configure Airflow and the environment for themselves (and
+# run once per end of the supported Airflow range), the browser test starts a whole stack of its own.
 test: venvs lint $(CHROMIUM) $(COMPOSE_CLI)
 	cd recommend_task && $(TRAINER_PY) -m pytest -q tests
 	$(VENV)/airflow/bin/python -m pytest -q -p no:cacheprovider tests/dags
+	$(VENV)/$(AIRFLOW_OLD)/bin/python -m pytest -q -p no:cacheprovider tests/dags
 	RECSYS_CHROMIUM=$(CHROMIUM) $(VENV)/airflow/bin/python -m pytest -q -p no:cacheprovider tests/local
 
 lint: venvs
@@ -101,6 +117,7 @@ lock: | $(UV)
 	$(UV) pip compile -q --python-version 3.13 --python-platform x86_64-unknown-linux-gnu docker/emulators/requirements.txt -o docker/emulators/requirements.lock
 	$(UV) pip compile -q --python-version 3.11 --python-platform x86_64-unknown-linux-gnu requirements.txt -o requirements.lock
 	$(UV) pip compile -q --python-version 3.11 --python-platform x86_64-unknown-linux-gnu requirements-dev.txt -c requirements.lock -o requirements-dev.lock
+	$(UV) pip compile -q --python-version 3.11 --python-platform x86_64-unknown-linux-gnu --exclude-newer $(AIRFLOW_OLD_EXCLUDE_NEWER) requirements-$(AIRFLOW_OLD).txt -o requirements-$(AIRFLOW_OLD).lock
 
 clean: down
 	-$(EMULATORS) stop --data-dir $(DEMO_DIR)/emulators

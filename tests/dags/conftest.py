@@ -17,6 +17,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 DAGS = REPO / "dags"
 PLUGINS = REPO / "plugins"
+TESTS = str(Path(__file__).resolve().parent)  # for probes in a fresh interpreter
 SLACK_TOKEN = "/services/T000TEST/B000TEST/not-a-real-secret-4f9d"
 
 _home = tempfile.mkdtemp(prefix="airflow-test-home-")
@@ -36,11 +37,32 @@ sys.path.insert(0, str(PLUGINS))
 sys.path.insert(0, str(REPO / "docker" / "emulators"))
 
 
+def _in_process_callbacks_see_the_exception() -> None:
+    """Airflow 3.1's in-process runner (``dag.test()``, ``airflow dags test``) runs the failure
+    and retry callbacks without the task's exception in their context, while its worker
+    (``task_runner.main``) and Airflow 3.2+'s in-process runner both set it first. Production
+    runs through the worker, the tests through ``dag.test()``: give 3.1's in-process runner the
+    worker's context so the Slack tests check what production sends. A no-op from 3.2 on."""
+    from airflow.sdk.execution_time import task_runner
+
+    original = task_runner.finalize
+
+    def finalize(ti, state, context, log, error=None):
+        if error is not None and context.get("exception") is None:
+            context["exception"] = error  # as task_runner.main does before calling finalize
+        return original(ti, state, context, log, error)
+
+    task_runner.finalize = finalize
+
+
+_in_process_callbacks_see_the_exception()
+
+
 def load_dagbag():
     """Parse ``dags/`` as the DAG processor does (bundle path on sys.path)."""
-    from airflow.dag_processing.dagbag import BundleDagBag
+    from dagbag_loader import bundle_dagbag
 
-    return BundleDagBag(dag_folder=str(DAGS), bundle_path=str(DAGS))
+    return bundle_dagbag(DAGS)
 
 
 class SlackReceiver:

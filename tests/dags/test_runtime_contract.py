@@ -84,8 +84,8 @@ def test_vertex_submission_uses_rendered_image_and_command(monkeypatch):
     is replaced by a recorder; everything up to it (the stock operator) is real."""
     monkeypatch.setenv("RECSYS_GCP_PROJECT", "test-project")
     _, bag = _commands("vertex", monkeypatch)
+    from airflow.providers.common.compat.sdk import TaskDeferred
     from airflow.providers.google.cloud.hooks.vertex_ai.custom_job import CustomJobHook
-    from airflow.sdk.exceptions import TaskDeferred
 
     calls = {}
 
@@ -142,9 +142,9 @@ def test_docker_operator_uses_the_image_and_emulator_environment(monkeypatch):
 
 PROBE = """
 import sys
-sys.path.insert(0, sys.argv[1])
-from airflow.dag_processing.dagbag import BundleDagBag
-BundleDagBag(dag_folder=sys.argv[2], bundle_path=sys.argv[2])
+sys.path[:0] = [sys.argv[1], sys.argv[3]]
+from dagbag_loader import bundle_dagbag
+bundle_dagbag(sys.argv[2])
 heavy = ("airflow.providers.google.cloud.operators.vertex_ai.custom_job",
          "airflow.providers.docker.operators.docker")
 print("HEAVY=" + ",".join(m for m in heavy if m in sys.modules))
@@ -161,9 +161,9 @@ def test_heavy_providers_are_imported_only_for_their_runtime(runtime, expected):
     import subprocess
     import sys
 
-    from conftest import DAGS, PLUGINS
+    from conftest import DAGS, PLUGINS, TESTS
 
-    out = subprocess.run([sys.executable, "-c", PROBE, str(PLUGINS), str(DAGS)],
+    out = subprocess.run([sys.executable, "-c", PROBE, str(PLUGINS), str(DAGS), TESTS],
                          env={**os.environ, "RECSYS_RUNTIME": runtime},
                          capture_output=True, text=True, check=True).stdout
     assert f"HEAVY={expected}\n" in out

@@ -14,9 +14,11 @@ import re
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
+from run_expectations import DEFAULT_N, items_per_user, still_writing, writes
 
 REPO = Path(__file__).resolve().parents[2]
 STACK = REPO / "docker" / "local" / "stack.py"
@@ -92,6 +94,55 @@ def recommendation_days(stack) -> dict[dt.date, tuple[int, int, int]]:
     return {r["run_date"]: (r["n"], r["users"], r["slots"]) for r in rows}
 
 
+def api(stack, path: str) -> dict:
+    """GET from the Airflow REST API as the stack's admin."""
+    if "token" not in stack:
+        body = json.dumps({"username": "admin", "password": "admin"}).encode()
+        request = urllib.request.Request(f"{stack['url']}/auth/token", data=body,
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            stack["token"] = json.loads(resp.read())["access_token"]
+    request = urllib.request.Request(f"{stack['url']}{path}",
+                                     headers={"Authorization": f"Bearer {stack['token']}"})
+    with urllib.request.urlopen(request, timeout=10) as resp:
+        return json.loads(resp.read())
+
+
+def runs_and_predicts(stack) -> tuple[list[dict], list[dict]]:
+    runs = api(stack, f"/api/v2/dags/{DAG}/dagRuns?limit=100")["dag_runs"]
+    tis = api(stack, f"/api/v2/dags/{DAG}/dagRuns/~/taskInstances?task_id=predict&limit=100")
+    return runs, tis["task_instances"]
+
+
+def _fingerprint(tis: list[dict]) -> set[tuple]:
+    return {(t["dag_run_id"], t["try_number"], t["state"], t["end_date"]) for t in tis}
+
+
+def days_match_the_runs(stack) -> tuple[dict, list[dict]]:
+    """Check ``recommendations`` against what the runs that exist must have written.
+
+    The scheduler adds runs by the wall clock (one for the latest 05:00 UTC on unpause, one at
+    every 05:00), so which days hold what is derived from the runs (run_expectations.py), never
+    assumed. Read while no predict may write, and again after: an unchanged set of predict task
+    instances around the BigQuery read means the two describe the same moment."""
+    deadline = time.monotonic() + UI_TIMEOUT_S
+    while time.monotonic() < deadline:
+        runs, tis = runs_and_predicts(stack)
+        if not still_writing(tis):
+            days = recommendation_days(stack)
+            if _fingerprint(runs_and_predicts(stack)[1]) == _fingerprint(tis):
+                break
+        time.sleep(2)
+    else:
+        pytest.fail(f"predict kept running for {UI_TIMEOUT_S}s: {still_writing(tis)}")
+    expected = items_per_user({stack["seeded"]: DEFAULT_N}, writes(runs, tis))
+    assert set(days) == set(expected), (days, expected)
+    for day, n in expected.items():
+        rows, users, slots = days[day]
+        assert rows == slots == n * users and users > 100, (day, n, days[day])
+    return days, runs
+
+
 def run_rows(page, stack) -> dict[str, str]:
     """run id -> row text, as the Runs tab of the DAG shows them."""
     page.goto(f"{stack['url']}/dags/{DAG}/runs")
@@ -131,7 +182,8 @@ def test_login_and_trigger_with_a_changed_parameter(page, stack):
     page.wait_for_url(f"{stack['url']}/")
 
     page.goto(f"{stack['url']}/dags/{DAG}")
-    page.get_by_test_id("toggle-pause").click()  # unpause: the scheduler runs the latest interval
+    # Unpause: the scheduler starts a run for the latest 05:00 UTC at once (yesterday's before 05:00).
+    page.get_by_test_id("toggle-pause").click()
     wait_for_runs(page, stack, lambda run, _: run.startswith("scheduled__"), "Success")
 
     page.goto(f"{stack['url']}/dags/{DAG}")
@@ -147,15 +199,16 @@ def test_login_and_trigger_with_a_changed_parameter(page, stack):
                              "Success")
     shot(page, "03-triggered-run-succeeded")
 
-    # The changed parameter reached the trainer: 3 items per user for the run's date.
-    rows, users, slots = recommendation_days(stack)[stack["seeded"]]
-    assert rows == slots == 3 * users and users > 100, run_id
-
-    # The Slack success message of that run links to it in this UI.
+    # The changed parameter reached the trainer: the run wrote 3 items per user, as its Slack
+    # success message reports; the table holds what the runs since (a 05:00 one, say) left.
     received = (stack["state"] / "slack.jsonl").read_text().splitlines()
     messages = [json.loads(line)["text"] for line in received]
     [text] = [m for m in messages if m.startswith(f":white_check_mark: *{DAG}*") and run_id in m]
-    assert f"rows written: {rows} for {users} users" in text
+    rows, users = map(int, re.search(r"rows written: (\d+) for (\d+) users", text).groups())
+    assert rows == 3 * users and users > 100, text
+    days_match_the_runs(stack)
+
+    # The Slack success message of that run links to it in this UI.
     link = re.search(r"<(http[^|>]+)\|Open in Airflow>", text).group(1)
     assert link.startswith(stack["url"])
     page.goto(link)
@@ -192,13 +245,14 @@ def test_backfill_three_past_dates_from_the_ui(page, stack):
     page.locator("tbody tr").first.wait_for()
     shot(page, "06-backfills-tab")
 
-    # Each backfilled logical date D writes run_date D - 1: exactly those days, once each.
-    expected = {first - dt.timedelta(days=1) + dt.timedelta(days=i) for i in range(3)}
-    days = recommendation_days(stack)
-    assert set(days) == expected | {stack["seeded"]}
-    for day in expected:
-        rows, users, slots = days[day]
-        assert rows == slots == 10 * users and users > 100, day
+    # Exactly the three logical dates chosen in the form, each at 05:00 UTC; each wrote its run
+    # date (the day before) once, next to what the other runs wrote.
+    days, runs = days_match_the_runs(stack)
+    backfilled = sorted(dt.datetime.fromisoformat(r["logical_date"].replace("Z", "+00:00"))
+                        for r in runs if r["run_type"] == "backfill")
+    assert backfilled == [dt.datetime.combine(first + dt.timedelta(days=i), dt.time(5), dt.UTC)
+                          for i in range(3)], backfilled
+    assert {first - dt.timedelta(days=1) + dt.timedelta(days=i) for i in range(3)} <= set(days)
 
 
 def test_clear_a_failed_task_and_see_it_rerun(page, stack):
@@ -217,7 +271,8 @@ def test_clear_a_failed_task_and_see_it_rerun(page, stack):
         page.goto(f"{stack['url']}/dags/{DAG}")
         page.get_by_test_id("trigger-dag-button").click()
         page.get_by_test_id("trigger-dag-submit").click()
-        [run_id] = wait_for_runs(page, stack, lambda run, _: run not in before, "Failed")
+        [run_id] = wait_for_runs(page, stack, lambda run, _: run.startswith("manual__") and run not in before,
+                                 "Failed")
     finally:
         model.upload_from_string(good)  # the operator fixes the cause, then clears the task
 
