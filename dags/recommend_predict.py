@@ -10,7 +10,8 @@ Writes the day's top-N recommendations per learner to BigQuery with the publishe
 * **run date**: the last complete UTC day before the run; asset-triggered runs use the trigger time.
 * `predict` stages, validates and swaps the run date's rows in one transaction: a failed or
   repeated run never leaves partial or duplicated recommendations; `recommendations_latest`
-  keeps showing the last good day.
+  keeps showing the last good day. It runs in the one-slot pool `recsys_bigquery_writers`: no
+  two runs (scheduled, asset-triggered, manual or backfill) write BigQuery at once.
 * Slack: run success (with rows written) and failure, task retries and failures.
 """
 
@@ -56,6 +57,7 @@ with DAG(
     )
     predict = trainer_task("predict_task", trainer_args(
         config, "--lookback-days", "{{ params.lookback_days }}",
-        "--n-recommendations", "{{ params.n_recommendations }}"), config=config)
+        "--n-recommendations", "{{ params.n_recommendations }}"), config=config,
+        pool=config.writers_pool)  # writes recommendations
 
     image >> model >> predict

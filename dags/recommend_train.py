@@ -9,6 +9,8 @@ Trains the learning-app recommender once a day and publishes it if it is good en
 * **image**: param `image_uri`, else the Variable `recsys_trainer_image` (the environment's tag);
   must match the registry allowlist (`RECSYS_IMAGE_ALLOWLIST`).
 * **runtime**: `RECSYS_RUNTIME` = `vertex` | `docker` | `local`; same steps and arguments in each.
+* `evaluate` (writes `model_metrics`) runs in the one-slot pool `recsys_bigquery_writers`, shared
+  with `recommend_predict`'s writer, so no two runs (backfills included) write a table at once.
 * `promote_model` fails when the model does not beat popularity (see `model_metrics`); on success
   it updates the asset `recsys_published_model`, which triggers `recommend_predict`.
 * Slack: run success (with metrics and verdict) and failure, task retries and failures.
@@ -59,7 +61,8 @@ with DAG(
         config, "--factors", "{{ params.factors }}", "--iterations", "{{ params.iterations }}",
         "--regularization", "{{ params.regularization }}"), config=config,
         execution_timeout=timedelta(hours=4))
-    evaluate = trainer_task("evaluate_task", trainer_args(config), config=config)
+    evaluate = trainer_task("evaluate_task", trainer_args(config), config=config,
+                            pool=config.writers_pool)  # writes model_metrics
     promote = trainer_task("promote_model_task", trainer_args(config), config=config,
                            outlets=[published_model_asset(config)])
 

@@ -36,6 +36,7 @@ VENV = REPO / ".venv"
 TRAINER_PY = VENV / "trainer" / "bin" / "python"
 USER, PASSWORD = "admin", "admin"
 BUCKET = "recsys-artifacts"
+POOLS = REPO / "docker" / "airflow" / "pools.json"
 
 
 class Settings:
@@ -230,6 +231,31 @@ def _get(url: str, token: str | None = None, timeout: float = 3) -> tuple[int, d
         return 0, None
 
 
+def _send(method: str, url: str, token: str, body: dict) -> int:
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), method=method, headers={
+        "Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            return resp.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def create_pools(s: Settings) -> None:
+    """The pools of docker/airflow/pools.json (what `airflow pools import` reads on Composer and in
+    docker-compose), created or updated through the REST API."""
+    jwt = token(s)
+    for name, pool in json.loads(POOLS.read_text()).items():
+        body = {"name": name, "slots": pool["slots"], "description": pool.get("description"),
+                "include_deferred": pool.get("include_deferred", False)}
+        code = _send("POST", f"{s.url}/api/v2/pools", jwt, body)
+        if code == 409:
+            code = _send("PATCH", f"{s.url}/api/v2/pools/{name}", jwt, body)
+        if code not in (200, 201):
+            raise SystemExit(f"ERROR: could not create pool {name}: HTTP {code}")
+        log(f"pool {name}: {body['slots']} slot(s), deferred tasks counted: {body['include_deferred']}")
+
+
 def token(s: Settings) -> str:
     """A JWT for the REST API (simple auth manager)."""
     body = json.dumps({"username": USER, "password": PASSWORD}).encode()
@@ -300,6 +326,7 @@ def up(s: Settings, timeout_s: float) -> None:
     _spawn(s, "airflow", [str(VENV / "airflow" / "bin" / "python"), "-c", launcher], env)
     log(f"airflow standalone starting (log: {s.dir / 'airflow.log'})")
     wait_healthy(s, timeout_s)
+    create_pools(s)
     log(f"ready in {time.monotonic() - started:.0f}s")
     print(f"""
   Airflow UI     {s.url}   (login {USER} / {PASSWORD})

@@ -54,13 +54,13 @@ class RecsysConfig:
     image_allowlist: tuple[str, ...]
     gcp_conn_id: str
     slack_conn_id: str
+    writers_pool: str
     airflow_base_url: str
     # vertex
     region: str
     staging_bucket: str
     service_account: str | None
     machine_types: dict[str, str]
-    accelerators: dict[str, str]
     # docker
     docker_url: str
     docker_network: str | None
@@ -74,14 +74,6 @@ class RecsysConfig:
     def machine_type(self, step: str) -> str:
         return self.machine_types.get(step, self.machine_types.get("default", "n1-standard-4"))
 
-    def accelerator(self, step: str) -> tuple[str, int]:
-        """``("NVIDIA_TESLA_T4", 1)`` from ``NVIDIA_TESLA_T4:1``; none by default."""
-        spec = self.accelerators.get(step)
-        if not spec:
-            return "ACCELERATOR_TYPE_UNSPECIFIED", 0
-        kind, _, count = spec.partition(":")
-        return kind, int(count or 1)
-
     def passthrough_env(self) -> dict[str, str]:
         return {k: os.environ[k] for k in PASS_THROUGH_ENV if os.environ.get(k)}
 
@@ -92,6 +84,11 @@ def load() -> RecsysConfig:
     runtime = env.get("RECSYS_RUNTIME", "local").strip().lower()
     if runtime not in RUNTIMES:
         raise ConfigError(f"RECSYS_RUNTIME={runtime!r} is not one of {', '.join(RUNTIMES)}")
+    if env.get("RECSYS_VERTEX_ACCELERATORS", "").strip():
+        # implicit's GPU path needs CUDA libraries the image does not ship: a GPU would be paid
+        # for and never used. Refuse rather than ignore.
+        raise ConfigError("RECSYS_VERTEX_ACCELERATORS is not supported: the trainer image is CPU-only "
+                          "(implicit.cpu); unset it and size RECSYS_VERTEX_MACHINE_TYPES instead")
     project = env.get("RECSYS_GCP_PROJECT", "local-project")
     region = env.get("RECSYS_VERTEX_REGION", "europe-west1")
     # Default: this project's Artifact Registry repository, and the locally built image.
@@ -108,13 +105,14 @@ def load() -> RecsysConfig:
         image_allowlist=allowlist,
         gcp_conn_id=env.get("RECSYS_GCP_CONN_ID", "google_cloud_default"),
         slack_conn_id=env.get("RECSYS_SLACK_CONN_ID", "slack_recsys"),
+        # One slot, counting deferred tasks: docker/airflow/pools.json, which deployments import.
+        writers_pool=env.get("RECSYS_BQ_WRITERS_POOL", "recsys_bigquery_writers"),
         airflow_base_url=env.get("RECSYS_AIRFLOW_BASE_URL", "http://localhost:8080").rstrip("/"),
         region=region,
         staging_bucket=env.get("RECSYS_VERTEX_STAGING_BUCKET", "gs://recsys-vertex-staging"),
         service_account=env.get("RECSYS_VERTEX_SERVICE_ACCOUNT") or None,
         machine_types=_json_env("RECSYS_VERTEX_MACHINE_TYPES")
         or {"default": "n1-standard-4", "train_task": "n1-highmem-8"},
-        accelerators=_json_env("RECSYS_VERTEX_ACCELERATORS"),
         docker_url=env.get("RECSYS_DOCKER_URL", "unix://var/run/docker.sock"),
         docker_network=env.get("RECSYS_DOCKER_NETWORK") or None,
         trainer_python=env.get("RECSYS_TRAINER_PYTHON",

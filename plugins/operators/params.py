@@ -11,8 +11,14 @@ IMAGE_URI = Param(
     "recsys_trainer_image), e.g. REGION-docker.pkg.dev/PROJECT/recsys/trainer:abc123. "
     "Empty: the environment's image. Must match the configured registry allowlist.",
 )
-LOOKBACK_DAYS = Param(30, type="integer", minimum=2, maximum=365, title="Lookback days",
-                      description="Days of events used, ending at the run date.")
+# Limits are what the trainer steps accept (tests/dags/test_params.py runs their own checks).
+# Training keeps the window's last 2 days apart for evaluation, so it needs at least 3.
+TRAIN_LOOKBACK_DAYS = Param(30, type="integer", minimum=3, maximum=365, title="Lookback days",
+                            description="Days of events used, ending at the run date; the last 2 "
+                            "are the evaluation holdout.")
+PREDICT_LOOKBACK_DAYS = Param(30, type="integer", minimum=1, maximum=365, title="Lookback days",
+                              description="Days of events that define each user's history, "
+                              "ending at the run date.")
 FACTORS = Param(64, type="integer", minimum=1, maximum=1024, title="ALS factors",
                 description="Latent factors of the ALS model.")
 ITERATIONS = Param(15, type="integer", minimum=1, maximum=200, title="ALS iterations",
@@ -23,9 +29,9 @@ N_RECOMMENDATIONS = Param(10, type="integer", minimum=1, maximum=100, title="Rec
                           description="How many items each user gets.")
 
 TRAIN_PARAMS = {
-    "image_uri": IMAGE_URI, "lookback_days": LOOKBACK_DAYS, "factors": FACTORS,
+    "image_uri": IMAGE_URI, "lookback_days": TRAIN_LOOKBACK_DAYS, "factors": FACTORS,
     "iterations": ITERATIONS, "regularization": REGULARIZATION,
 }
 PREDICT_PARAMS = {
-    "image_uri": IMAGE_URI, "lookback_days": LOOKBACK_DAYS, "n_recommendations": N_RECOMMENDATIONS,
+    "image_uri": IMAGE_URI, "lookback_days": PREDICT_LOOKBACK_DAYS, "n_recommendations": N_RECOMMENDATIONS,
 }

@@ -39,7 +39,6 @@ def trainer_task(step: str, arguments: Sequence[str], *, config: RecsysConfig,
     if config.runtime == "vertex":
         from operators.vertex import TemplatedImageCustomContainerTrainingJobOperator
 
-        accelerator_type, accelerator_count = config.accelerator(step)
         return TemplatedImageCustomContainerTrainingJobOperator(
             task_id=task_id,
             project_id=config.project,
@@ -51,8 +50,7 @@ def trainer_task(step: str, arguments: Sequence[str], *, config: RecsysConfig,
             container_uri=image,
             command=command,
             machine_type=config.machine_type(step),
-            accelerator_type=accelerator_type,
-            accelerator_count=accelerator_count,
+            accelerator_count=0,  # the image is CPU-only (implicit.cpu)
             replica_count=1,
             labels={"app": "recsys", "dag": "{{ recsys_label(dag.dag_id) }}",
                     "task": recsys_label(task_id), "run": "{{ recsys_label(run_id) }}"},

@@ -68,7 +68,8 @@ class StepRunner:
 
         module = importlib.import_module(f"trainer.{step}")
         self.capsys.readouterr()
-        rc = cli.run_step(step, module.main, module.build_parser(), [*self.common, *argv])
+        rc = cli.run_step(step, module.main, module.build_parser(), [*self.common, *argv],
+                          validate=getattr(module, "validate", None))
         return rc, self.capsys.readouterr().err
 
 

@@ -30,6 +30,22 @@ def test_empty_window_fails_naming_the_window_and_writes_nothing(step, tmp_path)
     assert not art.exists()
 
 
+def test_validate_only_applies_the_step_rules_and_reads_nothing(step, tmp_path):
+    """What the DAGs' param limits test relies on: the real entry point, no I/O (this dataset has
+    no events table, which a read would report)."""
+    art = tmp_path / "artifacts"
+    common = ("--run-date", str(RUN_DATE), "--artifacts-uri", str(art), "--validate-only")
+    assert step("create_cf_matrices_task", *common, "--lookback-days", "3")[0] == 0
+    assert step("predict_task", *common, "--lookback-days", "1", "--n-recommendations", "1000")[0] == 0
+    rc, err = step("create_cf_matrices_task", *common, "--lookback-days", "2")
+    assert rc == 2
+    assert err.strip().splitlines()[-1] == ("ERROR: create_cf_matrices_task: holdout_days (2) must be "
+                                            "smaller than lookback_days (2)")
+    rc, err = step("train_task", *common, "--iterations", "501")
+    assert rc == 2 and "--iterations must be in [1, 500], got 501" in err.strip().splitlines()[-1]
+    assert not art.exists()
+
+
 def test_missing_events_table_is_a_clear_error(step, tmp_path):
     rc, err = step("create_cf_matrices_task", "--run-date", str(RUN_DATE),
                    "--artifacts-uri", str(tmp_path))

@@ -44,6 +44,10 @@ def base_parser(description: str) -> argparse.ArgumentParser:
     parser.add_argument(
         "--log-level", default=os.environ.get("RECSYS_LOG_LEVEL", "INFO"), help="logging level"
     )
+    parser.add_argument(
+        "--validate-only", action="store_true",
+        help="check the arguments exactly as the step does, read and write nothing, exit 0 if valid",
+    )
     return parser
 
 
@@ -99,13 +103,22 @@ def require(args: argparse.Namespace, *names: str) -> None:
 
 
 def run_step(name: str, main: Callable[[argparse.Namespace], None],
-             parser: argparse.ArgumentParser, argv: list[str] | None = None) -> int:
-    """Parse arguments, run ``main`` and turn failures into one clear line and exit code 2."""
+             parser: argparse.ArgumentParser, argv: list[str] | None = None,
+             validate: Callable[[argparse.Namespace], None] | None = None) -> int:
+    """Parse arguments, run ``main`` and turn failures into one clear line and exit code 2.
+
+    ``validate`` is the step's own argument check (``main`` calls it first); with
+    ``--validate-only`` it runs alone, so callers (the DAGs' param limits test) use the step's
+    real rules, not a copy of them."""
     args = parser.parse_args(argv)
     setup_logging(args.log_level)
     start = time.perf_counter()
     log.info("step %s starting", name)
     try:
+        if args.validate_only:
+            (validate or (lambda _: None))(args)
+            log.info("step %s: arguments valid (--validate-only: nothing read or written)", name)
+            return 0
         main(args)
     except TrainerError as exc:
         log.error("step %s failed after %.2fs", name, time.perf_counter() - start)

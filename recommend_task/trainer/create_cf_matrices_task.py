@@ -35,10 +35,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(args: argparse.Namespace) -> None:
+def validate(args: argparse.Namespace) -> None:
+    """The arguments' own rules, before anything is read."""
     cli.require(args, "project", "artifacts_uri")
     if not 0 <= args.max_bad_fraction <= 1:
         raise TrainerError(f"--max-bad-fraction must be in [0, 1], got {args.max_bad_fraction}")
+    split_window(args.run_date, args.lookback_days, args.holdout_days)
+
+
+def main(args: argparse.Namespace) -> None:
+    validate(args)
     window = split_window(args.run_date, args.lookback_days, args.holdout_days)
     client = bigquery_client(args.project, args.location)
     source = EventSource(client, tables.table_id(args.project, args.dataset, tables.EVENTS))
@@ -99,4 +105,4 @@ def main(args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(cli.run_step("create_cf_matrices_task", main, build_parser()))
+    sys.exit(cli.run_step("create_cf_matrices_task", main, build_parser(), validate=validate))

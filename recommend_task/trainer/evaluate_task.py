@@ -89,10 +89,15 @@ def write_metrics_row(client, project: str, dataset: str, row: dict) -> None:
                      {"model_id": row["model_id"], "run_date": row["run_date"]})
 
 
-def main(args: argparse.Namespace) -> None:
+def validate(args: argparse.Namespace) -> None:
+    """The arguments' own rules, before anything is read."""
     cli.require(args, "project", "artifacts_uri")
     if args.k < 1:
         raise TrainerError(f"--k must be >= 1, got {args.k}")
+
+
+def main(args: argparse.Namespace) -> None:
+    validate(args)
     store = artifacts.ArtifactStore(args.project)
     matrices, manifest = layout.load_matrices(store, args.artifacts_uri, args.run_date)
     if matrices.holdout is None:
@@ -145,4 +150,4 @@ def main(args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(cli.run_step("evaluate_task", main, build_parser()))
+    sys.exit(cli.run_step("evaluate_task", main, build_parser(), validate=validate))

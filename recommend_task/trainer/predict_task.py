@@ -108,10 +108,18 @@ def refuse_failed_model(store: artifacts.ArtifactStore, model_uri: str, model_id
                                  + "; ".join(evaluation.get("reasons", [])))
 
 
-def main(args: argparse.Namespace) -> None:
+def validate(args: argparse.Namespace) -> None:
+    """The arguments' own rules, before anything is read."""
     cli.require(args, "project", "artifacts_uri")
     if not 1 <= args.n_recommendations <= 1000:
         raise TrainerError(f"--n-recommendations must be in [1, 1000], got {args.n_recommendations}")
+    if not 0 <= args.max_bad_fraction <= 1:
+        raise TrainerError(f"--max-bad-fraction must be in [0, 1], got {args.max_bad_fraction}")
+    lookback(args.run_date, args.lookback_days)
+
+
+def main(args: argparse.Namespace) -> None:
+    validate(args)
     store = artifacts.ArtifactStore(args.project)
     model_uri = args.model_uri or published_model_uri(store, args.artifacts_uri)
     model = load_model(store, model_uri)
@@ -154,4 +162,4 @@ def main(args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(cli.run_step("predict_task", main, build_parser()))
+    sys.exit(cli.run_step("predict_task", main, build_parser(), validate=validate))

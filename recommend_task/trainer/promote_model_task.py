@@ -28,8 +28,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(args: argparse.Namespace) -> None:
+def validate(args: argparse.Namespace) -> None:
+    """The arguments' own rules, before anything is read."""
     cli.require(args, "artifacts_uri")
+
+
+def main(args: argparse.Namespace) -> None:
+    validate(args)
     store = artifacts.ArtifactStore(args.project)
     model_uri = args.model_uri or layout.candidate_model_uri(store, args.artifacts_uri, args.run_date)
     model = load_model(store, model_uri)  # refuses a missing or damaged model
@@ -64,4 +69,4 @@ def main(args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(cli.run_step("promote_model_task", main, build_parser()))
+    sys.exit(cli.run_step("promote_model_task", main, build_parser(), validate=validate))

@@ -85,8 +85,14 @@ def fit(train, params: dict) -> tuple[np.ndarray, np.ndarray, float]:
     return np.asarray(model.user_factors), np.asarray(model.item_factors), last_loss
 
 
-def main(args: argparse.Namespace) -> None:
+def validate(args: argparse.Namespace) -> None:
+    """The arguments' own rules, before anything is read."""
     cli.require(args, "artifacts_uri")
+    validate_params(args)
+
+
+def main(args: argparse.Namespace) -> None:
+    validate(args)
     params = validate_params(args)
     store = artifacts.ArtifactStore(args.project)
     matrices, manifest = layout.load_matrices(store, args.artifacts_uri, args.run_date)
@@ -118,4 +124,4 @@ def main(args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(cli.run_step("train_task", main, build_parser()))
+    sys.exit(cli.run_step("train_task", main, build_parser(), validate=validate))

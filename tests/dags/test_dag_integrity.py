@@ -145,3 +145,26 @@ def test_params_reject_out_of_range_values(dagbag):
         params["n_recommendations"] = 0
     with pytest.raises(ParamValidationError):
         params["lookback_days"] = "thirty"
+
+
+# The tasks that write BigQuery: model_metrics and recommendations.
+WRITERS = {("recommend_train", "evaluate"), ("recommend_predict", "predict")}
+
+
+def test_bigquery_writers_share_one_pool_of_one_slot_that_counts_deferred_tasks(dagbag):
+    """Backfills have their own max_active_runs, so only a pool keeps two runs from writing one
+    table at once; on Vertex the writers wait deferred, so the pool must count deferred tasks."""
+    import json
+
+    from conftest import REPO
+
+    pools = json.loads((REPO / "docker" / "airflow" / "pools.json").read_text())
+    for dag in dagbag.dags.values():
+        for task in dag.tasks:
+            if (dag.dag_id, task.task_id) in WRITERS:
+                assert task.pool == "recsys_bigquery_writers" and task.pool_slots == 1, task.task_id
+                assert pools[task.pool]["slots"] == 1, pools
+                # Without include_deferred a deferred writer (Vertex) would free its slot.
+                assert pools[task.pool]["include_deferred"] is True, pools
+            else:
+                assert task.pool == "default_pool", (dag.dag_id, task.task_id, task.pool)

@@ -8,6 +8,7 @@ checkout's DAGs) is started on free ports in a temporary directory, so a develop
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import json
 import os
 import re
@@ -18,6 +19,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import expect
 from run_expectations import DEFAULT_N, items_per_user, still_writing, writes
 
 REPO = Path(__file__).resolve().parents[2]
@@ -32,6 +34,7 @@ CHROMIUM_FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-
                   "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 DAG = "recommend_predict"
 UI_TIMEOUT_S = 240
+UI_STEP_TIMEOUT_MS = 60_000
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +71,8 @@ def page(stack):
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
         page = browser.new_page(viewport={"width": 1400, "height": 900})
-        page.set_default_timeout(20_000)
+        # Bounds, not delays: on a loaded 2-core machine a page of the UI can take tens of seconds.
+        page.set_default_timeout(UI_STEP_TIMEOUT_MS)
         yield page
         browser.close()
 
@@ -94,16 +98,17 @@ def recommendation_days(stack) -> dict[dt.date, tuple[int, int, int]]:
     return {r["run_date"]: (r["n"], r["users"], r["slots"]) for r in rows}
 
 
-def api(stack, path: str) -> dict:
-    """GET from the Airflow REST API as the stack's admin."""
+def api(stack, path: str, body: dict | None = None) -> dict:
+    """GET (or POST ``body``) the Airflow REST API as the stack's admin."""
     if "token" not in stack:
-        body = json.dumps({"username": "admin", "password": "admin"}).encode()
-        request = urllib.request.Request(f"{stack['url']}/auth/token", data=body,
+        login = json.dumps({"username": "admin", "password": "admin"}).encode()
+        request = urllib.request.Request(f"{stack['url']}/auth/token", data=login,
                                          headers={"Content-Type": "application/json"})
         with urllib.request.urlopen(request, timeout=10) as resp:
             stack["token"] = json.loads(resp.read())["access_token"]
-    request = urllib.request.Request(f"{stack['url']}{path}",
-                                     headers={"Authorization": f"Bearer {stack['token']}"})
+    request = urllib.request.Request(
+        f"{stack['url']}{path}", data=None if body is None else json.dumps(body).encode(),
+        headers={"Authorization": f"Bearer {stack['token']}", "Content-Type": "application/json"})
     with urllib.request.urlopen(request, timeout=10) as resp:
         return json.loads(resp.read())
 
@@ -112,6 +117,10 @@ def runs_and_predicts(stack) -> tuple[list[dict], list[dict]]:
     runs = api(stack, f"/api/v2/dags/{DAG}/dagRuns?limit=100")["dag_runs"]
     tis = api(stack, f"/api/v2/dags/{DAG}/dagRuns/~/taskInstances?task_id=predict&limit=100")
     return runs, tis["task_instances"]
+
+
+def _utc(value: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
 def _fingerprint(tis: list[dict]) -> set[tuple]:
@@ -213,7 +222,7 @@ def test_login_and_trigger_with_a_changed_parameter(page, stack):
     assert link.startswith(stack["url"])
     page.goto(link)
     page.get_by_text(run_id).first.wait_for()
-    assert "Success" in page.locator("main, body").first.inner_text()
+    expect(page.locator("main, body").first).to_contain_text("Success", timeout=UI_STEP_TIMEOUT_MS)
     shot(page, "03b-slack-link-opens-the-run")
 
 
@@ -249,9 +258,50 @@ def test_backfill_three_past_dates_from_the_ui(page, stack):
     # Exactly the three days chosen in the form; each run wrote its run date (the day before)
     # once, next to what the other runs wrote.
     days, runs = days_match_the_runs(stack)
-    backfilled = sorted(dt.datetime.fromisoformat(r["logical_date"].replace("Z", "+00:00"))
-                        for r in runs if r["run_type"] == "backfill")
+    backfilled = sorted(_utc(r["logical_date"]) for r in runs if r["run_type"] == "backfill")
     assert [d.date() for d in backfilled] == [first + dt.timedelta(days=i) for i in range(3)], backfilled
+    assert {first - dt.timedelta(days=1) + dt.timedelta(days=i) for i in range(3)} <= set(days)
+
+
+def test_a_backfill_with_three_active_runs_writes_one_day_at_a_time(page, stack):
+    """A backfill has its own max_active_runs (3 here; the DAG's 1 does not apply), so only the
+    one-slot writers' pool keeps its predicts from writing `recommendations` at once."""
+    pool = api(stack, "/api/v2/pools/recsys_bigquery_writers")
+    assert (pool["slots"], pool["include_deferred"]) == (1, True), pool
+    # One backfill per DAG at a time: the UI's must be marked complete (by the scheduler, after
+    # its runs) before this one can be created.
+    deadline = time.monotonic() + UI_TIMEOUT_S
+    while any(b["completed_at"] is None for b in api(stack, f"/api/v2/backfills?dag_id={DAG}")["backfills"]):
+        assert time.monotonic() < deadline, "the earlier backfill was never marked complete"
+        time.sleep(1)
+    first = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=12)
+    last = first + dt.timedelta(days=2)
+    backfill = api(stack, "/api/v2/backfills", {
+        "dag_id": DAG, "from_date": f"{first}T00:00:00Z", "to_date": f"{last}T23:59:00Z",
+        "max_active_runs": 3, "reprocess_behavior": "none", "run_backwards": False, "dag_run_conf": {}})
+    assert backfill["max_active_runs"] == 3
+
+    deadline = time.monotonic() + UI_TIMEOUT_S
+    while time.monotonic() < deadline:
+        runs = [r for r in runs_and_predicts(stack)[0]
+                if r["run_type"] == "backfill" and first <= _utc(r["logical_date"]).date() <= last]
+        assert not [r for r in runs if r["state"] == "failed"], runs
+        if len(runs) == 3 and all(r["state"] == "success" for r in runs):
+            break
+        time.sleep(2)
+    else:
+        pytest.fail(f"the backfill's 3 runs did not succeed within {UI_TIMEOUT_S}s: {runs}")
+    page.goto(f"{stack['url']}/dags/{DAG}/backfills")
+    page.locator("tbody tr").first.wait_for()
+    shot(page, "06b-backfill-three-active-runs")
+
+    ours = {r["dag_run_id"] for r in runs}
+    windows = sorted((_utc(t["start_date"]), _utc(t["end_date"])) for t in runs_and_predicts(stack)[1]
+                     if t["dag_run_id"] in ours)
+    assert len(windows) == 3, windows
+    for (_, end), (start, _) in itertools.pairwise(windows):
+        assert end <= start, f"predicts overlapped: {windows}"
+    days, _ = days_match_the_runs(stack)
     assert {first - dt.timedelta(days=1) + dt.timedelta(days=i) for i in range(3)} <= set(days)
 
 
@@ -278,18 +328,19 @@ def test_clear_a_failed_task_and_see_it_rerun(page, stack):
 
     page.goto(f"{stack['url']}/dags/{DAG}/runs/{run_id}")
     row = page.locator("tbody tr", has=page.get_by_role("link", name="predict", exact=True))
-    assert "Failed" in row.inner_text()
+    # The UI renders state names once its translations have loaded: wait for the text.
+    expect(row).to_contain_text("Failed", timeout=UI_STEP_TIMEOUT_MS)
     shot(page, "07-failed-task")
     row.get_by_role("button", name="Clear Task Instance").click()
     dialog = page.get_by_role("dialog")
-    assert "Affected Tasks: 1" in dialog.inner_text()
+    expect(dialog).to_contain_text("Affected Tasks: 1", timeout=UI_STEP_TIMEOUT_MS)
     shot(page, "08-clear-dialog")
     dialog.get_by_role("button", name="Confirm").click()
     wait_for_runs(page, stack, lambda run, _: run == run_id, "Success")
     page.goto(f"{stack['url']}/dags/{DAG}/runs/{run_id}")
     row = page.locator("tbody tr", has=page.get_by_role("link", name="predict", exact=True))
     row.wait_for()
-    assert "Success" in row.inner_text()
+    expect(row).to_contain_text("Success", timeout=UI_STEP_TIMEOUT_MS)
     shot(page, "09-cleared-task-succeeded")
 
 

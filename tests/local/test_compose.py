@@ -30,7 +30,7 @@ TRAINER_ENV_FILES = (REPO / "recommend_task" / "trainer" / "cli.py",
                      REPO / "recommend_task" / "trainer" / "clients.py")
 
 AIRFLOW_COMMANDS = {
-    "airflow-init": ["airflow", "db", "migrate"],
+    "airflow-init": ["bash", "-c", "airflow db migrate && airflow pools import /opt/airflow/pools.json"],
     "airflow-apiserver": ["airflow", "api-server"],
     "airflow-scheduler": ["airflow", "scheduler"],
     "airflow-dag-processor": ["airflow", "dag-processor"],
@@ -51,6 +51,7 @@ OPTIONAL_ENV = {
     "RECSYS_GCP_CONN_ID": "Google connection for sensors and Vertex; unused with the emulators",
     "RECSYS_TRAINER_PYTHON": "local runtime only (the trainer runs in its image here)",
     "RECSYS_SLACK_TIMEOUT_S": "the 5 s default is what every environment uses",
+    "RECSYS_BQ_WRITERS_POOL": "the default is the pool airflow-init imports from pools.json",
     "RECSYS_LOG_LEVEL": "trainer log level; INFO by default",
     "GOOGLE_CLOUD_PROJECT": "the trainer's fallback when RECSYS_GCP_PROJECT is unset; it is set",
 }

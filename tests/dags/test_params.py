@@ -1,0 +1,93 @@
+"""The trigger form's limits equal what the trainer accepts.
+
+Every numeric param of each DAG is set to its minimum and to its maximum (the others at their
+defaults); every trainer step of that DAG then checks the arguments the run would pass it with
+its own rules (``--validate-only`` of the real entry point, in the trainer's virtualenv), and
+must accept them. Just outside those limits the form itself must refuse the value, so no run
+can start with arguments its steps will refuse.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import json
+import subprocess
+from types import SimpleNamespace
+
+import pytest
+from conftest import REPO, load_dagbag
+
+from operators.macros import MACROS
+
+TRAINER_PY = REPO / ".venv" / "trainer" / "bin" / "python"
+LOGICAL_DATE = dt.datetime(2026, 11, 30, 3, 0, tzinfo=dt.UTC)
+
+# Runs each (step, argv) through the step's real entry point with --validate-only.
+VALIDATE = """
+import importlib, json, sys
+from trainer import cli
+codes = []
+for step, argv in json.load(sys.stdin):
+    module = importlib.import_module(f"trainer.{step}")
+    try:
+        codes.append(cli.run_step(step, module.main, module.build_parser(), [*argv, "--validate-only"],
+                                  validate=module.validate))
+    except SystemExit as exc:  # argparse refusing a value
+        codes.append(exc.code)
+print("CODES=" + json.dumps(codes))
+"""
+
+
+def _numeric(dag) -> dict[str, dict]:
+    return {name: dag.params.get_param(name).schema for name in dag.params
+            if dag.params.get_param(name).schema.get("type") in ("integer", "number")}
+
+
+def _cases() -> list[tuple[str, str, str, object]]:
+    bag = load_dagbag()
+    return [(dag_id, name, bound, schema[bound])
+            for dag_id, dag in sorted(bag.dags.items())
+            for name, schema in sorted(_numeric(dag).items())
+            for bound in ("minimum", "maximum")]
+
+
+def _rendered_steps(dag, values: dict) -> list[tuple[str, list[str]]]:
+    run = SimpleNamespace(logical_date=LOGICAL_DATE, run_after=LOGICAL_DATE)
+    steps = []
+    for task in dag.tasks:
+        if hasattr(task, "step"):  # a trainer step (conftest: the local runtime's operator)
+            context = {"params": values, "dag_run": run, **MACROS}
+            steps.append((task.step, [str(a) for a in task.render_template(task.arguments, context)]))
+    return steps
+
+
+def test_every_step_accepts_each_param_at_its_minimum_and_maximum():
+    if not TRAINER_PY.exists():
+        pytest.fail(f"{TRAINER_PY} missing: run `make venvs`")
+    bag = load_dagbag()
+    cases, calls = [], []
+    for dag_id, name, bound, value in _cases():
+        dag = bag.dags[dag_id]
+        values = {**{k: dag.params[k] for k in dag.params}, name: value}
+        for step, argv in _rendered_steps(dag, values):
+            cases.append((dag_id, name, bound, value, step))
+            calls.append((step, argv))
+    assert {c[0] for c in cases} == {"recommend_train", "recommend_predict"}
+    done = subprocess.run([str(TRAINER_PY), "-c", VALIDATE], input=json.dumps(calls),
+                          capture_output=True, text=True, check=True)
+    codes = json.loads(done.stdout.split("CODES=")[1])
+    errors = [line for line in done.stderr.splitlines() if line.startswith("ERROR:")]
+    refused = [case for case, code in zip(cases, codes, strict=True) if code != 0]
+    assert refused == [], f"{refused}\n" + "\n".join(errors)
+
+
+@pytest.mark.parametrize("dag_id, name, bound, value", _cases())
+def test_the_form_refuses_each_param_just_outside_its_limits(dag_id, name, bound, value):
+    from airflow.providers.common.compat.sdk import ParamValidationError
+
+    params = copy.deepcopy(load_dagbag().dags[dag_id].params)
+    step = 1 if params.get_param(name).schema["type"] == "integer" else 1e-6
+    outside = value - step if bound == "minimum" else value + step
+    with pytest.raises(ParamValidationError):
+        params[name] = outside
