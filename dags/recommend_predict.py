@@ -42,7 +42,7 @@ with DAG(
     params=PREDICT_PARAMS,
     tags=["recsys", "prediction"],
     doc_md=__doc__,
-    **dag_kwargs(config),
+    **dag_kwargs(config, dagrun_timeout=timedelta(hours=3)),  # sensor 30 min + steps 2 h 10 min
     **dag_callbacks(config, summary="predict"),
 ):
     image = resolve_image(config)
@@ -58,6 +58,7 @@ with DAG(
     predict = trainer_task("predict_task", trainer_args(
         config, "--lookback-days", "{{ params.lookback_days }}",
         "--n-recommendations", "{{ params.n_recommendations }}"), config=config,
+        execution_timeout=timedelta(hours=2),
         pool=config.writers_pool)  # writes recommendations
 
     image >> model >> predict

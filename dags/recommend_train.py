@@ -40,7 +40,9 @@ with DAG(
     params=TRAIN_PARAMS,
     tags=["recsys", "training"],
     doc_md=__doc__,
-    **dag_kwargs(config),
+    # Budget: sensor 6 h + steps 5 h 25 min (one try each) fits, and a stuck run never blocks
+    # the next day's (tests/dags/test_dag_integrity.py computes it).
+    **dag_kwargs(config, dagrun_timeout=timedelta(hours=12)),
     **dag_callbacks(config, summary="train"),
 ):
     image = resolve_image(config)
@@ -56,14 +58,17 @@ with DAG(
         timeout=timedelta(hours=6).total_seconds(),
     )
     matrices = trainer_task("create_cf_matrices_task", trainer_args(
-        config, "--lookback-days", "{{ params.lookback_days }}"), config=config)
+        config, "--lookback-days", "{{ params.lookback_days }}"), config=config,
+        execution_timeout=timedelta(hours=1))
     train = trainer_task("train_task", trainer_args(
         config, "--factors", "{{ params.factors }}", "--iterations", "{{ params.iterations }}",
         "--regularization", "{{ params.regularization }}"), config=config,
-        execution_timeout=timedelta(hours=4))
+        execution_timeout=timedelta(hours=3))
     evaluate = trainer_task("evaluate_task", trainer_args(config), config=config,
+                            execution_timeout=timedelta(hours=1),
                             pool=config.writers_pool)  # writes model_metrics
     promote = trainer_task("promote_model_task", trainer_args(config), config=config,
+                           execution_timeout=timedelta(minutes=15),
                            outlets=[published_model_asset(config)])
 
     image >> events >> matrices >> train >> evaluate >> promote

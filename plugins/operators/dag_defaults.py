@@ -28,13 +28,13 @@ def default_args(config: RecsysConfig) -> dict[str, Any]:
     }
 
 
-def dag_kwargs(config: RecsysConfig) -> dict[str, Any]:
-    """What every recommendation DAG sets the same way."""
+def dag_kwargs(config: RecsysConfig, *, dagrun_timeout: timedelta) -> dict[str, Any]:
+    """What every recommendation DAG sets the same way; each states its own run budget."""
     return {
         "start_date": START_DATE,
         "catchup": False,
         "max_active_runs": 1,
-        "dagrun_timeout": timedelta(hours=8),
+        "dagrun_timeout": dagrun_timeout,
         "default_args": default_args(config),
         "user_defined_macros": MACROS,
     }

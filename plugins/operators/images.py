@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import timedelta
 
 # The common-compat provider resolves names that moved between Airflow 3.1 and 3.3.
 from airflow.providers.common.compat.sdk import AirflowFailException
@@ -57,4 +58,5 @@ def resolve_image(config: RecsysConfig) -> ResolveTrainerImageOperator:
         image=f"{{{{ params.image_uri or var.value.get('{config.image_variable}', '') }}}}",
         allowlist=config.image_allowlist,
         retries=0,  # a refused image stays refused
+        execution_timeout=timedelta(minutes=10),
     )

@@ -2,7 +2,10 @@
 
 Starts its own emulators, seeds ``--events`` events, then runs every step as its own process
 (as in production) and prints wall time and peak resident memory per step. Figures only: no
-pass/fail thresholds here, targets are read off this table.
+pass/fail thresholds here, targets are read off this table. The figures are also written to
+``benchmarks/results.json``: the DAGs' time budgets are checked against them (every step's
+``execution_timeout`` at least 3 times its time here; tests/dags/test_dag_integrity.py), so
+commit the file after a run at the scale you budget for.
 
     python benchmarks/bench_pipeline.py --events 1000000 --users 50000 --items 3000
 """
@@ -10,6 +13,7 @@ pass/fail thresholds here, targets are read off this table.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -19,6 +23,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 EMULATORS = REPO / "docker" / "emulators" / "emulators.py"
+RESULTS = Path(__file__).resolve().parent / "results.json"
 
 
 def run_measured(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
@@ -74,13 +79,20 @@ def main() -> int:
                   f"{os.cpu_count()} CPUs")
             print(f"{'step':<26}{'seconds':>10}{'peak RSS MiB':>15}{'events/s':>14}")
             total = 0.0
+            figures = {}
             for name, argv in steps:
                 seconds, rss = run_measured([sys.executable, "-m", f"trainer.{name}", *argv], env)
                 total += seconds
+                figures[name] = {"seconds": round(seconds, 2), "peak_rss_mib": round(rss)}
                 rate = f"{args.events / seconds:,.0f}" if name in ("seed_events", "create_cf_matrices_task",
                                                                     "predict_task") else ""
                 print(f"{name:<26}{seconds:>10.2f}{rss:>15.0f}{rate:>14}", flush=True)
             print(f"{'total':<26}{total:>10.2f}")
+            RESULTS.write_text(json.dumps({
+                "events": args.events, "users": args.users, "items": args.items, "days": args.days,
+                "factors": args.factors, "iterations": args.iterations, "cpus": os.cpu_count(),
+                "steps": figures}, indent=2) + "\n")
+            print(f"figures written to {RESULTS}")
         finally:
             subprocess.run([sys.executable, str(EMULATORS), "stop", "--data-dir", str(data_dir)],
                            env=env, check=False, stdout=subprocess.DEVNULL)

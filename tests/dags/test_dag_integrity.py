@@ -168,3 +168,45 @@ def test_bigquery_writers_share_one_pool_of_one_slot_that_counts_deferred_tasks(
                 assert pools[task.pool]["include_deferred"] is True, pools
             else:
                 assert task.pool == "default_pool", (dag.dag_id, task.task_id, task.pool)
+
+
+def _budget(task):
+    """Longest time one try of ``task`` may take: a sensor's timeout, else its execution_timeout."""
+    from datetime import timedelta
+
+    from airflow.sdk import BaseSensorOperator
+
+    if isinstance(task, BaseSensorOperator):
+        return timedelta(seconds=task.timeout)
+    return task.execution_timeout
+
+
+def _trainer_step(task) -> str | None:
+    command = list(getattr(task, "command", None) or [])
+    return command[2].removeprefix("trainer.") if command[1:2] == ["-m"] else None
+
+
+def test_time_budgets_fit_the_run_and_the_day_and_leave_room_over_the_benchmark(dagbag):
+    """The longest path (sensor timeout plus each step's execution_timeout, one try each) fits in
+    dagrun_timeout; dagrun_timeout stays under a day, so a stuck run never blocks the next one;
+    every step may take at least 3 times its time in `make bench` (benchmarks/results.json)."""
+    import json
+    from datetime import timedelta
+
+    from conftest import REPO
+
+    bench = json.loads((REPO / "recommend_task" / "benchmarks" / "results.json").read_text())["steps"]
+    steps_seen = set()
+    for dag in dagbag.dags.values():
+        assert dag.dagrun_timeout < timedelta(hours=24), dag.dag_id
+        longest: dict[str, timedelta] = {}
+        for task in dag.topological_sort():
+            before = max((longest[u] for u in task.upstream_task_ids), default=timedelta(0))
+            longest[task.task_id] = before + _budget(task)
+            step = _trainer_step(task)
+            if step:
+                steps_seen.add(step)
+                assert task.execution_timeout >= timedelta(seconds=3 * bench[step]["seconds"]), step
+        assert max(longest.values()) <= dag.dagrun_timeout, (dag.dag_id, max(longest.values()))
+    assert steps_seen == {"create_cf_matrices_task", "train_task", "evaluate_task", "promote_model_task",
+                          "predict_task"}
