@@ -35,3 +35,12 @@ TRAIN_PARAMS = {
 PREDICT_PARAMS = {
     "image_uri": IMAGE_URI, "lookback_days": PREDICT_LOOKBACK_DAYS, "n_recommendations": N_RECOMMENDATIONS,
 }
+ROLLBACK_PARAMS = {
+    "image_uri": IMAGE_URI,
+    # Nullable like every param without a default (Airflow validates params with their defaults
+    # when it builds callback contexts); the rollback step refuses a run without a model id.
+    "model_id": Param(None, type=["null", "string"], pattern=r"^als-[0-9]{8}-[0-9a-f]{10}$",
+                      title="Model to publish",
+                      description="Id of an earlier model that passed evaluation, e.g. "
+                      "als-20261129-ff0958af2f (model_metrics.model_id)."),
+}

@@ -120,7 +120,12 @@ class RecsysSlackNotifier(SlackWebhookNotifier):
                 f"{name}: " + ", ".join(f"{m}@{k} {metrics[name][m]:.4f}" for m in ("precision", "recall",
                                                                                    "map", "ndcg"))
                 for name in ("model", "popularity", "published") if metrics.get(name))
-            return f"model {ev['model_id']} verdict *{ev['verdict'].upper()}*: {line}"
+            promotion = gcp.read_json(gcp.join(run, "promotion.json"), cfg.gcp_conn_id, cfg.project)
+            published = ""
+            if promotion:
+                published = ("\npublished" if promotion["published"]
+                             else f"\nnot published: {promotion['reason']}")
+            return f"model {ev['model_id']} verdict *{ev['verdict'].upper()}*: {line}{published}"
         except Exception as exc:
             self.log.warning("run summary unavailable: %s", type(exc).__name__)
             return "run summary unavailable"
@@ -134,7 +139,7 @@ def task_callbacks(config: RecsysConfig) -> dict[str, Any]:
     }
 
 
-def dag_callbacks(config: RecsysConfig, summary: str) -> dict[str, Any]:
+def dag_callbacks(config: RecsysConfig, summary: str | None) -> dict[str, Any]:
     """DAG-level ``on_success_callback`` (with the run summary) and ``on_failure_callback``."""
     return {
         "on_success_callback": RecsysSlackNotifier(config=config, level="dag", text=DAG_SUCCEEDED,

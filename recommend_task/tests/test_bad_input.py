@@ -41,6 +41,8 @@ def test_validate_only_applies_the_step_rules_and_reads_nothing(step, tmp_path):
     assert rc == 2
     assert err.strip().splitlines()[-1] == ("ERROR: create_cf_matrices_task: holdout_days (2) must be "
                                             "smaller than lookback_days (2)")
+    rc, err = step("promote_model_task", *common, "--rollback-to", "None")  # an empty rollback param
+    assert rc == 2 and "--rollback-to needs the id of a model" in err.strip().splitlines()[-1]
     rc, err = step("train_task", *common, "--iterations", "501")
     assert rc == 2 and "--iterations must be in [1, 500], got 501" in err.strip().splitlines()[-1]
     assert not art.exists()

@@ -1,8 +1,11 @@
 """Publish a run's evaluated model by atomically replacing the ``models/LATEST`` pointer.
 
-Refuses a model without an evaluation or with a failed verdict. The pointer is swapped with a
-generation precondition, so two concurrent promotions cannot silently overwrite each other;
-the record keeps the previous model id for a manual rollback.
+Promotion is monotonic: a model whose run date is older than the published model's (a
+backfill) is evaluated and recorded but never published, and the step still succeeds. Rolling
+back is explicit: ``--rollback-to MODEL_ID`` publishes any earlier model that passed
+evaluation. A model without an evaluation or with a failed verdict is refused either way. The
+pointer is swapped with a generation precondition; on a lost race the step re-reads it and
+applies the rule again, so concurrent promotions end with the newest model whatever their order.
 """
 
 from __future__ import annotations
@@ -10,34 +13,42 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import logging
+import re
 import sys
+from typing import Any
 
 from trainer import artifacts, cli, layout
-from trainer.errors import TrainerError, VerdictFailedError
-from trainer.model import load_model
+from trainer.errors import ConcurrentUpdateError, TrainerError, VerdictFailedError
+from trainer.model import ModelArtifact, load_model
 from trainer.publishing import read_pointer, swap_pointer
 
 log = logging.getLogger("trainer.promote_model_task")
+
+SWAP_ATTEMPTS = 5
+MODEL_ID = re.compile(r"als-[0-9]{8}-[0-9a-f]{10}")  # what train_task.model_id_for makes
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = cli.base_parser(__doc__.split("\n\n")[0])
     cli.add_run_date(parser)
     cli.add_artifacts_uri(parser)
-    parser.add_argument("--model-uri", help="model to promote (default: the run's candidate)")
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--model-uri", help="model to promote (default: the run's candidate)")
+    source.add_argument("--rollback-to", metavar="MODEL_ID",
+                        help="publish this earlier model, even though it is older than the published one")
     return parser
 
 
 def validate(args: argparse.Namespace) -> None:
     """The arguments' own rules, before anything is read."""
     cli.require(args, "artifacts_uri")
+    if args.rollback_to is not None and not MODEL_ID.fullmatch(args.rollback_to.strip()):
+        raise TrainerError(f"--rollback-to needs the id of a model (e.g. als-20261129-ff0958af2f), "
+                           f"got {args.rollback_to!r}")
 
 
-def main(args: argparse.Namespace) -> None:
-    validate(args)
-    store = artifacts.ArtifactStore(args.project)
-    model_uri = args.model_uri or layout.candidate_model_uri(store, args.artifacts_uri, args.run_date)
-    model = load_model(store, model_uri)  # refuses a missing or damaged model
+def passed_evaluation(store: artifacts.ArtifactStore, model: ModelArtifact, model_uri: str) -> dict:
+    """The model's evaluation; refuses a model never evaluated or with a failed verdict."""
     evaluation_uri = artifacts.join(model_uri, "evaluation.json")
     try:
         evaluation = store.read_json(evaluation_uri)
@@ -47,25 +58,73 @@ def main(args: argparse.Namespace) -> None:
     if evaluation.get("verdict") != "pass":
         raise VerdictFailedError(f"model {model.model_id} failed evaluation, not promoting: "
                                  + "; ".join(evaluation.get("reasons", [])))
+    return evaluation
 
-    current, generation = read_pointer(store, args.artifacts_uri)
-    if current and current["model_id"] == model.model_id:
-        log.info("model %s is already published; nothing to do", model.model_id)
-        return
-    primary = evaluation["primary_metric"]
-    record = {
-        "model_id": model.model_id,
-        "model_uri": model_uri,
-        "run_date": args.run_date.isoformat(),
-        "promoted_at": dt.datetime.now(dt.UTC).isoformat(),
-        "primary_metric": primary,
-        "k": evaluation["k"],
-        "metrics": evaluation["metrics"]["model"],
-        "previous_model_id": current["model_id"] if current else None,
-    }
-    swap_pointer(store, args.artifacts_uri, record, generation)
-    log.info("published model %s (%s@%d=%.4f), previous: %s", model.model_id, primary,
-             evaluation["k"], evaluation["metrics"]["model"][primary], record["previous_model_id"])
+
+def why_not_publish(current: dict[str, Any] | None, model_id: str, run_date: str) -> str | None:
+    """The monotonic rule: None to publish, else the reason not to."""
+    if current is None or current.get("run_date", "") <= run_date:
+        return None
+    return (f"model {model_id} (run date {run_date}) is older than the published model "
+            f"{current['model_id']} (run date {current['run_date']}): evaluated and recorded, "
+            "not published (publish it explicitly with --rollback-to)")
+
+
+def main(args: argparse.Namespace) -> None:
+    validate(args)
+    store = artifacts.ArtifactStore(args.project)
+    if args.rollback_to:
+        model_uri = layout.model_prefix(args.artifacts_uri, args.rollback_to.strip())
+    else:
+        model_uri = args.model_uri or layout.candidate_model_uri(store, args.artifacts_uri, args.run_date)
+    model = load_model(store, model_uri)  # refuses a missing or damaged model
+    evaluation = passed_evaluation(store, model, model_uri)
+    model_run_date = str(model.metadata.get("run_date") or args.run_date.isoformat())
+    outcome = publish(store, args.artifacts_uri, model, model_uri, model_run_date, evaluation,
+                      rollback=bool(args.rollback_to))
+    if not args.rollback_to:  # the run's record, for the run summary (Slack)
+        store.write_json(artifacts.join(layout.run_prefix(args.artifacts_uri, args.run_date),
+                                        "promotion.json"), outcome)
+
+
+def publish(store: artifacts.ArtifactStore, artifacts_uri: str, model: ModelArtifact, model_uri: str,
+            model_run_date: str, evaluation: dict, *, rollback: bool) -> dict[str, Any]:
+    """Swap the pointer to ``model`` unless the monotonic rule (skipped for a rollback) says
+    no; re-read and re-decide when another promotion wins the race. Returns what happened."""
+    outcome = {"model_id": model.model_id, "run_date": model_run_date}
+    for attempt in range(1, SWAP_ATTEMPTS + 1):
+        current, generation = read_pointer(store, artifacts_uri)
+        if current and current["model_id"] == model.model_id:
+            log.info("model %s is already published; nothing to do", model.model_id)
+            return {**outcome, "published": True, "reason": "already published"}
+        reason = None if rollback else why_not_publish(current, model.model_id, model_run_date)
+        if reason:
+            log.info("%s", reason)
+            return {**outcome, "published": False, "reason": reason}
+        primary = evaluation["primary_metric"]
+        record = {
+            "model_id": model.model_id,
+            "model_uri": model_uri,
+            "run_date": model_run_date,
+            "promoted_at": dt.datetime.now(dt.UTC).isoformat(),
+            "primary_metric": primary,
+            "k": evaluation["k"],
+            "metrics": evaluation["metrics"]["model"],
+            "previous_model_id": current["model_id"] if current else None,
+            "rollback": rollback,
+        }
+        try:
+            swap_pointer(store, artifacts_uri, record, generation)
+        except ConcurrentUpdateError:
+            log.warning("models/LATEST changed while publishing (attempt %d/%d): reading it again",
+                        attempt, SWAP_ATTEMPTS)
+            continue
+        log.info("%s model %s (run date %s, %s@%d=%.4f), previous: %s",
+                 "rolled back to" if rollback else "published", model.model_id, model_run_date, primary,
+                 evaluation["k"], evaluation["metrics"]["model"][primary], record["previous_model_id"])
+        return {**outcome, "published": True, "reason": "rollback" if rollback else "newest model"}
+    raise ConcurrentUpdateError(f"models/LATEST kept changing under {SWAP_ATTEMPTS} attempts to publish "
+                                f"{model.model_id}; re-run to retry")
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ import socket
 import pytest
 from conftest import DAGS, load_dagbag
 
-EXPECTED = {"recommend_train", "recommend_predict"}
+EXPECTED = {"recommend_train", "recommend_predict", "recommend_rollback"}
 
 
 class ParseTimeAccess(AssertionError):
@@ -87,6 +87,10 @@ def test_no_cycles_and_tasks_in_pipeline_order(dagbag):
     predict = dagbag.dags["recommend_predict"]
     assert [t.task_id for t in predict.topological_sort()] == [
         "resolve_image", "wait_for_published_model", "predict"]
+    rollback = dagbag.dags["recommend_rollback"]
+    assert [t.task_id for t in rollback.topological_sort()] == ["resolve_image", "rollback"]
+    assert [a.name for a in rollback.get_task("rollback").outlets] == ["recsys_published_model"]
+    assert type(rollback.timetable).__name__ == "NullTimetable"  # on demand only (schedule=None)
 
 
 def test_run_settings(dagbag):
@@ -94,7 +98,7 @@ def test_run_settings(dagbag):
         assert dag.tags and "recsys" in dag.tags, dag.dag_id
         assert dag.catchup is False and dag.max_active_runs == 1, dag.dag_id
         assert dag.dagrun_timeout is not None and dag.doc_md
-        assert dag.timetable is not None and dag.timetable.summary, dag.dag_id
+        assert dag.timetable is not None, dag.dag_id
         assert dag.on_success_callback and dag.on_failure_callback, dag.dag_id
         for task in dag.tasks:
             assert task.owner == "ml-engineering", task.task_id
@@ -120,6 +124,7 @@ def test_every_param_has_a_schema(dagbag):
     expected = {
         "recommend_train": {"image_uri", "lookback_days", "factors", "iterations", "regularization"},
         "recommend_predict": {"image_uri", "lookback_days", "n_recommendations"},
+        "recommend_rollback": {"image_uri", "model_id"},
     }
     for dag_id, names in expected.items():
         params = dagbag.dags[dag_id].params
@@ -210,3 +215,13 @@ def test_time_budgets_fit_the_run_and_the_day_and_leave_room_over_the_benchmark(
         assert max(longest.values()) <= dag.dagrun_timeout, (dag.dag_id, max(longest.values()))
     assert steps_seen == {"create_cf_matrices_task", "train_task", "evaluate_task", "promote_model_task",
                           "predict_task"}
+
+
+def test_a_rollback_needs_a_well_formed_model_id(dagbag):
+    from airflow.providers.common.compat.sdk import ParamValidationError
+
+    params = copy.deepcopy(dagbag.dags["recommend_rollback"].params)
+    params["model_id"] = "als-20261129-ff0958af2f"
+    assert params.validate()["model_id"] == "als-20261129-ff0958af2f"
+    with pytest.raises(ParamValidationError):
+        params["model_id"] = "../models/LATEST"

@@ -94,6 +94,7 @@ def test_slack_gets_one_success_message_per_dag_with_results_and_a_link(pipeline
     predict = [t for t in texts if t.startswith(":white_check_mark: *recommend_predict*")]
     assert len(train) == 1 and len(predict) == 1 and len(texts) == 2, texts
     assert "verdict *PASS*" in train[0] and "recall@10" in train[0] and "popularity:" in train[0]
+    assert "\npublished\n" in train[0]  # the promotion's outcome
     assert f"run date {RUN_DATE}" in train[0]
     rows = sum(_recommendation_days().values())
     assert f"rows written: {rows} for" in predict[0]
@@ -161,3 +162,52 @@ def test_unconfigured_slack_is_a_warning_not_a_failure(pipeline, monkeypatch, ca
     warnings = [line for line in out.splitlines() if "Slack notification not sent" in line]
     assert warnings and all("warn" in line.lower() for line in warnings), warnings
     assert "slack_recsys" in warnings[0]
+
+
+def _artifact(path: str) -> dict:
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import storage
+
+    gcs = storage.Client(project="test-project", credentials=AnonymousCredentials(),
+                         client_options={"api_endpoint": os.environ["STORAGE_EMULATOR_HOST"]})
+    return json.loads(gcs.bucket("recsys-test").blob(f"recsys/{path}").download_as_bytes())
+
+
+def test_a_backfilled_model_is_not_published_and_the_rollback_dag_publishes_it(pipeline):
+    """Training for an older day (a backfill) records its model without publishing it; one
+    trigger of recommend_rollback with its id publishes it, and predict then serves it."""
+    older = RUN_DATE - dt.timedelta(days=2)
+    for step, extra in (("create_cf_matrices_task", ["--lookback-days", "15"]),
+                        ("train_task", ["--factors", "16", "--iterations", "8"]),
+                        ("evaluate_task", []), ("promote_model_task", [])):
+        subprocess.run([TRAINER_PY, "-m", f"trainer.{step}", "--project", "test-project",
+                        "--dataset", "recsys_e2e", "--run-date", str(older), "--log-level", "WARNING",
+                        "--artifacts-uri", os.environ["RECSYS_ARTIFACTS_URI"], *extra],
+                       check=True, env=os.environ)
+    promotion = _artifact(f"runs/{older}/promotion.json")
+    published = _artifact("models/LATEST")
+    assert promotion["published"] is False and published["model_id"] != promotion["model_id"]
+
+    refused = _run("recommend_rollback", LOGICAL_DATE + dt.timedelta(days=4),
+                   {"model_id": "als-20000101-0000000000"})
+    assert str(refused.state) == "failed" and _artifact("models/LATEST") == published
+
+    run = _run("recommend_rollback", LOGICAL_DATE + dt.timedelta(days=5), {"model_id": promotion["model_id"]})
+    assert str(run.state) == "success", _states(run)
+    pointer = _artifact("models/LATEST")
+    assert pointer["model_id"] == promotion["model_id"]
+    assert pointer["previous_model_id"] == published["model_id"]
+
+    from airflow.models.asset import AssetEvent, AssetModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        latest = (session.query(AssetEvent).join(AssetModel, AssetEvent.asset_id == AssetModel.id)
+                  .filter(AssetModel.name == "recsys_published_model")
+                  .order_by(AssetEvent.timestamp.desc()).first())
+        assert (latest.source_dag_id, latest.source_task_id) == ("recommend_rollback", "rollback")
+
+    predict = _run("recommend_predict", LOGICAL_DATE + dt.timedelta(days=6), PREDICT_CONF)
+    assert str(predict.state) == "success", _states(predict)
+    served = _artifact(f"runs/{RUN_DATE + dt.timedelta(days=6)}/predictions.json")
+    assert served["model_id"] == promotion["model_id"]

@@ -12,6 +12,7 @@ TRAINER_TASKS = {
     "recommend_train": {"create_cf_matrices": "create_cf_matrices_task", "train": "train_task",
                         "evaluate": "evaluate_task", "promote_model": "promote_model_task"},
     "recommend_predict": {"predict": "predict_task"},
+    "recommend_rollback": {"rollback": "promote_model_task"},
 }
 
 

@@ -1,0 +1,97 @@
+"""Monotonic promotion and explicit rollback, against fake-gcs-server (the generation
+precondition of the pointer swap is the real GCS one) and the BigQuery emulator."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import subprocess
+import sys
+
+from helpers import RUN_DATE, TRAIN_ARGS, query, seed
+
+from trainer import artifacts
+from trainer.clients import storage_client
+
+NEWER, OLDER = RUN_DATE, RUN_DATE - dt.timedelta(days=3)
+
+
+def _candidate(step, art: str, run_date: dt.date, *evaluate_extra: str) -> str:
+    """matrices -> train -> evaluate for ``run_date``, no promotion; returns the model id."""
+    common = ("--run-date", run_date.isoformat(), "--artifacts-uri", art)
+    for name, extra in (("create_cf_matrices_task", ("--lookback-days", "20")),
+                        ("train_task", TRAIN_ARGS[2:]), ("evaluate_task", evaluate_extra)):
+        rc, err = step(name, *common, *extra)
+        assert rc == 0, f"{name}: {err}"
+    return _read(step.store, f"{art}/runs/{run_date}/candidate.json")["model_id"]
+
+
+def _read(store, uri: str) -> dict:
+    return json.loads(store.read_bytes(uri))
+
+
+def _promote(step, art: str, run_date: dt.date, *extra: str) -> tuple[int, str]:
+    return step("promote_model_task", "--run-date", run_date.isoformat(), "--artifacts-uri", art, *extra)
+
+
+def test_a_backfilled_older_model_is_recorded_not_published_and_a_rollback_publishes_it(
+        step, bq_client, project, dataset, gcs_artifacts):
+    step.store = artifacts.ArtifactStore(project)
+    seed(step)
+    newer = _candidate(step, gcs_artifacts, NEWER)
+    assert _promote(step, gcs_artifacts, NEWER)[0] == 0
+    older = _candidate(step, gcs_artifacts, OLDER)  # the backfill, after today's model is out
+
+    rc, err = _promote(step, gcs_artifacts, OLDER)
+    assert rc == 0, err  # a backfill stays green
+    assert "older than the published model" in err
+    assert _read(step.store, f"{gcs_artifacts}/models/LATEST")["model_id"] == newer
+    promotion = _read(step.store, f"{gcs_artifacts}/runs/{OLDER}/promotion.json")
+    assert (promotion["model_id"], promotion["published"]) == (older, False)
+    rows = query(bq_client, f"SELECT * FROM `{project}.{dataset}.model_metrics`")
+    metrics = {r["run_date"]: r for r in rows}
+    assert set(metrics) == {NEWER, OLDER} and metrics[OLDER]["verdict"] == "pass"
+    assert metrics[OLDER]["published_model_id"] is None  # not judged against a model trained on its holdout
+
+    rc, err = _promote(step, gcs_artifacts, NEWER, "--rollback-to", older)
+    assert rc == 0, err
+    pointer = _read(step.store, f"{gcs_artifacts}/models/LATEST")
+    assert (pointer["model_id"], pointer["previous_model_id"], pointer["rollback"]) == (older, newer, True)
+    rc, err = step("predict_task", "--run-date", str(NEWER), "--artifacts-uri", gcs_artifacts,
+                   "--lookback-days", "20")
+    assert rc == 0, err
+    assert _read(step.store, f"{gcs_artifacts}/runs/{NEWER}/predictions.json")["model_id"] == older
+
+
+def test_a_rollback_to_a_model_that_failed_evaluation_is_refused(step, project, gcs_artifacts):
+    step.store = artifacts.ArtifactStore(project)
+    seed(step)
+    good = _candidate(step, gcs_artifacts, NEWER)
+    assert _promote(step, gcs_artifacts, NEWER)[0] == 0
+    failed = _candidate(step, gcs_artifacts, OLDER, "--min-lift", "100")  # an impossible gate
+    rc, err = _promote(step, gcs_artifacts, NEWER, "--rollback-to", failed)
+    assert rc == 2
+    assert err.strip().splitlines()[-1].startswith(
+        f"ERROR: promote_model_task: model {failed} failed evaluation, not promoting")
+    assert _read(step.store, f"{gcs_artifacts}/models/LATEST")["model_id"] == good
+
+
+def test_concurrent_promotions_end_with_the_newest_model_whatever_the_order(
+        step, project, dataset, gcs_artifacts, emulators):
+    """Both promotions start together as processes, in both orders of launch: the generation
+    precondition lets one swap win, the loser re-reads the pointer and applies the rule again."""
+    step.store = artifacts.ArtifactStore(project)
+    seed(step)
+    models = {day: _candidate(step, gcs_artifacts, day) for day in (OLDER, NEWER)}
+    latest = f"{gcs_artifacts}/models/LATEST"
+    for order in ((OLDER, NEWER), (NEWER, OLDER)):
+        if step.store.exists(latest):  # start each order with nothing published
+            bucket, _, name = latest.removeprefix("gs://").partition("/")
+            storage_client(project).bucket(bucket).blob(name).delete()
+        procs = [subprocess.Popen(
+            [sys.executable, "-m", "trainer.promote_model_task", "--project", project, "--dataset", dataset,
+             "--run-date", day.isoformat(), "--artifacts-uri", gcs_artifacts],
+            env=emulators["env"], stderr=subprocess.PIPE, text=True) for day in order]
+        outputs = [p.communicate(timeout=120)[1] for p in procs]
+        assert [p.returncode for p in procs] == [0, 0], outputs
+        assert _read(step.store, latest)["model_id"] == models[NEWER], (order, outputs)
