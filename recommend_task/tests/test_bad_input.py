@@ -161,6 +161,39 @@ def test_failures_leave_the_previous_days_recommendations_intact(
     assert leftovers == []
 
 
+KILLED_BETWEEN_STAGING_AND_SWAP = """
+import os, signal, sys
+import pandas as pd
+from trainer import tables
+from trainer.clients import bigquery_client
+from trainer.partitions import staging_table
+project, dataset, day = sys.argv[1:4]
+frame = pd.DataFrame({"run_date": [pd.Timestamp(day).date()], "user_id": ["u1"], "rank": [1],
+                      "item_id": ["i1"], "score": [1.0], "model_id": ["m"],
+                      "generated_at": pd.Timestamp.now(tz="UTC")})
+frame["run_date"] = frame["run_date"].astype(object)
+target = tables.table_id(project, dataset, tables.RECOMMENDATIONS)
+with staging_table(bigquery_client(project), target, frame, list(tables.RECOMMENDATIONS_SPEC.schema)):
+    os.kill(os.getpid(), signal.SIGKILL)  # as a predict killed after staging, before the swap
+"""
+
+
+def test_a_step_killed_between_staging_and_swap_leaves_only_a_staging_table_that_expires(
+        emulators, bq_client, project, dataset):
+    tables.ensure_all(bq_client, project, dataset, "US")
+    before = recommendation_counts(bq_client, project, dataset)
+    started = dt.datetime.now(dt.UTC)
+    proc = subprocess.run([sys.executable, "-c", KILLED_BETWEEN_STAGING_AND_SWAP, project, dataset,
+                           str(RUN_DATE)], capture_output=True, text=True, env=os.environ)
+    assert proc.returncode == -9, proc.stderr[-2000:]
+    staged = [t.table_id for t in bq_client.list_tables(f"{project}.{dataset}")
+              if t.table_id.startswith("_staging")]
+    assert len(staged) == 1  # nothing cleaned it up: the process had no chance to
+    expires = bq_client.get_table(f"{project}.{dataset}.{staged[0]}").expires
+    assert expires is not None and started < expires <= started + dt.timedelta(days=1, minutes=5)
+    assert recommendation_counts(bq_client, project, dataset) == before  # nothing swapped in
+
+
 def test_cli_exit_code_and_single_error_line_in_a_real_process(emulators, tmp_path):
     env = {**os.environ, "RECSYS_ARTIFACTS_URI": str(tmp_path)}
     proc = subprocess.run(

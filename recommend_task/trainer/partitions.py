@@ -23,6 +23,8 @@ from trainer.clients import bq_retry
 
 log = logging.getLogger(__name__)
 
+STAGING_TTL = dt.timedelta(days=1)
+
 
 @contextlib.contextmanager
 def staging_table(client: bigquery.Client, target: str, frame: pd.DataFrame,
@@ -30,6 +32,11 @@ def staging_table(client: bigquery.Client, target: str, frame: pd.DataFrame,
     """Load ``frame`` into a uniquely named staging table next to ``target``; drop it afterwards."""
     project, dataset, name = target.split(".")
     staging = f"{project}.{dataset}._staging_{name}_{uuid.uuid4().hex[:12]}"
+    # Created empty with an expiration before any row is loaded: a step killed at any point
+    # after this (no `finally` runs on SIGKILL) leaves a table that BigQuery deletes by itself.
+    table = bigquery.Table(staging, schema=schema)
+    table.expires = dt.datetime.now(dt.UTC) + STAGING_TTL
+    client.create_table(table, retry=bq_retry())
     try:
         rows = bq.load_dataframe(client, frame, staging, schema, truncate=True)
         log.info("staged %d rows in %s", rows, staging)
