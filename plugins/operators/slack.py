@@ -51,6 +51,25 @@ def _duration(start: dt.datetime | None, end: dt.datetime | None = None) -> str:
     return f"{seconds:.0f}s" if seconds < 120 else f"{seconds / 60:.1f} min"
 
 
+def run_started(dag_run: Any) -> dt.datetime | None:
+    """When the run really started. ``airflow dags test`` (and ``dag.test()``) give a run its
+    logical date as start date, which can be hours off; they run in-process, where the metadata
+    DB holds the first task's real start. Runs of the scheduler start after their logical date,
+    never on it, so production callbacks never take that branch (nor touch the DB)."""
+    start = getattr(dag_run, "start_date", None)
+    if start is None or start != getattr(dag_run, "logical_date", None):
+        return start
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        first = (session.query(TaskInstance.start_date)
+                 .filter(TaskInstance.dag_id == dag_run.dag_id, TaskInstance.run_id == dag_run.run_id,
+                         TaskInstance.start_date.isnot(None))
+                 .order_by(TaskInstance.start_date).first())
+    return first[0] if first else start
+
+
 class RecsysSlackNotifier(SlackWebhookNotifier):
     """Stock Slack webhook notifier that never raises, plus ``recsys.*`` template values:
     ``run_date``, ``duration``, ``error``, ``link`` and (for ``summary="train"|"predict"``) a
@@ -93,7 +112,7 @@ class RecsysSlackNotifier(SlackWebhookNotifier):
             duration = _duration(getattr(ti, "start_date", None))
         else:
             link = base
-            duration = _duration(dag_run.start_date, dag_run.end_date)
+            duration = _duration(run_started(dag_run), dag_run.end_date)
         run_date = run_date_for(dag_run)
         return {"run_date": run_date, "duration": duration, "error": error, "link": link,
                 "summary": self._summary(run_date) if self.summary else ""}

@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import re
 import subprocess
 import urllib.parse
 
@@ -44,6 +45,15 @@ def _states(dag_run) -> dict[str, str]:
     with create_session() as session:
         tis = session.query(TaskInstance).filter_by(dag_id=dag_run.dag_id, run_id=dag_run.run_id).all()
         return {ti.task_id: str(ti.state) for ti in tis}
+
+
+def _first_task_start(dag_run) -> dt.datetime:
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        tis = session.query(TaskInstance).filter_by(dag_id=dag_run.dag_id, run_id=dag_run.run_id).all()
+        return min(ti.start_date for ti in tis if ti.start_date)
 
 
 def _run(dag_id: str, logical_date: dt.datetime, conf: dict):
@@ -99,6 +109,12 @@ def test_slack_gets_one_success_message_per_dag_with_results_and_a_link(pipeline
     rows = sum(_recommendation_days().values())
     assert f"rows written: {rows} for" in predict[0]
     for text, run in ((train[0], pipeline["train"]), (predict[0], pipeline["predict"])):
+        # The run's real length, from its first task's start (dag.test starts runs at their
+        # logical date, 2026-11-30 03:00, whatever today is): "succeeded in 42s" or "1.5 min".
+        seconds = (run.end_date - _first_task_start(run)).total_seconds()
+        shown = re.search(r"succeeded in ([0-9.]+)(s| min)", text)
+        reported = float(shown.group(1)) * (60 if shown.group(2) == " min" else 1)
+        assert abs(reported - seconds) <= max(1, 0.1 * seconds), (text, seconds)
         link = (f"http://localhost:8080/dags/{run.dag_id}/runs/"
                 f"{urllib.parse.quote(run.run_id, safe='')}")
         assert f"<{link}|Open in Airflow>" in text
