@@ -208,8 +208,10 @@ def test_cli_exit_code_and_single_error_line_in_a_real_process(emulators, tmp_pa
 
 
 def test_invalid_arguments_are_rejected_before_any_work(step, tmp_path):
-    with pytest.raises(SystemExit) as exc:
-        step("create_cf_matrices_task", "--run-date", "yesterday", "--artifacts-uri", str(tmp_path))
-    assert exc.value.code == 2
+    rc, err = step("create_cf_matrices_task", "--run-date", "yesterday", "--artifacts-uri", str(tmp_path))
+    assert rc == 2
+    assert err.strip().splitlines()[-1].startswith(
+        "ERROR: create_cf_matrices_task: bad arguments: argument --run-date: ")
+    assert not list(tmp_path.iterdir())  # no run date, so no status record either
     rc, err = step("seed_events", "--end-date", str(RUN_DATE), *SEED_ARGS[:-2], "--clusters", "0")
     assert rc == 2 and "--clusters must be >= 1" in err

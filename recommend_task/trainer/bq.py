@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from google.cloud import bigquery
 
-from trainer.clients import bigquery_read_client, bq_retry
+from trainer.clients import bigquery_read_client, bq_job_retry, bq_retry
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +39,8 @@ def job_config(params: Mapping[str, Any] | None = None, **kwargs: Any) -> bigque
 
 def run(client: bigquery.Client, sql: str, params: Mapping[str, Any] | None = None):
     """Run a query or script and wait for it; returns the row iterator."""
-    job = client.query(sql, job_config=job_config(params), retry=bq_retry())
-    return job.result(retry=bq_retry())
+    job = client.query(sql, job_config=job_config(params), retry=bq_retry(), job_retry=bq_job_retry())
+    return job.result(retry=bq_retry(), job_retry=bq_job_retry())
 
 
 def to_dataframe(client: bigquery.Client, sql: str, params: Mapping[str, Any] | None = None) -> pd.DataFrame:

@@ -1,29 +1,42 @@
-"""What every step shares: common arguments, logging, timings and the one-line error contract."""
+"""What every step shares: common arguments, logging, timings and the one-line error contract:
+an ``ERROR: <step>: <message>`` line, an exit code from :mod:`trainer.outcome` and a status
+record (:mod:`trainer.status`)."""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import datetime as dt
 import logging
 import os
 import sys
 import time
 from collections.abc import Callable, Iterator
 
-from google.api_core import exceptions as gexc
-
+from trainer import status
 from trainer.errors import TrainerError
+from trainer.outcome import EXIT_CRASH, EXIT_OK, EXIT_PERMANENT, classify
 from trainer.window import parse_date
 
 log = logging.getLogger("trainer")
 
-EXIT_ERROR = 2
+
+class ArgumentsError(TrainerError):
+    """The command line is wrong (permanent: the same arguments fail again)."""
+
+
+class StepArgumentParser(argparse.ArgumentParser):
+    """argparse, but a bad argument raises instead of exiting, so the step reports it like any
+    other permanent error (one ``ERROR:`` line, exit code 2, a status record)."""
+
+    def error(self, message: str):
+        raise ArgumentsError(f"bad arguments: {message}")
 
 
 def base_parser(description: str) -> argparse.ArgumentParser:
     """Arguments common to every step; defaults come from the environment where it makes sense
     so a developer's shell can stay short, while the DAGs always pass them explicitly."""
-    parser = argparse.ArgumentParser(
+    parser = StepArgumentParser(
         description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
     parser.add_argument(
@@ -102,37 +115,63 @@ def require(args: argparse.Namespace, *names: str) -> None:
         raise TrainerError(f"missing required argument(s): {flags}")
 
 
+def _attempt_location(parser: argparse.ArgumentParser, argv: list[str] | None):
+    """Where the status record goes when the arguments themselves are bad: what can be read of
+    ``--artifacts-uri`` and ``--run-date`` (with the parser's own defaults)."""
+    probe = argparse.ArgumentParser(add_help=False)
+    probe.add_argument("--artifacts-uri", default=parser.get_default("artifacts_uri"))
+    probe.add_argument("--run-date")
+    probe.add_argument("--project", default=parser.get_default("project"))
+    known, _ = probe.parse_known_args(argv)
+    try:
+        run_date = parse_date(known.run_date) if known.run_date else None
+    except TrainerError:
+        run_date = None
+    return known.artifacts_uri, run_date, known.project
+
+
 def run_step(name: str, main: Callable[[argparse.Namespace], None],
              parser: argparse.ArgumentParser, argv: list[str] | None = None,
              validate: Callable[[argparse.Namespace], None] | None = None) -> int:
-    """Parse arguments, run ``main`` and turn failures into one clear line and exit code 2.
+    """Parse arguments, run ``main``, and turn the outcome into an exit code (see
+    :mod:`trainer.outcome`), one ``ERROR:`` line and a status record in the run's artifacts.
 
     ``validate`` is the step's own argument check (``main`` calls it first); with
     ``--validate-only`` it runs alone, so callers (the DAGs' param limits test) use the step's
     real rules, not a copy of them."""
-    args = parser.parse_args(argv)
-    setup_logging(args.log_level)
+    started_at = dt.datetime.now(dt.UTC)
     start = time.perf_counter()
+    try:
+        args = parser.parse_args(argv)
+    except ArgumentsError as exc:
+        setup_logging(os.environ.get("RECSYS_LOG_LEVEL", "INFO"))
+        parser.print_usage(sys.stderr)
+        print(f"ERROR: {name}: {exc}", file=sys.stderr, flush=True)
+        artifacts_uri, run_date, project = _attempt_location(parser, argv)
+        status.write(artifacts_uri, run_date, name, status.build(
+            name, EXIT_PERMANENT, str(exc), run_date, started_at, dt.datetime.now(dt.UTC)), project)
+        return EXIT_PERMANENT
+    setup_logging(args.log_level)
     log.info("step %s starting", name)
+    code, error = EXIT_OK, ""
     try:
         if args.validate_only:
             (validate or (lambda _: None))(args)
             log.info("step %s: arguments valid (--validate-only: nothing read or written)", name)
-            return 0
+            return EXIT_OK
         main(args)
-    except TrainerError as exc:
-        log.error("step %s failed after %.2fs", name, time.perf_counter() - start)
-        print(f"ERROR: {name}: {exc}", file=sys.stderr, flush=True)
-        return EXIT_ERROR
-    except gexc.GoogleAPICallError as exc:
-        log.error("step %s failed after %.2fs", name, time.perf_counter() - start)
-        message = getattr(exc, "message", None) or str(exc)
-        print(f"ERROR: {name}: {type(exc).__name__}: {message.splitlines()[0]}",
-              file=sys.stderr, flush=True)
-        return EXIT_ERROR
     except Exception as exc:
-        log.exception("step %s crashed after %.2fs", name, time.perf_counter() - start)
-        print(f"ERROR: {name}: unexpected {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
-        return 1
-    log.info("step %s finished in %.2fs", name, time.perf_counter() - start)
-    return 0
+        code, error = classify(exc)
+        if code == EXIT_CRASH:
+            log.exception("step %s crashed after %.2fs", name, time.perf_counter() - start)
+        else:
+            log.error("step %s failed after %.2fs (exit %d)", name, time.perf_counter() - start, code)
+        print(f"ERROR: {name}: {error}", file=sys.stderr, flush=True)
+        if args.validate_only:
+            return code
+    else:
+        log.info("step %s finished in %.2fs", name, time.perf_counter() - start)
+    status.write(getattr(args, "artifacts_uri", None), getattr(args, "run_date", None), name,
+                 status.build(name, code, error, getattr(args, "run_date", None), started_at,
+                              dt.datetime.now(dt.UTC)), getattr(args, "project", None))
+    return code

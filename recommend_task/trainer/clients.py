@@ -12,7 +12,7 @@ import os
 
 from google.api_core.retry import Retry
 from google.cloud import bigquery, storage
-from google.cloud.bigquery.retry import DEFAULT_RETRY
+from google.cloud.bigquery.retry import DEFAULT_JOB_RETRY, DEFAULT_RETRY
 
 BQ_EMULATOR_ENV = "BIGQUERY_EMULATOR_HOST"
 BQ_STORAGE_EMULATOR_ENV = "BIGQUERY_STORAGE_EMULATOR_HOST"
@@ -28,8 +28,16 @@ def _anonymous():
 def bq_retry() -> Retry:
     """Client-side retry for BigQuery calls; the deadline is shortened locally so a broken
     emulator fails in seconds rather than after the default ten minutes."""
-    deadline = float(os.environ.get("RECSYS_BQ_RETRY_DEADLINE_S", "600"))
-    return DEFAULT_RETRY.with_deadline(deadline)
+    return DEFAULT_RETRY.with_deadline(_deadline())
+
+
+def bq_job_retry() -> Retry:
+    """Re-running a whole query job that failed for a retriable reason, within the same deadline."""
+    return DEFAULT_JOB_RETRY.with_deadline(_deadline())
+
+
+def _deadline() -> float:
+    return float(os.environ.get("RECSYS_BQ_RETRY_DEADLINE_S", "600"))
 
 
 def bigquery_client(project: str, location: str | None = None) -> bigquery.Client:

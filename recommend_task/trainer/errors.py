@@ -1,8 +1,15 @@
-"""Errors a step reports as one clear line (exit code 2) instead of a traceback."""
+"""Errors a step reports as one clear line instead of a traceback.
+
+A :class:`TrainerError` is permanent (exit code 2: a retry cannot fix it); a
+:class:`TransientError` may pass on a retry (exit code 75). See :mod:`trainer.outcome`."""
 
 
 class TrainerError(Exception):
     """Bad input, missing data or a refused action: the message names what is wrong."""
+
+
+class TransientError(TrainerError):
+    """An external service failed or another writer got in the way: a retry may succeed."""
 
 
 class EmptyWindowError(TrainerError):
@@ -25,5 +32,5 @@ class ValidationError(TrainerError):
     """Staged recommendations failed validation; nothing was published."""
 
 
-class ConcurrentUpdateError(TrainerError):
+class ConcurrentUpdateError(TransientError):
     """Another writer changed an object between our read and our write."""

@@ -16,6 +16,7 @@ from google.api_core.exceptions import NotFound
 from google.cloud import bigquery
 
 from trainer import bq
+from trainer.clients import bq_retry
 from trainer.errors import EmptyWindowError, TooManyBadRowsError, TrainerError
 from trainer.window import DateRange
 
@@ -108,7 +109,7 @@ class EventSource:
 
     def _check_exists(self) -> None:
         try:
-            self.client.get_table(self.table)
+            self.client.get_table(self.table, retry=bq_retry())
         except NotFound:
             raise TrainerError(f"events table {self.table} does not exist") from None
 

@@ -15,6 +15,8 @@ import logging
 from google.cloud import bigquery
 from google.cloud.bigquery import SchemaField as F
 
+from trainer.clients import bq_retry
+
 log = logging.getLogger(__name__)
 
 EVENTS = "events"
@@ -98,7 +100,7 @@ def table_id(project: str, dataset: str, name: str) -> str:
 def ensure_dataset(client: bigquery.Client, project: str, dataset: str, location: str) -> None:
     ds = bigquery.Dataset(f"{project}.{dataset}")
     ds.location = location
-    client.create_dataset(ds, exists_ok=True)
+    client.create_dataset(ds, exists_ok=True, retry=bq_retry())
 
 
 def ensure_table(client: bigquery.Client, project: str, dataset: str, spec: TableSpec) -> str:
@@ -111,7 +113,7 @@ def ensure_table(client: bigquery.Client, project: str, dataset: str, spec: Tabl
     if spec.clustering:
         table.clustering_fields = list(spec.clustering)
     table.description = spec.description
-    client.create_table(table, exists_ok=True)
+    client.create_table(table, exists_ok=True, retry=bq_retry())
     return tid
 
 
@@ -125,7 +127,7 @@ def ensure_latest_view(client: bigquery.Client, project: str, dataset: str) -> s
         f"SELECT * FROM `{recs}` WHERE run_date = (SELECT MAX(run_date) FROM `{recs}`)"
     )
     view.description = "Newest day of recommendations (what the web app reads)."
-    client.create_table(view, exists_ok=True)
+    client.create_table(view, exists_ok=True, retry=bq_retry())
     return view_id
 
 
