@@ -66,6 +66,7 @@ class RecsysConfig:
     docker_network: str | None
     # local
     trainer_python: str
+    trainer_source: str
     # task defaults
     retries: int
     retry_delay: timedelta
@@ -117,6 +118,8 @@ def load() -> RecsysConfig:
         docker_network=env.get("RECSYS_DOCKER_NETWORK") or None,
         trainer_python=env.get("RECSYS_TRAINER_PYTHON",
                                str(REPO_ROOT / ".venv" / "trainer" / "bin" / "python")),
+        # What the local runtime's image reference is pinned to (a fingerprint of these sources).
+        trainer_source=env.get("RECSYS_TRAINER_SOURCE", str(REPO_ROOT / "recommend_task")),
         retries=int(env.get("RECSYS_TASK_RETRIES", "2")),
         retry_delay=timedelta(seconds=float(env.get("RECSYS_RETRY_DELAY_S", "120"))),
         slack_timeout_s=int(env.get("RECSYS_SLACK_TIMEOUT_S", "5")),

@@ -24,7 +24,8 @@ from operators.macros import run_date_for
 
 _HEAD = "*{{ dag.dag_id }}*"
 _RUN = ("run `{{ dag_run.run_id }}` | run date {{ recsys.run_date }} | "
-        "logical date {{ dag_run.logical_date or 'none (asset-triggered)' }}")
+        "logical date {{ dag_run.logical_date or 'none (asset-triggered)' }}"
+        "{% if recsys.image %}\nimage `{{ recsys.image }}`{% endif %}")
 
 TASK_FAILED = (":red_circle: Task *{{ ti.task_id }}* of " + _HEAD + " failed "
                "(try {{ ti.try_number }}/{{ ti.max_tries + 1 }}, {{ recsys.duration }})\n"
@@ -72,8 +73,8 @@ def run_started(dag_run: Any) -> dt.datetime | None:
 
 class RecsysSlackNotifier(SlackWebhookNotifier):
     """Stock Slack webhook notifier that never raises, plus ``recsys.*`` template values:
-    ``run_date``, ``duration``, ``error``, ``link`` and (for ``summary="train"|"predict"``) a
-    one-line ``summary`` of the run's results."""
+    ``run_date``, ``duration``, ``error``, ``link``, ``image`` (the run's pinned trainer image)
+    and (for ``summary="train"|"predict"``) a one-line ``summary`` of the run's results."""
 
     def __init__(self, *, config: RecsysConfig, level: str, summary: str | None = None,
                  **kwargs: Any) -> None:
@@ -115,7 +116,32 @@ class RecsysSlackNotifier(SlackWebhookNotifier):
             duration = _duration(run_started(dag_run), dag_run.end_date)
         run_date = run_date_for(dag_run)
         return {"run_date": run_date, "duration": duration, "error": error, "link": link,
+                "image": self._image(ti, dag_run, run_date),
                 "summary": self._summary(run_date) if self.summary else ""}
+
+    def _image(self, ti: Any, dag_run: Any, run_date: str) -> str:
+        """The image ``resolve_image`` pinned for this run (its XCom); where a callback cannot read
+        XCom, what the run's last step recorded having run."""
+        try:
+            image = ti.xcom_pull(task_ids="resolve_image", key="return_value") if ti is not None else None
+            if image:
+                return str(image)
+        except Exception as exc:
+            self.log.debug("no XCom in this callback: %s", type(exc).__name__)
+        last_task = {"train": "promote_model", "predict": "predict"}.get(self.summary or "")
+        if not last_task:
+            return ""
+        cfg = self.recsys_config
+        try:
+            name = f"{dag_run.dag_id}.{last_task}.json"
+            uri = gcp.join(cfg.artifacts_uri, "runs", run_date, "status", name)
+            record = gcp.read_json(uri, cfg.gcp_conn_id, cfg.project)
+        except Exception as exc:
+            self.log.warning("run image unavailable: %s", type(exc).__name__)
+            return ""
+        if record and record.get("airflow_run_id") == dag_run.run_id:
+            return record.get("image") or ""
+        return ""
 
     def _summary(self, run_date: str) -> str:
         cfg = self.recsys_config

@@ -2,11 +2,15 @@
 
 The step's module and arguments are the same everywhere; only the launcher differs:
 
-* ``vertex``: Vertex AI custom container training job (deferrable, stock operator)
-* ``docker``: a sibling container through the Docker socket (stock DockerOperator)
+* ``vertex``: Vertex AI custom container training job (deferrable, the stock operator made
+  to cancel its pipeline when the task stops waiting, and not to submit a duplicate)
+* ``docker``: a sibling container through the Docker socket (the stock DockerOperator)
 * ``local``:  a subprocess with the trainer's own virtualenv (no Docker, no cloud)
 
-Provider modules are imported only for the runtime in use, so DAG files parse fast.
+All three run the image ``resolve_image`` pinned for the run, apply the trainer's exit-code
+contract (2 fails at once, 75 and crashes are retried) and report the step's own error line
+(:mod:`operators.trainer_exit`). Provider modules are imported only for the runtime in use,
+so DAG files parse fast.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from airflow.sdk import BaseOperator
 
 from operators.config import RecsysConfig
 from operators.macros import recsys_label
+from operators.trainer_exit import attempt_env
 
 IMAGE_FROM_XCOM = "{{ ti.xcom_pull(task_ids='resolve_image') }}"
 
@@ -37,10 +42,12 @@ def trainer_task(step: str, arguments: Sequence[str], *, config: RecsysConfig,
     task_id = task_id or default_task_id(step)
     command = trainer_command(step, arguments)
     if config.runtime == "vertex":
-        from operators.vertex import TemplatedImageCustomContainerTrainingJobOperator
+        from operators.vertex import TrainerVertexJobOperator
 
-        return TemplatedImageCustomContainerTrainingJobOperator(
+        return TrainerVertexJobOperator(
             task_id=task_id,
+            step=step,
+            artifacts_project=config.project,
             project_id=config.project,
             region=config.region,
             staging_bucket=config.staging_bucket,
@@ -53,22 +60,24 @@ def trainer_task(step: str, arguments: Sequence[str], *, config: RecsysConfig,
             accelerator_count=0,  # the image is CPU-only (implicit.cpu)
             replica_count=1,
             labels={"app": "recsys", "dag": "{{ recsys_label(dag.dag_id) }}",
-                    "task": recsys_label(task_id), "run": "{{ recsys_label(run_id) }}"},
-            environment_variables={k: v for k, v in config.passthrough_env().items()
-                                   if k == "RECSYS_LOG_LEVEL"},
+                    "task": recsys_label(task_id), "run": "{{ recsys_label(run_id) }}",
+                    "try": "{{ ti.try_number }}"},
+            environment_variables={**{k: v for k, v in config.passthrough_env().items()
+                                      if k == "RECSYS_LOG_LEVEL"}, **attempt_env(image)},
             gcp_conn_id=config.gcp_conn_id,
             deferrable=True,
             poll_interval=30,
             **kwargs,
         )
     if config.runtime == "docker":
-        from airflow.providers.docker.operators.docker import DockerOperator
+        from operators.docker_trainer import TrainerDockerOperator
 
-        return DockerOperator(
+        return TrainerDockerOperator(
             task_id=task_id,
+            step=step,
             image=image,
             command=command,
-            environment=config.passthrough_env(),
+            environment={**config.passthrough_env(), **attempt_env(image)},
             docker_url=config.docker_url,
             network_mode=config.docker_network,
             auto_remove="success",
@@ -80,5 +89,6 @@ def trainer_task(step: str, arguments: Sequence[str], *, config: RecsysConfig,
 
     return LocalTrainerOperator(
         task_id=task_id, step=step, arguments=arguments, python=config.trainer_python,
-        env=config.passthrough_env(), **kwargs,
+        trainer_source=config.trainer_source, image=image,
+        env={**config.passthrough_env(), **attempt_env(image)}, **kwargs,
     )

@@ -105,6 +105,16 @@ def test_slack_gets_one_success_message_per_dag_with_results_and_a_link(pipeline
     assert len(train) == 1 and len(predict) == 1 and len(texts) == 2, texts
     assert "verdict *PASS*" in train[0] and "recall@10" in train[0] and "popularity:" in train[0]
     assert "\npublished\n" in train[0]  # the promotion's outcome
+    # Both runs name the image they were pinned to, and every step recorded running exactly it.
+    for text, run, steps in ((train[0], pipeline["train"], ("create_cf_matrices", "train", "evaluate",
+                                                             "promote_model")),
+                             (predict[0], pipeline["predict"], ("predict",))):
+        pinned = re.search(r"\nimage `(recsys-trainer:dev@sha256:[0-9a-f]{64})`\n", text)
+        assert pinned, text
+        for task in steps:
+            status = _artifact(f"runs/{RUN_DATE}/status/{run.dag_id}.{task}.json")
+            assert (status["image"], status["airflow_run_id"], status["exit_code"]) == (
+                pinned.group(1), run.run_id, 0)
     assert f"run date {RUN_DATE}" in train[0]
     rows = sum(_recommendation_days().values())
     assert f"rows written: {rows} for" in predict[0]
@@ -121,9 +131,10 @@ def test_slack_gets_one_success_message_per_dag_with_results_and_a_link(pipeline
         assert run.run_id in text
 
 
-def test_failing_step_retries_then_fails_and_keeps_previous_recommendations(pipeline, slack, capfd):
+def test_a_permanent_error_fails_at_once_with_the_trainers_message(pipeline, slack, capfd):
+    """Exit code 2 (a damaged model: retrying cannot fix it) fails the task on its first try,
+    and the trainer's own error line is the task's error, in the log and in Slack."""
     before = _recommendation_days()
-    # Damage the published model: predict fails its checksum check, is retried once, fails again.
     from google.auth.credentials import AnonymousCredentials
     from google.cloud import storage
 
@@ -135,6 +146,7 @@ def test_failing_step_retries_then_fails_and_keeps_previous_recommendations(pipe
     good = model_blob.download_as_bytes()
     model_blob.upload_from_string(b"damaged")
     slack.messages.clear()
+    capfd.readouterr()
     try:
         run = _run("recommend_predict", LOGICAL_DATE + dt.timedelta(days=1), PREDICT_CONF)
     finally:
@@ -143,14 +155,39 @@ def test_failing_step_retries_then_fails_and_keeps_previous_recommendations(pipe
     assert str(run.state) == "failed"
     assert _states(run)["predict"] == "failed"
     texts = slack.texts()
-    retry = [t for t in texts if "will be retried" in t]
     failed = [t for t in texts if "Task *predict* of *recommend_predict* failed" in t]
-    dag_failed = [t for t in texts if t.startswith(":x: *recommend_predict* failed")]
-    assert len(retry) == 1 and len(failed) == 1 and len(dag_failed) == 1, texts
-    assert "checksum mismatch" in retry[0] and "checksum mismatch" in failed[0]
-    assert "try 1/2" in retry[0] and "try 2/2" in failed[0]
+    assert not [t for t in texts if "will be retried" in t], texts
+    assert len(failed) == 1 and "try 1/2" in failed[0], texts
+    error = failed[0].split("\nError: ")[1].splitlines()[0]
+    assert error.startswith("predict_task: checksum mismatch for gs://recsys-test/recsys/models/")
+    assert error.endswith("(exit 2: permanent, not retried)")
+    out = capfd.readouterr().out
+    assert "ERROR: predict_task: checksum mismatch" in out  # the step's line in the task log
+    status = _artifact(f"runs/{RUN_DATE + dt.timedelta(days=1)}/status/recommend_predict.predict.json")
+    assert (status["exit_code"], status["try"], status["airflow_run_id"]) == (2, 1, run.run_id)
     assert _recommendation_days() == before  # the previous day is untouched, nothing added
-    assert SLACK_TOKEN not in capfd.readouterr().out
+    assert SLACK_TOKEN not in out
+
+
+def test_a_transient_error_is_retried_and_keeps_previous_recommendations(pipeline, slack, monkeypatch,
+                                                                         unavailable_bigquery):
+    """BigQuery answering 503 (exit code 75): the try fails and Airflow retries it."""
+    before = _recommendation_days()
+    monkeypatch.setenv("BIGQUERY_EMULATOR_HOST", unavailable_bigquery)
+    monkeypatch.setenv("RECSYS_BQ_RETRY_DEADLINE_S", "2")
+    slack.messages.clear()
+    run = _run("recommend_predict", LOGICAL_DATE + dt.timedelta(days=7), PREDICT_CONF)
+    monkeypatch.undo()
+
+    assert str(run.state) == "failed" and _states(run)["predict"] == "failed"
+    texts = slack.texts()
+    retry = [t for t in texts if "Task *predict* of *recommend_predict* will be retried" in t]
+    failed = [t for t in texts if "Task *predict* of *recommend_predict* failed" in t]
+    assert len(retry) == 1 and len(failed) == 1, texts
+    assert "try 1/2" in retry[0] and "try 2/2" in failed[0]
+    for text in (retry[0], failed[0]):
+        assert "ServiceUnavailable" in text and "(exit 75: transient, retried)" in text, text
+    assert _recommendation_days() == before
 
 
 def test_image_outside_the_allowlist_fails_before_any_step(pipeline, slack):

@@ -1,0 +1,47 @@
+"""Run a trainer step in a sibling container (``RECSYS_RUNTIME=docker``).
+
+The stock DockerOperator, plus two things it cannot do: apply the trainer's exit-code contract
+(it raises the same retriable error for every non-zero exit) with the step's own ``ERROR:``
+line, and run the image the run was pinned to by its ID (it would try to pull ``sha256:...``,
+since the engine lists images by name only). Imported only for the docker runtime.
+"""
+
+from __future__ import annotations
+
+import re
+
+from airflow.providers.docker.exceptions import DockerContainerFailedException
+from airflow.providers.docker.operators.docker import DockerOperator
+
+from operators.image_refs import DIGEST
+from operators.trainer_exit import last_error_line, raise_for_exit
+
+# The stock operator removes the container before raising ("Docker container failed:
+# {'StatusCode': 2, ...}"), so its message is the one place left holding the exit code.
+_STATUS_CODE = re.compile(r"'StatusCode': (\d+)")
+
+
+class TrainerDockerOperator(DockerOperator):
+    """DockerOperator for ``python -m trainer.<step>``; see the module docstring."""
+
+    def __init__(self, *, step: str, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.step = step
+
+    def execute(self, context):
+        if DIGEST.fullmatch(self.image or ""):
+            # Pinned by image ID: it must be in the engine already (resolve_image checked), and
+            # there is nothing to pull. Same path as the stock execute after its pull.
+            self.cli.inspect_image(self.image)
+            if hasattr(self, "_normalize_mounts"):  # docker provider >= 4.6
+                self._normalize_mounts()
+            return self._run_image()
+        return super().execute(context)
+
+    def _run_image(self):
+        try:
+            return super()._run_image()
+        except DockerContainerFailedException as exc:
+            found = _STATUS_CODE.search(str(exc))
+            code = int(found.group(1)) if found else 1
+            raise_for_exit(self.step, code, last_error_line(exc.logs or []))

@@ -1,0 +1,91 @@
+"""Image references: parsing, the allowlist rule, and the immutable reference a run is pinned to.
+
+A run names its image by tag (``.../trainer:prod``); ``resolve_image`` pins it once, and every
+step runs the pinned reference, so a push during a run cannot mix images:
+
+* ``vertex``: the registry digest, ``REPOSITORY@sha256:<manifest digest>`` (Artifact Registry's
+  Docker API, the same request ``docker pull`` makes);
+* ``docker``: the engine's image ID, ``sha256:<id>`` (a locally built image has no registry
+  digest; Docker runs an image by its full ID);
+* ``local``: ``<tag>@sha256:<fingerprint>`` of the trainer's sources and lock file (there is no
+  image; the subprocess runs the checkout, and each step checks it still matches).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageRef:
+    """``repository[:tag][@sha256:digest]``."""
+
+    repository: str
+    tag: str | None
+    digest: str | None
+
+    @classmethod
+    def parse(cls, ref: str) -> ImageRef:
+        name, _, digest = ref.partition("@")
+        if digest and not DIGEST.fullmatch(digest):
+            raise ValueError(f"{ref!r}: a digest must be sha256: and 64 lowercase hex digits")
+        # A ':' after the last '/' separates the tag; one before it is a registry port.
+        slash = name.rfind("/")
+        colon = name.rfind(":")
+        if colon > slash:
+            name, tag = name[:colon], name[colon + 1:]
+        else:
+            tag = None
+        if not name or (tag is not None and not tag):
+            raise ValueError(f"{ref!r} is not an image reference")
+        return cls(name, tag, digest or None)
+
+    @property
+    def registry(self) -> str:
+        first = self.repository.split("/", 1)[0]
+        return first if "/" in self.repository and ("." in first or ":" in first or first == "localhost") \
+            else "docker.io"
+
+    @property
+    def path(self) -> str:
+        """The repository without its registry host."""
+        return self.repository.split("/", 1)[1] if self.registry != "docker.io" else self.repository
+
+    def pinned(self, digest: str) -> str:
+        return f"{self.repository}@{digest}"
+
+
+def is_allowed(ref: str, allowlist: Sequence[str]) -> bool:
+    """Allowed if the reference starts with an allowed prefix, or if it is pinned by digest and
+    its repository does (``REPO/trainer:`` allows ``REPO/trainer:any`` and ``REPO/trainer@sha256:…``).
+    A bare image ID names no repository, so no allowlist entry can allow it."""
+    try:
+        parsed = ImageRef.parse(ref)
+    except ValueError:
+        return False
+    if any(ref.startswith(prefix) for prefix in allowlist):
+        return True
+    if parsed.digest is None:
+        return False
+    named = parsed.repository + ":" + (parsed.tag or "")
+    return any(named.startswith(prefix) for prefix in allowlist)
+
+
+def trainer_fingerprint(source: Path) -> str:
+    """``sha256:`` of what the local runtime runs: the trainer's lock file and its sources."""
+    files = [source / "requirements.lock", source / "pyproject.toml",
+             *sorted((source / "trainer").rglob("*.py"))]
+    missing = [str(f) for f in files[:2] if not f.is_file()]
+    if missing or not (source / "trainer").is_dir():
+        raise FileNotFoundError(f"trainer sources not found at {source} "
+                                f"(missing {', '.join(missing) or 'trainer/'})")
+    digest = hashlib.sha256()
+    for f in files:
+        digest.update(str(f.relative_to(source)).encode() + b"\0" + f.read_bytes() + b"\0")
+    return "sha256:" + digest.hexdigest()

@@ -1,0 +1,95 @@
+"""The trainer image's exit-code contract (``recommend_task/trainer/outcome.py``), applied the
+same way by every launcher: 2 fails the task at once, 75 (transient) and anything else (a
+crash) fail the try and let Airflow retry with backoff. The task's error is the trainer's own
+``ERROR:`` line, so the Slack alert shows it.
+
+The launchers also hand each step its Airflow attempt (environment variables the trainer puts
+in its status record, ``runs/<run_date>/status/<dag_id>.<task_id>.json``), so a launcher that
+cannot see the step's output (Vertex AI) reads that record and refuses one left by another try.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any, NoReturn
+
+from airflow.providers.common.compat.sdk import AirflowFailException
+from airflow.sdk.exceptions import AirflowException
+
+from operators import gcp
+
+EXIT_PERMANENT = 2
+EXIT_TRANSIENT = 75
+
+IMAGE_ENV = "RECSYS_TRAINER_IMAGE"
+
+
+class TrainerStepRetriable(AirflowException):
+    """A transient error or a crash: the try fails, Airflow retries with backoff."""
+
+
+class TrainerStepFailed(AirflowFailException):
+    """A permanent error (exit code 2): the same input fails again, so the task fails now."""
+
+
+def attempt_env(image: str) -> dict[str, str]:
+    """What a step is told about the Airflow attempt running it (templated; see module doc)."""
+    return {
+        "RECSYS_STATUS_NAME": "{{ dag.dag_id }}.{{ task.task_id }}",
+        "RECSYS_AIRFLOW_RUN_ID": "{{ run_id }}",
+        "RECSYS_TRY_NUMBER": "{{ ti.try_number }}",
+        IMAGE_ENV: image,
+    }
+
+
+def last_error_line(lines: Iterable[str | bytes]) -> str:
+    """The step's own one-line error: its last ``ERROR:`` line, without the prefix."""
+    error = ""
+    for line in lines:
+        text = line.decode(errors="replace") if isinstance(line, bytes) else line
+        for part in text.splitlines():
+            if part.startswith("ERROR:"):
+                error = part.removeprefix("ERROR:").strip()
+    return error
+
+
+def raise_for_exit(step: str, code: int, error: str, *, logs_url: str | None = None) -> NoReturn:
+    """Raise the exception that makes Airflow do what exit code ``code`` asks for."""
+    message = error or f"trainer.{step} exited with code {code} without an error line"
+    where = f"; logs: {logs_url}" if logs_url else ""
+    if code == EXIT_PERMANENT:
+        raise TrainerStepFailed(f"{message} (exit 2: permanent, not retried{where})")
+    kind = "transient" if code == EXIT_TRANSIENT else "crash"
+    raise TrainerStepRetriable(f"{message} (exit {code}: {kind}, retried{where})")
+
+
+def _argument(command: Sequence[str], flag: str) -> str | None:
+    args = [str(a) for a in command]
+    for i, arg in enumerate(args):
+        if arg == flag and i + 1 < len(args):
+            return args[i + 1]
+        if arg.startswith(flag + "="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def status_record_uri(command: Sequence[str], dag_id: str, task_id: str) -> str | None:
+    """Where the step of ``command`` (as rendered) writes its status record."""
+    artifacts, run_date = _argument(command, "--artifacts-uri"), _argument(command, "--run-date")
+    if not artifacts or not run_date:
+        return None
+    return gcp.join(artifacts, "runs", run_date, "status", f"{dag_id}.{task_id}.json")
+
+
+def read_status_record(command: Sequence[str], context: Any, conn_id: str, project: str,
+                       try_number: int) -> dict | None:
+    """The status record of this run's try ``try_number`` of this task, or None (never written:
+    the container did not start or was killed, or it belongs to another attempt)."""
+    ti = context["ti"]
+    uri = status_record_uri(command, ti.dag_id, ti.task_id)
+    if uri is None:
+        return None
+    record = gcp.read_json(uri, conn_id, project)
+    if not record or record.get("airflow_run_id") != ti.run_id or record.get("try") != try_number:
+        return None
+    return record

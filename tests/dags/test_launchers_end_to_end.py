@@ -1,0 +1,206 @@
+"""recommend_predict through the vertex and docker runtimes, end to end with real Airflow
+(dag.test), the real trainer, the BigQuery/GCS emulators and the real Slack provider.
+
+FAKE: the Vertex AI API, Artifact Registry's Docker API and the Docker engine API have no local
+stand-in here; tests/dags/fake_launchers.py replaces each at its narrowest point with a stand-in
+that runs the requested trainer command as a local process. The stock operators, the deferral
+and its trigger, image pinning, the status record and the exit-code rule all run for real.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import re
+import subprocess
+
+import pytest
+from conftest import load_dagbag
+from fake_launchers import TRAINER_PY, FakeDockerEngine, FakeVertex, LoopbackRegistry
+
+LOGICAL_DATE = dt.datetime(2026, 11, 30, 5, 0, tzinfo=dt.UTC)
+RUN_DATE = LOGICAL_DATE.date() - dt.timedelta(days=1)
+DATASET = "recsys_launchers"
+ARTIFACTS = "gs://recsys-test/launchers"
+PREDICT_CONF = {"lookback_days": 20, "n_recommendations": 3}
+DIGEST = "sha256:" + "5" * 64
+REGISTRY_IMAGE = "test-project/recsys/trainer"
+DAY = {"vertex": 0, "docker": 10}  # each runtime writes its own days
+
+
+def _trainer(step: str, *args: str) -> None:
+    subprocess.run([TRAINER_PY, "-m", f"trainer.{step}", "--project", "test-project", "--dataset", DATASET,
+                    "--log-level", "WARNING", *args], check=True, env=os.environ)
+
+
+@pytest.fixture(scope="module")
+def published_model(emulators, airflow_db, slack):
+    """Events and a published model in a dataset and artifacts root of this module's own.
+
+    The artifacts root is also the published-model asset's URI: Airflow deactivates an asset
+    whose name is already taken by another URI, so this module gets a metadata DB of its own
+    (reset before and after) and leaves the other modules' asset alone."""
+    from airflow.utils import db
+
+    db.resetdb()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("RECSYS_BQ_DATASET", DATASET)
+        mp.setenv("RECSYS_ARTIFACTS_URI", ARTIFACTS)
+        _trainer("seed_events", "--end-date", str(RUN_DATE + dt.timedelta(days=20)), "--days", "40",
+                 "--users", "300", "--items", "80", "--events", "12000", "--clusters", "4")
+        for step, extra in (("create_cf_matrices_task", ["--lookback-days", "20"]),
+                            ("train_task", ["--factors", "8", "--iterations", "4"]),
+                            ("evaluate_task", []), ("promote_model_task", [])):
+            _trainer(step, "--run-date", str(RUN_DATE), "--artifacts-uri", ARTIFACTS, *extra)
+        yield
+    db.resetdb()
+
+
+@pytest.fixture(params=["vertex", "docker"])
+def runtime(request, published_model, monkeypatch):
+    """Configure the runtime and install its fake launcher; yields (name, launcher, pinned image)."""
+    monkeypatch.setenv("RECSYS_BQ_DATASET", DATASET)
+    monkeypatch.setenv("RECSYS_ARTIFACTS_URI", ARTIFACTS)
+    monkeypatch.setenv("RECSYS_RUNTIME", request.param)
+    if request.param == "vertex":
+        registry = LoopbackRegistry({f"{REGISTRY_IMAGE}:prod": DIGEST})
+        monkeypatch.setenv("AIRFLOW_CONN_GOOGLE_CLOUD_DEFAULT", json.dumps(
+            {"conn_type": "google_cloud_platform", "extra": {"is_anonymous": True}}))
+        monkeypatch.setenv("RECSYS_IMAGE_ALLOWLIST", f"{registry.host}/{REGISTRY_IMAGE}:")
+        monkeypatch.setenv("AIRFLOW_VAR_RECSYS_TRAINER_IMAGE", f"{registry.host}/{REGISTRY_IMAGE}:prod")
+        launcher = FakeVertex().install(monkeypatch)
+        yield request.param, launcher, f"{registry.host}/{REGISTRY_IMAGE}@{DIGEST}"
+        registry.close()
+    else:
+        image_id = FakeDockerEngine.image_id("recsys-trainer:dev")
+        monkeypatch.setenv("RECSYS_IMAGE_ALLOWLIST", "recsys-trainer:")
+        monkeypatch.setenv("AIRFLOW_VAR_RECSYS_TRAINER_IMAGE", "recsys-trainer:dev")
+        launcher = FakeDockerEngine({"recsys-trainer:dev": image_id}).install(monkeypatch)
+        yield request.param, launcher, image_id
+
+
+def _predict(day: int, conf: dict | None = None):
+    dag = load_dagbag().dags["recommend_predict"]
+    return dag.test(logical_date=LOGICAL_DATE + dt.timedelta(days=day),
+                    run_conf={**PREDICT_CONF, **(conf or {})})
+
+
+def _states(run) -> dict[str, str]:
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        return {ti.task_id: str(ti.state) for ti in
+                session.query(TaskInstance).filter_by(dag_id=run.dag_id, run_id=run.run_id)}
+
+
+def _days() -> dict[dt.date, int]:
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import bigquery
+
+    client = bigquery.Client(project="test-project", credentials=AnonymousCredentials(),
+                             client_options={"api_endpoint": os.environ["BIGQUERY_EMULATOR_HOST"]})
+    return {r["run_date"]: r["n"] for r in client.query(
+        f"SELECT run_date, COUNT(*) AS n FROM `test-project.{DATASET}.recommendations` GROUP BY 1").result()}
+
+
+def _gcs_bucket():
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import storage
+
+    client = storage.Client(project="test-project", credentials=AnonymousCredentials(),
+                            client_options={"api_endpoint": os.environ["STORAGE_EMULATOR_HOST"]})
+    return client.bucket("recsys-test")
+
+
+def _status(run_date: dt.date) -> dict:
+    blob = _gcs_bucket().blob(f"launchers/runs/{run_date}/status/recommend_predict.predict.json")
+    return json.loads(blob.download_as_bytes())
+
+
+def _launched_images(name: str, launcher) -> list[str]:
+    if name == "vertex":
+        return [s["container_uri"] for s in launcher.submitted]
+    return [c["image"] for c in launcher.created]
+
+
+def test_predict_runs_the_pinned_image_and_slack_names_it(runtime, slack):
+    name, launcher, pinned = runtime
+    slack.messages.clear()
+    run = _predict(DAY[name] + 1)
+    assert str(run.state) == "success", _states(run)
+    run_date = RUN_DATE + dt.timedelta(days=DAY[name] + 1)
+    assert _days()[run_date] > 0
+    assert _launched_images(name, launcher) == [pinned]  # one launch, by digest / image ID
+    if name == "docker":
+        assert launcher.pulled == []  # run by ID: nothing to pull
+    status = _status(run_date)
+    assert (status["image"], status["try"], status["exit_code"]) == (pinned, 1, 0)
+    success = [t for t in slack.texts() if t.startswith(":white_check_mark: *recommend_predict*")]
+    assert len(success) == 1 and f"\nimage `{pinned}`\n" in success[0], slack.texts()
+
+
+def test_a_permanent_error_fails_at_once_with_the_trainers_message(runtime, slack, capfd):
+    name, launcher, _ = runtime
+    bucket = _gcs_bucket()
+    pointer = json.loads(bucket.blob("launchers/models/LATEST").download_as_bytes())
+    model = bucket.blob(pointer["model_uri"].removeprefix("gs://recsys-test/") + "/model.npz")
+    good = model.download_as_bytes()
+    model.upload_from_string(b"damaged")
+    slack.messages.clear()
+    capfd.readouterr()
+    try:
+        run = _predict(DAY[name] + 2)
+    finally:
+        model.upload_from_string(good)
+    assert str(run.state) == "failed" and _states(run)["predict"] == "failed"
+    assert len(_launched_images(name, launcher)) == 1  # one try
+    texts = slack.texts()
+    failed = [t for t in texts if "Task *predict* of *recommend_predict* failed" in t]
+    assert len(failed) == 1 and "try 1/2" in failed[0] and not [t for t in texts if "will be retried" in t]
+    error = failed[0].split("\nError: ")[1].splitlines()[0]
+    assert error.startswith("predict_task: checksum mismatch for gs://recsys-test/launchers/models/"), error
+    assert "(exit 2: permanent, not retried" in error
+    if name == "vertex":  # the job's logs, since its output is not in the task log
+        logs = "; logs: https://console.cloud.google.com/logs/query;query=resource.labels.job_id%3D%22"
+        assert logs in error
+    else:
+        assert "ERROR: predict_task: checksum mismatch" in capfd.readouterr().out
+    assert _status(RUN_DATE + dt.timedelta(days=DAY[name] + 2))["exit_code"] == 2
+
+
+def test_a_transient_error_is_retried(runtime, slack, monkeypatch, unavailable_bigquery):
+    name, launcher, _ = runtime
+    bigquery = os.environ["BIGQUERY_EMULATOR_HOST"]
+    monkeypatch.setenv("BIGQUERY_EMULATOR_HOST", unavailable_bigquery)
+    monkeypatch.setenv("RECSYS_BQ_RETRY_DEADLINE_S", "2")
+    slack.messages.clear()
+    run = _predict(DAY[name] + 3)
+    monkeypatch.setenv("BIGQUERY_EMULATOR_HOST", bigquery)
+    assert str(run.state) == "failed" and _states(run)["predict"] == "failed"
+    assert len(_launched_images(name, launcher)) == 2  # retried once (RECSYS_TASK_RETRIES=1)
+    texts = slack.texts()
+    retry = [t for t in texts if "Task *predict* of *recommend_predict* will be retried" in t]
+    failed = [t for t in texts if "Task *predict* of *recommend_predict* failed" in t]
+    assert len(retry) == 1 and len(failed) == 1, texts
+    for text in (retry[0], failed[0]):
+        expected = r"Error: predict_task: RetryError: .*ServiceUnavailable.*\(exit 75: transient, retried"
+        assert re.search(expected, text), text
+    if name == "vertex":
+        assert launcher.cancelled == []  # finished jobs are not cancelled
+    assert (RUN_DATE + dt.timedelta(days=DAY[name] + 3)) not in _days()
+
+
+def test_an_image_that_cannot_be_resolved_fails_before_any_step(runtime, slack):
+    name, launcher, _ = runtime
+    missing = re.sub(r":(prod|dev)$", ":nope", os.environ["AIRFLOW_VAR_RECSYS_TRAINER_IMAGE"])
+    slack.messages.clear()
+    run = _predict(DAY[name] + 4, {"image_uri": missing})
+    states = _states(run)
+    assert states["resolve_image"] == "failed" and states["predict"] == "upstream_failed"
+    assert _launched_images(name, launcher) == []
+    failure = [t for t in slack.texts() if "Task *resolve_image*" in t]
+    assert len(failure) == 1 and "try 1/" in failure[0], slack.texts()
+    expected = "not found in registry" if name == "vertex" else "is not in the Docker engine"
+    assert missing in failure[0] and expected in failure[0]
