@@ -59,19 +59,27 @@ def test_vertex_operator_is_deferrable_with_configured_machine_region_and_labels
     assert train.machine_type == "n2-highmem-16" and evaluate.machine_type == "n2-standard-4"
     assert train.accelerator_count == evaluate.accelerator_count == 0  # CPU-only image
     assert train.service_account == "trainer@p.iam.gserviceaccount.com"
-    assert {"container_uri", "command", "labels", "display_name"} <= set(train.template_fields)
-    assert set(train.labels) == {"app", "dag", "task", "run"}
+    assert {"container_uri", "command", "labels", "display_name", "environment_variables"} <= set(
+        train.template_fields)
+    assert set(train.labels) == {"app", "dag", "task", "run", "try"}
 
     # Render the templated fields the way a run does (minimal context, no DB).
     from operators.macros import MACROS
 
     run_id = "scheduled__2026-11-30T03:00:00+00:00"
     context = {"run_id": run_id, "dag": SimpleNamespace(dag_id="recommend_train"),
+               "task": SimpleNamespace(task_id="train"),
                "ti": SimpleNamespace(try_number=2, xcom_pull=lambda task_ids: "recsys-trainer:dev"),
                **MACROS}
     labels = train.render_template(train.labels, context)
     assert labels == {"app": "recsys", "dag": "recommend_train", "task": "train",
-                      "run": "scheduled__2026-11-30t03-00-00-00-00"}
+                      "run": "scheduled__2026-11-30t03-00-00-00-00", "try": "2"}
+    # The step learns its Airflow attempt and image, for its status record.
+    env = train.render_template(train.environment_variables, context)
+    assert {k: env[k] for k in ("RECSYS_STATUS_NAME", "RECSYS_AIRFLOW_RUN_ID", "RECSYS_TRY_NUMBER",
+                                "RECSYS_TRAINER_IMAGE")} == {
+        "RECSYS_STATUS_NAME": "recommend_train.train", "RECSYS_AIRFLOW_RUN_ID": run_id,
+        "RECSYS_TRY_NUMBER": "2", "RECSYS_TRAINER_IMAGE": "recsys-trainer:dev"}
     assert all(len(v) <= 63 for v in labels.values())
     display = train.render_template(train.display_name, context)
     assert display == "recsys-recommend_train-train-scheduled__2026-11-30t03-00-00-00-00-try2"
@@ -79,45 +87,34 @@ def test_vertex_operator_is_deferrable_with_configured_machine_region_and_labels
 
 
 def test_vertex_submission_uses_rendered_image_and_command(monkeypatch):
-    """FAKE: there is no local stand-in for the Vertex AI API, so the provider hook's submit call
-    is replaced by a recorder; everything up to it (the stock operator) is real."""
+    """FAKE: there is no local stand-in for the Vertex AI API, so the provider hook's list and
+    submit calls are replaced (tests/dags/fake_launchers.py); the stock operator is real."""
     monkeypatch.setenv("RECSYS_GCP_PROJECT", "test-project")
     _, bag = _commands("vertex", monkeypatch)
     from airflow.providers.common.compat.sdk import TaskDeferred
-    from airflow.providers.google.cloud.hooks.vertex_ai.custom_job import CustomJobHook
+    from fake_launchers import FakeVertex
 
-    calls = {}
-
-    class Submitted:
-        def __init__(self, **kwargs):
-            calls.update(kwargs)
-
-        def wait_for_resource_creation(self):
-            calls["waited"] = True
-
-        resource_name = "projects/p/locations/r/trainingPipelines/123"
-        name = "123"
-
-    def fake_submit(self, **kwargs):
-        calls.update(kwargs)
-        return Submitted()
-
-    monkeypatch.setattr(CustomJobHook, "submit_custom_container_training_job", fake_submit)
+    fake = FakeVertex().install(monkeypatch)
+    monkeypatch.setattr("fake_launchers._run", lambda command, env: None)  # submit only, run nothing
     monkeypatch.setenv("AIRFLOW_CONN_GOOGLE_CLOUD_DEFAULT", '{"conn_type": "google_cloud_platform"}')
     task = bag.dags["recommend_predict"].get_task("predict")
-    task.container_uri = "europe-west1-docker.pkg.dev/test-project/recsys/trainer:abc"  # as rendered
+    task.container_uri = "europe-west1-docker.pkg.dev/test-project/recsys/trainer@sha256:" + "0" * 64
     task.command = ["python", "-m", "trainer.predict_task", "--run-date", "2026-11-29"]
+    task.labels = {"app": "recsys", "dag": "recommend_predict", "task": "predict", "run": "r", "try": "1"}
     ti = SimpleNamespace(xcom_push=lambda **kw: None, task_id="predict", dag_id="recommend_predict",
                          run_id="r", try_number=1, map_index=-1)
     context = {"ti": ti,
                "task": task, "dag_run": SimpleNamespace(run_id="r"), "logical_date": dt.datetime.now(dt.UTC)}
     with pytest.raises(TaskDeferred) as deferred:
         task.execute(context)
-    assert type(deferred.value.trigger).__name__ == "CustomContainerTrainingJobTrigger"
-    assert deferred.value.trigger.job_id == "123" and calls["waited"]
-    assert calls["container_uri"] == "europe-west1-docker.pkg.dev/test-project/recsys/trainer:abc"
-    assert calls["command"][:3] == ["python", "-m", "trainer.predict_task"]
-    assert calls["region"] == "europe-west1" and calls["project_id"] == "test-project"
+    trigger = deferred.value.trigger
+    assert type(trigger).__name__ == "CancellingTrainingPipelineTrigger"
+    assert deferred.value.timeout == task.execution_timeout  # Airflow 3 won't apply it to a deferral
+    [submitted] = fake.submitted
+    assert trigger.job_id == next(iter(fake.pipelines))
+    assert submitted["container_uri"] == task.container_uri
+    assert submitted["command"][:3] == ["python", "-m", "trainer.predict_task"]
+    assert submitted["region"] == "europe-west1" and submitted["project_id"] == "test-project"
 
 
 def test_docker_operator_uses_the_image_and_emulator_environment(monkeypatch):
@@ -131,7 +128,7 @@ def test_docker_operator_uses_the_image_and_emulator_environment(monkeypatch):
     for dag_id, tasks in TRAINER_TASKS.items():
         for task_id in tasks:
             op = bag.dags[dag_id].get_task(task_id)
-            assert isinstance(op, DockerOperator)
+            assert isinstance(op, DockerOperator)  # the stock operator, subclassed
             assert op.image == "{{ ti.xcom_pull(task_ids='resolve_image') }}"
             assert op.environment["BIGQUERY_EMULATOR_HOST"] == "http://bigquery:9050"
             assert op.environment["BIGQUERY_STORAGE_EMULATOR_HOST"] == "bigquery:9060"

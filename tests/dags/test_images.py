@@ -1,0 +1,93 @@
+"""One immutable image per run: the allowlist accepts the pinned reference of an allowed image
+and nothing else, and each runtime pins the run's tag once (FAKES as in fake_launchers.py:
+Artifact Registry's Docker API on loopback, and the Docker engine API)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+from conftest import REPO
+from fake_launchers import FakeDockerEngine, LoopbackRegistry
+
+REPO_PREFIX = "europe-west1-docker.pkg.dev/p/recsys/trainer:"
+ALLOWLIST = (REPO_PREFIX, "recsys-trainer:")
+DIGEST = "sha256:" + "ab" * 32
+
+
+@pytest.mark.parametrize("ref, allowed", [
+    (REPO_PREFIX + "prod", True),
+    ("europe-west1-docker.pkg.dev/p/recsys/trainer@" + DIGEST, True),  # the pinned reference
+    (REPO_PREFIX + "prod@" + DIGEST, True),
+    ("recsys-trainer@" + DIGEST, True),
+    ("recsys-trainer:dev@" + DIGEST, True),
+    ("europe-west1-docker.pkg.dev/p/recsys/trainer@sha256:abc", False),  # not a digest
+    (REPO_PREFIX + "prod@sha256:" + "AB" * 32, False),
+    ("europe-west1-docker.pkg.dev/p/recsys/other@" + DIGEST, False),
+    ("europe-west1-docker.pkg.dev/p/recsys/trainer-evil@" + DIGEST, False),
+    ("docker.io/someone/trainer@" + DIGEST, False),
+    (DIGEST, False),  # a bare image ID names no repository
+    ("docker.io/someone/trainer:latest", False),
+])
+def test_the_allowlist_accepts_pinned_references_of_allowed_images_only(ref, allowed):
+    from operators.image_refs import is_allowed
+
+    assert is_allowed(ref, ALLOWLIST) is allowed
+
+
+def test_registry_pinning_asks_for_what_docker_pulls_and_refuses_unknown_tags(monkeypatch):
+    from operators.images import MANIFEST_TYPES, ImageNotFoundError, registry_digest
+
+    monkeypatch.setenv("AIRFLOW_CONN_GOOGLE_CLOUD_DEFAULT", json.dumps(
+        {"conn_type": "google_cloud_platform", "extra": {"is_anonymous": True}}))
+    registry = LoopbackRegistry({"p/recsys/trainer:prod": DIGEST})
+    try:
+        image = f"{registry.host}/p/recsys/trainer"
+        assert registry_digest(f"{image}:prod", "google_cloud_default") == f"{image}@{DIGEST}"
+        path, accept = registry.requests[-1]
+        assert path == "/v2/p/recsys/trainer/manifests/prod"
+        assert [a.strip() for a in accept.split(",")] == list(MANIFEST_TYPES)
+        assert registry_digest(f"{image}@{DIGEST}", "google_cloud_default") == f"{image}@{DIGEST}"
+        with pytest.raises(ImageNotFoundError, match=r"trainer:gone not found in registry .* \(HTTP 404\)"):
+            registry_digest(f"{image}:gone", "google_cloud_default")
+    finally:
+        registry.close()
+
+
+def test_docker_pinning_is_the_engines_image_id(monkeypatch):
+    from operators.images import ImageNotFoundError, docker_image_id
+
+    engine = FakeDockerEngine({"recsys-trainer:dev": FakeDockerEngine.image_id("v1")}).install(monkeypatch)
+    assert docker_image_id("recsys-trainer:dev", "unix://x") == FakeDockerEngine.image_id("v1")
+    engine.images_by_ref["recsys-trainer:dev"] = FakeDockerEngine.image_id("v2")  # rebuilt mid-run
+    assert docker_image_id("recsys-trainer:dev", "unix://x") == FakeDockerEngine.image_id("v2")
+    with pytest.raises(ImageNotFoundError, match="recsys-trainer:gone is not in the Docker engine at unix://x"):
+        docker_image_id("recsys-trainer:gone", "unix://x")
+
+
+def _trainer_copy(tmp_path):
+    source = tmp_path / "recommend_task"
+    shutil.copytree(REPO / "recommend_task" / "trainer", source / "trainer",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("requirements.lock", "pyproject.toml"):
+        shutil.copy(REPO / "recommend_task" / name, source / name)
+    return source
+
+
+def test_a_local_step_refuses_to_run_trainer_sources_changed_since_the_run_was_pinned(tmp_path):
+    from operators.images import local_fingerprint
+    from operators.local_trainer import LocalTrainerOperator
+    from operators.trainer_exit import TrainerStepFailed
+
+    source = _trainer_copy(tmp_path)
+    pinned = local_fingerprint("recsys-trainer:dev", source)
+    assert pinned.startswith("recsys-trainer:dev@sha256:")
+    assert local_fingerprint(pinned, source) == pinned  # a pinned reference is checked, not re-pinned
+    (source / "trainer" / "train_task.py").write_text("# edited during the run\n", encoding="utf-8")
+    op = LocalTrainerOperator(task_id="train", step="train_task", arguments=["--help"],
+                              python=str(REPO / ".venv" / "trainer" / "bin" / "python"),
+                              trainer_source=str(source), image=pinned)
+    with pytest.raises(TrainerStepFailed, match=r"trainer sources changed since resolve_image pinned"):
+        op.execute({})
+    assert local_fingerprint("recsys-trainer:dev", source) != pinned

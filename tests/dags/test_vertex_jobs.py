@@ -1,0 +1,180 @@
+"""Vertex AI jobs are never orphaned or duplicated, in both Airflow 3.1 and 3.3.
+
+FAKE: Vertex AI has no local stand-in. The provider hook's list/submit calls and the async
+pipeline-service client the provider's trigger polls are replaced (tests/dags/fake_launchers.py),
+and so is the one call a trigger makes to Airflow's API server for its task's state
+(``RuntimeTaskInstance.get_task_states``), which needs a running triggerer. The operator, the
+trigger and their decisions are the real code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from types import SimpleNamespace
+
+import pytest
+from conftest import load_dagbag
+from fake_launchers import FakeVertex
+
+RUN_ID = "scheduled__2026-11-30T05:00:00+00:00"
+LABELS = {"app": "recsys", "dag": "recommend_predict", "task": "predict",
+          "run": "scheduled__2026-11-30t05-00-00-00-00"}
+
+
+@pytest.fixture
+def vertex(monkeypatch):
+    monkeypatch.setenv("AIRFLOW_CONN_GOOGLE_CLOUD_DEFAULT", '{"conn_type": "google_cloud_platform"}')
+    monkeypatch.setattr("fake_launchers._run", lambda command, env: None)  # pipelines run nothing
+    return FakeVertex().install(monkeypatch)
+
+
+def _trigger(job_id: str, task_state: str | None, monkeypatch, calls: list | None = None):
+    from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
+
+    from operators.vertex_trigger import CancellingTrainingPipelineTrigger
+
+    def get_task_states(dag_id, task_ids, run_ids, map_index=None, **_):
+        (calls if calls is not None else []).append((dag_id, task_ids, run_ids))
+        return {run_ids[0]: {task_ids[0]: task_state}}
+
+    monkeypatch.setattr(RuntimeTaskInstance, "get_task_states", staticmethod(get_task_states))
+    trigger = CancellingTrainingPipelineTrigger(conn_id="google_cloud_default", project_id=FakeVertex.PROJECT,
+                                                location=FakeVertex.REGION, job_id=job_id, poll_interval=3600)
+    trigger.task_instance = SimpleNamespace(dag_id="recommend_predict", task_id="predict", run_id=RUN_ID,
+                                            map_index=-1)
+    return trigger
+
+
+async def _cancel_while_waiting(trigger, vertex: FakeVertex) -> None:
+    """Start the trigger, wait until it polled the pipeline once, then cancel it as the triggerer
+    does (on a timeout, a user's action, or its own shutdown)."""
+    polled = asyncio.Event()
+    client = vertex.async_client()
+    get = client.get_training_pipeline
+
+    async def get_and_signal(request, **kwargs):
+        pipeline = await get(request, **kwargs)
+        polled.set()
+        return pipeline
+
+    client.get_training_pipeline = get_and_signal
+
+    async def fake_client(hook, region=None):
+        return client
+
+    from airflow.providers.google.cloud.hooks.vertex_ai.custom_job import CustomJobAsyncHook
+
+    original = CustomJobAsyncHook.get_pipeline_service_client
+    CustomJobAsyncHook.get_pipeline_service_client = fake_client
+    try:
+        waiting = asyncio.ensure_future(trigger.run().__anext__())
+        await polled.wait()
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+    finally:
+        CustomJobAsyncHook.get_pipeline_service_client = original
+
+
+@pytest.mark.parametrize("state", ["scheduled", "failed", "up_for_retry", None])
+def test_a_task_that_stopped_waiting_gets_its_pipeline_cancelled(vertex, monkeypatch, state):
+    """A trigger timeout leaves the task 'scheduled' (no on_kill on any version); a kill, clear
+    or mark leaves another state (3.1 has no on_kill at all); a deleted run leaves none."""
+    job = vertex.add(LABELS, "PIPELINE_STATE_RUNNING")
+    calls: list = []
+    trigger = _trigger(job, state, monkeypatch, calls)
+    asyncio.run(_cancel_while_waiting(trigger, vertex))
+    assert vertex.cancelled == [f"projects/test-project/locations/europe-west1/trainingPipelines/{job}"]
+    assert calls == [("recommend_predict", ["predict"], [RUN_ID])]
+
+
+def test_a_stopping_triggerer_leaves_the_pipeline_running(vertex, monkeypatch):
+    job = vertex.add(LABELS, "PIPELINE_STATE_RUNNING")
+    trigger = _trigger(job, "deferred", monkeypatch)
+    asyncio.run(_cancel_while_waiting(trigger, vertex))
+    assert vertex.cancelled == []
+
+
+def test_on_kill_cancels_once_even_when_the_cancellation_path_runs_too(vertex, monkeypatch):
+    """Airflow 3.3 calls on_kill after the trigger's own CancelledError handling on a user's action."""
+    job = vertex.add(LABELS, "PIPELINE_STATE_RUNNING")
+    trigger = _trigger(job, "failed", monkeypatch)
+    asyncio.run(_cancel_while_waiting(trigger, vertex))
+    asyncio.run(trigger.on_kill())
+    assert len(vertex.cancelled) == 1
+
+
+def test_the_trigger_serializes_to_a_class_the_triggerer_can_import(vertex, monkeypatch):
+    import importlib
+
+    trigger = _trigger("1000", "deferred", monkeypatch)
+    classpath, kwargs = trigger.serialize()
+    assert classpath == "operators.vertex_trigger.CancellingTrainingPipelineTrigger"
+    module, _, name = classpath.rpartition(".")  # what the triggerer does with it
+    again = getattr(importlib.import_module(module), name)(**kwargs)
+    assert again.serialize() == (classpath, kwargs) and again.job_id == "1000"
+
+
+def _predict_task(monkeypatch, try_number: int):
+    monkeypatch.setenv("RECSYS_RUNTIME", "vertex")
+    monkeypatch.setenv("RECSYS_GCP_PROJECT", FakeVertex.PROJECT)
+    task = load_dagbag().dags["recommend_predict"].get_task("predict")
+    task.container_uri = "europe-west1-docker.pkg.dev/test-project/recsys/trainer@sha256:" + "0" * 64
+    task.command = ["python", "-m", "trainer.predict_task", "--run-date", "2026-11-29"]
+    task.labels = {**LABELS, "try": str(try_number)}
+    pushed: dict = {}
+    ti = SimpleNamespace(xcom_push=lambda key, value: pushed.update({key: value}), task_id="predict",
+                         dag_id="recommend_predict", run_id=RUN_ID, try_number=try_number, map_index=-1)
+    context = {"ti": ti, "task": task, "dag_run": SimpleNamespace(run_id=RUN_ID),
+               "logical_date": dt.datetime(2026, 11, 30, 5, tzinfo=dt.UTC)}
+    return task, context, pushed
+
+
+def test_a_retry_waits_for_the_running_pipeline_instead_of_submitting_another(vertex, monkeypatch):
+    from airflow.providers.common.compat.sdk import TaskDeferred
+
+    vertex.add({**LABELS, "try": "1"}, "PIPELINE_STATE_FAILED")  # an earlier, finished attempt
+    # Try 1 timed out on Airflow's side while its pipeline kept running.
+    running = vertex.add({**LABELS, "try": "1"}, "PIPELINE_STATE_RUNNING")
+    vertex.add({**LABELS, "run": "another-run", "try": "1"}, "PIPELINE_STATE_RUNNING")
+    task, context, pushed = _predict_task(monkeypatch, try_number=2)
+    with pytest.raises(TaskDeferred) as deferred:
+        task.execute(context)
+    assert vertex.submitted == []
+    assert deferred.value.trigger.job_id == running and pushed["training_id"] == running
+    assert type(deferred.value.trigger).__name__ == "CancellingTrainingPipelineTrigger"
+
+
+def test_without_a_running_pipeline_a_try_submits_one(vertex, monkeypatch):
+    from airflow.providers.common.compat.sdk import TaskDeferred
+
+    vertex.add({**LABELS, "try": "1"}, "PIPELINE_STATE_FAILED")
+    task, context, _ = _predict_task(monkeypatch, try_number=2)
+    with pytest.raises(TaskDeferred) as deferred:
+        task.execute(context)
+    assert len(vertex.submitted) == 1 and vertex.submitted[0]["labels"]["try"] == "2"
+    assert deferred.value.trigger.job_id != "1000"
+
+
+def test_a_failed_pipeline_without_this_trys_record_is_retried_with_its_logs(vertex, monkeypatch, tmp_path):
+    """A record left by another try (here try 1, while try 2's container never started) is not
+    this try's outcome: the task is retried as a crash, and the error links the job's logs."""
+    import json
+
+    from operators.trainer_exit import TrainerStepFailed, TrainerStepRetriable
+
+    task, context, _ = _predict_task(monkeypatch, try_number=2)
+    task.command = [*task.command, "--artifacts-uri", str(tmp_path)]
+    record = tmp_path / "runs" / "2026-11-29" / "status" / "recommend_predict.predict.json"
+    record.parent.mkdir(parents=True)
+    record.write_text(json.dumps({"exit_code": 2, "error": "bad input", "try": 1, "airflow_run_id": RUN_ID}))
+    job = vertex.add({**LABELS, "try": "2"}, "PIPELINE_STATE_FAILED")
+    event = {"status": "error", "message": "Custom Container Training Job failed",
+             "job": type(vertex.proto(job)).to_dict(vertex.proto(job))}
+    with pytest.raises(TrainerStepRetriable, match=r"left no status record for try 2 .*logs: https://"):
+        task.execute_complete(context, event)
+    # The same record for this try is the step's own outcome: permanent, not retried.
+    record.write_text(json.dumps({"exit_code": 2, "error": "bad input", "try": 2, "airflow_run_id": RUN_ID}))
+    with pytest.raises(TrainerStepFailed, match=r"^predict_task: bad input \(exit 2: permanent, not retried"):
+        task.execute_complete(context, event)
