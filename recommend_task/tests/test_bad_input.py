@@ -19,6 +19,10 @@ from trainer.predict_task import validate_staged
 from trainer.synthetic import SyntheticSpec, corrupt, generate
 
 
+def _written(root) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+
+
 def test_empty_window_fails_naming_the_window_and_writes_nothing(step, tmp_path):
     seed(step)
     art = tmp_path / "artifacts"
@@ -27,7 +31,7 @@ def test_empty_window_fails_naming_the_window_and_writes_nothing(step, tmp_path)
     assert rc == 2
     last = err.strip().splitlines()[-1]
     assert last.startswith("ERROR: create_cf_matrices_task:") and "2025-01-04..2025-01-10" in last
-    assert not art.exists()
+    assert _written(art) == ["runs/2025-01-10/status/create_cf_matrices_task.json"]  # its outcome only
 
 
 def test_validate_only_applies_the_step_rules_and_reads_nothing(step, tmp_path):
@@ -79,7 +83,7 @@ def test_too_many_bad_rows_fail_the_step(step, tmp_path):
                    "--max-bad-fraction", "0.05", "--artifacts-uri", str(tmp_path))
     assert rc == 2
     assert "are invalid" in err.splitlines()[-1] and "max_bad_fraction 5.0%" in err
-    assert not (tmp_path / "runs").exists()
+    assert _written(tmp_path) == [f"runs/{RUN_DATE}/status/create_cf_matrices_task.json"]
 
 
 def test_missing_model_stops_promotion_and_prediction(step, tmp_path):
