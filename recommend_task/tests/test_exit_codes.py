@@ -4,11 +4,9 @@
 from __future__ import annotations
 
 import datetime as dt
-import http.server
 import json
 import subprocess
 import sys
-import threading
 
 import pytest
 import requests
@@ -95,30 +93,12 @@ def test_an_unexpected_exception_is_a_crash_with_its_traceback(tmp_path, capsys)
     assert _record(tmp_path / "runs" / str(RUN_DATE) / "status" / "crashing_step.json")["outcome"] == "crash"
 
 
-class _Unavailable(http.server.BaseHTTPRequestHandler):
-    """BigQuery answering 503 to everything (an outage), on loopback."""
-
-    def _answer(self):
-        body = json.dumps({"error": {"code": 503, "message": "The service is currently unavailable.",
-                                     "errors": [{"reason": "backendError"}]}}).encode()
-        self.send_response(503)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _answer
-
-    def log_message(self, *args):
-        pass
-
-
 @pytest.fixture
 def unavailable_bigquery():
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Unavailable)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
+    from outage import unavailable  # docker/emulators, on sys.path through conftest
+
+    with unavailable() as url:
+        yield url
 
 
 def test_bigquery_answering_503_is_transient_in_a_real_process(emulators, project, tmp_path,

@@ -124,28 +124,11 @@ def emulators(tmp_path_factory):
         yield client_env
 
 
-class _Unavailable(http.server.BaseHTTPRequestHandler):
-    """Every request answered 503 with BigQuery's error body: an outage, on loopback."""
-
-    def _answer(self):
-        body = json.dumps({"error": {"code": 503, "message": "The service is currently unavailable.",
-                                     "errors": [{"reason": "backendError"}]}}).encode()
-        self.send_response(503)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _answer
-
-    def log_message(self, *args):
-        pass
-
 
 @pytest.fixture
 def unavailable_bigquery():
     """The URL of a BigQuery endpoint that answers 503 to everything."""
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Unavailable)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
+    from outage import unavailable
+
+    with unavailable() as url:
+        yield url
