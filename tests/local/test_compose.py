@@ -50,6 +50,11 @@ OPTIONAL_ENV = {
     "RECSYS_VERTEX_*": "Vertex AI runtime only; compose runs RECSYS_RUNTIME=docker",
     "RECSYS_GCP_CONN_ID": "Google connection for sensors and Vertex; unused with the emulators",
     "RECSYS_TRAINER_PYTHON": "local runtime only (the trainer runs in its image here)",
+    "RECSYS_TRAINER_SOURCE": "local runtime only: the sources its image reference is pinned to",
+    "RECSYS_STATUS_NAME": "set per step by the operators (the Airflow attempt), never by a deployment",
+    "RECSYS_AIRFLOW_RUN_ID": "set per step by the operators (the Airflow attempt)",
+    "RECSYS_TRY_NUMBER": "set per step by the operators (the Airflow attempt)",
+    "RECSYS_TRAINER_IMAGE": "set per step by the operators (the run's pinned image)",
     "RECSYS_SLACK_TIMEOUT_S": "the 5 s default is what every environment uses",
     "RECSYS_BQ_WRITERS_POOL": "the default is the pool airflow-init imports from pools.json",
     "RECSYS_LOG_LEVEL": "trainer log level; INFO by default",
@@ -119,8 +124,15 @@ def published_ports(service: dict) -> set[int]:
 
 
 def dockerfile_from(path: Path) -> str:
-    images = re.findall(r"^FROM\s+(\S+)", path.read_text(), flags=re.MULTILINE)
+    """The base image a plain `docker build` uses (a FROM ${ARG} resolves to the ARG's default)."""
+    text = path.read_text()
+    images = re.findall(r"^FROM\s+(\S+)", text, flags=re.MULTILINE)
     assert len(images) == 1, f"{path}: expected one FROM, got {images}"
+    arg = re.fullmatch(r"\$\{(\w+)\}", images[0])
+    if arg:
+        default = re.search(rf"^ARG\s+{arg.group(1)}=(\S+)", text, flags=re.MULTILINE)
+        assert default, f"{path}: FROM {images[0]} without an ARG default"
+        return default.group(1)
     return images[0]
 
 
