@@ -30,7 +30,7 @@ DEMO_DATE ?= 2026-11-30
 DEMO_DIR := .local/demo
 DEMO_BUCKET := recsys-artifacts
 
-.PHONY: help venvs test demo up down bench lint lock clean
+.PHONY: help venvs test demo up down bench lint lock clean image docker-engine docker-engine-stop
 
 help:
 	@echo "make demo   seed synthetic events and run both DAGs through Airflow on local emulators"
@@ -38,6 +38,7 @@ help:
 	@echo "make up     Airflow UI + scheduler on this machine (no Docker), emulators seeded"
 	@echo "make down   stop everything make up started (WIPE=1 also deletes its data)"
 	@echo "make bench  print speed and memory figures of the trainer steps"
+	@echo "make image  build the trainer image recsys-trainer:dev (a Docker engine must run: make docker-engine)"
 	@echo "make lint   ruff"
 	@echo "make lock   re-resolve the lock files after editing a requirements file"
 
@@ -92,6 +93,19 @@ test: venvs lint $(CHROMIUM) $(COMPOSE_CLI)
 	$(VENV)/airflow/bin/python -m pytest -q -p no:cacheprovider tests/dags
 	$(VENV)/$(AIRFLOW_OLD)/bin/python -m pytest -q -p no:cacheprovider tests/dags
 	RECSYS_CHROMIUM=$(CHROMIUM) $(VENV)/airflow/bin/python -m pytest -q -p no:cacheprovider tests/local
+	$(VENV)/airflow/bin/python -m pytest -q -p no:cacheprovider tests/docker
+
+# A Docker engine: the running one, else Debian's docker.io started with no bridge, iptables or IP
+# forwarding (root only), its data in /var/cache/recsys-docker. The Docker tests start and stop
+# it themselves.
+docker-engine:
+	docker/engine/engine.sh start
+
+docker-engine-stop:
+	docker/engine/engine.sh stop
+
+image:
+	docker/build-trainer.sh recsys-trainer:dev
 
 lint: venvs
 	$(VENV)/trainer/bin/ruff check recommend_task docker dags plugins tests

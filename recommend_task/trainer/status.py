@@ -38,6 +38,7 @@ def build(step: str, exit_code: int, error: str, run_date: dt.date | None,
         "airflow_run_id": os.environ.get("RECSYS_AIRFLOW_RUN_ID") or None,
         "try": int(try_number) if try_number.isdigit() else None,
         "image": os.environ.get("RECSYS_TRAINER_IMAGE") or None,
+        "uid": os.getuid(),  # the image's user runs the step (never root)
         "started_at": started_at.isoformat(),
         "finished_at": finished_at.isoformat(),
         "seconds": round((finished_at - started_at).total_seconds(), 3),

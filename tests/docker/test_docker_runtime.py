@@ -1,0 +1,135 @@
+"""recommend_train then recommend_predict with RECSYS_RUNTIME=docker: real Airflow (dag.test),
+the stock DockerOperator (subclassed) starting the real trainer image in a real Docker engine,
+against the BigQuery and GCS emulators on this machine's loopback (host networking), and the
+real Slack provider posting to a loopback receiver. No fake."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import re
+import subprocess
+import time
+
+import pytest
+from dags_conftest import REPO, load_dagbag
+
+LOGICAL_DATE = dt.datetime(2026, 11, 30, 3, 0, tzinfo=dt.UTC)
+RUN_DATE = dt.date(2026, 11, 29)
+DATASET = "recsys_docker"
+ARTIFACTS = "gs://recsys-test/docker"
+TRAINER_PY = str(REPO / ".venv" / "trainer" / "bin" / "python")
+STEPS = ("create_cf_matrices_task", "train_task", "evaluate_task", "promote_model_task", "predict_task",
+         "seed_events", "report")
+
+
+def _docker(*args: str, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run(["docker", *args], capture_output=True, text=True, **kwargs)
+
+
+def _gcs_json(path: str) -> dict:
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import storage
+
+    client = storage.Client(project="test-project", credentials=AnonymousCredentials(),
+                            client_options={"api_endpoint": os.environ["STORAGE_EMULATOR_HOST"]})
+    return json.loads(client.bucket("recsys-test").blob(f"docker/{path}").download_as_bytes())
+
+
+def test_the_image_runs_every_step_as_its_user_with_consistent_dependencies(trainer_image):
+    checked = _docker("run", "--rm", "--network", "none", trainer_image, "pip", "check")
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    user = _docker("run", "--rm", "--network", "none", trainer_image, "id", "-u")
+    assert user.stdout.strip() not in ("", "0"), user
+    for step in STEPS:
+        helped = _docker("run", "--rm", "--network", "none", trainer_image, "python", "-m", f"trainer.{step}",
+                         "--help")
+        assert helped.returncode == 0 and "usage:" in helped.stdout, (step, helped.stderr[-500:])
+    size = int(_docker("image", "inspect", "-f", "{{.Size}}", trainer_image).stdout)
+    start = time.perf_counter()
+    proc = subprocess.Popen(["docker", "run", "--rm", "--network", "none", trainer_image, "python", "-m",
+                             "trainer.predict_task", "--run-date", str(RUN_DATE), "--artifacts-uri", "/tmp/a",
+                             "--project", "p", "--validate-only"], stderr=subprocess.PIPE, text=True)
+    first = proc.stderr.readline()
+    to_first_line = time.perf_counter() - start
+    proc.communicate()
+    assert "step predict_task starting" in first, first
+    print(f"\ntrainer image: {size / 1e6:.0f} MB; "
+          f"docker run to the step's first log line: {to_first_line:.2f}s")
+
+
+@pytest.fixture
+def docker_runtime(trainer_image, emulators, airflow_db, slack, monkeypatch):
+    monkeypatch.setenv("RECSYS_RUNTIME", "docker")
+    monkeypatch.setenv("RECSYS_DOCKER_NETWORK", "host")  # the emulators listen on this machine's loopback
+    monkeypatch.setenv("RECSYS_DOCKER_URL", "unix:///var/run/docker.sock")
+    monkeypatch.setenv("RECSYS_IMAGE_ALLOWLIST", "recsys-trainer:")
+    monkeypatch.setenv("AIRFLOW_VAR_RECSYS_TRAINER_IMAGE", trainer_image)
+    monkeypatch.setenv("RECSYS_BQ_DATASET", DATASET)
+    monkeypatch.setenv("RECSYS_ARTIFACTS_URI", ARTIFACTS)
+    subprocess.run([TRAINER_PY, "-m", "trainer.seed_events", "--project", "test-project",
+                    "--dataset", DATASET, "--end-date", str(RUN_DATE), "--days", "20", "--users", "400",
+                    "--items", "100", "--events", "16000", "--clusters", "5", "--log-level", "WARNING"],
+                   check=True, env=os.environ)
+    return trainer_image
+
+
+def test_train_then_predict_run_the_pinned_image_in_containers(docker_runtime, slack, monkeypatch):
+    """The tag moves to another image as soon as the run has pinned it: every step still runs the
+    pinned image ID (the moved tag names an image without the trainer, which would fail)."""
+    from airflow.utils import db
+
+    from operators.docker_trainer import TrainerDockerOperator
+
+    db.resetdb()  # this module's asset URI (ARTIFACTS) must not meet another module's
+    pinned_id = _docker("image", "inspect", "-f", "{{.Id}}", docker_runtime).stdout.strip()
+    other = _docker("images", "-q", "--filter", "reference=recsys-standin/*").stdout.split()
+    decoy = other[0] if other else None
+    original = TrainerDockerOperator.execute
+
+    def execute_after_moving_the_tag(self, context):
+        if decoy:
+            _docker("tag", decoy, docker_runtime, check=True)
+        return original(self, context)
+
+    monkeypatch.setattr(TrainerDockerOperator, "execute", execute_after_moving_the_tag)
+    slack.messages.clear()
+    bag = load_dagbag()
+
+    def run(dag_id: str, conf: dict):
+        _docker("tag", pinned_id, docker_runtime, check=True)  # the tag as the run starts
+        try:
+            return bag.dags[dag_id].test(logical_date=LOGICAL_DATE, run_conf=conf)
+        finally:
+            _docker("tag", pinned_id, docker_runtime, check=True)
+
+    train = run("recommend_train", {"lookback_days": 20, "factors": 16, "iterations": 8})
+    predict = run("recommend_predict", {"lookback_days": 20, "n_recommendations": 4})
+    assert str(train.state) == "success" and str(predict.state) == "success"
+
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import bigquery
+
+    client = bigquery.Client(project="test-project", credentials=AnonymousCredentials(),
+                             client_options={"api_endpoint": os.environ["BIGQUERY_EMULATOR_HOST"]})
+    rows = {r["run_date"]: r["n"] for r in client.query(
+        f"SELECT run_date, COUNT(*) AS n FROM `test-project.{DATASET}.recommendations` GROUP BY 1").result()}
+    users = next(iter(client.query(
+        f"""SELECT COUNT(DISTINCT user_id) AS n FROM `test-project.{DATASET}.events`
+            WHERE event_date > '{RUN_DATE - dt.timedelta(days=20)}'""").result()))["n"]
+    assert rows == {RUN_DATE: 4 * users}
+    assert _gcs_json("models/LATEST")["model_id"] == _gcs_json(f"runs/{RUN_DATE}/candidate.json")["model_id"]
+
+    for run, tasks in ((train, ("create_cf_matrices", "train", "evaluate", "promote_model")),
+                       (predict, ("predict",))):
+        for task in tasks:
+            status = _gcs_json(f"runs/{RUN_DATE}/status/{run.dag_id}.{task}.json")
+            assert (status["image"], status["exit_code"], status["airflow_run_id"]) == (
+                pinned_id, 0, run.run_id)
+            assert status["uid"] != 0  # the image's own user, not root
+    texts = slack.texts()
+    for dag_id in ("recommend_train", "recommend_predict"):
+        success = [t for t in texts if t.startswith(f":white_check_mark: *{dag_id}*")]
+        assert len(success) == 1 and f"\nimage `{pinned_id}`\n" in success[0], texts
+    assert re.search(r"rows written: \d+ for \d+ users", "\n".join(texts))
