@@ -45,9 +45,12 @@ def docker_engine():
 
 
 @pytest.fixture(scope="session")
-def trainer_image(docker_engine) -> str:
+def trainer_image(docker_engine, pytestconfig) -> str:
     built = subprocess.run([str(REPO / "docker" / "build-trainer.sh"), "recsys-trainer:dev"],
                            capture_output=True, text=True, cwd=REPO)
     assert built.returncode == 0, built.stderr[-3000:]
-    print(built.stdout.strip(), built.stderr.strip())
+    capture = pytestconfig.pluginmanager.getplugin("capturemanager")
+    with capture.global_and_fixture_disabled():  # the build's time and size, in make test's output
+        print("\n" + "\n".join(line for line in (built.stderr + built.stdout).splitlines()
+                                if line.startswith(("build-trainer:", "built "))))
     return "recsys-trainer:dev"
