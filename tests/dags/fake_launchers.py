@@ -5,7 +5,8 @@ point, and each running the real trainer step it is asked to run:
   pipeline-service client the provider's trigger polls. A "training pipeline" is the container's
   command run with the trainer's interpreter and the job's environment variables.
 * The Docker engine API (``docker.APIClient`` behind the provider's DockerHook): a "container"
-  is the same subprocess. The real engine replaces this with issue 8.
+  is the same subprocess. It lets the DAG tests cover the docker runtime's operator at both ends
+  of the supported Airflow range; tests/docker/ runs the real image in a real engine.
 
 Everything above them (the stock operators, the trigger, Airflow's deferral, the status record,
 the exit-code rule) is real, and the steps talk to the BigQuery and GCS emulators.
