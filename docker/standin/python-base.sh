@@ -1,21 +1,26 @@
 #!/usr/bin/env bash
-# A stand-in for the official python:3.11-slim image, for machines that cannot pull from a
+# A stand-in for the official python:X.Y-slim image, for machines that cannot pull from a
 # registry. Users never need it: the Dockerfiles default to the official image and take this one
 # only through their BASE_IMAGE build argument.
 #
-#   docker/standin/python-base.sh            prints the stand-in's name, building it if missing
+#   docker/standin/python-base.sh [3.11|3.13]   prints the stand-in's name, building it if missing
 #
-# What it is: Debian bookworm (debootstrap, minbase) with CPython 3.11 in /usr/local as in the
+# What it is: Debian bookworm (debootstrap, minbase) with CPython X.Y in /usr/local as in the
 # official image (this machine's own build of it, made on the same Debian release), and this
 # machine's CA bundle, because outbound TLS here is re-signed by a machine-local CA: pip and apt
 # inside `docker build` need it. The project's real Dockerfiles never carry that bundle.
 # The root filesystem is cached outside the clone (RECSYS_DOCKER_CACHE) and reused.
 set -euo pipefail
 
-NAME=${RECSYS_STANDIN_PYTHON:-recsys-standin/python:3.11-slim}
+VERSION=${1:-3.11}
+NAME=recsys-standin/python:$VERSION-slim
 CACHE=${RECSYS_DOCKER_CACHE:-/var/cache/recsys-docker}
 ROOTFS_TAR=$CACHE/standin/bookworm-minbase.tar
-PYTHON311=${PYTHON311:-$(command -v python3.11)}
+# The machine's CPython X.Y: PYTHON311 / PYTHON313 as in the Makefile, else pyenv's, else PATH's.
+var=PYTHON${VERSION/./}
+PYTHON=${!var:-$(ls -d "$HOME"/.pyenv/versions/"$VERSION"*/bin/python"$VERSION" 2>/dev/null | tail -1)}
+PYTHON=${PYTHON:-$(command -v "python$VERSION")}
+[ -x "$PYTHON" ] || { echo "ERROR: no python$VERSION on this machine to put in $NAME" >&2; exit 1; }
 CA_BUNDLE=${RECSYS_CA_BUNDLE:-/etc/ssl/certs/ca-certificates.crt}
 export DOCKER_HOST=${DOCKER_HOST:-unix:///var/run/docker.sock}
 
@@ -42,10 +47,11 @@ if [ ! -f "$ROOTFS_TAR" ]; then
     rm -rf "$dir"
 fi
 
-# CPython: this machine's 3.11 (prefix from sysconfig), without its site-packages, tests and
-# caches, put in /usr/local like the official image's; pip from ensurepip.
-prefix=$("$PYTHON311" -c 'import sys; print(sys.base_prefix)')
-version=$("$PYTHON311" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')
+# CPython: this machine's X.Y (its prefix), without its site-packages, tests and caches, put in
+# /usr/local like the official image's; pip from ensurepip.
+prefix=$("$PYTHON" -c 'import sys; print(sys.base_prefix)')
+version=$("$PYTHON" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')
+[ "$version" = "$VERSION" ] || { echo "ERROR: $PYTHON is $version, not $VERSION" >&2; exit 1; }
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 mkdir -p "$work/root"

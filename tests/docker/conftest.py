@@ -1,7 +1,7 @@
 """The docker runtime against a real Docker engine and the real trainer image.
 
 A session fixture starts the engine (docker/engine/engine.sh: the running one, or one started
-and stopped here) and builds the trainer image (docker/build-trainer.sh). Where no engine can
+and stopped here) and builds the trainer image (docker/build-image.sh). Where no engine can
 be had, the tests fail with the script's one-line reason, unless RECSYS_SKIP_DOCKER_TESTS=1
 says so on purpose (never set by .ci/run).
 """
@@ -44,13 +44,22 @@ def docker_engine():
         print(stopped.stdout.strip(), stopped.stderr.strip())
 
 
-@pytest.fixture(scope="session")
-def trainer_image(docker_engine, pytestconfig) -> str:
-    built = subprocess.run([str(REPO / "docker" / "build-trainer.sh"), "recsys-trainer:dev"],
+def _build(kind: str, tag: str, pytestconfig) -> str:
+    built = subprocess.run([str(REPO / "docker" / "build-image.sh"), kind, tag],
                            capture_output=True, text=True, cwd=REPO)
     assert built.returncode == 0, built.stderr[-3000:]
     capture = pytestconfig.pluginmanager.getplugin("capturemanager")
-    with capture.global_and_fixture_disabled():  # the build's time and size, in make test's output
+    with capture.global_and_fixture_disabled():  # build time and size, in make test's output
         print("\n" + "\n".join(line for line in (built.stderr + built.stdout).splitlines()
-                                if line.startswith(("build-trainer:", "built "))))
-    return "recsys-trainer:dev"
+                                if line.startswith(("build-image:", "built "))))
+    return tag
+
+
+@pytest.fixture(scope="session")
+def trainer_image(docker_engine, pytestconfig) -> str:
+    return _build("trainer", "recsys-trainer:dev", pytestconfig)
+
+
+@pytest.fixture(scope="session")
+def emulator_image(docker_engine, pytestconfig) -> str:
+    return _build("emulator", "recsys-bigquery-emulator:local", pytestconfig)

@@ -85,13 +85,15 @@ def test_train_then_predict_run_the_pinned_image_in_containers(docker_runtime, s
 
     db.resetdb()  # this module's asset URI (ARTIFACTS) must not meet another module's
     pinned_id = _docker("image", "inspect", "-f", "{{.Id}}", docker_runtime).stdout.strip()
-    other = _docker("images", "-q", "--filter", "reference=recsys-standin/*").stdout.split()
-    decoy = other[0] if other else None
+    # What the tag moves to: the same image without the trainer, so a step that ran the tag
+    # instead of the pinned ID would fail.
+    decoy = subprocess.run(["docker", "build", "-q", "--network", "none", "-"], input=(
+        f"FROM {docker_runtime}\nUSER root\nRUN rm -rf /app/trainer\nUSER trainer\n"),
+        capture_output=True, text=True, check=True).stdout.strip()
     original = TrainerDockerOperator.execute
 
     def execute_after_moving_the_tag(self, context):
-        if decoy:
-            _docker("tag", decoy, docker_runtime, check=True)
+        _docker("tag", decoy, docker_runtime, check=True)
         return original(self, context)
 
     monkeypatch.setattr(TrainerDockerOperator, "execute", execute_after_moving_the_tag)
