@@ -63,3 +63,8 @@ def trainer_image(docker_engine, pytestconfig) -> str:
 @pytest.fixture(scope="session")
 def emulator_image(docker_engine, pytestconfig) -> str:
     return _build("emulator", "recsys-bigquery-emulator:local", pytestconfig)
+
+
+@pytest.fixture(scope="session")
+def airflow_image(docker_engine, pytestconfig) -> str:
+    return _build("airflow", "recsys-airflow:local", pytestconfig)
