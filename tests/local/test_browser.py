@@ -19,6 +19,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from playwright.sync_api import expect
 from run_expectations import DEFAULT_N, items_per_user, still_writing, writes
 
@@ -152,10 +153,14 @@ def days_match_the_runs(stack) -> tuple[dict, list[dict]]:
     return days, runs
 
 
-def run_rows(page, stack) -> dict[str, str]:
-    """run id -> row text, as the Runs tab of the DAG shows them."""
+def run_rows(page, stack, wait_ms: int = UI_STEP_TIMEOUT_MS) -> dict[str, str]:
+    """run id -> row text, as the Runs tab of the DAG shows them; empty if it shows no run
+    within ``wait_ms`` (callers that wait for a run poll again, up to their own deadline)."""
     page.goto(f"{stack['url']}/dags/{DAG}/runs")
-    page.locator("tbody tr").first.wait_for()
+    try:
+        page.locator("tbody tr").first.wait_for(timeout=wait_ms)
+    except PlaywrightTimeout:
+        return {}
     out = {}
     page.wait_for_timeout(500)  # let the table settle after navigation
     for text in page.locator("tbody tr").all_inner_texts():
@@ -166,10 +171,13 @@ def run_rows(page, stack) -> dict[str, str]:
 
 
 def wait_for_runs(page, stack, pick, state: str, count: int = 1) -> list[str]:
-    """Reload the Runs tab until ``count`` runs chosen by ``pick`` show ``state``."""
+    """Reload the Runs tab until ``count`` runs chosen by ``pick`` show ``state``. The tab may show
+    no run at first: after an unpause, the scheduler creates the run on its next loop, which on
+    a loaded machine can take longer than one page wait."""
     deadline = time.monotonic() + UI_TIMEOUT_S
+    rows: dict[str, str] = {}
     while time.monotonic() < deadline:
-        rows = {k: v for k, v in run_rows(page, stack).items() if pick(k, v)}
+        rows = {k: v for k, v in run_rows(page, stack, wait_ms=10_000).items() if pick(k, v)}
         done = [k for k, v in rows.items() if state in v]
         if len(done) >= count:
             return done
