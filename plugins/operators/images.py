@@ -139,11 +139,7 @@ class ResolveTrainerImageOperator(BaseOperator):
         return local_fingerprint(image, Path(self.trainer_source))
 
     def execute(self, context: Context) -> str:
-        image = check_image(self.image, self.allowlist)
-        try:
-            ImageRef.parse(image)
-        except ValueError as exc:
-            raise ImageNotAllowedError(f"trainer image {exc}") from None
+        image = check_image(self.image, self.allowlist)  # also refuses what is no image reference
         pinned = self.pin(image)
         self.log.info("trainer image for this run: %s, pinned to %s (%s runtime)", image, pinned,
                       self.runtime)
