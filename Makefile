@@ -38,7 +38,7 @@ help:
 	@echo "make up     Airflow UI + scheduler on this machine (no Docker), emulators seeded"
 	@echo "make down   stop everything make up started (WIPE=1 also deletes its data)"
 	@echo "make bench  print speed and memory figures of the trainer steps"
-	@echo "make image  build the trainer and BigQuery emulator images (a Docker engine must run: make docker-engine)"
+	@echo "make image  build the trainer, BigQuery emulator and Airflow images (a Docker engine must run: make docker-engine)"
 	@echo "make lint   ruff"
 	@echo "make lock   re-resolve the lock files after editing a requirements file"
 
@@ -107,6 +107,7 @@ docker-engine-stop:
 image:
 	docker/build-image.sh trainer
 	docker/build-image.sh emulator
+	docker/build-image.sh airflow
 
 lint: venvs
 	$(VENV)/trainer/bin/ruff check recommend_task docker dags plugins tests

@@ -8,7 +8,12 @@ export DOCKER_HOST=${DOCKER_HOST:-unix:///var/run/docker.sock}
 if docker image inspect "$NAME" >/dev/null 2>&1; then echo "$NAME"; exit 0; fi
 python_base=$(./python-base.sh 3.11)
 start=$(date +%s)
-docker build -q --network host --build-arg "PYTHON_BASE=$python_base" -t "$NAME" \
-    -f airflow.Dockerfile . >/dev/null
+context=$(mktemp -d)
+trap 'rm -rf "$context"' EXIT
+cp airflow.Dockerfile "$context/Dockerfile"
+cp ../../requirements.lock "$context/"
+uv_version=$(sed -n 's/^UV_VERSION := //p' ../../Makefile)
+docker build -q --network host --build-arg "PYTHON_BASE=$python_base" --build-arg "UV_VERSION=$uv_version" \
+    -t "$NAME" "$context" >/dev/null
 echo "built $NAME in $(( $(date +%s) - start ))s" >&2
 echo "$NAME"

@@ -219,3 +219,18 @@ def test_invalid_arguments_are_rejected_before_any_work(step, tmp_path):
     assert not list(tmp_path.iterdir())  # no run date, so no status record either
     rc, err = step("seed_events", "--end-date", str(RUN_DATE), *SEED_ARGS[:-2], "--clusters", "0")
     assert rc == 2 and "--clusters must be >= 1" in err
+
+
+def test_seed_end_date_takes_a_date_or_yesterday():
+    import argparse
+
+    from trainer.seed_events import _end_date
+
+    before = dt.datetime.now(dt.UTC).date()
+    got = _end_date("yesterday")
+    after = dt.datetime.now(dt.UTC).date()
+    # Either side of a UTC midnight that falls between the two clock reads.
+    assert got in {before - dt.timedelta(days=1), after - dt.timedelta(days=1)}
+    assert _end_date("2026-03-01") == dt.date(2026, 3, 1)
+    with pytest.raises(argparse.ArgumentTypeError):
+        _end_date("tomorrow")

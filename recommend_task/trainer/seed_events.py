@@ -8,6 +8,7 @@ outside the seeded range are left alone.
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import logging
 import sys
 
@@ -24,8 +25,8 @@ log = logging.getLogger("trainer.seed_events")
 def build_parser() -> argparse.ArgumentParser:
     parser = cli.base_parser(__doc__.split("\n\n")[0])
     d = SyntheticSpec()
-    parser.add_argument("--end-date", required=True, type=cli.parse_date_arg,
-                        help="last day (UTC) that gets events")
+    parser.add_argument("--end-date", required=True, type=_end_date,
+                        help="last day (UTC) that gets events: YYYY-MM-DD, or `yesterday`")
     parser.add_argument("--days", type=int, default=d.days, help="number of days ending at --end-date")
     parser.add_argument("--users", type=int, default=d.users)
     parser.add_argument("--items", type=int, default=d.items)
@@ -37,6 +38,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--corrupt-fraction", type=float, default=0.0,
                         help="share of rows to damage (null ids, skewed timestamps) for testing")
     return parser
+
+
+def _end_date(value: str) -> dt.date:
+    """``yesterday`` is the last complete UTC day, which a fresh stack's first runs read."""
+    if value == "yesterday":
+        return dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
+    return cli.parse_date_arg(value)
 
 
 def main(args: argparse.Namespace) -> None:

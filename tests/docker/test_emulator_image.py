@@ -58,4 +58,4 @@ def test_the_bigquery_emulator_image_serves_the_bigquery_client(emulator_image, 
         rows = list(client.query("SELECT 40 + 2 AS answer").result())
         assert [r["answer"] for r in rows] == [42]
     finally:
-        subprocess.run(["docker", "rm", "-f", container], capture_output=True)
+        subprocess.run(["docker", "rm", "-f", "-v", container], capture_output=True)  # -v: its /data volume

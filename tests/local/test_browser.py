@@ -15,13 +15,13 @@ import re
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from playwright.sync_api import expect
 from run_expectations import DEFAULT_N, items_per_user, still_writing, writes
+from stack_client import api, recommendation_days
 
 REPO = Path(__file__).resolve().parents[2]
 STACK = REPO / "docker" / "local" / "stack.py"
@@ -80,38 +80,6 @@ def page(stack):
 
 def shot(page, name: str) -> None:
     page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
-
-
-def bq(stack):
-    from google.auth.credentials import AnonymousCredentials
-    from google.cloud import bigquery
-
-    return bigquery.Client(project="local-project", credentials=AnonymousCredentials(),
-                           client_options={"api_endpoint": stack["bq"]})
-
-
-def recommendation_days(stack) -> dict[dt.date, tuple[int, int, int]]:
-    """run_date -> (rows, users, distinct (user, rank) slots)."""
-    rows = bq(stack).query("""
-        SELECT run_date, COUNT(*) AS n, COUNT(DISTINCT user_id) AS users,
-               COUNT(DISTINCT CONCAT(user_id, '#', CAST(rank AS STRING))) AS slots
-        FROM `local-project.recsys.recommendations` GROUP BY run_date""").result()
-    return {r["run_date"]: (r["n"], r["users"], r["slots"]) for r in rows}
-
-
-def api(stack, path: str, body: dict | None = None) -> dict:
-    """GET (or POST ``body``) the Airflow REST API as the stack's admin."""
-    if "token" not in stack:
-        login = json.dumps({"username": "admin", "password": "admin"}).encode()
-        request = urllib.request.Request(f"{stack['url']}/auth/token", data=login,
-                                         headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=10) as resp:
-            stack["token"] = json.loads(resp.read())["access_token"]
-    request = urllib.request.Request(
-        f"{stack['url']}{path}", data=None if body is None else json.dumps(body).encode(),
-        headers={"Authorization": f"Bearer {stack['token']}", "Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=10) as resp:
-        return json.loads(resp.read())
 
 
 def runs_and_predicts(stack) -> tuple[list[dict], list[dict]]:

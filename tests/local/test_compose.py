@@ -117,7 +117,7 @@ def bind_mounts(service: dict) -> dict[str, str]:
 def published_ports(service: dict) -> set[int]:
     ports = set()
     for spec in service.get("ports", []):
-        host, _, container = str(spec).rpartition(":")
+        host, _, container = interpolate(str(spec)).rpartition(":")
         assert host == container, f"publish ports on the same number: {spec!r}"
         ports.add(int(container))
     return ports
@@ -370,7 +370,7 @@ def test_seed_events_sets_what_the_trainer_reads(services):
     assert not missing, f"seed-events does not set {missing}"
     argv = command(services["seed-events"])
     assert argv[:3] == ["python", "-m", "trainer.seed_events"]
-    assert re.fullmatch(r"\d{4}-\d{2}-\d{2}", flag(argv, "--end-date"))
+    assert re.fullmatch(r"\d{4}-\d{2}-\d{2}|yesterday", flag(argv, "--end-date"))
     assert interpolate(services["seed-events"]["image"]) == trainer_image(services)
     for target in ("bigquery", "gcs", "trainer-image"):
         assert target in services["seed-events"]["depends_on"]
