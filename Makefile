@@ -86,14 +86,10 @@ $(CHROMIUM):
 $(COMPOSE_CLI):
 	$(call apt_install,docker-compose)
 
-# One process per suite: the DAG tests configure Airflow and the environment for themselves (and
-# run once per end of the supported Airflow range), the browser test starts a whole stack of its own.
+# One process per suite, the Docker tests' images built in the background meanwhile: tests/run-suites.sh.
 test: venvs lint $(CHROMIUM) $(COMPOSE_CLI)
-	cd recommend_task && $(TRAINER_PY) -m pytest -q tests
-	$(VENV)/airflow/bin/python -m pytest -q -p no:cacheprovider tests/dags
-	$(VENV)/$(AIRFLOW_OLD)/bin/python -m pytest -q -p no:cacheprovider tests/dags
-	RECSYS_CHROMIUM=$(CHROMIUM) $(VENV)/airflow/bin/python -m pytest -q -p no:cacheprovider tests/local
-	$(VENV)/airflow/bin/python -m pytest -q -p no:cacheprovider tests/docker
+	RECSYS_CHROMIUM=$(CHROMIUM) tests/run-suites.sh $(TRAINER_PY) $(abspath $(VENV)/airflow/bin/python) \
+		$(abspath $(VENV)/$(AIRFLOW_OLD)/bin/python)
 
 # A Docker engine: the running one, else Debian's docker.io started with no bridge, iptables or IP
 # forwarding (root only), its data in /var/cache/recsys-docker. The Docker tests start and stop
