@@ -20,7 +20,7 @@ engine_ours=""
 
 cleanup() {
     [ -n "$prepare_pid" ] && kill -- "-$prepare_pid" 2>/dev/null || true
-    if [ -n "$engine_ours" ]; then docker/engine/engine.sh stop || true; fi
+    if [ -n "$engine_ours" ]; then docker/engine/engine.sh stop || exit 1; fi
 }
 trap cleanup EXIT
 

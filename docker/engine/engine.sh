@@ -21,6 +21,13 @@ die() { echo "ERROR: docker engine: $*" >&2; exit 1; }
 
 running() { DOCKER_HOST=unix://$SOCK docker info >/dev/null 2>&1; }
 
+# dockerd leaves the host network namespace bind-mounted in its exec root (netns/default) when
+# it exits; a stopped engine must leave nothing mounted.
+unmount_exec_root() {
+    awk -v root="$STATE/exec/" 'index($2, root) == 1 {print $2}' /proc/mounts | sort -r \
+        | xargs -r -n1 umount -l || true
+}
+
 start() {
     if running; then
         echo "docker engine: using the engine already running at unix://$SOCK"
@@ -35,6 +42,7 @@ start Docker (Docker Desktop, or systemctl start docker on Linux) and re-run"
     [ -d /sys/fs/cgroup ] || die "no cgroups on this machine: dockerd cannot run here"
     mkdir -p "$STATE" "$CACHE/data"
     rm -f "$STATE/pid"
+    unmount_exec_root  # left by an engine that died
     echo "docker engine: starting dockerd (data root $CACHE/data, no bridge, no iptables, no IP forwarding)"
     setsid dockerd --bridge=none --iptables=false --ip-forward=false --ip-masq=false \
         --data-root "$CACHE/data" --exec-root "$STATE/exec" -H "unix://$SOCK" \
@@ -57,12 +65,18 @@ stop() {
     # A marker left by a run that died must not make us kill whatever reused its pid.
     if kill -0 "$pid" 2>/dev/null && [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = dockerd ]; then
         # Containers first, so none outlives the engine's shutdown timeout.
-        DOCKER_HOST=unix://$SOCK docker ps -q | xargs -r env DOCKER_HOST=unix://$SOCK docker rm -f >/dev/null || true
+        DOCKER_HOST=unix://$SOCK docker ps -q | xargs -r env DOCKER_HOST=unix://$SOCK docker rm -f -v >/dev/null || true
         kill "$pid"
         for _ in $(seq 30); do kill -0 "$pid" 2>/dev/null || break; sleep 1; done
         kill -0 "$pid" 2>/dev/null && kill -9 "$pid"
     fi
+    # dockerd stops its containerd as it exits; give that its own moment.
+    for _ in $(seq 15); do pgrep -f -- "$STATE/exec" >/dev/null || break; sleep 1; done
+    unmount_exec_root
     rm -f "$STATE/started-by-us"
+    if pgrep -f -- "$STATE/exec" >/dev/null || grep -q " $STATE/exec/" /proc/mounts; then
+        die "stopped, but a process or mount of it is left (pgrep -af $STATE/exec; grep $STATE /proc/mounts)"
+    fi
     echo "docker engine: stopped"
 }
 
