@@ -37,7 +37,7 @@ help:
 	@echo "make test   run every test (starts and stops its own emulators)"
 	@echo "make up     Airflow UI + scheduler on this machine (no Docker), emulators seeded"
 	@echo "make down   stop everything make up started (WIPE=1 also deletes its data)"
-	@echo "make bench  print speed and memory figures of the trainer steps"
+	@echo "make bench  print speed and memory figures of the trainer steps, and DAG parse times under a dag-processor"
 	@echo "make image  build the trainer, BigQuery emulator and Airflow images (a Docker engine must run: make docker-engine)"
 	@echo "make lint   ruff"
 	@echo "make lock   re-resolve the lock files after editing a requirements file"
@@ -122,6 +122,7 @@ down:
 
 bench: venvs
 	cd recommend_task && $(TRAINER_PY) benchmarks/bench_pipeline.py
+	$(VENV)/airflow/bin/python tests/dags/bench_dag_processor.py --runtime vertex
 
 lock: | $(UV)
 	$(UV) pip compile -q --python-version 3.11 --python-platform x86_64-unknown-linux-gnu --generate-hashes recommend_task/requirements.txt -o recommend_task/requirements.lock

@@ -1,7 +1,8 @@
-"""Vertex AI custom container training job for a trainer step (``RECSYS_RUNTIME=vertex``).
+"""The Vertex AI custom container training job that runs a trainer step.
 
-Imported only when the Vertex runtime is in use: the Google provider's Vertex module takes
-seconds to import, which every DAG parse would otherwise pay.
+Imported only when a ``vertex`` task executes (:class:`operators.vertex.TrainerVertexJobOperator`
+builds it then): the Google provider's Vertex module takes seconds to import, which every DAG
+parse would otherwise pay.
 """
 
 from __future__ import annotations
@@ -24,11 +25,9 @@ ACTIVE_STATES = frozenset({"PIPELINE_STATE_QUEUED", "PIPELINE_STATE_PENDING", "P
 RUN_LABELS = ("dag", "task", "run")
 
 
-class TrainerVertexJobOperator(CreateCustomContainerTrainingJobOperator):
+class VertexTrainingJob(CreateCustomContainerTrainingJobOperator):
     """The stock operator (deferrable), plus what production needs from it:
 
-    * ``container_uri`` (the run's pinned image), ``labels`` (the run and try) and
-      ``environment_variables`` (the Airflow attempt) are template fields;
     * it never orphans a pipeline: the deferral carries the task's ``execution_timeout``, and
       the trigger cancels the pipeline when the task stops waiting for it (timeout, kill,
       clear, mark) — see :mod:`operators.vertex_trigger`;
@@ -37,9 +36,6 @@ class TrainerVertexJobOperator(CreateCustomContainerTrainingJobOperator):
     * a failed pipeline is reported with the step's own error from its status record, under
       the trainer's exit-code rule (exit 2 fails at once), with a link to the job's logs.
     """
-
-    template_fields = (*CreateCustomContainerTrainingJobOperator.template_fields, "container_uri", "labels",
-                       "environment_variables")
 
     def __init__(self, *, step: str, artifacts_project: str, **kwargs: Any) -> None:
         super().__init__(**kwargs)

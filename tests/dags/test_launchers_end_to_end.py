@@ -139,6 +139,21 @@ def test_predict_runs_the_pinned_image_and_slack_names_it(runtime, slack):
     assert (status["image"], status["try"], status["exit_code"]) == (pinned, 1, 0)
     success = [t for t in slack.texts() if t.startswith(":white_check_mark: *recommend_predict*")]
     assert len(success) == 1 and f"\nimage `{pinned}`\n" in success[0], slack.texts()
+    if name == "vertex":  # the task's "Vertex AI Training" link, computed as the try ended
+        link = _xcom(run, "predict", "training_conf")
+        found = re.fullmatch(r"https://console\.cloud\.google\.com/vertex-ai/locations/([a-z0-9-]+)/training/"
+                             r"([^/]+)/cpu\?project=test-project", link or "")
+        assert found and found.group(2) in launcher.pipelines, link
+
+
+def _xcom(run, task_id: str, key: str):
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        row = session.query(XComModel).filter_by(dag_id=run.dag_id, run_id=run.run_id, task_id=task_id,
+                                                 key=key).one_or_none()
+        return None if row is None else XComModel.deserialize_value(row)
 
 
 def test_a_permanent_error_fails_at_once_with_the_trainers_message(runtime, slack, capfd):

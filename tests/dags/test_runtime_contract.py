@@ -54,7 +54,14 @@ def test_vertex_operator_is_deferrable_with_configured_machine_region_and_labels
 
     train = bag.dags["recommend_train"].get_task("train")
     evaluate = bag.dags["recommend_train"].get_task("evaluate")
-    assert isinstance(train, CreateCustomContainerTrainingJobOperator)
+    # The task builds the stock operator (subclassed) when it executes, with its own arguments.
+    job = train.job()
+    assert isinstance(job, CreateCustomContainerTrainingJobOperator)
+    assert (job.task_id, job.container_uri, job.command, job.labels, job.machine_type) == (
+        train.task_id, train.container_uri, train.command, train.labels, train.machine_type)
+    assert job.execution_timeout == train.execution_timeout and job.deferrable is True
+    # What the provider templates among these arguments, the task templates too.
+    assert {f for f in job.template_fields if hasattr(train, f)} <= set(train.template_fields)
     assert train.deferrable is True and train.region == "us-central1"
     assert train.machine_type == "n2-highmem-16" and evaluate.machine_type == "n2-standard-4"
     assert train.accelerator_count == evaluate.accelerator_count == 0  # CPU-only image
@@ -142,6 +149,8 @@ sys.path[:0] = [sys.argv[1], sys.argv[3]]
 from dagbag_loader import bundle_dagbag
 bundle_dagbag(sys.argv[2])
 heavy = ("airflow.providers.google.cloud.operators.vertex_ai.custom_job",
+         "airflow.providers.google.cloud.triggers.vertex_ai",
+         "airflow.providers.google.cloud.links.vertex_ai",
          "airflow.providers.docker.operators.docker")
 print("HEAVY=" + ",".join(m for m in heavy if m in sys.modules))
 """
@@ -150,7 +159,7 @@ print("HEAVY=" + ",".join(m for m in heavy if m in sys.modules))
 @pytest.mark.parametrize("runtime, expected", [
     ("local", ""),
     ("docker", "airflow.providers.docker.operators.docker"),
-    ("vertex", "airflow.providers.google.cloud.operators.vertex_ai.custom_job"),
+    ("vertex", ""),  # imported when a task executes (operators/vertex.py)
 ])
 def test_heavy_providers_are_imported_only_for_their_runtime(runtime, expected):
     import os

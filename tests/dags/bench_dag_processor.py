@@ -1,0 +1,87 @@
+"""Steady-state parse time of each DAG file under a real `airflow dag-processor` (a benchmark,
+run by `make bench`; not a test).
+
+Production (Cloud Composer) parses every DAG file again every `min_file_process_interval` in a
+fresh child process, so what a file costs there is its parse in that child, over and over. This
+starts `airflow dag-processor` on a throwaway home and SQLite DB with this checkout's DAGs in
+the chosen runtime (the Vertex API is not called at parse), lets it re-parse each file several
+times, and prints the durations it recorded per file (its stats table's "Last Duration": the
+whole child process, parse included).
+
+    .venv/airflow/bin/python tests/dags/bench_dag_processor.py [--runtime vertex] [--seconds 90]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+# A row of the processor's stats table: "<bundle> <file> [<pid> <current duration>] <# dags>
+# <# errors> <last duration> <last run at>". The last duration is the whole child process: fork,
+# parse, serialization, sending the result.
+ROW = re.compile(r"^\S+\s+(?P<file>\S+\.py)\s+(?:\d+\s+)?(?:[\d.]+s\s+)?\d+\s+\d+\s+"
+                 r"(?P<last>[\d.]+)s\s+(?P<at>\S+)", re.M)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runtime", default="vertex", choices=["vertex", "docker", "local"])
+    parser.add_argument("--seconds", type=int, default=90, help="how long the processor runs")
+    parser.add_argument("--interval", type=int, default=5, help="min_file_process_interval")
+    args = parser.parse_args()
+    airflow = str(Path(sys.executable).with_name("airflow"))
+    with tempfile.TemporaryDirectory(prefix="recsys-parse-bench-") as home:
+        env = {**os.environ, "AIRFLOW_HOME": home, "RECSYS_RUNTIME": args.runtime,
+               "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
+               "AIRFLOW__CORE__PLUGINS_FOLDER": os.environ.get("BENCH_PLUGINS_FOLDER", str(REPO / "plugins")),
+               "PYTHONPATH": str(REPO / "plugins"),
+               "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+               "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/airflow.db",
+               "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": str(args.interval),
+               "AIRFLOW__DAG_PROCESSOR__PRINT_STATS_INTERVAL": "10",
+               "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "600",
+               "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO"}
+        subprocess.run([airflow, "db", "migrate"], env=env, check=True, capture_output=True)
+        log_path = Path(home) / "dag-processor.log"
+        with log_path.open("w") as log:
+            proc = subprocess.Popen([airflow, "dag-processor"], env=env, stdout=log, stderr=subprocess.STDOUT,
+                                    start_new_session=True)
+            try:
+                time.sleep(args.seconds)
+            finally:
+                os.killpg(proc.pid, signal.SIGTERM)
+                proc.wait(timeout=60)
+        text = log_path.read_text()
+        if os.environ.get("KEEP_LOG"):
+            Path(os.environ["KEEP_LOG"]).write_text(text)
+    durations: dict[str, list[float]] = {}
+    seen = set()
+    for match in ROW.finditer(text):
+        if (match.group("file"), match.group("at")) not in seen:  # a parse shows in several reports
+            seen.add((match.group("file"), match.group("at")))
+            durations.setdefault(match.group("file"), []).append(float(match.group("last")))
+    if not durations:
+        print(text[-3000:])
+        raise SystemExit("no parse statistics in the dag-processor's log")
+    print(f"dag-processor steady-state parse, runtime {args.runtime} "
+          f"(min_file_process_interval {args.interval}s, {args.seconds}s):")
+    for name, values in sorted(durations.items()):
+        # The first parse also pays the processor's own warm-up; steady state is the rest.
+        steady = values[1:] or values
+        median, worst = statistics.median(steady) * 1000, max(steady) * 1000
+        print(f"  {name:24s} median {median:6.0f} ms, max {worst:6.0f} ms "
+              f"over {len(steady)} parses (first {values[0] * 1000:.0f} ms)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
