@@ -122,6 +122,7 @@ down:
 
 bench: venvs
 	cd recommend_task && $(TRAINER_PY) benchmarks/bench_pipeline.py
+	$(VENV)/airflow/bin/python tests/dags/bench_startup.py
 	$(VENV)/airflow/bin/python tests/dags/bench_dag_processor.py --runtime vertex
 
 lock: | $(UV)
