@@ -9,6 +9,9 @@ times, and prints the durations it recorded per file (its stats table's "Last Du
 whole child process, parse included).
 
     .venv/airflow/bin/python tests/dags/bench_dag_processor.py [--runtime vertex] [--seconds 90]
+
+BENCH_PLUGINS_FOLDER=DIR uses another plugins folder (an empty one shows the parse without
+Airflow's preloading of plugins/ in the processor's parent); KEEP_LOG=FILE keeps its log.
 """
 
 from __future__ import annotations
