@@ -3,15 +3,18 @@
 
 Writes the day's top-N recommendations per learner to BigQuery with the published model.
 
-`resolve_image` → `wait_for_published_model` → `predict`
+`resolve_image` → `wait_for_published_model` → `plan_shards` → `predict` ×`n_shards` → `publish_predictions`
 
 * **schedule**: daily at 05:00 UTC, and whenever `recommend_train` publishes a new model
   (asset `recsys_published_model`).
 * **run date**: the last complete UTC day before the run; asset-triggered runs use the trigger time.
-* `predict` stages, validates and swaps the run date's rows in one transaction: a failed or
-  repeated run never leaves partial or duplicated recommendations; `recommendations_latest`
-  keeps showing the last good day. It runs in the one-slot pool `recsys_bigquery_writers`: no
-  two runs (scheduled, asset-triggered, manual or backfill) write BigQuery at once.
+* `predict` is mapped over `n_shards` (param, default 1): each shard scores the users of its
+  stable hash bucket in its own job and stages them; the shards run in parallel.
+* `publish_predictions` validates all staged parts together and swaps the run date's rows in
+  one transaction: a failed shard publishes nothing, a failed or repeated run never leaves
+  partial or duplicated recommendations; `recommendations_latest` keeps showing the last good
+  day. It alone runs in the one-slot pool `recsys_bigquery_writers`: no two runs (scheduled,
+  asset-triggered, manual or backfill) write the table at once.
 * Slack: run success (with rows written) and failure, task retries and failures.
 """
 
@@ -28,6 +31,7 @@ from operators.dag_defaults import dag_kwargs, published_model_asset, trainer_ar
 from operators.images import resolve_image
 from operators.params import PREDICT_PARAMS
 from operators.sensors import PublishedModelSensor
+from operators.sharding import SHARD_ARGUMENTS, SHARD_LABEL, plan_shards
 from operators.slack import dag_callbacks
 from operators.trainer_task import trainer_task
 
@@ -42,7 +46,8 @@ with DAG(
     params=PREDICT_PARAMS,
     tags=["recsys", "prediction"],
     doc_md=__doc__,
-    **dag_kwargs(config, dagrun_timeout=timedelta(hours=3)),  # sensor 30 min + steps 2 h 10 min
+    # Budget: image 10 min + sensor 30 min + plan 5 min + a shard 2 h + publish 30 min = 3 h 15 min.
+    **dag_kwargs(config, dagrun_timeout=timedelta(hours=3, minutes=30)),
     **dag_callbacks(config, summary="predict"),
 ):
     image = resolve_image(config)
@@ -55,10 +60,15 @@ with DAG(
         poke_interval=120,
         timeout=timedelta(minutes=30).total_seconds(),
     )
+    shards = plan_shards.override(execution_timeout=timedelta(minutes=5))()
     predict = trainer_task("predict_task", trainer_args(
         config, "--lookback-days", "{{ params.lookback_days }}",
+        "--n-recommendations", "{{ params.n_recommendations }}", *SHARD_ARGUMENTS), config=config,
+        shards=shards, map_index_template=SHARD_LABEL, execution_timeout=timedelta(hours=2))
+    publish = trainer_task("publish_predictions_task", trainer_args(
+        config, "--n-shards", "{{ params.n_shards }}",
         "--n-recommendations", "{{ params.n_recommendations }}"), config=config,
-        execution_timeout=timedelta(hours=2),
+        execution_timeout=timedelta(minutes=30),
         pool=config.writers_pool)  # writes recommendations
 
-    image >> model >> predict
+    image >> model >> shards >> predict >> publish

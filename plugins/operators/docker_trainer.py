@@ -24,9 +24,9 @@ _STATUS_CODE = re.compile(r"'StatusCode': (\d+)")
 class TrainerDockerOperator(DockerOperator):
     """DockerOperator for ``python -m trainer.<step>``; see the module docstring."""
 
-    def __init__(self, *, step: str, **kwargs) -> None:
+    def __init__(self, *, step: str, shard: int | None = None, **kwargs) -> None:
         super().__init__(**kwargs)
-        self.step = step
+        self.step, self.shard = step, shard
 
     def execute(self, context):
         if DIGEST.fullmatch(self.image or ""):

@@ -32,9 +32,10 @@ class LocalTrainerOperator(BaseOperator):
     ui_color = "#fdf6e3"
 
     def __init__(self, *, step: str, arguments: Sequence[str], python: str, trainer_source: str,
-                 image: str, env: dict[str, str] | None = None, **kwargs) -> None:
+                 image: str, env: dict[str, str] | None = None, shard: int | None = None,
+                 **kwargs) -> None:
         super().__init__(**kwargs)
-        self.step = step
+        self.step, self.shard = step, shard
         self.arguments = list(arguments)
         self.python = python
         self.trainer_source = trainer_source

@@ -27,6 +27,9 @@ REGULARIZATION = Param(0.05, type="number", minimum=0, maximum=100, title="Regul
                        description="L2 regularization of the ALS factors.")
 N_RECOMMENDATIONS = Param(10, type="integer", minimum=1, maximum=100, title="Recommendations per user",
                           description="How many items each user gets.")
+N_SHARDS = Param(1, type="integer", minimum=1, maximum=64, title="Prediction shards",
+                 description="Users are split into this many shards by a stable hash; each shard is "
+                 "scored by its own job in parallel and the day is published once all succeed.")
 
 TRAIN_PARAMS = {
     "image_uri": IMAGE_URI, "lookback_days": TRAIN_LOOKBACK_DAYS, "factors": FACTORS,
@@ -34,6 +37,7 @@ TRAIN_PARAMS = {
 }
 PREDICT_PARAMS = {
     "image_uri": IMAGE_URI, "lookback_days": PREDICT_LOOKBACK_DAYS, "n_recommendations": N_RECOMMENDATIONS,
+    "n_shards": N_SHARDS,
 }
 ROLLBACK_PARAMS = {
     "image_uri": IMAGE_URI,

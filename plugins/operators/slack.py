@@ -128,7 +128,7 @@ class RecsysSlackNotifier(SlackWebhookNotifier):
                 return str(image)
         except Exception as exc:
             self.log.debug("no XCom in this callback: %s", type(exc).__name__)
-        last_task = {"train": "promote_model", "predict": "predict"}.get(self.summary or "")
+        last_task = {"train": "promote_model", "predict": "publish_predictions"}.get(self.summary or "")
         if not last_task:
             return ""
         cfg = self.recsys_config

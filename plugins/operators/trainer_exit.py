@@ -4,7 +4,7 @@ crash) fail the try and let Airflow retry with backoff. The task's error is the 
 ``ERROR:`` line, so the Slack alert shows it.
 
 The launchers also hand each step its Airflow attempt (environment variables the trainer puts
-in its status record, ``runs/<run_date>/status/<dag_id>.<task_id>.json``), so a launcher that
+in its status record, ``runs/<run_date>/status/<dag_id>.<task_id>[.<map_index>].json``), so a launcher that
 cannot see the step's output (Vertex AI) reads that record and refuses one left by another try.
 """
 
@@ -35,7 +35,9 @@ class TrainerStepFailed(AirflowFailException):
 def attempt_env(image: str) -> dict[str, str]:
     """What a step is told about the Airflow attempt running it (templated; see module doc)."""
     return {
-        "RECSYS_STATUS_NAME": "{{ dag.dag_id }}.{{ task.task_id }}",
+        # A mapped task (one shard each) has one record per task instance.
+        "RECSYS_STATUS_NAME": "{{ dag.dag_id }}.{{ task.task_id }}"
+                              "{% if ti.map_index|int(-1) >= 0 %}.{{ ti.map_index }}{% endif %}",
         "RECSYS_AIRFLOW_RUN_ID": "{{ run_id }}",
         "RECSYS_TRY_NUMBER": "{{ ti.try_number }}",
         IMAGE_ENV: image,
@@ -73,12 +75,14 @@ def _argument(command: Sequence[str], flag: str) -> str | None:
     return None
 
 
-def status_record_uri(command: Sequence[str], dag_id: str, task_id: str) -> str | None:
+def status_record_uri(command: Sequence[str], dag_id: str, task_id: str,
+                      map_index: int | None = -1) -> str | None:
     """Where the step of ``command`` (as rendered) writes its status record."""
     artifacts, run_date = _argument(command, "--artifacts-uri"), _argument(command, "--run-date")
     if not artifacts or not run_date:
         return None
-    return gcp.join(artifacts, "runs", run_date, "status", f"{dag_id}.{task_id}.json")
+    name = f"{dag_id}.{task_id}" + (f".{map_index}" if map_index is not None and map_index >= 0 else "")
+    return gcp.join(artifacts, "runs", run_date, "status", f"{name}.json")
 
 
 def read_status_record(command: Sequence[str], context: Any, conn_id: str, project: str,
@@ -86,7 +90,7 @@ def read_status_record(command: Sequence[str], context: Any, conn_id: str, proje
     """The status record of this run's try ``try_number`` of this task, or None (never written:
     the container did not start or was killed, or it belongs to another attempt)."""
     ti = context["ti"]
-    uri = status_record_uri(command, ti.dag_id, ti.task_id)
+    uri = status_record_uri(command, ti.dag_id, ti.task_id, getattr(ti, "map_index", -1))
     if uri is None:
         return None
     record = gcp.read_json(uri, conn_id, project)

@@ -10,7 +10,9 @@ The step's module and arguments are the same everywhere; only the launcher diffe
 All three run the image ``resolve_image`` pinned for the run, apply the trainer's exit-code
 contract (2 fails at once, 75 and crashes are retried) and report the step's own error line
 (:mod:`operators.trainer_exit`). Provider modules are imported only for the runtime in use,
-so DAG files parse fast.
+so DAG files parse fast. Given ``shards`` (an XComArg of shard indexes), the step becomes a
+mapped task: one task instance, hence one job, container or process, per shard, each with its
+index as ``{{ task.shard }}`` in its arguments (:mod:`operators.sharding`).
 """
 
 from __future__ import annotations
@@ -37,14 +39,29 @@ def default_task_id(step: str) -> str:
 
 
 def trainer_task(step: str, arguments: Sequence[str], *, config: RecsysConfig,
-                 image: str = IMAGE_FROM_XCOM, task_id: str | None = None, **kwargs: Any) -> BaseOperator:
-    """The task that runs ``python -m trainer.<step> <arguments>`` in the configured runtime."""
+                 image: str = IMAGE_FROM_XCOM, task_id: str | None = None, shards: Any = None,
+                 **kwargs: Any) -> Any:
+    """The task that runs ``python -m trainer.<step> <arguments>`` in the configured runtime;
+    mapped over ``shards`` when given."""
     task_id = task_id or default_task_id(step)
+    operator, arguments = _operator(step, arguments, config=config, image=image, task_id=task_id,
+                                    mapped=shards is not None, **kwargs)
+    if shards is None:
+        return operator(**arguments)
+    return operator.partial(**arguments).expand(shard=shards)
+
+
+def _operator(step: str, arguments: Sequence[str], *, config: RecsysConfig, image: str, task_id: str,
+              mapped: bool, **kwargs: Any) -> tuple[type[BaseOperator], dict[str, Any]]:
+    """The runtime's operator class and its arguments."""
     command = trainer_command(step, arguments)
     if config.runtime == "vertex":
         from operators.vertex import TrainerVertexJobOperator
 
-        return TrainerVertexJobOperator(
+        # One pipeline per shard: the shard is part of the name and of the labels a retry
+        # adopts a running pipeline by (operators.vertex_job.RUN_LABELS).
+        shard = {"shard": "{{ task.shard }}"} if mapped else {}
+        return TrainerVertexJobOperator, dict(
             task_id=task_id,
             step=step,
             artifacts_project=config.project,
@@ -52,8 +69,8 @@ def trainer_task(step: str, arguments: Sequence[str], *, config: RecsysConfig,
             region=config.region,
             staging_bucket=config.staging_bucket,
             service_account=config.service_account,
-            display_name=f"recsys-{{{{ dag.dag_id }}}}-{task_id}-{{{{ recsys_label(run_id) }}}}"
-            "-try{{ ti.try_number }}",
+            display_name=f"recsys-{{{{ dag.dag_id }}}}-{task_id}{'-{{ task.shard }}' if mapped else ''}"
+            "-{{ recsys_label(run_id) }}-try{{ ti.try_number }}",
             container_uri=image,
             command=command,
             machine_type=config.machine_type(step),
@@ -61,7 +78,7 @@ def trainer_task(step: str, arguments: Sequence[str], *, config: RecsysConfig,
             replica_count=1,
             labels={"app": "recsys", "dag": "{{ recsys_label(dag.dag_id) }}",
                     "task": recsys_label(task_id), "run": "{{ recsys_label(run_id) }}",
-                    "try": "{{ ti.try_number }}"},
+                    "try": "{{ ti.try_number }}", **shard},
             environment_variables={**{k: v for k, v in config.passthrough_env().items()
                                       if k == "RECSYS_LOG_LEVEL"}, **attempt_env(image)},
             gcp_conn_id=config.gcp_conn_id,
@@ -72,7 +89,7 @@ def trainer_task(step: str, arguments: Sequence[str], *, config: RecsysConfig,
     if config.runtime == "docker":
         from operators.docker_trainer import TrainerDockerOperator
 
-        return TrainerDockerOperator(
+        return TrainerDockerOperator, dict(
             task_id=task_id,
             step=step,
             image=image,
@@ -87,7 +104,7 @@ def trainer_task(step: str, arguments: Sequence[str], *, config: RecsysConfig,
         )
     from operators.local_trainer import LocalTrainerOperator
 
-    return LocalTrainerOperator(
+    return LocalTrainerOperator, dict(
         task_id=task_id, step=step, arguments=arguments, python=config.trainer_python,
         trainer_source=config.trainer_source, image=image,
         env={**config.passthrough_env(), **attempt_env(image)}, **kwargs,

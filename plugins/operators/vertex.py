@@ -54,9 +54,10 @@ class TrainerVertexJobOperator(BaseOperator):
                  staging_bucket: str | None = None, service_account: str | None = None,
                  accelerator_count: int = 0, replica_count: int = 1,
                  gcp_conn_id: str = "google_cloud_default", impersonation_chain: Any = None,
-                 deferrable: bool = True, poll_interval: int = 60, **kwargs: Any) -> None:
+                 deferrable: bool = True, poll_interval: int = 60, shard: int | None = None,
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.step = step
+        self.step, self.shard = step, shard
         self.artifacts_project = artifacts_project
         self.project_id, self.region, self.display_name = project_id, region, display_name
         self.container_uri, self.command, self.machine_type = container_uri, command, machine_type

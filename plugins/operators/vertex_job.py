@@ -22,7 +22,7 @@ from operators.vertex_trigger import CancellingTrainingPipelineTrigger
 
 # Pipelines still doing the step: a retry waits for one of these instead of submitting another.
 ACTIVE_STATES = frozenset({"PIPELINE_STATE_QUEUED", "PIPELINE_STATE_PENDING", "PIPELINE_STATE_RUNNING"})
-RUN_LABELS = ("dag", "task", "run")
+RUN_LABELS = ("dag", "task", "run", "shard")  # "shard" only on a mapped (sharded) task
 
 
 class VertexTrainingJob(CreateCustomContainerTrainingJobOperator):
@@ -44,11 +44,12 @@ class VertexTrainingJob(CreateCustomContainerTrainingJobOperator):
 
     def find_active_pipeline(self) -> Any | None:
         """The newest active training pipeline labelled with this DAG, task and run, if any."""
-        wanted = " AND ".join(f'labels.{key}="{self.labels[key]}"' for key in RUN_LABELS)
+        keys = [key for key in RUN_LABELS if key in self.labels]
+        wanted = " AND ".join(f'labels.{key}="{self.labels[key]}"' for key in keys)
         pipelines = self.hook.list_training_pipelines(project_id=self.project_id, region=self.region,
                                                       filter=wanted)
         active = [p for p in pipelines if p.state.name in ACTIVE_STATES
-                  and all(p.labels.get(key) == self.labels[key] for key in RUN_LABELS)]
+                  and all(p.labels.get(key) == self.labels[key] for key in keys)]
         return max(active, key=lambda p: p.create_time, default=None)
 
     def invoke_defer(self, context: Any) -> None:

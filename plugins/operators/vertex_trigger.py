@@ -72,7 +72,9 @@ class CancellingTrainingPipelineTrigger(CustomContainerTrainingJobTrigger):
         ti = self.task_instance
         states = await sync_to_async(RuntimeTaskInstance.get_task_states)(
             dag_id=ti.dag_id, task_ids=[ti.task_id], run_ids=[ti.run_id], map_index=ti.map_index)
-        state = (states.get(ti.run_id) or {}).get(ti.task_id)
+        # The API keys a mapped task instance (one shard) as "<task_id>_<map_index>".
+        key = ti.task_id if ti.map_index is None or ti.map_index < 0 else f"{ti.task_id}_{ti.map_index}"
+        state = (states.get(ti.run_id) or {}).get(key)
         return None if state is None else str(getattr(state, "value", state))
 
     async def _cancel(self, why: str) -> None:

@@ -72,7 +72,8 @@ def main() -> int:
                                 "--iterations", str(args.iterations)]),
                 ("evaluate_task", common[:-2]),
                 ("promote_model_task", common[:-2]),
-                ("predict_task", common),
+                ("predict_task", [*common, "--shard", "0", "--n-shards", "1"]),
+                ("publish_predictions_task", [*common[:-2], "--n-shards", "1"]),
             ]
             print(f"\nbenchmark: {args.events:,} events, {args.users:,} users, {args.items:,} items, "
                   f"{args.days} days, ALS factors={args.factors} iterations={args.iterations}, "

@@ -18,6 +18,7 @@ from google.cloud import bigquery
 from trainer import bq
 from trainer.clients import bq_retry
 from trainer.errors import EmptyWindowError, TooManyBadRowsError, TrainerError
+from trainer.shards import Shard
 from trainer.window import DateRange
 
 log = logging.getLogger(__name__)
@@ -134,15 +135,20 @@ class EventSource:
         return QualityReport(**{k: int(v or 0) for k, v in row.items()})
 
     def interactions(self, window: DateRange, weights: dict[str, float],
-                     holdout_start=None) -> pd.DataFrame:
-        """Valid events aggregated per (user, item[, in holdout]): summed weight and count."""
+                     holdout_start=None, shard: Shard | None = None) -> pd.DataFrame:
+        """Valid events aggregated per (user, item[, in holdout]): summed weight and count;
+        only the users of ``shard`` when one is given."""
         case, params = _weight_case(weights)
         split = "DATE(event_timestamp) >= @holdout_start" if holdout_start else "FALSE"
+        in_shard = ""
+        if shard is not None and shard.count > 1:
+            condition, shard_params = shard.condition()
+            in_shard, params = f" AND {condition}", {**params, **shard_params}
         sql = f"""
             SELECT user_id, item_id, {split} AS in_holdout,
                    SUM({case}) AS weight, COUNT(*) AS events
             FROM `{self.table}`
-            WHERE event_date BETWEEN @start AND @end AND {_valid_condition(weights)}
+            WHERE event_date BETWEEN @start AND @end AND {_valid_condition(weights)}{in_shard}
             GROUP BY user_id, item_id, in_holdout
         """
         params = {**params, "start": window.start, "end": window.end}
@@ -151,8 +157,10 @@ class EventSource:
         return bq.to_dataframe(self.client, sql, params)
 
     def read_checked(self, window: DateRange, weights: dict[str, float], max_bad_fraction: float,
-                     holdout_start=None) -> tuple[QualityReport, pd.DataFrame]:
-        """Quality check then aggregation; fails on an empty window or too many bad rows."""
+                     holdout_start=None, shard: Shard | None = None) -> tuple[QualityReport, pd.DataFrame]:
+        """Quality check of the whole window (every shard judges the same data), then the
+        aggregation (of ``shard``'s users only, if given); fails on an empty window or too many
+        bad rows."""
         report = self.quality(window, weights)
         log.info(
             "events %s window %s: rows read=%d valid=%d dropped=%d (null user_id=%d, null item_id=%d,"
@@ -171,6 +179,7 @@ class EventSource:
                 f"{report.bad_rows} of {report.rows_read} events in {self.table} for window {window} "
                 f"are invalid ({report.bad_fraction:.1%} > max_bad_fraction {max_bad_fraction:.1%})"
             )
-        frame = self.interactions(window, weights, holdout_start)
-        log.info("aggregated %d (user, item) interactions from %d events", len(frame), report.valid_rows)
+        frame = self.interactions(window, weights, holdout_start, shard)
+        log.info("aggregated %d (user, item) interactions from %d events%s", len(frame),
+                 report.valid_rows, f" ({shard}'s users)" if shard else "")
         return report, frame

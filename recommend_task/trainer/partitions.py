@@ -12,7 +12,7 @@ import contextlib
 import datetime as dt
 import logging
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import pandas as pd
@@ -45,20 +45,42 @@ def staging_table(client: bigquery.Client, target: str, frame: pd.DataFrame,
         client.delete_table(staging, not_found_ok=True, retry=bq_retry())
 
 
-def replace_rows(client: bigquery.Client, target: str, staging: str, where: str,
+def write_part_table(client: bigquery.Client, part: str, frame: pd.DataFrame,
+                     schema: list[bigquery.SchemaField]) -> int:
+    """Replace the table ``part`` with ``frame``: dropped, created with an expiration (so a
+    part never outlives :data:`STAGING_TTL`, published or not), then loaded. Returns rows."""
+    client.delete_table(part, not_found_ok=True, retry=bq_retry())
+    table = bigquery.Table(part, schema=schema)
+    table.expires = dt.datetime.now(dt.UTC) + STAGING_TTL
+    client.create_table(table, retry=bq_retry())
+    rows = bq.load_dataframe(client, frame, part, schema, truncate=True)
+    log.info("staged %d rows in %s (expires in %s)", rows, part, STAGING_TTL)
+    return rows
+
+
+def union_of(tables: str | Sequence[str]) -> str:
+    """A FROM-able expression holding every row of ``tables``."""
+    names = [tables] if isinstance(tables, str) else list(tables)
+    if len(names) == 1:
+        return f"`{names[0]}`"
+    return "(" + " UNION ALL ".join(f"SELECT * FROM `{name}`" for name in names) + ")"
+
+
+def replace_rows(client: bigquery.Client, target: str, staging: str | Sequence[str], where: str,
                  params: Mapping[str, Any]) -> None:
     """In one transaction, delete the rows of ``target`` matching ``where`` and insert all of
-    ``staging``: readers see the old rows or the new ones, never both or neither."""
+    ``staging`` (one table, or the union of several): readers see the old rows or the new
+    ones, never both or neither."""
     sql = f"""
         BEGIN TRANSACTION;
         DELETE FROM `{target}` WHERE {where};
-        INSERT INTO `{target}` SELECT * FROM `{staging}`;
+        INSERT INTO `{target}` SELECT * FROM {union_of(staging)};
         COMMIT TRANSACTION;
     """
     bq.run(client, sql, params)
 
 
-def swap_days(client: bigquery.Client, target: str, staging: str, date_field: str,
+def swap_days(client: bigquery.Client, target: str, staging: str | Sequence[str], date_field: str,
               start: dt.date, end: dt.date) -> None:
     """Replace the days ``start..end`` of ``target`` with the content of ``staging``."""
     replace_rows(client, target, staging, f"{date_field} BETWEEN @start AND @end",

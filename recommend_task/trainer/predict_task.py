@@ -10,6 +10,10 @@ unseen items per user (popular items for users with no known item), then:
 
 Readers never see a partial day, a re-run replaces the day instead of duplicating it, and a
 failure at any point leaves the previous recommendations untouched.
+
+With ``--shard I --n-shards N`` it scores only the users of shard I (:mod:`trainer.shards`)
+and stops after staging them in the shard's own part table: publish_predictions_task
+validates all N parts together and swaps the day in once.
 """
 
 from __future__ import annotations
@@ -29,8 +33,9 @@ from trainer.events import EventSource, add_window_args
 from trainer.idmap import IdMap
 from trainer.matrices import build_csr
 from trainer.model import ModelArtifact, load_model
-from trainer.partitions import staging_table, swap_days
+from trainer.partitions import staging_table, swap_days, union_of, write_part_table
 from trainer.publishing import published_model_uri
+from trainer.shards import MAX_SHARDS, Shard
 from trainer.window import lookback
 
 log = logging.getLogger("trainer.predict_task")
@@ -43,6 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_window_args(parser)
     parser.add_argument("--model-uri", help="model to use (default: the published one)")
     parser.add_argument("--n-recommendations", type=int, default=10, help="items per user")
+    parser.add_argument("--shard", type=int, help="score only this shard's users and stage them "
+                        "for publish_predictions_task (0-based; needs --n-shards)")
+    parser.add_argument("--n-shards", type=int, help=f"number of shards (1..{MAX_SHARDS})")
     return parser
 
 
@@ -61,20 +69,22 @@ def recommendations_frame(model: ModelArtifact, users: IdMap, ids: np.ndarray, s
     })
 
 
-def validate_staged(client, staging: str, run_date: dt.date, expected_users: int,
+def validate_staged(client, staging: str | list[str], run_date: dt.date, expected_users: int,
                     expected_rows: int, n: int) -> None:
-    """Check the staged rows in BigQuery itself (what will be published, not what we meant to
-    publish); raise ValidationError naming every violated rule."""
+    """Check the staged rows (one table, or all the parts of a sharded run together) in
+    BigQuery itself: what will be published, not what we meant to publish. Raise
+    ValidationError naming every violated rule; a user in two parts fails the user count."""
     sql = f"""
-        WITH per_user AS (
+        WITH staged AS (SELECT * FROM {union_of(staging)}),
+        per_user AS (
           SELECT user_id, COUNT(*) AS n_rows, COUNT(DISTINCT item_id) AS n_items,
                  COUNT(DISTINCT rank) AS n_ranks, MIN(rank) AS min_rank, MAX(rank) AS max_rank
-          FROM `{staging}` GROUP BY user_id
+          FROM staged GROUP BY user_id
         )
         SELECT
-          (SELECT COUNT(*) FROM `{staging}`) AS total_rows,
+          (SELECT COUNT(*) FROM staged) AS total_rows,
           (SELECT COUNT(*) FROM per_user) AS users,
-          (SELECT COUNT(*) FROM `{staging}` WHERE run_date IS NULL OR run_date != @run_date
+          (SELECT COUNT(*) FROM staged WHERE run_date IS NULL OR run_date != @run_date
              OR user_id IS NULL OR item_id IS NULL OR rank IS NULL OR score IS NULL
              OR model_id IS NULL OR generated_at IS NULL) AS bad_rows,
           (SELECT COUNT(*) FROM per_user WHERE n_rows > @n OR n_items != n_rows
@@ -116,10 +126,21 @@ def validate(args: argparse.Namespace) -> None:
     if not 0 <= args.max_bad_fraction <= 1:
         raise TrainerError(f"--max-bad-fraction must be in [0, 1], got {args.max_bad_fraction}")
     lookback(args.run_date, args.lookback_days)
+    shard_of(args)
+
+
+def shard_of(args: argparse.Namespace) -> Shard | None:
+    """The shard to score, or None to score and publish every user in this process."""
+    if args.shard is None and args.n_shards is None:
+        return None
+    if args.shard is None or args.n_shards is None:
+        raise TrainerError("--shard and --n-shards go together")
+    return Shard(args.shard, args.n_shards)
 
 
 def main(args: argparse.Namespace) -> None:
     validate(args)
+    shard = shard_of(args)
     store = artifacts.ArtifactStore(args.project)
     model_uri = args.model_uri or published_model_uri(store, args.artifacts_uri)
     model = load_model(store, model_uri)
@@ -131,7 +152,8 @@ def main(args: argparse.Namespace) -> None:
     window = lookback(args.run_date, args.lookback_days)
     source = EventSource(client, tables.table_id(args.project, args.dataset, tables.EVENTS))
     with cli.timed("reading events"):
-        _, frame = source.read_checked(window, args.event_weights, args.max_bad_fraction)
+        _, frame = source.read_checked(window, args.event_weights, args.max_bad_fraction,
+                                       shard=shard)
 
     users = IdMap(frame["user_id"])
     interactions = build_csr(frame, users, model.items)
@@ -146,6 +168,11 @@ def main(args: argparse.Namespace) -> None:
     log.info("computed %d recommendations for %d users", len(recs), recs["user_id"].nunique())
 
     target = tables.table_id(args.project, args.dataset, tables.RECOMMENDATIONS)
+    if shard is not None:
+        with cli.timed(f"staging {shard}"):
+            stage_part(client, store, args, shard, target, model, model_uri, recs, len(users), cold,
+                       generated_at)
+        return
     with cli.timed("staging, validating and swapping"), staging_table(
         client, target, recs, list(tables.RECOMMENDATIONS_SPEC.schema)
     ) as staging:
@@ -159,6 +186,26 @@ def main(args: argparse.Namespace) -> None:
         "rows_written": len(recs), "users": len(users), "cold_users": cold,
         "table": target, "generated_at": generated_at.isoformat(),
     })
+
+
+def stage_part(client, store: artifacts.ArtifactStore, args: argparse.Namespace, shard: Shard,
+               target: str, model: ModelArtifact, model_uri: str, recs: pd.DataFrame, users: int,
+               cold: int, generated_at: dt.datetime) -> None:
+    """Stage this shard's rows in its part table, then record the part (the record last: a
+    record always describes a complete part). Publishing is publish_predictions_task's job."""
+    part = shard.part_table(target, args.run_date)
+    rows = write_part_table(client, part, recs, list(tables.RECOMMENDATIONS_SPEC.schema))
+    if rows != len(recs):
+        raise ValidationError(f"{shard}: {rows} rows loaded into {part}, expected {len(recs)}")
+    record_uri = shard.record_uri(args.artifacts_uri, args.run_date)
+    store.write_json(record_uri, {
+        "run_date": args.run_date.isoformat(), "shard": shard.index, "n_shards": shard.count,
+        "table": part, "rows": len(recs), "users": users, "cold_users": cold,
+        "model_id": model.model_id, "model_uri": model_uri,
+        "n_recommendations": args.n_recommendations, "generated_at": generated_at.isoformat(),
+    })
+    log.info("%s: rows staged=%d for %d users in %s, recorded in %s (not published yet)",
+             shard, len(recs), users, part, record_uri)
 
 
 if __name__ == "__main__":

@@ -65,6 +65,12 @@ def load_dagbag():
     return bundle_dagbag(DAGS)
 
 
+def shard_task(task, shard: int = 0):
+    """The task instance's operator of one shard of a mapped task (what a worker runs); an
+    unmapped task as it is."""
+    return task.unmap({"shard": shard}) if hasattr(task, "partial_kwargs") else task
+
+
 class SlackReceiver:
     """A loopback HTTP server standing in for Slack's incoming webhooks."""
 

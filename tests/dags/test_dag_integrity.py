@@ -86,7 +86,7 @@ def test_no_cycles_and_tasks_in_pipeline_order(dagbag):
         "resolve_image", "wait_for_events", "create_cf_matrices", "train", "evaluate", "promote_model"]
     predict = dagbag.dags["recommend_predict"]
     assert [t.task_id for t in predict.topological_sort()] == [
-        "resolve_image", "wait_for_published_model", "predict"]
+        "resolve_image", "wait_for_published_model", "plan_shards", "predict", "publish_predictions"]
     rollback = dagbag.dags["recommend_rollback"]
     assert [t.task_id for t in rollback.topological_sort()] == ["resolve_image", "rollback"]
     assert [a.name for a in rollback.get_task("rollback").outlets] == ["recsys_published_model"]
@@ -123,7 +123,7 @@ def test_schedules_have_explicit_timezones_and_predict_follows_the_model_asset(d
 def test_every_param_has_a_schema(dagbag):
     expected = {
         "recommend_train": {"image_uri", "lookback_days", "factors", "iterations", "regularization"},
-        "recommend_predict": {"image_uri", "lookback_days", "n_recommendations"},
+        "recommend_predict": {"image_uri", "lookback_days", "n_recommendations", "n_shards"},
         "recommend_rollback": {"image_uri", "model_id"},
     }
     for dag_id, names in expected.items():
@@ -153,7 +153,8 @@ def test_params_reject_out_of_range_values(dagbag):
 
 
 # The tasks that write BigQuery: model_metrics and recommendations.
-WRITERS = {("recommend_train", "evaluate"), ("recommend_predict", "predict")}
+# The predict shards only stage their parts: they run in parallel, outside the pool.
+WRITERS = {("recommend_train", "evaluate"), ("recommend_predict", "publish_predictions")}
 
 
 def test_bigquery_writers_share_one_pool_of_one_slot_that_counts_deferred_tasks(dagbag):
@@ -187,8 +188,8 @@ def _budget(task):
 
 
 def _trainer_step(task) -> str | None:
-    command = list(getattr(task, "command", None) or [])
-    return command[2].removeprefix("trainer.") if command[1:2] == ["-m"] else None
+    """The trainer step a task runs (a mapped task keeps it among its partial arguments)."""
+    return getattr(task, "partial_kwargs", {}).get("step") or getattr(task, "step", None)
 
 
 def test_time_budgets_fit_the_run_and_the_day_and_leave_room_over_the_benchmark(dagbag):
@@ -214,7 +215,7 @@ def test_time_budgets_fit_the_run_and_the_day_and_leave_room_over_the_benchmark(
                 assert task.execution_timeout >= timedelta(seconds=3 * bench[step]["seconds"]), step
         assert max(longest.values()) <= dag.dagrun_timeout, (dag.dag_id, max(longest.values()))
     assert steps_seen == {"create_cf_matrices_task", "train_task", "evaluate_task", "promote_model_task",
-                          "predict_task"}
+                          "predict_task", "publish_predictions_task"}
 
 
 def test_a_rollback_needs_a_well_formed_model_id(dagbag):

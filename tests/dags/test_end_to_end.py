@@ -13,6 +13,7 @@ import urllib.parse
 
 import pytest
 from conftest import REPO, SLACK_TOKEN, load_dagbag
+from sharded_runs import check_sharded_predict
 
 LOGICAL_DATE = dt.datetime(2026, 11, 30, 3, 0, tzinfo=dt.UTC)
 RUN_DATE = dt.date(2026, 11, 29)  # the day before the logical date
@@ -108,7 +109,7 @@ def test_slack_gets_one_success_message_per_dag_with_results_and_a_link(pipeline
     # Both runs name the image they were pinned to, and every step recorded running exactly it.
     for text, run, steps in ((train[0], pipeline["train"], ("create_cf_matrices", "train", "evaluate",
                                                              "promote_model")),
-                             (predict[0], pipeline["predict"], ("predict",))):
+                             (predict[0], pipeline["predict"], ("predict.0", "publish_predictions"))):
         pinned = re.search(r"\nimage `(recsys-trainer:dev@sha256:[0-9a-f]{64})`\n", text)
         assert pinned, text
         for task in steps:
@@ -163,7 +164,7 @@ def test_a_permanent_error_fails_at_once_with_the_trainers_message(pipeline, sla
     assert error.endswith("(exit 2: permanent, not retried)")
     out = capfd.readouterr().out
     assert "ERROR: predict_task: checksum mismatch" in out  # the step's line in the task log
-    status = _artifact(f"runs/{RUN_DATE + dt.timedelta(days=1)}/status/recommend_predict.predict.json")
+    status = _artifact(f"runs/{RUN_DATE + dt.timedelta(days=1)}/status/recommend_predict.predict.0.json")
     assert (status["exit_code"], status["try"], status["airflow_run_id"]) == (2, 1, run.run_id)
     assert _recommendation_days() == before  # the previous day is untouched, nothing added
     assert SLACK_TOKEN not in out
@@ -264,3 +265,13 @@ def test_a_backfilled_model_is_not_published_and_the_rollback_dag_publishes_it(p
     assert str(predict.state) == "success", _states(predict)
     served = _artifact(f"runs/{RUN_DATE + dt.timedelta(days=6)}/predictions.json")
     assert served["model_id"] == promotion["model_id"]
+
+
+def test_sharded_predict_publishes_the_same_rows_all_or_nothing(pipeline, tmp_path, monkeypatch):
+    """n_shards through the local runtime (a subprocess per shard); see sharded_runs.py."""
+    day = 8
+    check_sharded_predict(
+        lambda n: _run("recommend_predict", LOGICAL_DATE + dt.timedelta(days=day),
+                       {**PREDICT_CONF, "n_shards": n}),
+        lambda python: monkeypatch.setenv("RECSYS_TRAINER_PYTHON", python),
+        tmp_path, TRAINER_PY, "test-project", "recsys_e2e", RUN_DATE + dt.timedelta(days=day))

@@ -18,6 +18,7 @@ import subprocess
 import pytest
 from conftest import load_dagbag
 from fake_launchers import TRAINER_PY, FakeDockerEngine, FakeVertex, LoopbackRegistry
+from sharded_runs import check_sharded_predict
 
 LOGICAL_DATE = dt.datetime(2026, 11, 30, 5, 0, tzinfo=dt.UTC)
 RUN_DATE = LOGICAL_DATE.date() - dt.timedelta(days=1)
@@ -115,7 +116,7 @@ def _gcs_bucket():
 
 
 def _status(run_date: dt.date) -> dict:
-    blob = _gcs_bucket().blob(f"launchers/runs/{run_date}/status/recommend_predict.predict.json")
+    blob = _gcs_bucket().blob(f"launchers/runs/{run_date}/status/recommend_predict.predict.0.json")
     return json.loads(blob.download_as_bytes())
 
 
@@ -132,7 +133,7 @@ def test_predict_runs_the_pinned_image_and_slack_names_it(runtime, slack):
     assert str(run.state) == "success", _states(run)
     run_date = RUN_DATE + dt.timedelta(days=DAY[name] + 1)
     assert _days()[run_date] > 0
-    assert _launched_images(name, launcher) == [pinned]  # one launch, by digest / image ID
+    assert _launched_images(name, launcher) == [pinned] * 2  # predict (1 shard), publish: by digest / ID
     if name == "docker":
         assert launcher.pulled == []  # run by ID: nothing to pull
     status = _status(run_date)
@@ -219,3 +220,17 @@ def test_an_image_that_cannot_be_resolved_fails_before_any_step(runtime, slack):
     assert len(failure) == 1 and "try 1/" in failure[0], slack.texts()
     expected = "not found in registry" if name == "vertex" else "is not in the Docker engine"
     assert missing in failure[0] and expected in failure[0]
+
+
+def test_sharded_predict_publishes_the_same_rows_all_or_nothing(runtime, tmp_path, monkeypatch):
+    """n_shards through the vertex runtime (a pipeline per shard) and the docker runtime (a
+    container per shard); see sharded_runs.py."""
+    name, launcher, _ = runtime
+    day = DAY[name] + 5
+    check_sharded_predict(lambda n: _predict(day, {"n_shards": n}),
+                          lambda python: monkeypatch.setattr("fake_launchers.TRAINER_PY", python),
+                          tmp_path, TRAINER_PY, "test-project", DATASET, RUN_DATE + dt.timedelta(days=day))
+    launched = launcher.submitted if name == "vertex" else launcher.created
+    assert len(launched) == (1 + 1) + (3 + 1 + 1) + 3  # per run: shards, a retried shard, publish
+    if name == "vertex":  # one pipeline per shard, each labelled with its shard
+        assert {s["labels"].get("shard") for s in launcher.submitted} == {"0", "1", "2", None}

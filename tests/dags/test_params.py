@@ -16,7 +16,7 @@ import subprocess
 from types import SimpleNamespace
 
 import pytest
-from conftest import REPO, load_dagbag
+from conftest import REPO, load_dagbag, shard_task
 
 from operators.macros import MACROS
 
@@ -55,9 +55,10 @@ def _cases() -> list[tuple[str, str, str, object]]:
 def _rendered_steps(dag, values: dict) -> list[tuple[str, list[str]]]:
     run = SimpleNamespace(logical_date=LOGICAL_DATE, run_after=LOGICAL_DATE)
     steps = []
-    for task in dag.tasks:
+    for mapped in dag.tasks:
+        task = shard_task(mapped, int(values.get("n_shards", 1)) - 1)  # a sharded step: its last shard
         if hasattr(task, "step"):  # a trainer step (conftest: the local runtime's operator)
-            context = {"params": values, "dag_run": run, **MACROS}
+            context = {"params": values, "dag_run": run, "task": task, **MACROS}
             steps.append((task.step, [str(a) for a in task.render_template(task.arguments, context)]))
     return steps
 
@@ -74,6 +75,8 @@ def test_every_step_accepts_each_param_at_its_minimum_and_maximum():
             cases.append((dag_id, name, bound, value, step))
             calls.append((step, argv))
     assert {c[0] for c in cases} == {"recommend_train", "recommend_predict"}
+    predict_steps = {c[4] for c in cases if c[0] == "recommend_predict"}
+    assert predict_steps == {"predict_task", "publish_predictions_task"}
     done = subprocess.run([str(TRAINER_PY), "-c", VALIDATE], input=json.dumps(calls),
                           capture_output=True, text=True, check=True)
     codes = json.loads(done.stdout.split("CODES=")[1])

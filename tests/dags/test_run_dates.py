@@ -58,7 +58,7 @@ def test_manual_and_asset_triggered_runs_read_the_day_before_they_were_triggered
     date, so the macro falls back to ``run_after``. Rendered through a DAG task, as a run does."""
     now = now.replace(tzinfo=dt.UTC)
     yesterday = (now.date() - dt.timedelta(days=1)).isoformat()
-    task = dags["recommend_predict"].get_task("predict")
+    task = dags["recommend_predict"].get_task("publish_predictions")
     for run in (SimpleNamespace(logical_date=now, run_after=now),
                 SimpleNamespace(logical_date=None, run_after=now)):
         assert task.render_template(RUN_DATE, {"dag_run": run, **MACROS}) == yesterday

@@ -6,12 +6,12 @@ import datetime as dt
 from types import SimpleNamespace
 
 import pytest
-from conftest import load_dagbag
+from conftest import load_dagbag, shard_task
 
 TRAINER_TASKS = {
     "recommend_train": {"create_cf_matrices": "create_cf_matrices_task", "train": "train_task",
                         "evaluate": "evaluate_task", "promote_model": "promote_model_task"},
-    "recommend_predict": {"predict": "predict_task"},
+    "recommend_predict": {"predict": "predict_task", "publish_predictions": "publish_predictions_task"},
     "recommend_rollback": {"rollback": "promote_model_task"},
 }
 
@@ -22,7 +22,7 @@ def _commands(runtime: str, monkeypatch) -> dict[tuple[str, str], list[str]]:
     out = {}
     for dag_id, tasks in TRAINER_TASKS.items():
         for task_id in tasks:
-            op = bag.dags[dag_id].get_task(task_id)
+            op = shard_task(bag.dags[dag_id].get_task(task_id))
             command = list(op.command)
             if runtime == "local":
                 command[0] = "python"  # the local launcher uses the trainer venv's interpreter
@@ -40,6 +40,37 @@ def test_module_and_arguments_are_identical_in_all_runtimes(monkeypatch):
         assert "--run-date" in command and "--artifacts-uri" in command and "--project" in command
     assert "{{ params.factors }}" in local[("recommend_train", "train")]
     assert "{{ params.n_recommendations }}" in local[("recommend_predict", "predict")]
+    assert " ".join(local[("recommend_predict", "predict")]).endswith(
+        "--shard {{ task.shard }} --n-shards {{ params.n_shards }}")
+    assert "{{ params.n_shards }}" in local[("recommend_predict", "publish_predictions")]
+
+
+@pytest.mark.parametrize("runtime", ["local", "docker", "vertex"])
+def test_predict_is_one_task_instance_per_shard_with_its_own_index_and_status_record(runtime, monkeypatch):
+    """Mapped over plan_shards' list in every runtime; a shard renders its own index into its
+    arguments and its own status record name (two shards never share one)."""
+    from operators.macros import MACROS
+
+    monkeypatch.setenv("RECSYS_RUNTIME", runtime)
+    predict = load_dagbag().dags["recommend_predict"].get_task("predict")
+    assert hasattr(predict, "partial_kwargs") and predict.upstream_task_ids == {"plan_shards"}
+    for shard in (0, 2):
+        task = shard_task(predict, shard)
+        when = dt.datetime(2026, 11, 30, 5, tzinfo=dt.UTC)
+        context = {"run_id": "r", "dag": SimpleNamespace(dag_id="recommend_predict"), "task": task,
+                   "params": {"n_shards": 3, "lookback_days": 30, "n_recommendations": 10}, **MACROS,
+                   "dag_run": SimpleNamespace(logical_date=when, run_after=when),
+                   "ti": SimpleNamespace(try_number=1, map_index=shard, xcom_pull=lambda task_ids: "img")}
+        command = task.render_template(list(task.command if runtime != "local" else task.arguments), context)
+        assert command[-4:] == ["--shard", str(shard), "--n-shards", "3"]
+        env = task.render_template({"vertex": getattr(task, "environment_variables", None),
+                                    "docker": getattr(task, "environment", None),
+                                    "local": getattr(task, "env", None)}[runtime], context)
+        assert env["RECSYS_STATUS_NAME"] == f"recommend_predict.predict.{shard}"
+        if runtime == "vertex":  # one pipeline per shard, and a retry adopts only its own
+            assert task.render_template(task.labels, context)["shard"] == str(shard)
+            assert task.render_template(task.display_name, context).startswith(
+                f"recsys-recommend_predict-predict-{shard}-r-try1")
 
 
 def test_vertex_operator_is_deferrable_with_configured_machine_region_and_labels(monkeypatch):
@@ -76,7 +107,8 @@ def test_vertex_operator_is_deferrable_with_configured_machine_region_and_labels
     run_id = "scheduled__2026-11-30T03:00:00+00:00"
     context = {"run_id": run_id, "dag": SimpleNamespace(dag_id="recommend_train"),
                "task": SimpleNamespace(task_id="train"),
-               "ti": SimpleNamespace(try_number=2, xcom_pull=lambda task_ids: "recsys-trainer:dev"),
+               "ti": SimpleNamespace(try_number=2, map_index=-1,
+                                     xcom_pull=lambda task_ids: "recsys-trainer:dev"),
                **MACROS}
     labels = train.render_template(train.labels, context)
     assert labels == {"app": "recsys", "dag": "recommend_train", "task": "train",
@@ -104,7 +136,7 @@ def test_vertex_submission_uses_rendered_image_and_command(monkeypatch):
     fake = FakeVertex().install(monkeypatch)
     monkeypatch.setattr("fake_launchers._run", lambda command, env: None)  # submit only, run nothing
     monkeypatch.setenv("AIRFLOW_CONN_GOOGLE_CLOUD_DEFAULT", '{"conn_type": "google_cloud_platform"}')
-    task = bag.dags["recommend_predict"].get_task("predict")
+    task = shard_task(bag.dags["recommend_predict"].get_task("predict"))
     task.container_uri = "europe-west1-docker.pkg.dev/test-project/recsys/trainer@sha256:" + "0" * 64
     task.command = ["python", "-m", "trainer.predict_task", "--run-date", "2026-11-29"]
     task.labels = {"app": "recsys", "dag": "recommend_predict", "task": "predict", "run": "r", "try": "1"}
@@ -134,7 +166,7 @@ def test_docker_operator_uses_the_image_and_emulator_environment(monkeypatch):
 
     for dag_id, tasks in TRAINER_TASKS.items():
         for task_id in tasks:
-            op = bag.dags[dag_id].get_task(task_id)
+            op = shard_task(bag.dags[dag_id].get_task(task_id))
             assert isinstance(op, DockerOperator)  # the stock operator, subclassed
             assert op.image == "{{ ti.xcom_pull(task_ids='resolve_image') }}"
             assert op.environment["BIGQUERY_EMULATOR_HOST"] == "http://bigquery:9050"

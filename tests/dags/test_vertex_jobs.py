@@ -14,7 +14,7 @@ import datetime as dt
 from types import SimpleNamespace
 
 import pytest
-from conftest import load_dagbag
+from conftest import load_dagbag, shard_task
 from fake_launchers import FakeVertex
 
 RUN_ID = "scheduled__2026-11-30T05:00:00+00:00"
@@ -119,7 +119,7 @@ def test_the_trigger_serializes_to_a_class_the_triggerer_can_import(vertex, monk
 def _predict_task(monkeypatch, try_number: int):
     monkeypatch.setenv("RECSYS_RUNTIME", "vertex")
     monkeypatch.setenv("RECSYS_GCP_PROJECT", FakeVertex.PROJECT)
-    task = load_dagbag().dags["recommend_predict"].get_task("predict")
+    task = shard_task(load_dagbag().dags["recommend_predict"].get_task("predict"))
     task.container_uri = "europe-west1-docker.pkg.dev/test-project/recsys/trainer@sha256:" + "0" * 64
     task.command = ["python", "-m", "trainer.predict_task", "--run-date", "2026-11-29"]
     task.labels = {**LABELS, "try": str(try_number)}

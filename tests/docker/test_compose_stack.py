@@ -232,7 +232,8 @@ def test_train_then_predict_through_the_rest_api_in_sibling_trainer_containers(s
                           and manual["dag_run_id"] in {r["dag_run_id"] for r in runs})
     # A run the clock added meanwhile (a cron time passed) must be done too before counting.
     _wait_for_runs(stack, "recommend_train", lambda runs: {r["state"] for r in runs} == {"success"})
-    predicts = [t for t in _task_instances(stack, "recommend_predict") if t["task_id"] == "predict"]
+    predicts = [t for t in _task_instances(stack, "recommend_predict")
+                if t["task_id"] == "publish_predictions"]
     assert not still_writing(predicts)
     assert {t["state"] for t in predicts} == {"success"}
 
@@ -250,7 +251,8 @@ def test_train_then_predict_through_the_rest_api_in_sibling_trainer_containers(s
     trainer_tis = [t for dag_id in ("recommend_train", "recommend_predict")
                    for t in _task_instances(stack, dag_id) if t["operator"] == "TrainerDockerOperator"]
     assert {t["task_id"] for t in trainer_tis} == {
-        "create_cf_matrices", "train", "evaluate", "promote_model", "predict"}, trainer_tis
+        "create_cf_matrices", "train", "evaluate", "promote_model", "predict",
+        "publish_predictions"}, trainer_tis
     starts = [e for e in _container_starts(stack)
               if e["Actor"]["Attributes"].get("image") == stack["trainer_id"]]
     names = [e["Actor"]["Attributes"].get("name") for e in starts]
@@ -262,7 +264,7 @@ def test_train_then_predict_through_the_rest_api_in_sibling_trainer_containers(s
 
     # The trainer's own log lines reach the task log through the API server.
     run_path = f"/api/v2/dags/recommend_predict/dagRuns/{manual['dag_run_id']}"
-    log = api(stack, f"{run_path}/taskInstances/predict/logs/1")
+    log = api(stack, f"{run_path}/taskInstances/predict/logs/1?map_index=0")
     assert "trainer.predict_task" in json.dumps(log)
 
     # Slack (the loopback receiver service) got the manual run's success with what it wrote.

@@ -14,6 +14,7 @@ import time
 
 import pytest
 from dags_conftest import REPO, load_dagbag
+from sharded_runs import day_rows, same_recommendations, shard_tries
 
 LOGICAL_DATE = dt.datetime(2026, 11, 30, 3, 0, tzinfo=dt.UTC)
 RUN_DATE = dt.date(2026, 11, 29)
@@ -78,7 +79,8 @@ def docker_runtime(trainer_image, emulators, airflow_db, slack, monkeypatch):
 
 def test_train_then_predict_run_the_pinned_image_in_containers(docker_runtime, slack, monkeypatch):
     """The tag moves to another image as soon as the run has pinned it: every step still runs the
-    pinned image ID (the moved tag names an image without the trainer, which would fail)."""
+    pinned image ID (the moved tag names an image without the trainer, which would fail).
+    Prediction runs unsharded, then in 3 shards (a container each): the same rows."""
     from airflow.utils import db
 
     from operators.docker_trainer import TrainerDockerOperator
@@ -108,8 +110,13 @@ def test_train_then_predict_run_the_pinned_image_in_containers(docker_runtime, s
             _docker("tag", pinned_id, docker_runtime, check=True)
 
     train = run("recommend_train", {"lookback_days": 20, "factors": 16, "iterations": 8})
-    predict = run("recommend_predict", {"lookback_days": 20, "n_recommendations": 4})
-    assert str(train.state) == "success" and str(predict.state) == "success"
+    unsharded = run("recommend_predict", {"lookback_days": 20, "n_recommendations": 4})
+    assert str(train.state) == "success" and str(unsharded.state) == "success"
+    one_shard = day_rows("test-project", DATASET, RUN_DATE)
+    predict = run("recommend_predict", {"lookback_days": 20, "n_recommendations": 4, "n_shards": 3})
+    assert str(predict.state) == "success"
+    assert shard_tries(predict) == {0: ("success", 1), 1: ("success", 1), 2: ("success", 1)}
+    assert same_recommendations(day_rows("test-project", DATASET, RUN_DATE), one_shard)
 
     from google.auth.credentials import AnonymousCredentials
     from google.cloud import bigquery
@@ -125,7 +132,7 @@ def test_train_then_predict_run_the_pinned_image_in_containers(docker_runtime, s
     assert _gcs_json("models/LATEST")["model_id"] == _gcs_json(f"runs/{RUN_DATE}/candidate.json")["model_id"]
 
     for run, tasks in ((train, ("create_cf_matrices", "train", "evaluate", "promote_model")),
-                       (predict, ("predict",))):
+                       (predict, ("predict.0", "predict.1", "predict.2", "publish_predictions"))):
         for task in tasks:
             status = _gcs_json(f"runs/{RUN_DATE}/status/{run.dag_id}.{task}.json")
             assert (status["image"], status["exit_code"], status["airflow_run_id"]) == (
@@ -134,5 +141,6 @@ def test_train_then_predict_run_the_pinned_image_in_containers(docker_runtime, s
     texts = slack.texts()
     for dag_id in ("recommend_train", "recommend_predict"):
         success = [t for t in texts if t.startswith(f":white_check_mark: *{dag_id}*")]
-        assert len(success) == 1 and f"\nimage `{pinned_id}`\n" in success[0], texts
+        runs = 2 if dag_id == "recommend_predict" else 1  # unsharded, then 3 shards
+        assert len(success) == runs and all(f"\nimage `{pinned_id}`\n" in t for t in success), texts
     assert re.search(r"rows written: \d+ for \d+ users", "\n".join(texts))

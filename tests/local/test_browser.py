@@ -84,7 +84,8 @@ def shot(page, name: str) -> None:
 
 def runs_and_predicts(stack) -> tuple[list[dict], list[dict]]:
     runs = api(stack, f"/api/v2/dags/{DAG}/dagRuns?limit=100")["dag_runs"]
-    tis = api(stack, f"/api/v2/dags/{DAG}/dagRuns/~/taskInstances?task_id=predict&limit=100")
+    # publish_predictions is what writes `recommendations` (the predict shards only stage parts).
+    tis = api(stack, f"/api/v2/dags/{DAG}/dagRuns/~/taskInstances?task_id=publish_predictions&limit=100")
     return runs, tis["task_instances"]
 
 
