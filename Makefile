@@ -30,14 +30,15 @@ DEMO_DATE ?= 2026-11-30
 DEMO_DIR := .local/demo
 DEMO_BUCKET := recsys-artifacts
 
-.PHONY: help venvs test demo up down bench lint lock clean image docker-engine docker-engine-stop
+.PHONY: help venvs test demo up down bench bench-scale lint lock clean image docker-engine docker-engine-stop
 
 help:
 	@echo "make demo   seed synthetic events and run both DAGs through Airflow on local emulators"
 	@echo "make test   run every test (starts and stops its own emulators)"
 	@echo "make up     Airflow UI + scheduler on this machine (no Docker), emulators seeded"
 	@echo "make down   stop everything make up started (WIPE=1 also deletes its data)"
-	@echo "make bench  print speed and memory figures of the trainer steps, and DAG parse times under a dag-processor"
+	@echo "make bench  10M events through both DAGs against the floor, trainer step figures, start-up and parse times"
+	@echo "make bench-scale  pipeline time at 1M, 3M and 10M events, and predict in 1, 2 and 4 shards"
 	@echo "make image  build the trainer, BigQuery emulator and Airflow images (a Docker engine must run: make docker-engine)"
 	@echo "make lint   ruff"
 	@echo "make lock   re-resolve the lock files after editing a requirements file"
@@ -120,10 +121,16 @@ up: venvs
 down:
 	$(PYTHON311) docker/local/stack.py down $(if $(WIPE),--wipe)
 
+# BENCH_EVENTS (default 10 million), BENCH_USERS, BENCH_ITEMS size the pipeline benchmark.
 bench: venvs
+	$(VENV)/airflow/bin/python tests/dags/bench_airflow.py
 	cd recommend_task && $(TRAINER_PY) benchmarks/bench_pipeline.py
 	$(VENV)/airflow/bin/python tests/dags/bench_startup.py
 	$(VENV)/airflow/bin/python tests/dags/bench_dag_processor.py --runtime vertex
+
+# Time against events at 1, 3 and 10 million (growth should be linear), and predict in 1, 2, 4 shards.
+bench-scale: venvs
+	$(VENV)/airflow/bin/python tests/dags/bench_scale.py
 
 lock: | $(UV)
 	$(UV) pip compile -q --python-version 3.11 --python-platform x86_64-unknown-linux-gnu --generate-hashes recommend_task/requirements.txt -o recommend_task/requirements.lock

@@ -76,6 +76,14 @@ def test_a_successful_step_records_success(step, tmp_path):
     assert rc == 0, err
     record = _record(tmp_path / "runs" / str(RUN_DATE) / "status" / "create_cf_matrices_task.json")
     assert (record["exit_code"], record["outcome"], record["error"]) == (0, "succeeded", "")
+    # What the step measured of itself (make bench reads it): this step's phases and rows only.
+    manifest = _record(tmp_path / "runs" / str(RUN_DATE) / "manifest.json")
+    profile = record["profile"]
+    assert set(profile["phases"]) == {"read", "build", "write"} and min(profile["phases"].values()) > 0
+    counts = manifest["counts"]
+    assert profile["counts"] == {"rows_in": manifest["quality"]["rows_read"],
+                                 "rows_out": counts["train_nnz"] + counts["holdout_nnz"]}
+    assert sum(profile["phases"].values()) <= record["seconds"] and profile["peak_rss_mib"] > 50
 
 
 def test_an_unexpected_exception_is_a_crash_with_its_traceback(tmp_path, capsys):

@@ -32,6 +32,33 @@ def test_idmap_is_sorted_unique_and_maps_both_ways():
     assert IdMap(["c", "b", "a"]) == ids and IdMap(["a"]) != ids
 
 
+def test_idmap_takes_pandas_arrow_strings_and_skips_missing_ids():
+    events = pd.Series(["u2", None, "u1", "u2"], dtype="str")  # pandas' Arrow-backed strings
+    ids = IdMap(events)
+    assert list(ids.ids) == ["u1", "u2"]
+    assert list(ids.index_of(events)) == [1, -1, 0, 1]
+    assert list(ids.index_of(np.array(["u1", "u9"]))) == [0, -1]
+    assert len(IdMap([])) == 0 and list(IdMap([]).index_of(["u1"])) == [-1]
+
+
+def _popularity_one_by_one(train: sp.csr_matrix, k: int) -> np.ndarray:
+    """The definition, user by user: the k most popular items the user has not seen."""
+    order = np.argsort(-np.asarray((train > 0).sum(axis=0)).ravel(), kind="stable")
+    out = np.full((train.shape[0], k), -1, dtype=np.int64)
+    for u in range(train.shape[0]):
+        unseen = [i for i in order if i not in set(train.indices[train.indptr[u]:train.indptr[u + 1]])][:k]
+        out[u, : len(unseen)] = unseen
+    return out
+
+
+@pytest.mark.parametrize(("items", "density", "head"), [(40, 0.5, 3), (300, 0.05, 64), (12, 0.9, 64)])
+def test_popularity_ranking_equals_its_definition(items, density, head):
+    """Vectorised over the head of the catalogue, with the users who saw most of it (and the
+    ones with fewer than k unseen items) done one by one."""
+    train = sp.random(400, items, density=density, format="csr", random_state=items, dtype=np.float32)
+    assert np.array_equal(popularity_ranking(train, 10, head=head), _popularity_one_by_one(train, 10))
+
+
 def test_build_csr_sums_duplicates_and_ignores_unknown_ids():
     frame = pd.DataFrame({"user_id": ["u1", "u1", "u2", "ghost"], "item_id": ["i2", "i2", "i1", "i1"],
                           "weight": [1.0, 2.5, 4.0, 9.0]})

@@ -29,6 +29,11 @@ from typing import Any
 from trainer.errors import ConcurrentUpdateError, TrainerError
 
 
+def sha256(data: bytes) -> str:
+    """Hex SHA-256 of an artifact's bytes (recorded beside it, checked when it is read)."""
+    return hashlib.sha256(data).hexdigest()
+
+
 def join(root: str, *parts: str) -> str:
     """Join URI parts with '/' (also for local paths)."""
     return "/".join([root.rstrip("/"), *(p.strip("/") for p in parts)])

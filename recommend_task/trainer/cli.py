@@ -5,15 +5,14 @@ record (:mod:`trainer.status`)."""
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime as dt
 import logging
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
-from trainer import status
+from trainer import profile, status
 from trainer.errors import TrainerError
 from trainer.outcome import EXIT_CRASH, EXIT_OK, EXIT_PERMANENT, classify
 from trainer.window import parse_date
@@ -99,14 +98,6 @@ def setup_logging(level: str) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-@contextlib.contextmanager
-def timed(what: str) -> Iterator[None]:
-    """Log how long a block took."""
-    start = time.perf_counter()
-    yield
-    log.info("%s took %.2fs", what, time.perf_counter() - start)
-
-
 def require(args: argparse.Namespace, *names: str) -> None:
     """Fail with one line when an argument that may come from the environment is missing."""
     missing = [n for n in names if not getattr(args, n)]
@@ -141,6 +132,7 @@ def run_step(name: str, main: Callable[[argparse.Namespace], None],
     real rules, not a copy of them."""
     started_at = dt.datetime.now(dt.UTC)
     start = time.perf_counter()
+    profile.reset()
     try:
         args = parser.parse_args(argv)
     except ArgumentsError as exc:
@@ -170,7 +162,8 @@ def run_step(name: str, main: Callable[[argparse.Namespace], None],
         if args.validate_only:
             return code
     else:
-        log.info("step %s finished in %.2fs", name, time.perf_counter() - start)
+        log.info("step %s finished in %.2fs (peak RSS %.0f MiB)", name, time.perf_counter() - start,
+                 profile.peak_rss_mib())
     status.write(getattr(args, "artifacts_uri", None), getattr(args, "run_date", None), name,
                  status.build(name, code, error, getattr(args, "run_date", None), started_at,
                               dt.datetime.now(dt.UTC)), getattr(args, "project", None))

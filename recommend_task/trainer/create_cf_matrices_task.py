@@ -13,7 +13,9 @@ import datetime as dt
 import logging
 import sys
 
-from trainer import artifacts, cli, tables
+import pandas as pd
+
+from trainer import artifacts, cli, profile, tables
 from trainer.clients import bigquery_client
 from trainer.errors import EmptyWindowError, TrainerError
 from trainer.events import EventSource, add_window_args
@@ -49,32 +51,36 @@ def main(args: argparse.Namespace) -> None:
     client = bigquery_client(args.project, args.location)
     source = EventSource(client, tables.table_id(args.project, args.dataset, tables.EVENTS))
 
-    with cli.timed("reading events"):
+    with profile.phase("read", "reading events"):
         report, frame = source.read_checked(
             window.full, args.event_weights, args.max_bad_fraction,
             holdout_start=window.holdout.start if window.holdout else None,
         )
 
-    train_rows = frame[~frame["in_holdout"].astype(bool)]
-    holdout_rows = frame[frame["in_holdout"].astype(bool)]
+    profile.count("rows_in", report.rows_read)
+    in_holdout = frame["in_holdout"].to_numpy(dtype=bool)
+    train_rows, holdout_rows = frame[~in_holdout], frame[in_holdout]
     if train_rows.empty:
         raise EmptyWindowError(f"no valid events in the training days {window.train} "
                                f"(all {len(frame)} interactions fall in the holdout {window.holdout})")
 
-    with cli.timed("building matrices"):
+    with profile.phase("build", "building matrices"):
         users, items = IdMap(train_rows["user_id"]), IdMap(train_rows["item_id"])
         train = build_csr(train_rows, users, items)
         holdout = None
         if window.holdout is not None:
             holdout = remove_seen(build_csr(holdout_rows, users, items), train)
+        # Holdout users never seen in training (reported, not evaluated: no factors to judge).
+        cold_users = int(pd.Index(holdout_rows["user_id"].unique()).difference(
+            pd.Index(users.ids)).size)
     density = train.nnz / max(1, train.shape[0] * train.shape[1])
     log.info("train matrix shape=%s nnz=%d density=%.4f; holdout nnz=%d over %d users",
              train.shape, train.nnz, density, holdout.nnz if holdout is not None else 0,
              int((holdout.getnnz(axis=1) > 0).sum()) if holdout is not None else 0)
 
-    payload = CFMatrices(users=users, items=items, train=train, holdout=holdout).to_bytes()
+    with profile.phase("write", "serialising matrices"):
+        payload = CFMatrices(users=users, items=items, train=train, holdout=holdout).to_bytes()
     prefix = run_prefix(args.artifacts_uri, args.run_date)
-    cold_users = set(holdout_rows["user_id"]) - set(train_rows["user_id"])
     manifest = {
         "run_date": args.run_date.isoformat(),
         "window": window.to_dict(),
@@ -89,7 +95,7 @@ def main(args: argparse.Namespace) -> None:
             "train_nnz": int(train.nnz),
             "holdout_nnz": int(holdout.nnz) if holdout is not None else 0,
             "holdout_users": int((holdout.getnnz(axis=1) > 0).sum()) if holdout is not None else 0,
-            "holdout_cold_users": len(cold_users),
+            "holdout_cold_users": cold_users,
         },
         "matrices_uri": artifacts.join(prefix, "matrices.npz"),
         "sha256": sha256(payload),
@@ -98,8 +104,10 @@ def main(args: argparse.Namespace) -> None:
     }
     store = artifacts.ArtifactStore(args.project)
     # Matrices first, manifest last: a manifest always describes a complete matrices file.
-    store.write_bytes(manifest["matrices_uri"], payload)
-    store.write_json(artifacts.join(prefix, "manifest.json"), manifest)
+    with profile.phase("write", f"writing {len(payload)} bytes of matrices"):
+        store.write_bytes(manifest["matrices_uri"], payload)
+        store.write_json(artifacts.join(prefix, "manifest.json"), manifest)
+    profile.count("rows_out", int(train.nnz) + (int(holdout.nnz) if holdout is not None else 0))
     log.info("wrote %s (%d bytes, sha256 %s) and manifest.json", manifest["matrices_uri"],
              len(payload), manifest["sha256"][:12])
 

@@ -18,7 +18,7 @@ import sys
 import numpy as np
 import pandas as pd
 
-from trainer import artifacts, cli, layout, tables
+from trainer import artifacts, cli, layout, profile, tables
 from trainer.clients import bigquery_client
 from trainer.errors import TrainerError
 from trainer.matrices import CFMatrices
@@ -45,6 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="required relative improvement over popularity (0.05 = 5%%)")
     parser.add_argument("--max-regression", type=float, default=0.02,
                         help="tolerated relative drop against the published model")
+    parser.add_argument("--max-eval-users", type=int, default=20_000,
+                        help="score at most this many holdout users, a fixed random sample (0 = all): "
+                        "scoring costs a pass over every item per user and model")
     return parser
 
 
@@ -94,12 +97,23 @@ def validate(args: argparse.Namespace) -> None:
     cli.require(args, "project", "artifacts_uri")
     if args.k < 1:
         raise TrainerError(f"--k must be >= 1, got {args.k}")
+    if args.max_eval_users < 0:
+        raise TrainerError(f"--max-eval-users must be >= 0, got {args.max_eval_users}")
+
+
+def sample_users(users: np.ndarray, limit: int) -> np.ndarray:
+    """At most ``limit`` of ``users`` (all if ``limit`` is 0), the same ones for the same input:
+    the candidate, popularity and the published model are all judged on this sample."""
+    if not limit or users.size <= limit:
+        return users
+    return np.sort(np.random.default_rng(0).choice(users, size=limit, replace=False))
 
 
 def main(args: argparse.Namespace) -> None:
     validate(args)
     store = artifacts.ArtifactStore(args.project)
-    matrices, manifest = layout.load_matrices(store, args.artifacts_uri, args.run_date)
+    with profile.phase("read", "reading matrices"):
+        matrices, manifest = layout.load_matrices(store, args.artifacts_uri, args.run_date)
     if matrices.holdout is None:
         raise TrainerError(f"run {args.run_date} has no holdout (holdout_days=0): cannot evaluate")
     users = np.flatnonzero(matrices.holdout.getnnz(axis=1) > 0)
@@ -108,14 +122,19 @@ def main(args: argparse.Namespace) -> None:
                            f"{manifest['window']['holdout_end']} from users seen in training: "
                            "cannot evaluate")
 
+    holdout_users = users.size
+    users = sample_users(users, args.max_eval_users)
     model_uri = args.model_uri or layout.candidate_model_uri(store, args.artifacts_uri, args.run_date)
-    model = load_model(store, model_uri)
-    log.info("evaluating %s on %d holdout users (k=%d)", model.model_id, users.size, args.k)
+    with profile.phase("read", "reading the model"):
+        model = load_model(store, model_uri)
+    profile.count("rows_in", int(matrices.holdout[users].nnz))
+    log.info("evaluating %s on %d of %d holdout users%s (k=%d)", model.model_id, users.size, holdout_users,
+             " (a fixed random sample)" if users.size < holdout_users else "", args.k)
 
     results: dict[str, dict[str, float] | None] = {}
-    with cli.timed("scoring model"):
+    with profile.phase("score", "scoring model"):
         results["model"] = score(model, matrices, users, args.k)
-    with cli.timed("scoring popularity"):
+    with profile.phase("score", "scoring popularity"):
         results["popularity"] = ranking_metrics(
             popularity_ranking(matrices.train[users], args.k), matrices.holdout[users], args.k)
     pointer, _ = read_pointer(store, args.artifacts_uri)
@@ -128,7 +147,7 @@ def main(args: argparse.Namespace) -> None:
     published_id = pointer["model_id"] if pointer else None
     results["published"] = None
     if pointer:
-        with cli.timed(f"scoring published model {published_id}"):
+        with profile.phase("score", f"scoring published model {published_id}"):
             results["published"] = score(load_model(store, pointer["model_uri"]), matrices, users, args.k)
 
     for name, values in results.items():
@@ -142,16 +161,19 @@ def main(args: argparse.Namespace) -> None:
     evaluated_at = dt.datetime.now(dt.UTC)
     store.write_json(artifacts.join(model_uri, "evaluation.json"), {
         "model_id": model.model_id, "model_uri": model_uri, "run_date": args.run_date.isoformat(),
-        "k": args.k, "primary_metric": args.primary_metric, "min_lift": args.min_lift,
+        "k": args.k, "eval_users": int(users.size), "holdout_users": int(holdout_users),
+        "primary_metric": args.primary_metric, "min_lift": args.min_lift,
         "max_regression": args.max_regression, "metrics": results,
         "published_model_id": published_id, "verdict": verdict.verdict,
         "reasons": verdict.reasons, "evaluated_at": evaluated_at.isoformat(),
     })
     client = bigquery_client(args.project, args.location)
-    tables.ensure_all(client, args.project, args.dataset, args.location)
-    write_metrics_row(client, args.project, args.dataset, metrics_row(
-        args.run_date, model, model_uri, args.k, results, published_id, args.primary_metric,
-        verdict, evaluated_at))
+    with profile.phase("write", f"writing the {tables.MODEL_METRICS} row"):
+        tables.ensure_all(client, args.project, args.dataset, args.location)
+        write_metrics_row(client, args.project, args.dataset, metrics_row(
+            args.run_date, model, model_uri, args.k, results, published_id, args.primary_metric,
+            verdict, evaluated_at))
+    profile.count("rows_out", 1)
     log.info("wrote evaluation.json and a %s row", tables.MODEL_METRICS)
 
 

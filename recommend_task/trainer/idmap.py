@@ -5,16 +5,36 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import numpy as np
-import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+
+def _arrow(values: Iterable[str]) -> pa.Array | pa.ChunkedArray:
+    """Strings as Arrow, without a copy where they already are (pandas' default string dtype)."""
+    if isinstance(values, pa.Array | pa.ChunkedArray):
+        return values
+    if isinstance(values, np.ndarray):
+        return pa.array(values.astype(object) if values.dtype.kind == "U" else values)
+    if hasattr(values, "array"):  # a pandas Series or Index (pandas is not imported here)
+        return pa.array(values)
+    return pa.array(list(values), type=pa.string())
 
 
 class IdMap:
-    """Sorted unique ids <-> 0..n-1. Sorting makes the mapping independent of input order."""
+    """Sorted unique ids <-> 0..n-1. Sorting makes the mapping independent of input order.
+
+    Arrow's hash kernels do the work: building a map from millions of event rows and looking
+    them up take well under a second each (numpy's sort-based unique and pandas' indexer took
+    several; measured in docs/benchmarks.md)."""
 
     def __init__(self, ids: Iterable[str]) -> None:
-        arr = np.asarray(list(ids) if not isinstance(ids, np.ndarray) else ids, dtype=str)
-        self.ids: np.ndarray = np.unique(arr)  # sorted, unique, fixed-width unicode (no pickle)
-        self._index = pd.Index(self.ids)
+        if isinstance(ids, np.ndarray) and ids.dtype.kind == "U":
+            unique = np.unique(ids)  # already strings (e.g. read back from an artifact)
+        else:
+            unique = np.sort(np.asarray(pc.unique(_arrow(ids)).drop_null().to_numpy(zero_copy_only=False),
+                                        dtype=str))
+        self.ids: np.ndarray = unique  # sorted, unique, fixed-width unicode (no pickle)
+        self._lookup: pa.Array | None = None
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -24,7 +44,10 @@ class IdMap:
 
     def index_of(self, values: Iterable[str]) -> np.ndarray:
         """Indices of ``values``; -1 where a value is unknown."""
-        return self._index.get_indexer(pd.Index(np.asarray(values, dtype=object))).astype(np.int64)
+        if self._lookup is None:
+            self._lookup = pa.array(self.ids.astype(object), type=pa.string())
+        found = pc.index_in(_arrow(values), value_set=self._lookup)
+        return np.asarray(found.fill_null(-1).to_numpy(zero_copy_only=False), dtype=np.int64)
 
     def id_of(self, indices: np.ndarray) -> np.ndarray:
         """Ids of ``indices`` (all must be valid)."""

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import TYPE_CHECKING
 
 from trainer import artifacts
+from trainer.artifacts import sha256
 from trainer.errors import TrainerError
-from trainer.matrices import CFMatrices, sha256
+
+if TYPE_CHECKING:
+    from trainer.matrices import CFMatrices
 
 LATEST_POINTER = "models/LATEST"
 
@@ -41,6 +45,8 @@ def load_matrices(store: artifacts.ArtifactStore, artifacts_uri: str,
     if sha256(payload) != manifest["sha256"]:
         raise TrainerError(f"checksum mismatch for {manifest['matrices_uri']}: "
                            "file does not match its manifest")
+    from trainer.matrices import CFMatrices  # scipy and pandas: only the steps that read matrices
+
     return CFMatrices.from_bytes(payload), manifest
 
 

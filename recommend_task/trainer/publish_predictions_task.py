@@ -18,7 +18,7 @@ import sys
 
 from google.api_core.exceptions import NotFound
 
-from trainer import artifacts, cli, layout, tables
+from trainer import artifacts, cli, layout, profile, tables
 from trainer.clients import bigquery_client, bq_retry
 from trainer.errors import TrainerError, ValidationError
 from trainer.partitions import swap_days
@@ -91,10 +91,12 @@ def main(args: argparse.Namespace) -> None:
     log.info("publishing %d parts of model %s for %s: %d rows for %d users (%s)", len(parts),
              parts[0]["model_id"], args.run_date, rows, users,
              ", ".join(f"shard {p['shard']}: {p['users']} users" for p in parts))
-    with cli.timed("validating the parts together and swapping the day"):
+    profile.count("rows_in", rows)
+    with profile.phase("write", "validating the parts together and swapping the day"):
         validate_staged(client, staged, args.run_date, users, rows, args.n_recommendations)
         swap_days(client, target, staged, "run_date", args.run_date, args.run_date)
     log.info("rows written=%d to %s for run_date %s", rows, target, args.run_date)
+    profile.count("rows_out", rows)
     store.write_json(artifacts.join(layout.run_prefix(args.artifacts_uri, args.run_date),
                                     "predictions.json"), {
         "run_date": args.run_date.isoformat(), "model_id": parts[0]["model_id"],

@@ -12,7 +12,7 @@ import datetime as dt
 import logging
 import sys
 
-from trainer import cli, tables
+from trainer import cli, profile, tables
 from trainer.clients import bigquery_client
 from trainer.errors import TrainerError
 from trainer.partitions import staging_table, swap_days
@@ -57,7 +57,7 @@ def main(args: argparse.Namespace) -> None:
     spec = SyntheticSpec(users=args.users, items=args.items, events=args.events, days=args.days,
                          end_date=args.end_date, clusters=args.clusters, affinity=args.affinity,
                          seed=args.seed)
-    with cli.timed("generating events"):
+    with profile.phase("build", "generating events"):
         frame = corrupt(generate(spec), args.corrupt_fraction, args.seed)
     log.info("generated %d events: %d users, %d items, %d days ending %s, seed %d",
              len(frame), args.users, args.items, args.days, args.end_date, args.seed)
@@ -66,7 +66,7 @@ def main(args: argparse.Namespace) -> None:
     tables.ensure_all(client, args.project, args.dataset, args.location)
     target = tables.table_id(args.project, args.dataset, tables.EVENTS)
     days = lookback(args.end_date, args.days)
-    with cli.timed("loading events"), staging_table(
+    with profile.phase("write", "loading events"), staging_table(
         client, target, frame, list(tables.EVENTS_SPEC.schema)
     ) as staging:
         swap_days(client, target, staging, "event_date", days.start, days.end)

@@ -15,7 +15,7 @@ import logging
 import os
 from typing import Any
 
-from trainer import artifacts
+from trainer import artifacts, profile
 from trainer.outcome import OUTCOMES
 
 log = logging.getLogger("trainer")
@@ -42,6 +42,7 @@ def build(step: str, exit_code: int, error: str, run_date: dt.date | None,
         "started_at": started_at.isoformat(),
         "finished_at": finished_at.isoformat(),
         "seconds": round((finished_at - started_at).total_seconds(), 3),
+        "profile": profile.snapshot(),  # phases, rows in/out, peak RSS (make bench reads these)
     }
 
 

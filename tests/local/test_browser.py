@@ -310,7 +310,9 @@ def test_clear_a_failed_task_and_see_it_rerun(page, stack):
     shot(page, "07-failed-task")
     row.get_by_role("button", name="Clear Task Instance").click()
     dialog = page.get_by_role("dialog")
-    expect(dialog).to_contain_text("Affected Tasks: 1", timeout=UI_STEP_TIMEOUT_MS)
+    # The failed shard and, downstream by default, the publishing task it held back.
+    expect(dialog).to_contain_text("Affected Tasks: 2", timeout=UI_STEP_TIMEOUT_MS)
+    expect(dialog).to_contain_text("publish_predictions", timeout=UI_STEP_TIMEOUT_MS)
     shot(page, "08-clear-dialog")
     dialog.get_by_role("button", name="Confirm").click()
     wait_for_runs(page, stack, lambda run, _: run == run_id, "Success")

@@ -1,0 +1,185 @@
+"""`make bench`: N synthetic events through recommend_train and recommend_predict (real Airflow,
+local runtime, the BigQuery and GCS emulators), against the floor measured in the same run on
+the same matrix with the same parameters (recommend_task/benchmarks/floor.py). A benchmark that
+prints its figures, not a test: no thresholds here.
+
+    .venv/airflow/bin/python tests/dags/bench_airflow.py [--events 10000000] [--n-shards 1]
+
+Environment: BENCH_EVENTS, BENCH_USERS, BENCH_ITEMS override the generator's sizes. The event
+seeder is reported on its own line and left out of the total and of peak_rss_gb (it makes the
+input; it is not the pipeline). The last line is exactly
+``ratio_vs_floor=R peak_rss_gb=G events=N``. ``--json FILE`` also writes every figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+TRAINER_PY = REPO / ".venv" / "trainer" / "bin" / "python"
+EMULATORS = REPO / "docker" / "emulators" / "emulators.py"
+PROJECT, DATASET, BUCKET = "bench-project", "bench", "recsys-bench"
+LOGICAL = dt.datetime(2026, 11, 30, 3, 0, tzinfo=dt.UTC)
+RUN_DATE = LOGICAL.date() - dt.timedelta(days=1)
+PHASES = ("read", "build", "fit", "score", "write")
+
+
+def measured(argv: list[str], env: dict[str, str]) -> tuple[float, float, str]:
+    """Run a command; (wall seconds, peak RSS MiB of that process alone, its stdout)."""
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        start = time.perf_counter()
+        proc = subprocess.Popen(argv, env=env, stdout=out, stderr=err, text=True)
+        _, status, usage = os.wait4(proc.pid, 0)
+        seconds = time.perf_counter() - start
+        out.seek(0)
+        err.seek(0)
+        if os.waitstatus_to_exitcode(status):
+            raise SystemExit(f"{' '.join(argv[:4])} failed:\n{err.read()[-3000:]}")
+        return seconds, usage.ru_maxrss / 1024, out.read()
+
+
+def start_emulators(data_dir: Path, env: dict[str, str]) -> dict[str, str]:
+    subprocess.run([sys.executable, str(EMULATORS), "start", "--data-dir", str(data_dir), "--bucket", BUCKET],
+                   env=env, check=True, stdout=subprocess.DEVNULL)
+    out = subprocess.run([sys.executable, str(EMULATORS), "env"], env=env, check=True,
+                         capture_output=True, text=True).stdout
+    return dict(line.removeprefix("export ").split("=", 1) for line in out.splitlines() if "=" in line)
+
+
+def task_instances(run) -> list:
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        tis = session.query(TaskInstance).filter_by(dag_id=run.dag_id, run_id=run.run_id).all()
+        return sorted(((ti.task_id, ti.map_index, ti.start_date, ti.end_date, str(ti.state)) for ti in tis),
+                      key=lambda t: t[2])
+
+
+def status_record(dag_id: str, task_id: str, map_index: int) -> dict | None:
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import storage
+
+    client = storage.Client(project=PROJECT, credentials=AnonymousCredentials(),
+                            client_options={"api_endpoint": os.environ["STORAGE_EMULATOR_HOST"]})
+    name = f"{dag_id}.{task_id}" + (f".{map_index}" if map_index >= 0 else "")
+    blob = client.bucket(BUCKET).blob(f"recsys/runs/{RUN_DATE}/status/{name}.json")
+    return json.loads(blob.download_as_bytes()) if blob.exists() else None
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--events", type=int, default=int(os.environ.get("BENCH_EVENTS", 10_000_000)))
+    parser.add_argument("--users", type=int, default=int(os.environ.get("BENCH_USERS", 200_000)))
+    parser.add_argument("--items", type=int, default=int(os.environ.get("BENCH_ITEMS", 50_000)))
+    parser.add_argument("--days", type=int, default=30)
+    parser.add_argument("--factors", type=int, default=64)
+    parser.add_argument("--iterations", type=int, default=10)
+    parser.add_argument("--n-shards", type=int, default=1)
+    parser.add_argument("--json", help="also write every figure to this file")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="recsys-airflow-bench-") as tmp:
+        home = Path(tmp)
+        os.environ.update({
+            "AIRFLOW_HOME": str(home / "airflow"), "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
+            "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/airflow.db",
+            "RECSYS_RUNTIME": "local", "RECSYS_GCP_PROJECT": PROJECT, "RECSYS_BQ_DATASET": DATASET,
+            "RECSYS_ARTIFACTS_URI": f"gs://{BUCKET}/recsys", "RECSYS_TRAINER_PYTHON": str(TRAINER_PY),
+            "AIRFLOW_VAR_RECSYS_TRAINER_IMAGE": "recsys-trainer:dev",
+            "RECSYS_BQ_EMULATOR_PORT": "9450", "RECSYS_BQ_EMULATOR_GRPC_PORT": "9460",
+            "RECSYS_GCS_EMULATOR_PORT": "9425",
+        })
+        sys.path[:0] = [str(REPO / "plugins"), str(REPO / "tests" / "dags")]
+        os.environ.update(start_emulators(home / "emulators", dict(os.environ)))
+        os.environ["RECSYS_GCP_PROJECT"] = PROJECT
+        try:
+            return run(args, home)
+        finally:
+            subprocess.run([sys.executable, str(EMULATORS), "stop", "--data-dir", str(home / "emulators")],
+                           env=dict(os.environ), check=False, stdout=subprocess.DEVNULL)
+
+
+def run(args: argparse.Namespace, home: Path) -> int:
+    env = dict(os.environ)
+    print(f"\nbench: {args.events:,} events, {args.users:,} users, {args.items:,} items, {args.days} days; "
+          f"ALS factors={args.factors} iterations={args.iterations}; n_shards={args.n_shards}; "
+          f"{os.cpu_count()} CPUs", flush=True)
+    seed = [str(TRAINER_PY), "-m", "trainer.seed_events", "--project", PROJECT, "--dataset", DATASET,
+            "--end-date", str(RUN_DATE), "--days", str(args.days), "--events", str(args.events),
+            "--users", str(args.users), "--items", str(args.items), "--clusters", "20",
+            "--log-level", "WARNING"]
+    seed_s, seed_rss, _ = measured(seed, env)
+    print(f"seed_events (input, not counted): {seed_s:.1f}s, peak RSS {seed_rss:,.0f} MiB", flush=True)
+
+    from airflow.utils import db
+    from dagbag_loader import bundle_dagbag
+
+    db.resetdb()
+    bag = bundle_dagbag(REPO / "dags")
+    conf = {"recommend_train": {"lookback_days": args.days, "factors": args.factors,
+                                "iterations": args.iterations},
+            "recommend_predict": {"lookback_days": args.days, "n_shards": args.n_shards}}
+    rows, runs = [], {}
+    for dag_id in ("recommend_train", "recommend_predict"):
+        run = bag.dags[dag_id].test(logical_date=LOGICAL, run_conf=conf[dag_id])
+        if str(run.state) != "success":
+            raise SystemExit(f"{dag_id} run {run.run_id} ended {run.state}: {task_instances(run)}")
+        tis = task_instances(run)
+        runs[dag_id] = (tis[0][2], max(t[3] for t in tis))
+        for task_id, map_index, start, end, _ in tis:
+            record = status_record(dag_id, task_id, map_index)
+            rows.append({"dag": dag_id, "task": task_id + (f"[{map_index}]" if map_index >= 0 else ""),
+                         "wall": (end - start).total_seconds(),
+                         "step": record["seconds"] if record else None,
+                         **((record or {}).get("profile") or {})})
+
+    floor_s, _, out = measured([str(TRAINER_PY), str(REPO / "recommend_task" / "benchmarks" / "floor.py"),
+                                "--project", PROJECT, "--dataset", DATASET, "--run-date", str(RUN_DATE),
+                                "--lookback-days", str(args.days), "--factors", str(args.factors),
+                                "--iterations", str(args.iterations)], env)
+    floor = json.loads(out)
+
+    total = sum((end - start).total_seconds() for start, end in runs.values())
+    steps = sum(r["step"] or 0 for r in rows)
+    print(f"\n{'task':<32}{'wall s':>8}{'step s':>8}{'RSS MiB':>9}{'rows in':>12}{'rows out':>12}  "
+          + "  ".join(f"{p:>6}" for p in PHASES))
+    for r in rows:
+        phases = r.get("phases") or {}
+        counts = r.get("counts") or {}
+        print(f"{r['task']:<32}{r['wall']:>8.1f}{(r['step'] or 0):>8.1f}{r.get('peak_rss_mib', 0):>9,.0f}"
+              f"{counts.get('rows_in', 0):>12,}{counts.get('rows_out', 0):>12,}  "
+              + "  ".join(f"{phases.get(p, 0):>6.1f}" for p in PHASES))
+    print(f"\nAirflow overhead (runs' wall time not spent inside a trainer step): {total - steps:.1f}s")
+    for dag_id, (start, end) in runs.items():
+        print(f"{dag_id} run: {(end - start).total_seconds():.1f}s")
+    print(f"total (both runs): {total:.1f}s")
+    s = floor["seconds"]
+    print(f"floor: {floor['floor']:.1f}s = data {floor['data_floor']:.1f}s (query + Arrow read "
+          f"{s['query_and_read']:.1f}, Parquet load {s['parquet_load']:.1f}) + compute "
+          f"{floor['compute_floor']:.1f}s (CSR {s['csr']:.1f}, fit {s['fit']:.1f}, recommend "
+          f"{s['recommend']:.1f}) on {floor['interactions']:,} interactions, {floor['users']:,} users x "
+          f"{floor['items']:,} items; measured in {floor_s:.1f}s")
+    peak_gb = max(r.get("peak_rss_mib", 0) for r in rows) / 1024
+    ratio = total / floor["floor"]
+    if args.json:
+        figures = {"args": vars(args), "seed": {"seconds": seed_s, "rss_mib": seed_rss}, "tasks": rows,
+                   "runs": {k: (end - start).total_seconds() for k, (start, end) in runs.items()},
+                   "total": total, "floor": floor, "ratio": ratio}
+        Path(args.json).write_text(json.dumps(figures, indent=2, default=str))
+    print(f"ratio_vs_floor={ratio:.2f} peak_rss_gb={peak_gb:.2f} events={args.events}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
