@@ -40,7 +40,16 @@ def count(name: str, value: int) -> None:
 
 
 def peak_rss_mib() -> float:
-    """Peak resident memory of this process so far."""
+    """Peak resident memory of this process so far. Linux's ``VmHWM`` where there is one:
+    ``ru_maxrss`` survives exec, so a step started by a big process (Airflow's task runner forks
+    it) would report its parent's peak."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 

@@ -93,6 +93,7 @@ def main() -> int:
             "AIRFLOW_HOME": str(home / "airflow"), "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
             "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
+            "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING",  # the figures, not every task's log
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/airflow.db",
             "RECSYS_RUNTIME": "local", "RECSYS_GCP_PROJECT": PROJECT, "RECSYS_BQ_DATASET": DATASET,
             "RECSYS_ARTIFACTS_URI": f"gs://{BUCKET}/recsys", "RECSYS_TRAINER_PYTHON": str(TRAINER_PY),
