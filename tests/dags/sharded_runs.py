@@ -69,19 +69,19 @@ def shard_tries(run) -> dict[int, tuple[str, int]]:
                 .filter_by(dag_id=run.dag_id, run_id=run.run_id, task_id="predict")}
 
 
-def check_sharded_predict(predict, use_python, tmp_path: Path, python: str, project: str, dataset: str,
-                          day: dt.date) -> None:
+def check_sharded_predict(predict, unsharded, use_python, tmp_path: Path, python: str, project: str,
+                          dataset: str, day: dt.date) -> None:
     """The sharding contract through real Airflow runs of recommend_predict for ``day``:
 
-    * 3 shards publish exactly the rows 1 shard publishes, each shard its own task instance;
-      shard 1 crashing after staging its part is retried, and the re-run shard replaces its
-      part (no duplicate rows);
+    * 3 shards publish exactly the rows one unsharded process publishes, each shard its own task
+      instance; shard 1 crashing after staging its part is retried, and the re-run shard
+      replaces its part (no duplicate rows);
     * a failed shard publishes nothing: the day keeps the rows it had, to the timestamp.
 
-    ``predict(n_shards)`` runs the DAG for ``day``; ``use_python(path)`` makes the runtime's
-    launcher run the trainer with the interpreter at ``path``."""
-    one = predict(1)
-    assert str(one.state) == "success" and set(shard_tries(one)) == {0}
+    ``predict(n_shards)`` runs the DAG for ``day``; ``unsharded()`` runs ``predict_task`` for
+    ``day`` with the same arguments and no shards (the reference); ``use_python(path)`` makes the
+    runtime's launcher run the trainer with the interpreter at ``path``."""
+    unsharded()
     expected = day_rows(project, dataset, day)
     assert expected
 

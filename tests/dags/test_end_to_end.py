@@ -270,8 +270,15 @@ def test_a_backfilled_model_is_not_published_and_the_rollback_dag_publishes_it(p
 def test_sharded_predict_publishes_the_same_rows_all_or_nothing(pipeline, tmp_path, monkeypatch):
     """n_shards through the local runtime (a subprocess per shard); see sharded_runs.py."""
     day = 8
+    run_date = RUN_DATE + dt.timedelta(days=day)
+    unsharded = [TRAINER_PY, "-m", "trainer.predict_task", "--project", "test-project", "--dataset",
+                 "recsys_e2e", "--run-date", str(run_date),
+                 "--artifacts-uri", os.environ["RECSYS_ARTIFACTS_URI"],
+                 "--lookback-days", str(PREDICT_CONF["lookback_days"]),
+                 "--n-recommendations", str(PREDICT_CONF["n_recommendations"]), "--log-level", "WARNING"]
     check_sharded_predict(
         lambda n: _run("recommend_predict", LOGICAL_DATE + dt.timedelta(days=day),
                        {**PREDICT_CONF, "n_shards": n}),
+        lambda: subprocess.run(unsharded, check=True, env=os.environ),
         lambda python: monkeypatch.setenv("RECSYS_TRAINER_PYTHON", python),
-        tmp_path, TRAINER_PY, "test-project", "recsys_e2e", RUN_DATE + dt.timedelta(days=day))
+        tmp_path, TRAINER_PY, "test-project", "recsys_e2e", run_date)

@@ -227,10 +227,14 @@ def test_sharded_predict_publishes_the_same_rows_all_or_nothing(runtime, tmp_pat
     container per shard); see sharded_runs.py."""
     name, launcher, _ = runtime
     day = DAY[name] + 5
+    run_date = RUN_DATE + dt.timedelta(days=day)
+    reference = ["--run-date", str(run_date), "--artifacts-uri", ARTIFACTS,
+                 *(f"--{k.replace('_', '-')}={v}" for k, v in PREDICT_CONF.items())]
     check_sharded_predict(lambda n: _predict(day, {"n_shards": n}),
+                          lambda: _trainer("predict_task", *reference),
                           lambda python: monkeypatch.setattr("fake_launchers.TRAINER_PY", python),
-                          tmp_path, TRAINER_PY, "test-project", DATASET, RUN_DATE + dt.timedelta(days=day))
+                          tmp_path, TRAINER_PY, "test-project", DATASET, run_date)
     launched = launcher.submitted if name == "vertex" else launcher.created
-    assert len(launched) == (1 + 1) + (3 + 1 + 1) + 3  # per run: shards, a retried shard, publish
+    assert len(launched) == (3 + 1 + 1) + 3  # per run: shards, a retried shard, publish
     if name == "vertex":  # one pipeline per shard, each labelled with its shard
         assert {s["labels"].get("shard") for s in launcher.submitted} == {"0", "1", "2", None}
