@@ -39,7 +39,10 @@ def job_config(params: Mapping[str, Any] | None = None, **kwargs: Any) -> bigque
 
 def run(client: bigquery.Client, sql: str, params: Mapping[str, Any] | None = None):
     """Run a query or script and wait for it; returns the row iterator."""
-    job = client.query(sql, job_config=job_config(params), retry=bq_retry(), job_retry=bq_job_retry())
+    # No job_retry for the insert: with one, client.query also wraps jobs.insert in the library's
+    # own 10-minute retry (retry._DEFAULT_QUERY_JOB_INSERT_RETRY) whatever our deadline, so a dead
+    # endpoint held a step for 10 minutes. `retry` bounds the insert; result() re-runs failed jobs.
+    job = client.query(sql, job_config=job_config(params), retry=bq_retry(), job_retry=None)
     return job.result(retry=bq_retry(), job_retry=bq_job_retry())
 
 

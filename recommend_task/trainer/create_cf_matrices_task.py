@@ -3,7 +3,9 @@
 Reads the window of ``--lookback-days`` ending at ``--run-date``, drops and counts invalid
 rows, aggregates weights per (user, item) in SQL, and writes ``runs/<run_date>/matrices.npz``
 plus ``manifest.json`` (window, counts, checksum) under ``--artifacts-uri``. The last
-``--holdout-days`` are kept apart as the evaluation holdout.
+``--holdout-days`` are kept apart as the evaluation holdout. It also writes the whole window's
+interactions (``window.npz``) for predict_task to reuse while the events are unchanged
+(:mod:`trainer.window_snapshot`).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from trainer.idmap import IdMap
 from trainer.layout import run_prefix
 from trainer.matrices import CFMatrices, build_csr, remove_seen, sha256
 from trainer.window import split_window
+from trainer.window_snapshot import WINDOW_FILE, WindowInteractions, describe, partitions_version
 
 log = logging.getLogger("trainer.create_cf_matrices_task")
 
@@ -52,6 +55,8 @@ def main(args: argparse.Namespace) -> None:
     source = EventSource(client, tables.table_id(args.project, args.dataset, tables.EVENTS))
 
     with profile.phase("read", "reading events"):
+        # Before the read: a change during it then shows as a different version later.
+        version = partitions_version(client, source.table, window.full)
         report, frame = source.read_checked(
             window.full, args.event_weights, args.max_bad_fraction,
             holdout_start=window.holdout.start if window.holdout else None,
@@ -73,6 +78,12 @@ def main(args: argparse.Namespace) -> None:
         # Holdout users never seen in training (reported, not evaluated: no factors to judge).
         cold_users = int(pd.Index(holdout_rows["user_id"].unique()).difference(
             pd.Index(users.ids)).size)
+        # Every user of the window, holdout days included, over the items a model of this run
+        # knows: what predict_task would otherwise aggregate again.
+        whole = WindowInteractions(users, items, train)
+        if holdout is not None:
+            window_users = IdMap(frame["user_id"])
+            whole = WindowInteractions(window_users, items, build_csr(frame, window_users, items))
     density = train.nnz / max(1, train.shape[0] * train.shape[1])
     log.info("train matrix shape=%s nnz=%d density=%.4f; holdout nnz=%d over %d users",
              train.shape, train.nnz, density, holdout.nnz if holdout is not None else 0,
@@ -80,6 +91,7 @@ def main(args: argparse.Namespace) -> None:
 
     with profile.phase("write", "serialising matrices"):
         payload = CFMatrices(users=users, items=items, train=train, holdout=holdout).to_bytes()
+        window_payload = whole.to_bytes()
     prefix = run_prefix(args.artifacts_uri, args.run_date)
     manifest = {
         "run_date": args.run_date.isoformat(),
@@ -100,12 +112,16 @@ def main(args: argparse.Namespace) -> None:
         "matrices_uri": artifacts.join(prefix, "matrices.npz"),
         "sha256": sha256(payload),
         "bytes": len(payload),
+        "window_interactions": describe(artifacts.join(prefix, WINDOW_FILE), window_payload,
+                                        source.table, window.full, args.event_weights,
+                                        report.to_dict(), version),
         "created_at": dt.datetime.now(dt.UTC).isoformat(),
     }
     store = artifacts.ArtifactStore(args.project)
     # Matrices first, manifest last: a manifest always describes a complete matrices file.
-    with profile.phase("write", f"writing {len(payload)} bytes of matrices"):
+    with profile.phase("write", f"writing {len(payload) + len(window_payload)} bytes of matrices"):
         store.write_bytes(manifest["matrices_uri"], payload)
+        store.write_bytes(manifest["window_interactions"]["uri"], window_payload)
         store.write_json(artifacts.join(prefix, "manifest.json"), manifest)
     profile.count("rows_out", int(train.nnz) + (int(holdout.nnz) if holdout is not None else 0))
     log.info("wrote %s (%d bytes, sha256 %s) and manifest.json", manifest["matrices_uri"],

@@ -177,11 +177,9 @@ class EventSource:
         sql, params = self.interactions_query(window, weights, holdout_start, shard)
         return bq.to_dataframe(self.client, sql, params)
 
-    def read_checked(self, window: DateRange, weights: dict[str, float], max_bad_fraction: float,
-                     holdout_start=None, shard: Shard | None = None) -> tuple[QualityReport, pd.DataFrame]:
-        """Quality check of the whole window (every shard judges the same data), then the
-        aggregation (of ``shard``'s users only, if given); fails on an empty window or too many
-        bad rows."""
+    def checked_quality(self, window: DateRange, weights: dict[str, float],
+                        max_bad_fraction: float) -> QualityReport:
+        """:meth:`quality`, logged; fails on an empty window or too many bad rows."""
         report = self.quality(window, weights)
         log.info(
             "events %s window %s: rows read=%d valid=%d dropped=%d (null user_id=%d, null item_id=%d,"
@@ -200,6 +198,14 @@ class EventSource:
                 f"{report.bad_rows} of {report.rows_read} events in {self.table} for window {window} "
                 f"are invalid ({report.bad_fraction:.1%} > max_bad_fraction {max_bad_fraction:.1%})"
             )
+        return report
+
+    def read_checked(self, window: DateRange, weights: dict[str, float], max_bad_fraction: float,
+                     holdout_start=None, shard: Shard | None = None) -> tuple[QualityReport, pd.DataFrame]:
+        """Quality check of the whole window (every shard judges the same data), then the
+        aggregation (of ``shard``'s users only, if given); fails on an empty window or too many
+        bad rows."""
+        report = self.checked_quality(window, weights, max_bad_fraction)
         frame = self.interactions(window, weights, holdout_start, shard)
         log.info("aggregated %d (user, item) interactions from %d events%s", len(frame),
                  report.valid_rows, f" ({shard}'s users)" if shard else "")

@@ -65,3 +65,11 @@ def shard_of_user(user_id: str, count: int) -> int:
 
 def all_shards(count: int) -> list[Shard]:
     return [Shard(i, count) for i in range(count)]
+
+
+def shard_mask(user_ids, shard: Shard):
+    """Boolean mask of the ``user_ids`` (a numpy array of str) that ``shard`` owns."""
+    import numpy as np
+
+    return np.fromiter((shard_of_user(u, shard.count) == shard.index for u in user_ids),
+                       dtype=bool, count=len(user_ids))
