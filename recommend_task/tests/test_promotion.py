@@ -95,3 +95,24 @@ def test_concurrent_promotions_end_with_the_newest_model_whatever_the_order(
         outputs = [p.communicate(timeout=120)[1] for p in procs]
         assert [p.returncode for p in procs] == [0, 0], outputs
         assert _read(step.store, latest)["model_id"] == models[NEWER], (order, outputs)
+
+
+def test_a_damaged_model_file_is_refused_from_the_checksum_cloud_storage_keeps(step, project, gcs_artifacts):
+    """Promotion checks model.npz without downloading it: the object's MD5 as fake-gcs-server
+    (like GCS) computed it on upload, against the one model.json recorded."""
+    step.store = artifacts.ArtifactStore(project)
+    seed(step)
+    model_id = _candidate(step, gcs_artifacts, NEWER)
+    uri = f"{gcs_artifacts}/models/{model_id}"
+    meta = _read(step.store, f"{uri}/model.json")
+    # A wrong SHA-256 still matches: the storage checksum decided, not a download.
+    assert step.store.matches(f"{uri}/model.npz", "0" * 64, meta["md5"])
+
+    payload = step.store.read_bytes(f"{uri}/model.npz")
+    step.store.write_bytes(f"{uri}/model.npz", payload[:-1000])  # truncated
+    assert not step.store.matches(f"{uri}/model.npz", meta["sha256"], meta["md5"])
+    rc, err = _promote(step, gcs_artifacts, NEWER)
+    assert rc != 0
+    assert err.strip().splitlines()[-1] == (
+        f"ERROR: promote_model_task: checksum mismatch for {uri}/model.npz: file does not match model.json")
+    assert not step.store.exists(f"{gcs_artifacts}/models/LATEST")

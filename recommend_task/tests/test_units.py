@@ -14,7 +14,7 @@ from trainer import artifacts
 from trainer.errors import ConcurrentUpdateError, TrainerError
 from trainer.events import parse_event_weights
 from trainer.idmap import IdMap
-from trainer.matrices import CFMatrices, build_csr, remove_seen
+from trainer.matrices import CFMatrices, build_csr, build_window, remove_seen
 from trainer.metrics import popularity_ranking, ranking_metrics
 from trainer.model import ModelArtifact, load_model
 from trainer.train_task import fit, model_id_for
@@ -66,6 +66,33 @@ def test_build_csr_sums_duplicates_and_ignores_unknown_ids():
     m = build_csr(frame, users, items)
     assert m.shape == (2, 2) and m.dtype == np.float32
     assert m.toarray().tolist() == [[0.0, 3.5], [4.0, 0.0]]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_build_window_equals_each_matrix_built_from_its_own_rows(seed):
+    """One pass over the window gives what building train, holdout and the whole window from
+    their own rows gives: users only in the holdout days, items only there, pairs in both."""
+    rng = np.random.default_rng(seed)
+    n = 3000
+    frame = pd.DataFrame({"user_id": [f"u{u}" for u in rng.integers(0, 300, n)],
+                          "item_id": [f"i{i}" for i in rng.integers(0, 80, n)],
+                          "in_holdout": rng.random(n) < 0.2,
+                          "weight": rng.choice([1.0, 2.0, 4.0], n)})
+    late = frame["in_holdout"]
+    frame.loc[late, "user_id"] += rng.choice(["", "", "new"], int(late.sum()))
+    frame.loc[late, "item_id"] += rng.choice(["", "", "", "new"], int(late.sum()))
+    train_rows, holdout_rows = frame[~frame["in_holdout"]], frame[frame["in_holdout"]]
+    users, items = IdMap(train_rows["user_id"]), IdMap(train_rows["item_id"])
+    train = build_csr(train_rows, users, items)
+    holdout = remove_seen(build_csr(holdout_rows, users, items), train)
+    window_users = IdMap(frame["user_id"])
+
+    built = build_window(frame)
+    assert built.users == users and built.items == items and built.window_users == window_users
+    assert (built.train != train).nnz == 0 and built.train.dtype == np.float32
+    assert (built.holdout != holdout).nnz == 0
+    assert (built.whole != build_csr(frame, window_users, items)).nnz == 0
+    assert built.holdout_cold_users == len(set(holdout_rows["user_id"]) - set(users.ids)) > 0
 
 
 def test_remove_seen_keeps_only_new_pairs():

@@ -16,6 +16,7 @@ version. The pointer is replaced with a generation precondition (compare-and-swa
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import dataclasses
 import fcntl
@@ -32,6 +33,11 @@ from trainer.errors import ConcurrentUpdateError, TrainerError
 def sha256(data: bytes) -> str:
     """Hex SHA-256 of an artifact's bytes (recorded beside it, checked when it is read)."""
     return hashlib.sha256(data).hexdigest()
+
+
+def md5_b64(data: bytes) -> str:
+    """MD5 as Cloud Storage reports it (``md5Hash``: base64 of the digest)."""
+    return base64.b64encode(hashlib.md5(data).digest()).decode()
 
 
 def join(root: str, *parts: str) -> str:
@@ -123,6 +129,20 @@ class ArtifactStore:
 
     def read_json(self, uri: str) -> Any:
         return json.loads(self.read_bytes(uri))
+
+    def matches(self, uri: str, sha256_hex: str, md5_b64: str | None = None) -> bool:
+        """Whether the object holds exactly the bytes these checksums were taken of. On Cloud
+        Storage the object's own MD5 (computed by the service when it stored the object) is
+        compared, without downloading it, where one is recorded; else the bytes are hashed.
+        A missing object raises FileNotFoundError."""
+        if is_gcs(uri) and md5_b64:
+            bucket, name = self._bucket(uri)
+            blob = bucket.get_blob(name)
+            if blob is None:
+                raise FileNotFoundError(uri)
+            if blob.md5_hash:
+                return blob.md5_hash == md5_b64
+        return sha256(self.read_bytes(uri)) == sha256_hex
 
     def write_json(self, uri: str, obj: Any) -> None:
         data = json.dumps(obj, indent=2, sort_keys=True, default=str).encode()

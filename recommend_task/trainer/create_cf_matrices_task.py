@@ -15,15 +15,12 @@ import datetime as dt
 import logging
 import sys
 
-import pandas as pd
-
 from trainer import artifacts, cli, profile, tables
 from trainer.clients import bigquery_client
 from trainer.errors import EmptyWindowError, TrainerError
 from trainer.events import EventSource, add_window_args
-from trainer.idmap import IdMap
 from trainer.layout import run_prefix
-from trainer.matrices import CFMatrices, build_csr, remove_seen, sha256
+from trainer.matrices import CFMatrices, build_window, sha256
 from trainer.window import split_window
 from trainer.window_snapshot import WINDOW_FILE, WindowInteractions, describe, partitions_version
 
@@ -63,27 +60,17 @@ def main(args: argparse.Namespace) -> None:
         )
 
     profile.count("rows_in", report.rows_read)
-    in_holdout = frame["in_holdout"].to_numpy(dtype=bool)
-    train_rows, holdout_rows = frame[~in_holdout], frame[in_holdout]
-    if train_rows.empty:
+    if not (~frame["in_holdout"].to_numpy(dtype=bool)).any():
         raise EmptyWindowError(f"no valid events in the training days {window.train} "
                                f"(all {len(frame)} interactions fall in the holdout {window.holdout})")
 
     with profile.phase("build", "building matrices"):
-        users, items = IdMap(train_rows["user_id"]), IdMap(train_rows["item_id"])
-        train = build_csr(train_rows, users, items)
-        holdout = None
-        if window.holdout is not None:
-            holdout = remove_seen(build_csr(holdout_rows, users, items), train)
-        # Holdout users never seen in training (reported, not evaluated: no factors to judge).
-        cold_users = int(pd.Index(holdout_rows["user_id"].unique()).difference(
-            pd.Index(users.ids)).size)
-        # Every user of the window, holdout days included, over the items a model of this run
-        # knows: what predict_task would otherwise aggregate again.
-        whole = WindowInteractions(users, items, train)
-        if holdout is not None:
-            window_users = IdMap(frame["user_id"])
-            whole = WindowInteractions(window_users, items, build_csr(frame, window_users, items))
+        built = build_window(frame)
+    users, items, train, holdout = built.users, built.items, built.train, built.holdout
+    cold_users = built.holdout_cold_users
+    # Every user of the window, holdout days included, over the items a model of this run
+    # knows: what predict_task would otherwise aggregate again.
+    whole = WindowInteractions(built.window_users, items, built.whole)
     density = train.nnz / max(1, train.shape[0] * train.shape[1])
     log.info("train matrix shape=%s nnz=%d density=%.4f; holdout nnz=%d over %d users",
              train.shape, train.nnz, density, holdout.nnz if holdout is not None else 0,

@@ -36,6 +36,21 @@ class IdMap:
         self.ids: np.ndarray = unique  # sorted, unique, fixed-width unicode (no pickle)
         self._lookup: pa.Array | None = None
 
+    @classmethod
+    def encode(cls, values: Iterable[str]) -> tuple[IdMap, np.ndarray]:
+        """The map of ``values`` (no nulls) and the index of each value in it, from one hash
+        pass (Arrow's dictionary encoding), where a map then :meth:`index_of` hash them twice."""
+        array = _arrow(values)
+        if isinstance(array, pa.ChunkedArray):
+            array = array.combine_chunks()  # one dictionary for all the rows
+        encoded = pc.dictionary_encode(array)
+        idmap = cls(encoded.dictionary)
+        # The dictionary is in order of first appearance; the map is sorted.
+        rank = np.empty(len(idmap), dtype=np.int64)
+        rank[np.argsort(np.asarray(encoded.dictionary.to_numpy(zero_copy_only=False), dtype=str),
+                        kind="stable")] = np.arange(len(idmap))
+        return idmap, rank[encoded.indices.to_numpy()]
+
     def __len__(self) -> int:
         return len(self.ids)
 

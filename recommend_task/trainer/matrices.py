@@ -32,6 +32,54 @@ def build_csr(frame: pd.DataFrame, users: IdMap, items: IdMap, value: str = "wei
     return csr.astype(np.float32)
 
 
+@dataclasses.dataclass
+class WindowBuild:
+    """Everything create_cf_matrices_task builds from one read of the window."""
+
+    users: IdMap  # users with at least one interaction in the training days
+    items: IdMap  # items seen in the training days: the columns of every matrix here
+    train: sp.csr_matrix
+    holdout: sp.csr_matrix | None  # holdout-days interactions of those users, seen pairs removed
+    holdout_cold_users: int  # users active in the holdout days only (not evaluated)
+    window_users: IdMap  # every user of the window
+    whole: sp.csr_matrix  # window_users x items: the whole window's weights summed
+
+
+def build_window(frame: pd.DataFrame, value: str = "weight") -> WindowBuild:
+    """One pass over the aggregated window (``user_id``, ``item_id``, ``in_holdout``, ``value``):
+    each column of ids is hashed once and the matrices are rows of one another, where building
+    each from its own rows hashed every id again (measured: docs/benchmarks.md)."""
+    in_holdout = frame["in_holdout"].to_numpy(dtype=bool)
+    window_users, rows = IdMap.encode(frame["user_id"])
+    all_items, item_codes = IdMap.encode(frame["item_id"])
+    trained_item = np.bincount(item_codes[~in_holdout], minlength=len(all_items)) > 0
+    items = IdMap(all_items.ids[trained_item])  # the columns: items of the training days
+    cols = np.where(trained_item, np.cumsum(trained_item) - 1, -1)[item_codes]
+    data = frame[value].to_numpy(dtype=np.float32)
+    known = cols >= 0
+    shape = (len(window_users), len(items))
+
+    def csr(mask: np.ndarray) -> sp.csr_matrix:
+        matrix = sp.coo_matrix((data[mask], (rows[mask], cols[mask])), shape=shape).tocsr()
+        matrix.sort_indices()  # tocsr() summed the duplicates
+        return matrix.astype(np.float32, copy=False)
+
+    whole = csr(known)
+    train_w = csr(known & ~in_holdout)
+    trained = np.flatnonzero(train_w.getnnz(axis=1) > 0)
+    users = IdMap(window_users.ids[trained])
+    train = train_w[trained]
+    holdout, cold = None, 0
+    if in_holdout.any():
+        holdout = remove_seen(csr(known & in_holdout)[trained], train)
+        active = np.zeros(len(window_users), dtype=bool)
+        active[rows[in_holdout]] = True
+        active[trained] = False
+        cold = int(active.sum())
+    return WindowBuild(users=users, items=items, train=train, holdout=holdout, holdout_cold_users=cold,
+                       window_users=window_users, whole=whole)
+
+
 def remove_seen(holdout: sp.csr_matrix, train: sp.csr_matrix) -> sp.csr_matrix:
     """Holdout entries for (user, item) pairs the user has not already interacted with in train:
     those are what a recommender that filters seen items can possibly get right."""

@@ -19,7 +19,7 @@ from typing import Any
 
 from trainer import artifacts, cli, layout
 from trainer.errors import ConcurrentUpdateError, TrainerError, VerdictFailedError
-from trainer.model import ModelArtifact, load_model
+from trainer.model import ModelInfo, check_model
 from trainer.publishing import read_pointer, swap_pointer
 
 log = logging.getLogger("trainer.promote_model_task")
@@ -47,7 +47,7 @@ def validate(args: argparse.Namespace) -> None:
                            f"got {args.rollback_to!r}")
 
 
-def passed_evaluation(store: artifacts.ArtifactStore, model: ModelArtifact, model_uri: str) -> dict:
+def passed_evaluation(store: artifacts.ArtifactStore, model: ModelInfo, model_uri: str) -> dict:
     """The model's evaluation; refuses a model never evaluated or with a failed verdict."""
     evaluation_uri = artifacts.join(model_uri, "evaluation.json")
     try:
@@ -77,7 +77,7 @@ def main(args: argparse.Namespace) -> None:
         model_uri = layout.model_prefix(args.artifacts_uri, args.rollback_to.strip())
     else:
         model_uri = args.model_uri or layout.candidate_model_uri(store, args.artifacts_uri, args.run_date)
-    model = load_model(store, model_uri)  # refuses a missing or damaged model
+    model = check_model(store, model_uri)  # refuses a missing or damaged model
     evaluation = passed_evaluation(store, model, model_uri)
     model_run_date = str(model.metadata.get("run_date") or args.run_date.isoformat())
     outcome = publish(store, args.artifacts_uri, model, model_uri, model_run_date, evaluation,
@@ -87,7 +87,7 @@ def main(args: argparse.Namespace) -> None:
                                         "promotion.json"), outcome)
 
 
-def publish(store: artifacts.ArtifactStore, artifacts_uri: str, model: ModelArtifact, model_uri: str,
+def publish(store: artifacts.ArtifactStore, artifacts_uri: str, model: ModelInfo, model_uri: str,
             model_run_date: str, evaluation: dict, *, rollback: bool) -> dict[str, Any]:
     """Swap the pointer to ``model`` unless the monotonic rule (skipped for a rollback) says
     no; re-read and re-decide when another promotion wins the race. Returns what happened."""
