@@ -43,6 +43,13 @@ def test_reused_window_gives_the_rows_of_a_fresh_read_and_a_changed_window_is_re
     assert REUSED in log and "reading the window from BigQuery" not in log
     reused = _rows(bq_client, project, dataset)
 
+    window_uri = f"{gcs_artifacts}/runs/{RUN_DATE}/window.npz"
+    store = artifacts.ArtifactStore(project)
+    store.write_bytes(window_uri, store.read_bytes(window_uri)[:-100])  # truncated: read again
+    log = _predict(step, gcs_artifacts)
+    assert f"reading the window from BigQuery: checksum mismatch for {window_uri}" in log
+    assert _same(_rows(bq_client, project, dataset), reused)
+
     _forget_window(project, gcs_artifacts)
     log = _predict(step, gcs_artifacts)
     assert REUSED not in log and "reading the window from BigQuery: the run's matrices have no window" in log

@@ -158,11 +158,12 @@ def reuse_window(store: artifacts.ArtifactStore, client, args: argparse.Namespac
         reason = f"model {model.model_id} was not trained on these items"
     if reason is None:
         payload = store.read_bytes(entry["uri"])
-        if artifacts.sha256(payload) != entry["sha256"]:
-            raise TrainerError(f"checksum mismatch for {entry['uri']}: file does not match its manifest")
-        whole = WindowInteractions.from_bytes(payload)
-        if whole.items != model.items:
-            reason = f"model {model.model_id} was not trained on these items"
+        if artifacts.sha256(payload) != entry["sha256"]:  # a damaged copy only costs the read
+            reason = f"checksum mismatch for {entry['uri']}: file does not match its manifest"
+        else:
+            whole = WindowInteractions.from_bytes(payload)
+            if whole.items != model.items:
+                reason = f"model {model.model_id} was not trained on these items"
     if reason is not None:
         log.info("reading the window from BigQuery: %s", reason)
         return None
