@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import io
+import json
 import logging
 from typing import Any
 
@@ -116,6 +117,4 @@ def why_not_reuse(entry: dict[str, Any] | None, table: str, window: DateRange,
 
 def _normalised(value: Any) -> Any:
     """JSON round trip: tuples become lists and floats compare as they were stored."""
-    import json
-
     return json.loads(json.dumps(value, sort_keys=True, default=str))
