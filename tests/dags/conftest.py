@@ -58,6 +58,24 @@ def _in_process_callbacks_see_the_exception() -> None:
 _in_process_callbacks_see_the_exception()
 
 
+def _one_in_process_api_per_session() -> None:
+    """Airflow 3.1's ``dag.test()`` builds a new in-process Execution API (a FastAPI app with
+    Cadwyn's versioned routes, plus an event-loop thread) for every task it runs: 2-4 s a task
+    on a 2-core machine, most of the 3.1 DAG suite's time. Airflow caches it from 3.2 on
+    (apache/airflow#65235: ``functools.lru_cache`` on ``in_process_api_server``); do the same on
+    3.1. Only the test runner is affected: production tasks run through the worker. A no-op
+    where the function is already cached."""
+    import functools
+
+    from airflow.sdk.execution_time import supervisor
+
+    if not hasattr(supervisor.in_process_api_server, "cache_info"):
+        supervisor.in_process_api_server = functools.lru_cache(maxsize=1)(supervisor.in_process_api_server)
+
+
+_one_in_process_api_per_session()
+
+
 def load_dagbag():
     """Parse ``dags/`` as the DAG processor does (bundle path on sys.path)."""
     from dagbag_loader import bundle_dagbag
