@@ -175,35 +175,26 @@ def test_docker_operator_uses_the_image_and_emulator_environment(monkeypatch):
             assert op.network_mode == "recsys" and op.auto_remove == "success"
 
 
-PROBE = """
-import sys
-sys.path[:0] = [sys.argv[1], sys.argv[3]]
-from dagbag_loader import bundle_dagbag
-bundle_dagbag(sys.argv[2])
-heavy = ("airflow.providers.google.cloud.operators.vertex_ai.custom_job",
-         "airflow.providers.google.cloud.triggers.vertex_ai",
-         "airflow.providers.google.cloud.links.vertex_ai",
-         "airflow.providers.docker.operators.docker")
-print("HEAVY=" + ",".join(m for m in heavy if m in sys.modules))
-"""
+@pytest.fixture(scope="module")
+def whole_folder_parses() -> dict[str, dict]:
+    """runtime -> the whole of dags/ parsed in a fresh DAG-processor-like child (fresh_parse.py)."""
+    from conftest import DAGS, PLUGINS, TESTS
+    from fresh_parse import parse_in_fresh_children
+
+    runtimes = ["local", "docker", "vertex"]
+    results = parse_in_fresh_children([(r, str(DAGS), str(DAGS)) for r in runtimes], str(PLUGINS), TESTS)
+    return dict(zip(runtimes, results, strict=True))
 
 
 @pytest.mark.parametrize("runtime, expected", [
-    ("local", ""),
-    ("docker", "airflow.providers.docker.operators.docker"),
-    ("vertex", ""),  # imported when a task executes (operators/vertex.py)
+    ("local", []),
+    ("docker", ["airflow.providers.docker.operators.docker"]),
+    ("vertex", []),  # imported when a task executes (operators/vertex.py)
 ])
-def test_heavy_providers_are_imported_only_for_their_runtime(runtime, expected):
-    import os
-    import subprocess
-    import sys
-
-    from conftest import DAGS, PLUGINS, TESTS
-
-    out = subprocess.run([sys.executable, "-c", PROBE, str(PLUGINS), str(DAGS), TESTS],
-                         env={**os.environ, "RECSYS_RUNTIME": runtime},
-                         capture_output=True, text=True, check=True).stdout
-    assert f"HEAVY={expected}\n" in out
+def test_heavy_providers_are_imported_only_for_their_runtime(runtime, expected, whole_folder_parses):
+    result = whole_folder_parses[runtime]
+    assert result["errors"] == {} and len(result["dags"]) == 3, result
+    assert result["heavy"] == expected
 
 
 def test_a_gpu_setting_is_refused_since_the_image_cannot_use_one(monkeypatch):
