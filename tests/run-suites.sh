@@ -1,28 +1,62 @@
 #!/usr/bin/env bash
 # `make test`'s suites, one process each (the DAG tests configure Airflow and the environment for
 # themselves and run once per end of the supported Airflow range; the browser test starts a whole
-# stack of its own). Stops at the first failing suite.
+# stack of its own).
+#
+# Two lanes run side by side, because each suite keeps about one core busy and CI machines have
+# two or more: lane 1 runs the trainer suite, the DAG suite on the oldest supported Airflow, then
+# the Docker tests; lane 2 the DAG suite on the newest Airflow, then the browser suite. The suites
+# share nothing: each starts its emulators and stacks on free ports in directories of its own. A
+# lane stops at its first failing suite; the script fails if any suite failed. Each suite's
+# output is printed whole when it ends (two live pytest outputs would interleave), with its time.
 #
 # The Docker tests' images take minutes to build where the machine-wide Docker cache is empty
 # (debootstrap, pip and uv downloads: mostly waiting on the network), so the engine is started
 # first and the images are built in the background while the other suites run; the Docker tests
-# then find them built. The engine is stopped at the end if this script started it, whatever
-# happens. Usage (the Makefile passes the interpreters): tests/run-suites.sh TRAINER_PY AIRFLOW_PY
-# AIRFLOW_OLD_PY
+# then find them built. Everything started here (lanes, image builds, the engine if this script
+# started it) is stopped at the end, whatever happens. Usage (the Makefile passes the
+# interpreters): tests/run-suites.sh TRAINER_PY AIRFLOW_PY AIRFLOW_OLD_PY
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TRAINER_PY=$1 AIRFLOW_PY=$2 AIRFLOW_OLD_PY=$3
 PYTEST=(-m pytest -q -p no:cacheprovider)
-mkdir -p .local
-PREPARE_LOG=.local/docker-images.log
+LOGS=.local/test-logs
+mkdir -p "$LOGS"
+PREPARE_LOG=$LOGS/docker-images.log
+PREPARE_STATUS=$LOGS/docker-images.status
 prepare_pid=""
 engine_ours=""
+lanes=()
 
 cleanup() {
-    [ -n "$prepare_pid" ] && kill -- "-$prepare_pid" 2>/dev/null || true
+    for pid in "${lanes[@]}" $prepare_pid; do kill -- "-$pid" 2>/dev/null || true; done
     if [ -n "$engine_ours" ]; then docker/engine/engine.sh stop || exit 1; fi
 }
 trap cleanup EXIT
+
+# suite NAME DIR PYTHON ARGS...: one pytest process in DIR, its output to $LOGS/NAME.log, printed
+# when it ends.
+suite() {
+    local name=$1 dir=$2 python=$3 started rc=0
+    shift 3
+    started=$(date +%s)
+    echo "suite $name: started"
+    (cd "$dir" && "$python" "${PYTEST[@]}" "$@") >"$LOGS/$name.log" 2>&1 || rc=$?
+    { echo "===== suite $name: $([ $rc = 0 ] && echo passed || echo "FAILED (exit $rc)")" \
+           "in $(( $(date +%s) - started ))s ====="
+      cat "$LOGS/$name.log"; } | flock "$LOGS" cat  # one suite's output at a time
+    return $rc
+}
+
+# Waits for the background image build (a lane cannot `wait` for a process it did not start: the
+# build records its exit status in a file).
+docker_images_ready() {
+    [ -z "$prepare_pid" ] && return 0
+    while [ ! -s "$PREPARE_STATUS" ] && kill -0 "$prepare_pid" 2>/dev/null; do sleep 2; done
+    flock "$LOGS" cat "$PREPARE_LOG"
+    [ "$(cat "$PREPARE_STATUS" 2>/dev/null)" = 0 ] ||
+        { echo "ERROR: building the Docker tests' images failed (above)" >&2; return 1; }
+}
 
 if [ "${RECSYS_SKIP_DOCKER_TESTS:-}" != 1 ]; then
     # Without an engine the Docker tests fail later with the reason; nothing to prepare here.
@@ -30,21 +64,26 @@ if [ "${RECSYS_SKIP_DOCKER_TESTS:-}" != 1 ]; then
         echo "$started"
         case $started in *"using the engine already running"*) ;; *) engine_ours=1 ;; esac
         echo "building the Docker tests' images in the background (log: $PREPARE_LOG)"
-        setsid docker/prepare-test-images.sh >"$PREPARE_LOG" 2>&1 &
+        rm -f "$PREPARE_STATUS"
+        setsid bash -c 'docker/prepare-test-images.sh; echo $? >"$0"' "$PREPARE_STATUS" >"$PREPARE_LOG" 2>&1 &
         prepare_pid=$!
     fi
 fi
 
-(cd recommend_task && "$TRAINER_PY" "${PYTEST[@]}" tests)
-"$AIRFLOW_PY" "${PYTEST[@]}" tests/dags
-"$AIRFLOW_OLD_PY" "${PYTEST[@]}" tests/dags
-"$AIRFLOW_PY" "${PYTEST[@]}" tests/local
+# Each lane in its own process group, so that cleanup stops whatever it started.
+set -m
+( suite trainer recommend_task "$TRAINER_PY" tests &&
+  suite dags-airflow-oldest . "$AIRFLOW_OLD_PY" tests/dags &&
+  docker_images_ready &&
+  suite docker . "$AIRFLOW_PY" tests/docker ) &
+lanes+=($!)
+( suite dags-airflow-newest . "$AIRFLOW_PY" tests/dags &&
+  suite local . "$AIRFLOW_PY" tests/local ) &
+lanes+=($!)
+set +m
 
-if [ -n "$prepare_pid" ]; then
-    prepared=0
-    wait "$prepare_pid" || prepared=$?
-    prepare_pid=""
-    cat "$PREPARE_LOG"
-    [ "$prepared" = 0 ] || { echo "ERROR: building the Docker tests' images failed (above)" >&2; exit 1; }
-fi
-"$AIRFLOW_PY" "${PYTEST[@]}" tests/docker
+failed=0
+for pid in "${lanes[@]}"; do wait "$pid" || failed=1; done
+lanes=()
+[ "$failed" = 0 ] || { echo "ERROR: a suite failed (its output is above)" >&2; exit 1; }
+echo "every suite passed"
