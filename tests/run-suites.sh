@@ -3,12 +3,13 @@
 # themselves and run once per end of the supported Airflow range; the browser test starts a whole
 # stack of its own).
 #
-# Two lanes run side by side, because each suite keeps about one core busy and CI machines have
-# two or more: lane 1 runs the trainer suite, the DAG suite on the oldest supported Airflow, then
-# the Docker tests; lane 2 the DAG suite on the newest Airflow, then the browser suite. The suites
-# share nothing: each starts its emulators and stacks on free ports in directories of its own. A
-# lane stops at its first failing suite; the script fails if any suite failed. Each suite's
-# output is printed whole when it ends (two live pytest outputs would interleave), with its time.
+# Lanes run side by side, because each suite keeps about one core busy and CI machines have two
+# or more: lane 1 runs the trainer suite, then the DAG suite on the oldest supported Airflow;
+# lane 2 the DAG suite on the newest Airflow, then the browser suite; lane 3 the Docker tests,
+# once their images are built. The suites share nothing: each starts its emulators and stacks on
+# free ports in directories of its own. A lane stops at its first failing suite; the script fails
+# if any suite failed. Each suite's output is printed whole when it ends (live pytest outputs
+# would interleave), with its time.
 #
 # The Docker tests' images take minutes to build where the machine-wide Docker cache is empty
 # (debootstrap, pip and uv downloads: mostly waiting on the network), so the engine is started
@@ -70,15 +71,17 @@ if [ "${RECSYS_SKIP_DOCKER_TESTS:-}" != 1 ]; then
     fi
 fi
 
-# Each lane in its own process group, so that cleanup stops whatever it started.
+# Each lane in its own process group, so that cleanup stops whatever it started. The Docker tests
+# are a third lane that starts when their images are built: their stack waits on health checks
+# and containers with a core to spare, which the other suites fill.
 set -m
 ( suite trainer recommend_task "$TRAINER_PY" tests &&
-  suite dags-airflow-oldest . "$AIRFLOW_OLD_PY" tests/dags &&
-  docker_images_ready &&
-  suite docker . "$AIRFLOW_PY" tests/docker ) &
+  suite dags-airflow-oldest . "$AIRFLOW_OLD_PY" tests/dags ) &
 lanes+=($!)
 ( suite dags-airflow-newest . "$AIRFLOW_PY" tests/dags &&
   suite local . "$AIRFLOW_PY" tests/local ) &
+lanes+=($!)
+( docker_images_ready && suite docker . "$AIRFLOW_PY" tests/docker ) &
 lanes+=($!)
 set +m
 
