@@ -23,6 +23,7 @@ TRAINER_PY=$1 AIRFLOW_PY=$2 AIRFLOW_OLD_PY=$3
 PYTEST=(-m pytest -q -p no:cacheprovider)
 LOGS=.local/test-logs
 mkdir -p "$LOGS"
+rm -f "$LOGS/summary"
 PREPARE_LOG=$LOGS/docker-images.log
 PREPARE_STATUS=$LOGS/docker-images.status
 prepare_pid=""
@@ -43,8 +44,10 @@ suite() {
     started=$(date +%s)
     echo "suite $name: started"
     (cd "$dir" && "$python" "${PYTEST[@]}" "$@") >"$LOGS/$name.log" 2>&1 || rc=$?
-    { echo "===== suite $name: $([ $rc = 0 ] && echo passed || echo "FAILED (exit $rc)")" \
-           "in $(( $(date +%s) - started ))s ====="
+    local verdict
+    verdict="$([ $rc = 0 ] && echo passed || echo "FAILED (exit $rc)") in $(( $(date +%s) - started ))s"
+    echo "$name: $verdict" >>"$LOGS/summary"
+    { echo "===== suite $name: $verdict ====="
       cat "$LOGS/$name.log"; } | flock "$LOGS" cat  # one suite's output at a time
     return $rc
 }
@@ -56,7 +59,8 @@ docker_images_ready() {
     while [ ! -s "$PREPARE_STATUS" ] && kill -0 "$prepare_pid" 2>/dev/null; do sleep 2; done
     flock "$LOGS" cat "$PREPARE_LOG"
     [ "$(cat "$PREPARE_STATUS" 2>/dev/null)" = 0 ] ||
-        { echo "ERROR: building the Docker tests' images failed (above)" >&2; return 1; }
+        { echo "docker-images: FAILED" >>"$LOGS/summary"
+          echo "ERROR: building the Docker tests' images failed (above)" >&2; return 1; }
 }
 
 if [ "${RECSYS_SKIP_DOCKER_TESTS:-}" != 1 ]; then
@@ -88,5 +92,17 @@ set +m
 failed=0
 for pid in "${lanes[@]}"; do wait "$pid" || failed=1; done
 lanes=()
-[ "$failed" = 0 ] || { echo "ERROR: a suite failed (its output is above)" >&2; exit 1; }
+# CI systems often show only the end of a log: the verdicts, and the end of each failed suite's
+# output again, come last.
+echo "===== suites ====="
+cat "$LOGS/summary" 2>/dev/null || true
+if [ "$failed" != 0 ]; then
+    for log in $(sed -n 's/^\([^:]*\): FAILED.*/\1/p' "$LOGS/summary" 2>/dev/null); do
+        echo "===== the end of suite $log's output ====="
+        grep -nE '^(FAILED|ERROR) ' "$LOGS/$log.log" || true
+        tail -n 60 "$LOGS/$log.log"
+    done
+    echo "ERROR: a suite failed (its output is above)" >&2
+    exit 1
+fi
 echo "every suite passed"
