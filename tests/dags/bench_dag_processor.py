@@ -10,6 +10,10 @@ whole child process, parse included).
 
     .venv/airflow/bin/python tests/dags/bench_dag_processor.py [--runtime vertex] [--seconds 90]
 
+Beside the project's files it parses a control: a one-task DAG that imports only ``airflow.sdk``,
+whose figure is what the processor costs per file whatever the file holds (fork, DB writes,
+reporting); each file's own cost is what it takes beyond that.
+
 BENCH_PLUGINS_FOLDER=DIR uses another plugins folder (an empty one shows the parse without
 Airflow's preloading of plugins/ in the processor's parent); KEEP_LOG=FILE keeps its log.
 """
@@ -19,6 +23,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import shutil
 import signal
 import statistics
 import subprocess
@@ -28,6 +33,16 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
+CONTROL = "control_one_task.py"
+CONTROL_DAG = '''"""Control for the parse benchmark: one task, nothing imported beyond airflow.sdk."""
+from datetime import datetime
+
+from airflow.sdk import DAG
+from airflow.providers.standard.operators.empty import EmptyOperator
+
+with DAG(dag_id="control_one_task", schedule=None, start_date=datetime(2026, 1, 1)):
+    EmptyOperator(task_id="only")
+'''
 # A row of the processor's stats table: "<bundle> <file> [<pid> <current duration>] <# dags>
 # <# errors> <last duration> <last run at>". The last duration is the whole child process: fork,
 # parse, serialization, sending the result.
@@ -43,8 +58,11 @@ def main() -> int:
     args = parser.parse_args()
     airflow = str(Path(sys.executable).with_name("airflow"))
     with tempfile.TemporaryDirectory(prefix="recsys-parse-bench-") as home:
+        dags = Path(home) / "dags"
+        shutil.copytree(REPO / "dags", dags, ignore=shutil.ignore_patterns("__pycache__"))
+        (dags / CONTROL).write_text(CONTROL_DAG)
         env = {**os.environ, "AIRFLOW_HOME": home, "RECSYS_RUNTIME": args.runtime,
-               "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
+               "AIRFLOW__CORE__DAGS_FOLDER": str(dags),
                "AIRFLOW__CORE__PLUGINS_FOLDER": os.environ.get("BENCH_PLUGINS_FOLDER", str(REPO / "plugins")),
                "PYTHONPATH": str(REPO / "plugins"),
                "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
@@ -77,12 +95,14 @@ def main() -> int:
         raise SystemExit("no parse statistics in the dag-processor's log")
     print(f"dag-processor steady-state parse, runtime {args.runtime} "
           f"(min_file_process_interval {args.interval}s, {args.seconds}s):")
-    for name, values in sorted(durations.items()):
-        # The first parse also pays the processor's own warm-up; steady state is the rest.
-        steady = values[1:] or values
-        median, worst = statistics.median(steady) * 1000, max(steady) * 1000
-        print(f"  {name:24s} median {median:6.0f} ms, max {worst:6.0f} ms "
-              f"over {len(steady)} parses (first {values[0] * 1000:.0f} ms)")
+    # The first parse also pays the processor's own warm-up; steady state is the rest.
+    steady = {name: values[1:] or values for name, values in durations.items()}
+    control = statistics.median(steady[CONTROL]) * 1000 if CONTROL in steady else None
+    for name, values in sorted(steady.items()):
+        median, worst = statistics.median(values) * 1000, max(values) * 1000
+        beyond = f", {median - control:+5.0f} ms beyond the control" if control and name != CONTROL else ""
+        print(f"  {name:24s} median {median:6.0f} ms, max {worst:6.0f} ms over {len(values)} "
+              f"parses (first {durations[name][0] * 1000:.0f} ms){beyond}")
     return 0
 
 

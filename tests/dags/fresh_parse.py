@@ -24,10 +24,16 @@ HEAVY = ("airflow.providers.google.cloud.operators.vertex_ai.custom_job",
 
 
 def parse_in_fresh_children(jobs: list[tuple[str, str, str]], plugins: str, tests: str,
-                            env: dict[str, str] | None = None) -> list[dict]:
+                            env: dict[str, str] | None = None, *, warm_assets: bool = False) -> list[dict]:
     """For each ``(runtime, dag_folder_or_file, bundle_path)``: ``{"ms", "errors", "dags",
-    "heavy"}`` from a parse in a forked child of one interpreter that imported only Airflow."""
-    done = subprocess.run([sys.executable, __file__, plugins, tests, json.dumps(jobs)],
+    "heavy"}`` from a parse in a forked child of one interpreter that imported only Airflow.
+
+    ``warm_assets``: the interpreter also builds one ``gs://`` asset first. Airflow normalises
+    an asset URI through its provider registry, which on first use imports every provider's
+    asset module (the Google one imports ``google.cloud.storage``, about a second); a
+    long-lived process (the dag-processor's parent, a worker) pays that once, not per parse."""
+    done = subprocess.run([sys.executable, __file__, plugins, tests, json.dumps(jobs),
+                           "warm" if warm_assets else "cold"],
                           env=env or os.environ, capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"parse probe failed ({done.returncode}):\n"
@@ -46,11 +52,15 @@ def _child(runtime: str, folder: str, bundle: str, bundle_dagbag_class: type, ou
     os.write(out, json.dumps(result).encode())
 
 
-def _main(plugins: str, tests: str, jobs_json: str) -> None:
+def _main(plugins: str, tests: str, jobs_json: str, assets: str) -> None:
     sys.path[:0] = [plugins, tests]
     from dagbag_loader import bundle_dagbag_class
 
     bundle_dagbag_class()  # imports Airflow: the DAG file's cost is what comes after
+    if assets == "warm":
+        from airflow.sdk import Asset
+
+        Asset(name="warm-up", uri="gs://warm-up/asset")
     for runtime, folder, bundle in json.loads(jobs_json):
         read, write = os.pipe()
         sys.stdout.flush()
@@ -71,4 +81,4 @@ def _main(plugins: str, tests: str, jobs_json: str) -> None:
 
 
 if __name__ == "__main__":
-    _main(*sys.argv[1:4])
+    _main(*sys.argv[1:5])

@@ -40,8 +40,8 @@ PROJECT = "recsys-compose-test"
 NETWORK = "recsys"  # fixed by docker-compose.yaml: DockerOperator attaches the trainer to it
 ONE_SHOT = {"airflow-init", "trainer-image", "seed-events"}
 # Bounds, not delays: on a loaded 2-core machine Airflow's first start (migrations) and a run of
-# five trainer containers take minutes.
-HEALTHY_TIMEOUT_S = 420
+# five trainer containers take minutes (the services' health checks allow 5 minutes to start).
+HEALTHY_TIMEOUT_S = 600
 RUN_TIMEOUT_S = 900
 
 
@@ -130,7 +130,8 @@ def stack(docker_engine, trainer_image, emulator_image, airflow_image, pytestcon
     try:
         up = subprocess.run([*cli, "up", "-d", "--no-build"], env=env, capture_output=True, text=True,
                             timeout=HEALTHY_TIMEOUT_S)
-        assert up.returncode == 0, f"docker-compose up failed:\n{up.stderr[-4000:]}"
+        assert up.returncode == 0, (f"docker-compose up failed:\n{up.stderr[-3000:]}\n"
+                                    f"{_health_report()}\n{_logs(info, tail=25)}")
         deadline = time.monotonic() + HEALTHY_TIMEOUT_S
         while (waiting := _not_ready(_project_containers())) and time.monotonic() < deadline:
             time.sleep(2)
@@ -141,6 +142,17 @@ def stack(docker_engine, trainer_image, emulator_image, airflow_image, pytestcon
         yield info
     finally:
         subprocess.run([*cli, "down", "-v", "--remove-orphans", "-t", "20"], env=env, capture_output=True)
+
+
+def _health_report() -> str:
+    """Each project container's state and its last health-check outputs (why it is unhealthy)."""
+    lines = []
+    for service, c in sorted(_project_containers().items()):
+        health = c["State"].get("Health") or {}
+        checks = " ".join(f"[{h['ExitCode']}: {h['Output'].strip()[:120]}]"
+                          for h in health.get("Log", [])[-3:])
+        lines.append(f"{service}: {c['State']['Status']} {health.get('Status', '')} {checks}".rstrip())
+    return "\n".join(lines)
 
 
 def _logs(stack: dict, *services: str, tail: int = 60) -> str:
