@@ -87,7 +87,8 @@ $(CHROMIUM):
 $(COMPOSE_CLI):
 	$(call apt_install,docker-compose)
 
-# One process per suite, the Docker tests' images built in the background meanwhile: tests/run-suites.sh.
+# One process per suite, in lanes side by side, the Docker tests' images built in the background
+# meanwhile: tests/run-suites.sh.
 test: venvs lint $(CHROMIUM) $(COMPOSE_CLI)
 	RECSYS_CHROMIUM=$(CHROMIUM) tests/run-suites.sh $(TRAINER_PY) $(abspath $(VENV)/airflow/bin/python) \
 		$(abspath $(VENV)/$(AIRFLOW_OLD)/bin/python)

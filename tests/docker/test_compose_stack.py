@@ -110,7 +110,7 @@ def _not_ready(containers: dict[str, dict]) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def stack(docker_engine, trainer_image, emulator_image, airflow_image, pytestconfig):
+def stack(docker_engine, trainer_image, emulator_image, airflow_image, pytestconfig, tmp_path_factory):
     """The compose stack up on free host ports; `down -v` afterwards (the last test checks it)."""
     if _docker("network", "ls", "-q", "--filter", f"name=^{NETWORK}$").strip():
         pytest.fail(f"a network `{NETWORK}` exists: another compose stack of this project is up "
@@ -124,8 +124,14 @@ def stack(docker_engine, trainer_image, emulator_image, airflow_image, pytestcon
     info = {"cli": cli, "env": env, "url": f"http://127.0.0.1:{ports['RECSYS_API_PORT']}",
             "bq": f"http://127.0.0.1:{ports['RECSYS_BQ_EMULATOR_PORT']}",
             "volumes_before": set(_docker("volume", "ls", "-q").split()),
-            "since": str(int(time.time()) - 1), "trainer_id": _docker("image", "inspect", "-f", "{{.Id}}",
-                                                                  trainer_image).strip()}
+            "events": tmp_path_factory.mktemp("docker-events") / "events.jsonl",
+            "trainer_id": _docker("image", "inspect", "-f", "{{.Id}}", trainer_image).strip()}
+    # Streamed from before `up`: the engine keeps only its last 256 events for `docker events
+    # --since`, and the stack's health checks alone fill that in about a minute and a half.
+    events = subprocess.Popen(
+        ["docker", "events", "--filter", "type=container", "--filter", "type=network",
+         "--filter", "event=start", "--filter", "event=connect", "--format", "{{json .}}"],
+        stdout=info["events"].open("w"), stderr=subprocess.DEVNULL)
     started = time.monotonic()
     try:
         up = subprocess.run([*cli, "up", "-d", "--no-build"], env=env, capture_output=True, text=True,
@@ -142,6 +148,8 @@ def stack(docker_engine, trainer_image, emulator_image, airflow_image, pytestcon
         yield info
     finally:
         subprocess.run([*cli, "down", "-v", "--remove-orphans", "-t", "20"], env=env, capture_output=True)
+        events.terminate()
+        events.wait(timeout=30)
 
 
 def _health_report() -> str:
@@ -197,19 +205,21 @@ def _wait_for_runs(stack: dict, dag_id: str, done) -> list[dict]:
                 f"{[(r['dag_run_id'], r['state']) for r in runs]}\n{_logs(stack, 'airflow-scheduler')}")
 
 
+def _events(stack: dict, kind: str) -> list[dict]:
+    """The engine's events of type ``kind`` since just before the stack came up, oldest first."""
+    lines = stack["events"].read_text().splitlines()
+    return [e for e in map(json.loads, filter(str.strip, lines)) if e.get("Type") == kind]
+
+
 def _container_starts(stack: dict) -> list[dict]:
-    """`docker events` for containers started since the stack came up, oldest first."""
-    out = _docker("events", "--since", stack["since"], "--until", str(int(time.time())), "--filter",
-                  "type=container", "--filter", "event=start", "--format", "{{json .}}")
-    return [json.loads(line) for line in out.splitlines() if line.strip()]
+    """Containers started since the stack came up."""
+    return [e for e in _events(stack, "container") if e.get("Action") == "start"]
 
 
 def _network_connects(stack: dict) -> dict[str, str]:
     """container id -> name of the network it was connected to, since the stack came up."""
-    out = _docker("events", "--since", stack["since"], "--until", str(int(time.time())), "--filter",
-                  "type=network", "--filter", "event=connect", "--format", "{{json .}}")
-    events = [json.loads(line) for line in out.splitlines() if line.strip()]
-    return {e["Actor"]["Attributes"]["container"]: e["Actor"]["Attributes"]["name"] for e in events}
+    return {e["Actor"]["Attributes"]["container"]: e["Actor"]["Attributes"]["name"]
+            for e in _events(stack, "network") if e.get("Action") == "connect"}
 
 
 def test_every_service_is_healthy_and_the_one_shots_succeeded(stack):
