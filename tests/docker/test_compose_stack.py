@@ -122,6 +122,7 @@ def stack(docker_engine, trainer_image, emulator_image, airflow_image, pytestcon
            "DOCKER_HOST": os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")}
     cli = [_compose_cli(), "-p", PROJECT, "--project-directory", str(REPO), *_compose_files()]
     info = {"cli": cli, "env": env, "url": f"http://127.0.0.1:{ports['RECSYS_API_PORT']}",
+            "request_timeout_s": 180,  # a bound: see stack_client
             "bq": f"http://127.0.0.1:{ports['RECSYS_BQ_EMULATOR_PORT']}",
             "volumes_before": set(_docker("volume", "ls", "-q").split()),
             "events": tmp_path_factory.mktemp("docker-events") / "events.jsonl",

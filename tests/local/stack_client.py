@@ -2,7 +2,9 @@
 
 Shared by the browser test (`make up`) and the compose test (`docker compose up`). A stack is a
 dict with ``url`` (the Airflow UI/API base) and ``bq`` (the BigQuery emulator's endpoint); the
-API token of the dev-only admin login is cached in it.
+API token of the dev-only admin login is cached in it. ``request_timeout_s`` (default 30) bounds
+each request: the compose stack's single api-server also serves every running task's execution
+API, and on a loaded 2-core machine one of its answers took longer than 30 s.
 """
 
 from __future__ import annotations
@@ -20,12 +22,12 @@ def api(stack: dict, path: str, body: dict | None = None, method: str | None = N
     if "token" not in stack:
         request = urllib.request.Request(f"{stack['url']}/auth/token", data=json.dumps(ADMIN).encode(),
                                          headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=10) as resp:
+        with urllib.request.urlopen(request, timeout=stack.get("request_timeout_s", 30)) as resp:
             stack["token"] = json.loads(resp.read())["access_token"]
     request = urllib.request.Request(
         f"{stack['url']}{path}", data=None if body is None else json.dumps(body).encode(), method=method,
         headers={"Authorization": f"Bearer {stack['token']}", "Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=30) as resp:
+    with urllib.request.urlopen(request, timeout=stack.get("request_timeout_s", 30)) as resp:
         raw = resp.read()
     return json.loads(raw) if raw.strip().startswith((b"{", b"[")) else {"text": raw.decode()}
 
