@@ -54,8 +54,8 @@ with DAG(
     model = PublishedModelSensor(
         task_id="wait_for_published_model",
         artifacts_uri=config.artifacts_uri,
-        project=config.project,
         gcp_conn_id=config.gcp_conn_id,
+        deferrable=config.runtime == "vertex",  # Composer has a triggerer; laptops may not
         mode="reschedule",
         poke_interval=120,
         timeout=timedelta(minutes=30).total_seconds(),

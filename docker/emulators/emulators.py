@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import glob
+import json
 import os
 import signal
 import socket
@@ -55,13 +56,18 @@ def _settings() -> dict[str, str]:
 
 
 def client_env() -> dict[str, str]:
-    """The environment variables that point the trainer's client factory at the emulators."""
+    """The environment variables that point the trainer's client factory and Airflow's Google
+    hooks at the emulators."""
     s = _settings()
     return {
         "BIGQUERY_EMULATOR_HOST": f"http://{s['host']}:{s['bq_port']}",
         "BIGQUERY_STORAGE_EMULATOR_HOST": f"{s['host']}:{s['bq_grpc_port']}",
         "STORAGE_EMULATOR_HOST": f"http://{s['host']}:{s['gcs_port']}",
         "RECSYS_GCP_PROJECT": s["project"],
+        # Airflow's stock Google hooks build the same clients from a connection: an anonymous
+        # one lets them reach the emulators through the variables above.
+        "AIRFLOW_CONN_GOOGLE_CLOUD_DEFAULT": json.dumps(
+            {"conn_type": "google_cloud_platform", "extra": {"is_anonymous": True, "project": s["project"]}}),
     }
 
 

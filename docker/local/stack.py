@@ -205,7 +205,6 @@ def airflow_env(s: Settings, db_url: str, client_env: dict[str, str]) -> dict[st
         "RECSYS_RUNTIME": "local",
         "RECSYS_TRAINER_PYTHON": str(TRAINER_PY),
         "RECSYS_ARTIFACTS_URI": f"gs://{BUCKET}/recsys",
-        "RECSYS_AIRFLOW_BASE_URL": s.url,
         "RECSYS_BQ_RETRY_DEADLINE_S": "60",
         "RECSYS_TASK_RETRIES": s.retries,
         "RECSYS_RETRY_DELAY_S": s.retry_delay,

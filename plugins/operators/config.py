@@ -55,7 +55,6 @@ class RecsysConfig:
     gcp_conn_id: str
     slack_conn_id: str
     writers_pool: str
-    airflow_base_url: str
     # vertex
     region: str
     staging_bucket: str
@@ -91,6 +90,11 @@ def load() -> RecsysConfig:
         raise ConfigError("RECSYS_VERTEX_ACCELERATORS is not supported: the trainer image is CPU-only "
                           "(implicit.cpu); unset it and size RECSYS_VERTEX_MACHINE_TYPES instead")
     project = env.get("RECSYS_GCP_PROJECT", "local-project")
+    artifacts_uri = env.get("RECSYS_ARTIFACTS_URI", "gs://recsys-artifacts/recsys").strip()
+    if not artifacts_uri.startswith("gs://") or len(artifacts_uri) <= len("gs://"):
+        # The sensors, the Slack summaries and the Docker and Vertex containers all read it.
+        raise ConfigError(f"RECSYS_ARTIFACTS_URI={artifacts_uri!r} must be gs://BUCKET[/PREFIX] "
+                          "(locally, a bucket of the GCS emulator)")
     region = env.get("RECSYS_VERTEX_REGION", "europe-west1")
     # Default: this project's Artifact Registry repository, and the locally built image.
     default_allowlist = f"{region}-docker.pkg.dev/{project}/recsys/trainer:,recsys-trainer:"
@@ -101,14 +105,13 @@ def load() -> RecsysConfig:
         project=project,
         dataset=env.get("RECSYS_BQ_DATASET", "recsys"),
         location=env.get("RECSYS_BQ_LOCATION", "US"),
-        artifacts_uri=env.get("RECSYS_ARTIFACTS_URI", "gs://recsys-artifacts/recsys"),
+        artifacts_uri=artifacts_uri.rstrip("/"),
         image_variable=env.get("RECSYS_IMAGE_VARIABLE", "recsys_trainer_image"),
         image_allowlist=allowlist,
         gcp_conn_id=env.get("RECSYS_GCP_CONN_ID", "google_cloud_default"),
         slack_conn_id=env.get("RECSYS_SLACK_CONN_ID", "slack_recsys"),
         # One slot, counting deferred tasks: docker/airflow/pools.json, which deployments import.
         writers_pool=env.get("RECSYS_BQ_WRITERS_POOL", "recsys_bigquery_writers"),
-        airflow_base_url=env.get("RECSYS_AIRFLOW_BASE_URL", "http://localhost:8080").rstrip("/"),
         region=region,
         staging_bucket=env.get("RECSYS_VERTEX_STAGING_BUCKET", "gs://recsys-vertex-staging"),
         service_account=env.get("RECSYS_VERTEX_SERVICE_ACCOUNT") or None,

@@ -1,8 +1,10 @@
 """Run a trainer step as a local subprocess (``RECSYS_RUNTIME=local``).
 
-Own operator because the stock ones don't fit: BashOperator goes through a shell (we pass an
-argument list, never a shell string), and ExternalPythonOperator runs a pickled callable, not
-``python -m trainer.<step> ARGS``, which is the contract the image has in every runtime.
+Built on the standard provider's ``SubprocessHook`` (an argument list, never a shell; output
+streamed into the task log; the child in its own session). What this operator adds: the
+trainer's exit-code contract, the pinned-sources check, and a kill that escalates to SIGKILL
+(the hook only sends SIGTERM). Not BashOperator (a shell string) nor ExternalPythonOperator (a
+pickled callable, not ``python -m trainer.<step> ARGS``, the image's contract in every runtime).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
+from airflow.providers.standard.hooks.subprocess import SubprocessHook
 from airflow.sdk import BaseOperator, Context
 from airflow.sdk.exceptions import AirflowException
 
@@ -41,7 +44,7 @@ class LocalTrainerOperator(BaseOperator):
         self.trainer_source = trainer_source
         self.image = image
         self.env = env or {}
-        self._proc: subprocess.Popen | None = None
+        self._hook: SubprocessHook | None = None
 
     @property
     def command(self) -> list[str]:
@@ -60,30 +63,19 @@ class LocalTrainerOperator(BaseOperator):
             raise AirflowException(f"trainer interpreter {self.python} not found "
                                    "(run `make venvs` or set RECSYS_TRAINER_PYTHON)")
         self._check_pinned_sources()
-        self.log.info("running %s (trainer %s)", " ".join(self.command), self.image)
-        lines: list[str] = []
-        self._proc = subprocess.Popen(
-            self.command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env={**os.environ, **self.env, IMAGE_ENV: self.image, "PYTHONUNBUFFERED": "1"},
-            start_new_session=True,  # its own process group, so on_kill reaches grandchildren too
-            text=True, bufsize=1,
-        )
-        assert self._proc.stdout is not None
-        for line in self._proc.stdout:
-            line = line.rstrip("\n")
-            self.log.info("%s", line)
-            if line.startswith("ERROR:"):
-                lines.append(line)
-        code = self._proc.wait()
-        if code != 0:
-            raise_for_exit(self.step, code, last_error_line(lines))
+        self._hook = SubprocessHook()
+        # The step prints its one-line error last (trainer/cli.py), the one line the hook keeps.
+        result = self._hook.run_command(
+            self.command, env={**os.environ, **self.env, IMAGE_ENV: self.image, "PYTHONUNBUFFERED": "1"})
+        if result.exit_code != 0:
+            raise_for_exit(self.step, result.exit_code, last_error_line([result.output]))
 
     def on_kill(self) -> None:
-        proc = self._proc
+        proc = self._hook.sub_process if self._hook is not None else None
         if proc is None or proc.poll() is not None:
             return
         self.log.warning("killing trainer.%s (pid %d)", self.step, proc.pid)
-        os.killpg(proc.pid, signal.SIGTERM)
+        self._hook.send_sigterm()
         try:
             proc.wait(timeout=KILL_GRACE_S)
         except subprocess.TimeoutExpired:

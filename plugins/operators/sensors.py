@@ -1,8 +1,6 @@
 """Sensors that gate the trainer steps: the run date's events, and a published model.
 
-The stock BigQuery and GCS sensors build their clients from a Google connection and cannot
-be pointed at the local emulators; these use :mod:`operators.gcp`, which can, and otherwise
-the stock hooks. Both fail with a message that says what was missing, not just "timed out".
+Both fail with a message that says what was missing, not just "timed out".
 """
 
 from __future__ import annotations
@@ -11,24 +9,35 @@ from collections.abc import Sequence
 from typing import Any
 
 from airflow.providers.common.compat.sdk import AirflowSensorTimeout  # moved in Airflow 3.2
+from airflow.providers.google.cloud.sensors.gcs import GCSObjectExistenceSensor
 from airflow.sdk import BaseSensorOperator, Context
 
-from operators import gcp
+from operators.artifacts import join, split_gcs_uri
 
 
-class _ExplainedTimeoutSensor(BaseSensorOperator):
+class _ExplainedTimeout:
+    """Mixin: a sensor's timeout names what it waited for (poke and reschedule modes; a
+    deferred sensor's timeout is raised by the triggerer, whose message Airflow writes)."""
+
+    timeout: float
+
     def missing(self) -> str:
         raise NotImplementedError
 
     def execute(self, context: Context) -> Any:
         try:
-            return super().execute(context)
+            return super().execute(context)  # type: ignore[misc]
         except AirflowSensorTimeout as exc:
             raise AirflowSensorTimeout(f"{self.missing()} after waiting {self.timeout:.0f}s") from exc
 
 
-class BigQueryRowsSensor(_ExplainedTimeoutSensor):
-    """Wait until ``table`` holds at least ``min_rows`` rows with ``date_column = run_date``."""
+class BigQueryRowsSensor(_ExplainedTimeout, BaseSensorOperator):
+    """Wait until ``table`` holds at least ``min_rows`` rows with ``date_column = run_date``.
+
+    Own sensor because the provider's BigQuery sensors check that a table or partition exists,
+    not how many rows it holds, and the SQL sensor's BigQuery hook queries through the discovery
+    client, which ignores BIGQUERY_EMULATOR_HOST (BigQueryHook.get_conn, providers-google 22).
+    The query itself goes through the stock hook's client."""
 
     template_fields: Sequence[str] = ("table", "run_date")
     ui_color = "#e0f2f1"
@@ -40,11 +49,13 @@ class BigQueryRowsSensor(_ExplainedTimeoutSensor):
         self.gcp_conn_id, self.location, self.min_rows = gcp_conn_id, location, min_rows
 
     def poke(self, context: Context) -> bool:
+        from airflow.providers.google.cloud.hooks.bigquery import BigQueryHook
         from google.api_core.exceptions import NotFound
         from google.cloud import bigquery
 
         project = self.table.split(".")[0]
-        client = gcp.bigquery_client(self.gcp_conn_id, project, self.location)
+        client = BigQueryHook(gcp_conn_id=self.gcp_conn_id, location=self.location).get_client(
+            project_id=project, location=self.location)
         config = bigquery.QueryJobConfig(
             query_parameters=[bigquery.ScalarQueryParameter("d", "DATE", self.run_date)])
         try:
@@ -63,28 +74,17 @@ class BigQueryRowsSensor(_ExplainedTimeoutSensor):
         return f"no events for {self.run_date} in {self.table}"
 
 
-class PublishedModelSensor(_ExplainedTimeoutSensor):
-    """Wait until the ``models/LATEST`` pointer under ``artifacts_uri`` names a saved model."""
+class PublishedModelSensor(_ExplainedTimeout, GCSObjectExistenceSensor):
+    """The stock GCS object sensor on the ``models/LATEST`` pointer under ``artifacts_uri``.
 
-    template_fields: Sequence[str] = ("artifacts_uri",)
-    ui_color = "#e0f2f1"
+    The pointer alone is enough: promotion writes the model, then the pointer (with a
+    generation precondition), and predict checks the model it names before scoring."""
 
-    def __init__(self, *, artifacts_uri: str, project: str, gcp_conn_id: str, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.artifacts_uri, self.project, self.gcp_conn_id = artifacts_uri, project, gcp_conn_id
-
-    def poke(self, context: Context) -> bool:
-        pointer = gcp.read_json(gcp.join(self.artifacts_uri, "models", "LATEST"),
-                                self.gcp_conn_id, self.project)
-        if pointer is None:
-            self.log.info("no published model yet at %s/models/LATEST", self.artifacts_uri)
-            return False
-        model = gcp.read_json(gcp.join(pointer["model_uri"], "model.json"), self.gcp_conn_id, self.project)
-        if model is None:
-            self.log.warning("LATEST points at %s, which has no model.json", pointer["model_uri"])
-            return False
-        self.log.info("published model: %s (%s)", pointer["model_id"], pointer["model_uri"])
-        return True
+    def __init__(self, *, artifacts_uri: str, gcp_conn_id: str, **kwargs) -> None:
+        bucket, prefix = split_gcs_uri(artifacts_uri)
+        super().__init__(bucket=bucket, object=join(prefix, "models", "LATEST").lstrip("/"),
+                         google_cloud_conn_id=gcp_conn_id, **kwargs)
+        self.artifacts_uri = artifacts_uri
 
     def missing(self) -> str:
         return (f"no published model at {self.artifacts_uri}/models/LATEST "

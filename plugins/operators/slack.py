@@ -4,10 +4,11 @@ notifier (slack-sdk underneath) and its Airflow connection.
 :class:`RecsysSlackNotifier` wraps the stock notifier for two things it can't do: it must never
 fail, block or slow a run (an unconfigured or broken Slack is a logged warning, after a short
 timeout and no retries), and success messages carry a run summary (evaluation metrics, rows
-written) read from the run's artifacts, which are not in the template context. The message
-texts themselves are ordinary notifier templates. It builds the stock notifier only when it
-sends: importing the Slack provider (slack-sdk, aiohttp) costs every fresh parse of a DAG file
-0.4-0.8 s, for callbacks that run once per run or failure.
+written) from the run's artifacts (read by :class:`operators.artifacts.ArtifactsHook`), which
+are not in the template context. Links come from Airflow's own ``[api] base_url``, as the task
+instance's ``log_url`` does. The message texts themselves are ordinary notifier templates. It
+builds the stock notifier only when it sends: importing the Slack provider (slack-sdk, aiohttp)
+costs every fresh parse of a DAG file 0.4-0.8 s, for callbacks that run once per run or failure.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any
 
 from airflow.sdk import BaseNotifier
 
-from operators import gcp
+from operators.artifacts import ArtifactsHook, join
 from operators.config import RecsysConfig
 from operators.macros import run_date_for
 
@@ -73,6 +74,18 @@ def run_started(dag_run: Any) -> dt.datetime | None:
     return first[0] if first else start
 
 
+def run_url(dag_id: str, run_id: str) -> str:
+    """The run's page in the Airflow UI, under ``[api] base_url`` (the base of the task
+    instances' own ``log_url``)."""
+    try:  # Airflow >= 3.2; 3.1's task SDK has no configuration module of its own
+        from airflow.sdk.configuration import conf
+    except ImportError:
+        from airflow.configuration import conf
+
+    base = conf.get("api", "base_url", fallback="http://localhost:8080/").rstrip("/")
+    return f"{base}/dags/{dag_id}/runs/{urllib.parse.quote(run_id, safe='')}"
+
+
 class RecsysSlackNotifier(BaseNotifier):
     """The stock Slack webhook notifier, made never to raise, plus ``recsys.*`` template values:
     ``run_date``, ``duration``, ``error``, ``link``, ``image`` (the run's pinned trainer image)
@@ -117,12 +130,11 @@ class RecsysSlackNotifier(BaseNotifier):
 
     def _values(self, context: dict[str, Any]) -> dict[str, Any]:
         dag_run, ti = context["dag_run"], context.get("ti")
-        base = f"{self.recsys_config.airflow_base_url}/dags/{dag_run.dag_id}/runs/" \
-               f"{urllib.parse.quote(dag_run.run_id, safe='')}"
+        base = run_url(dag_run.dag_id, dag_run.run_id)
         exception = context.get("exception")
         error = str(exception).strip().splitlines()[-1][:300] if exception else "unknown"
         if self.level == "task" and ti is not None:
-            link = f"{base}/tasks/{ti.task_id}"
+            link = ti.log_url
             duration = _duration(getattr(ti, "start_date", None))
         else:
             link = base
@@ -147,8 +159,7 @@ class RecsysSlackNotifier(BaseNotifier):
         cfg = self.recsys_config
         try:
             name = f"{dag_run.dag_id}.{last_task}.json"
-            uri = gcp.join(cfg.artifacts_uri, "runs", run_date, "status", name)
-            record = gcp.read_json(uri, cfg.gcp_conn_id, cfg.project)
+            record = self._artifacts().read_json(join(cfg.artifacts_uri, "runs", run_date, "status", name))
         except Exception as exc:
             self.log.warning("run image unavailable: %s", type(exc).__name__)
             return ""
@@ -156,21 +167,24 @@ class RecsysSlackNotifier(BaseNotifier):
             return record.get("image") or ""
         return ""
 
+    def _artifacts(self) -> ArtifactsHook:
+        return ArtifactsHook(gcp_conn_id=self.recsys_config.gcp_conn_id)
+
     def _summary(self, run_date: str) -> str:
         cfg = self.recsys_config
         try:
-            run = gcp.join(cfg.artifacts_uri, "runs", run_date)
+            read = self._artifacts().read_json
+            run = join(cfg.artifacts_uri, "runs", run_date)
             if self.summary == "predict":
-                p = gcp.read_json(gcp.join(run, "predictions.json"), cfg.gcp_conn_id, cfg.project)
+                p = read(join(run, "predictions.json"))
                 if not p:
                     return "no predictions summary found"
                 return (f"rows written: {p['rows_written']} for {p['users']} users "
                         f"(model {p['model_id']}) into {p['table']}")
-            candidate = gcp.read_json(gcp.join(run, "candidate.json"), cfg.gcp_conn_id, cfg.project)
+            candidate = read(join(run, "candidate.json"))
             if not candidate:
                 return "no trained model found for this run"
-            ev = gcp.read_json(gcp.join(candidate["model_uri"], "evaluation.json"),
-                               cfg.gcp_conn_id, cfg.project)
+            ev = read(join(candidate["model_uri"], "evaluation.json"))
             if not ev:
                 return f"model {candidate['model_id']} has no evaluation"
             k, metrics = ev["k"], ev["metrics"]
@@ -178,7 +192,7 @@ class RecsysSlackNotifier(BaseNotifier):
                 f"{name}: " + ", ".join(f"{m}@{k} {metrics[name][m]:.4f}" for m in ("precision", "recall",
                                                                                    "map", "ndcg"))
                 for name in ("model", "popularity", "published") if metrics.get(name))
-            promotion = gcp.read_json(gcp.join(run, "promotion.json"), cfg.gcp_conn_id, cfg.project)
+            promotion = read(join(run, "promotion.json"))
             published = ""
             if promotion:
                 published = ("\npublished" if promotion["published"]

@@ -16,7 +16,7 @@ from typing import Any, NoReturn
 from airflow.providers.common.compat.sdk import AirflowFailException
 from airflow.sdk.exceptions import AirflowException
 
-from operators import gcp
+from operators.artifacts import ArtifactsHook, join
 
 EXIT_PERMANENT = 2
 EXIT_TRANSIENT = 75
@@ -82,18 +82,17 @@ def status_record_uri(command: Sequence[str], dag_id: str, task_id: str,
     if not artifacts or not run_date:
         return None
     name = f"{dag_id}.{task_id}" + (f".{map_index}" if map_index is not None and map_index >= 0 else "")
-    return gcp.join(artifacts, "runs", run_date, "status", f"{name}.json")
+    return join(artifacts, "runs", run_date, "status", f"{name}.json")
 
 
-def read_status_record(command: Sequence[str], context: Any, conn_id: str, project: str,
-                       try_number: int) -> dict | None:
+def read_status_record(command: Sequence[str], context: Any, conn_id: str, try_number: int) -> dict | None:
     """The status record of this run's try ``try_number`` of this task, or None (never written:
     the container did not start or was killed, or it belongs to another attempt)."""
     ti = context["ti"]
     uri = status_record_uri(command, ti.dag_id, ti.task_id, getattr(ti, "map_index", -1))
     if uri is None:
         return None
-    record = gcp.read_json(uri, conn_id, project)
+    record = ArtifactsHook(gcp_conn_id=conn_id).read_json(uri)
     if not record or record.get("airflow_run_id") != ti.run_id or record.get("try") != try_number:
         return None
     return record

@@ -64,7 +64,6 @@ def _operator(step: str, arguments: Sequence[str], *, config: RecsysConfig, imag
         return TrainerVertexJobOperator, dict(
             task_id=task_id,
             step=step,
-            artifacts_project=config.project,
             project_id=config.project,
             region=config.region,
             staging_bucket=config.staging_bucket,

@@ -48,7 +48,7 @@ class TrainerVertexJobOperator(BaseOperator):
     template_fields = TEMPLATED
     operator_extra_links = (VertexTrainingLink(),)
 
-    def __init__(self, *, step: str, artifacts_project: str, project_id: str, region: str,
+    def __init__(self, *, step: str, project_id: str, region: str,
                  display_name: str, container_uri: str, command: list[str], machine_type: str,
                  labels: dict[str, str], environment_variables: dict[str, str],
                  staging_bucket: str | None = None, service_account: str | None = None,
@@ -58,7 +58,6 @@ class TrainerVertexJobOperator(BaseOperator):
                  **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.step, self.shard = step, shard
-        self.artifacts_project = artifacts_project
         self.project_id, self.region, self.display_name = project_id, region, display_name
         self.container_uri, self.command, self.machine_type = container_uri, command, machine_type
         self.labels, self.environment_variables = labels, environment_variables
@@ -78,7 +77,7 @@ class TrainerVertexJobOperator(BaseOperator):
         from operators.vertex_job import VertexTrainingJob
 
         return VertexTrainingJob(
-            task_id=self.task_id, step=self.step, artifacts_project=self.artifacts_project,
+            task_id=self.task_id, step=self.step,
             execution_timeout=self.execution_timeout, **{name: getattr(self, name) for name in JOB_ARGUMENTS})
 
     def execute(self, context: Any) -> Any:

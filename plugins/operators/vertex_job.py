@@ -37,10 +37,9 @@ class VertexTrainingJob(CreateCustomContainerTrainingJobOperator):
       the trainer's exit-code rule (exit 2 fails at once), with a link to the job's logs.
     """
 
-    def __init__(self, *, step: str, artifacts_project: str, **kwargs: Any) -> None:
+    def __init__(self, *, step: str, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.step = step
-        self.artifacts_project = artifacts_project
 
     def find_active_pipeline(self) -> Any | None:
         """The newest active training pipeline labelled with this DAG, task and run, if any."""
@@ -100,8 +99,7 @@ class VertexTrainingJob(CreateCustomContainerTrainingJobOperator):
         labels = pipeline.get("labels") or {}
         try_number = int(labels.get("try") or context["ti"].try_number)
         logs = self.logs_url(pipeline)
-        record = read_status_record(self.command, context, self.gcp_conn_id, self.artifacts_project,
-                                    try_number)
+        record = read_status_record(self.command, context, self.gcp_conn_id, try_number)
         if record is not None and record.get("exit_code"):
             error = f"{self.step}: {record['error']}" if record.get("error") else ""
             raise_for_exit(self.step, int(record["exit_code"]), error, logs_url=logs)

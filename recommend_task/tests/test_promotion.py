@@ -10,7 +10,7 @@ import sys
 
 from helpers import RUN_DATE, TRAIN_ARGS, query, seed
 
-from trainer import artifacts
+from trainer import artifacts, retention
 from trainer.clients import storage_client
 
 NEWER, OLDER = RUN_DATE, RUN_DATE - dt.timedelta(days=3)
@@ -30,6 +30,15 @@ def _read(store, uri: str) -> dict:
     return json.loads(store.read_bytes(uri))
 
 
+def _custom_times(project: str, art: str) -> dict[str, list]:
+    """model id -> the customTime of each of its objects (None: not marked)."""
+    bucket, _, prefix = art.removeprefix("gs://").partition("/")
+    times: dict[str, list] = {}
+    for blob in storage_client(project).list_blobs(bucket, prefix=f"{prefix}/models/als-"):
+        times.setdefault(blob.name.split("/")[-2], []).append(blob.custom_time)
+    return times
+
+
 def _promote(step, art: str, run_date: dt.date, *extra: str) -> tuple[int, str]:
     return step("promote_model_task", "--run-date", run_date.isoformat(), "--artifacts-uri", art, *extra)
 
@@ -42,9 +51,14 @@ def test_a_backfilled_older_model_is_recorded_not_published_and_a_rollback_publi
     assert _promote(step, gcs_artifacts, NEWER)[0] == 0
     older = _candidate(step, gcs_artifacts, OLDER)  # the backfill, after today's model is out
 
-    rc, err = _promote(step, gcs_artifacts, OLDER)
+    rc, err = _promote(step, gcs_artifacts, OLDER, "--keep-models", "1")
     assert rc == 0, err  # a backfill stays green
     assert "older than the published model" in err
+    # Retention: with one model kept besides the published one, the older model is marked for
+    # the bucket's lifecycle rule (customTime on each of its objects), the published one is not.
+    marked = _custom_times(project, gcs_artifacts)
+    assert set(marked) == {newer, older} and set(marked[newer]) == {None}, marked
+    assert len(marked[older]) >= 2 and None not in marked[older], marked
     assert _read(step.store, f"{gcs_artifacts}/models/LATEST")["model_id"] == newer
     promotion = _read(step.store, f"{gcs_artifacts}/runs/{OLDER}/promotion.json")
     assert (promotion["model_id"], promotion["published"]) == (older, False)
@@ -53,10 +67,14 @@ def test_a_backfilled_older_model_is_recorded_not_published_and_a_rollback_publi
     assert set(metrics) == {NEWER, OLDER} and metrics[OLDER]["verdict"] == "pass"
     assert metrics[OLDER]["published_model_id"] is None  # not judged against a model trained on its holdout
 
-    rc, err = _promote(step, gcs_artifacts, NEWER, "--rollback-to", older)
+    rc, err = _promote(step, gcs_artifacts, NEWER, "--rollback-to", older, "--keep-models", "1")
     assert rc == 0, err
     pointer = _read(step.store, f"{gcs_artifacts}/models/LATEST")
     assert (pointer["model_id"], pointer["previous_model_id"], pointer["rollback"]) == (older, newer, True)
+    # Published again, it is out of the lifecycle rule's reach for good (customTime only moves
+    # forward); the newer model is the newest, so it stays unmarked.
+    marked = _custom_times(project, gcs_artifacts)
+    assert set(marked[older]) == {retention.KEEP_FOREVER} and set(marked[newer]) == {None}, marked
     rc, err = step("predict_task", "--run-date", str(NEWER), "--artifacts-uri", gcs_artifacts,
                    "--lookback-days", "20")
     assert rc == 0, err

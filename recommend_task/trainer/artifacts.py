@@ -85,6 +85,10 @@ class ArtifactStore:
         bucket_name, name = _split_gs(uri)
         return self._gcs.bucket(bucket_name), name
 
+    def bucket_and_name(self, uri: str):
+        """The Cloud Storage bucket of ``uri`` and the object name in it."""
+        return self._bucket(uri)
+
     def _bucket_blob(self, uri: str):
         bucket, name = self._bucket(uri)
         return bucket.blob(name)

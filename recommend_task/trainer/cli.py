@@ -138,10 +138,10 @@ def run_step(name: str, main: Callable[[argparse.Namespace], None],
     except ArgumentsError as exc:
         setup_logging(os.environ.get("RECSYS_LOG_LEVEL", "INFO"))
         parser.print_usage(sys.stderr)
-        print(f"ERROR: {name}: {exc}", file=sys.stderr, flush=True)
         artifacts_uri, run_date, project = _attempt_location(parser, argv)
         status.write(artifacts_uri, run_date, name, status.build(
             name, EXIT_PERMANENT, str(exc), run_date, started_at, dt.datetime.now(dt.UTC)), project)
+        _print_error(name, str(exc))
         return EXIT_PERMANENT
     setup_logging(args.log_level)
     log.info("step %s starting", name)
@@ -158,8 +158,8 @@ def run_step(name: str, main: Callable[[argparse.Namespace], None],
             log.exception("step %s crashed after %.2fs", name, time.perf_counter() - start)
         else:
             log.error("step %s failed after %.2fs (exit %d)", name, time.perf_counter() - start, code)
-        print(f"ERROR: {name}: {error}", file=sys.stderr, flush=True)
         if args.validate_only:
+            _print_error(name, error)
             return code
     else:
         log.info("step %s finished in %.2fs (peak RSS %.0f MiB)", name, time.perf_counter() - start,
@@ -167,4 +167,13 @@ def run_step(name: str, main: Callable[[argparse.Namespace], None],
     status.write(getattr(args, "artifacts_uri", None), getattr(args, "run_date", None), name,
                  status.build(name, code, error, getattr(args, "run_date", None), started_at,
                               dt.datetime.now(dt.UTC)), getattr(args, "project", None))
+    if code != EXIT_OK:
+        _print_error(name, error)
     return code
+
+
+def _print_error(name: str, error: str) -> None:
+    """The step's one-line error, always its last line of output (after the status record is
+    written, which may log): launchers that keep only a process's last line still get it."""
+    sys.stdout.flush()
+    print(f"ERROR: {name}: {error}", file=sys.stderr, flush=True)

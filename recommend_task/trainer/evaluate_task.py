@@ -18,7 +18,7 @@ import sys
 import numpy as np
 import pandas as pd
 
-from trainer import artifacts, cli, layout, profile, tables
+from trainer import artifacts, cli, layout, profile, retention, tables
 from trainer.clients import bigquery_client
 from trainer.errors import TrainerError
 from trainer.matrices import CFMatrices
@@ -37,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = cli.base_parser(__doc__.split("\n\n")[0])
     cli.add_run_date(parser)
     cli.add_artifacts_uri(parser)
+    retention.add_table_arguments(parser)
     parser.add_argument("--model-uri", help="model to evaluate (default: the run's candidate)")
     parser.add_argument("--k", type=int, default=10, help="cut-off of the @k metrics")
     parser.add_argument("--primary-metric", choices=METRICS, default="recall",
@@ -95,6 +96,7 @@ def write_metrics_row(client, project: str, dataset: str, row: dict) -> None:
 def validate(args: argparse.Namespace) -> None:
     """The arguments' own rules, before anything is read."""
     cli.require(args, "project", "artifacts_uri")
+    retention.table_retention(args)
     if args.k < 1:
         raise TrainerError(f"--k must be >= 1, got {args.k}")
     if args.max_eval_users < 0:
@@ -169,7 +171,8 @@ def main(args: argparse.Namespace) -> None:
     })
     client = bigquery_client(args.project, args.location)
     with profile.phase("write", f"writing the {tables.MODEL_METRICS} row"):
-        tables.ensure_all(client, args.project, args.dataset, args.location)
+        tables.ensure_all(client, args.project, args.dataset, args.location,
+                      retention.table_retention(args))
         write_metrics_row(client, args.project, args.dataset, metrics_row(
             args.run_date, model, model_uri, args.k, results, published_id, args.primary_metric,
             verdict, evaluated_at))

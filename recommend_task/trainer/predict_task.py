@@ -27,7 +27,7 @@ import sys
 import numpy as np
 import pandas as pd
 
-from trainer import artifacts, bq, cli, layout, profile, tables
+from trainer import artifacts, bq, cli, layout, profile, retention, tables
 from trainer.clients import bigquery_client
 from trainer.errors import TrainerError, ValidationError, VerdictFailedError
 from trainer.events import EventSource, add_window_args
@@ -47,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = cli.base_parser(__doc__.split("\n\n")[0])
     cli.add_run_date(parser)
     cli.add_artifacts_uri(parser)
+    retention.add_table_arguments(parser)
     add_window_args(parser)
     parser.add_argument("--model-uri", help="model to use (default: the published one)")
     parser.add_argument("--n-recommendations", type=int, default=10, help="items per user")
@@ -123,6 +124,7 @@ def refuse_failed_model(store: artifacts.ArtifactStore, model_uri: str, model_id
 def validate(args: argparse.Namespace) -> None:
     """The arguments' own rules, before anything is read."""
     cli.require(args, "project", "artifacts_uri")
+    retention.table_retention(args)
     if not 1 <= args.n_recommendations <= 1000:
         raise TrainerError(f"--n-recommendations must be in [1, 1000], got {args.n_recommendations}")
     if not 0 <= args.max_bad_fraction <= 1:
@@ -188,7 +190,8 @@ def main(args: argparse.Namespace) -> None:
     log.info("predicting with model %s from %s", model.model_id, model_uri)
 
     client = bigquery_client(args.project, args.location)
-    tables.ensure_all(client, args.project, args.dataset, args.location)
+    tables.ensure_all(client, args.project, args.dataset, args.location,
+                      retention.table_retention(args))
     window = lookback(args.run_date, args.lookback_days)
     source = EventSource(client, tables.table_id(args.project, args.dataset, tables.EVENTS))
     with profile.phase("read", "reading events"):

@@ -17,7 +17,7 @@ import re
 import sys
 from typing import Any
 
-from trainer import artifacts, cli, layout
+from trainer import artifacts, cli, layout, retention
 from trainer.errors import ConcurrentUpdateError, TrainerError, VerdictFailedError
 from trainer.model import ModelInfo, check_model
 from trainer.publishing import read_pointer, swap_pointer
@@ -36,6 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--model-uri", help="model to promote (default: the run's candidate)")
     source.add_argument("--rollback-to", metavar="MODEL_ID",
                         help="publish this earlier model, even though it is older than the published one")
+    parser.add_argument("--keep-models", type=int, default=retention.DEFAULT_KEEP_MODELS,
+                        help="besides the published model, how many of the newest models the bucket's "
+                        "lifecycle rule must not delete; the others are marked for it (customTime)")
     return parser
 
 
@@ -45,6 +48,8 @@ def validate(args: argparse.Namespace) -> None:
     if args.rollback_to is not None and not MODEL_ID.fullmatch(args.rollback_to.strip()):
         raise TrainerError(f"--rollback-to needs the id of a model (e.g. als-20261129-ff0958af2f), "
                            f"got {args.rollback_to!r}")
+    if args.keep_models < 1:
+        raise TrainerError(f"--keep-models must be at least 1, got {args.keep_models}")
 
 
 def passed_evaluation(store: artifacts.ArtifactStore, model: ModelInfo, model_uri: str) -> dict:
@@ -80,8 +85,13 @@ def main(args: argparse.Namespace) -> None:
     model = check_model(store, model_uri)  # refuses a missing or damaged model
     evaluation = passed_evaluation(store, model, model_uri)
     model_run_date = str(model.metadata.get("run_date") or args.run_date.isoformat())
+    if args.rollback_to:
+        retention.keep_model(store, model_uri)  # before the pointer names it again
     outcome = publish(store, args.artifacts_uri, model, model_uri, model_run_date, evaluation,
                       rollback=bool(args.rollback_to))
+    published, _ = read_pointer(store, args.artifacts_uri)
+    retention.mark_superseded_models(store, args.artifacts_uri, published and published["model_id"],
+                                     args.keep_models)
     if not args.rollback_to:  # the run's record, for the run summary (Slack)
         store.write_json(artifacts.join(layout.run_prefix(args.artifacts_uri, args.run_date),
                                         "promotion.json"), outcome)

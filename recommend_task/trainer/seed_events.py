@@ -12,7 +12,7 @@ import datetime as dt
 import logging
 import sys
 
-from trainer import cli, profile, tables
+from trainer import cli, profile, retention, tables
 from trainer.clients import bigquery_client
 from trainer.errors import TrainerError
 from trainer.partitions import staging_table, swap_days
@@ -37,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=d.seed, help="random seed")
     parser.add_argument("--corrupt-fraction", type=float, default=0.0,
                         help="share of rows to damage (null ids, skewed timestamps) for testing")
+    retention.add_table_arguments(parser)
     return parser
 
 
@@ -63,7 +64,8 @@ def main(args: argparse.Namespace) -> None:
              len(frame), args.users, args.items, args.days, args.end_date, args.seed)
 
     client = bigquery_client(args.project, args.location)
-    tables.ensure_all(client, args.project, args.dataset, args.location)
+    tables.ensure_all(client, args.project, args.dataset, args.location,
+                      retention.table_retention(args))
     target = tables.table_id(args.project, args.dataset, tables.EVENTS)
     days = lookback(args.end_date, args.days)
     with profile.phase("write", "loading events"), staging_table(

@@ -5,6 +5,8 @@
 ``recommendations``   top-N per user and day, one row per (run_date, user_id, rank);
                       partitioned by ``run_date``, clustered by ``user_id``.
 ``recommendations_latest``  view: the newest complete day of ``recommendations``.
+
+``model_metrics`` and ``recommendations`` partitions expire (:mod:`trainer.retention`).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import logging
 from google.cloud import bigquery
 from google.cloud.bigquery import SchemaField as F
 
+from trainer import retention
 from trainer.clients import bq_retry
 
 log = logging.getLogger(__name__)
@@ -103,17 +106,29 @@ def ensure_dataset(client: bigquery.Client, project: str, dataset: str, location
     client.create_dataset(ds, exists_ok=True, retry=bq_retry())
 
 
-def ensure_table(client: bigquery.Client, project: str, dataset: str, spec: TableSpec) -> str:
-    """Create the table if it is missing; returns its full id."""
+def ensure_table(client: bigquery.Client, project: str, dataset: str, spec: TableSpec,
+                 expiration_days: int | None = None) -> str:
+    """Create the table if it is missing; returns its full id. ``expiration_days`` sets how long
+    a partition is kept (0: forever), on an existing table too; None leaves it as it is (the
+    producer owns the events table's)."""
     tid = table_id(project, dataset, spec.name)
+    wanted = retention.expiration_ms(expiration_days) if expiration_days is not None else None
     table = bigquery.Table(tid, schema=list(spec.schema))
     table.time_partitioning = bigquery.TimePartitioning(
-        type_=bigquery.TimePartitioningType.DAY, field=spec.partition_field
+        type_=bigquery.TimePartitioningType.DAY, field=spec.partition_field, expiration_ms=wanted
     )
     if spec.clustering:
         table.clustering_fields = list(spec.clustering)
     table.description = spec.description
-    client.create_table(table, exists_ok=True, retry=bq_retry())
+    existing = client.create_table(table, exists_ok=True, retry=bq_retry())
+    current = existing.time_partitioning.expiration_ms if existing.time_partitioning else None
+    if expiration_days is not None and current != wanted:
+        existing.time_partitioning = bigquery.TimePartitioning(
+            type_=bigquery.TimePartitioningType.DAY, field=spec.partition_field, expiration_ms=wanted)
+        client.update_table(existing, ["time_partitioning"], retry=bq_retry())
+        log.info("partition expiration of %s set to %s (was %s)", tid,
+                 f"{expiration_days} days" if wanted else "none",
+                 f"{int(current) // retention.DAY_MS} days" if current else "none")
     return tid
 
 
@@ -131,9 +146,13 @@ def ensure_latest_view(client: bigquery.Client, project: str, dataset: str) -> s
     return view_id
 
 
-def ensure_all(client: bigquery.Client, project: str, dataset: str, location: str) -> None:
-    """Create the dataset, every table and the view if missing."""
+def ensure_all(client: bigquery.Client, project: str, dataset: str, location: str,
+               table_retention: retention.TableRetention | None = None) -> None:
+    """Create the dataset, every table and the view if missing, and apply ``table_retention``
+    to the tables the product writes (None: leave their expiration as it is)."""
     ensure_dataset(client, project, dataset, location)
-    for spec in (EVENTS_SPEC, MODEL_METRICS_SPEC, RECOMMENDATIONS_SPEC):
-        ensure_table(client, project, dataset, spec)
+    ensure_table(client, project, dataset, EVENTS_SPEC)
+    keep = table_retention
+    ensure_table(client, project, dataset, MODEL_METRICS_SPEC, keep and keep.metrics_days)
+    ensure_table(client, project, dataset, RECOMMENDATIONS_SPEC, keep and keep.recommendations_days)
     ensure_latest_view(client, project, dataset)

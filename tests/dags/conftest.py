@@ -19,6 +19,7 @@ DAGS = REPO / "dags"
 PLUGINS = REPO / "plugins"
 TESTS = str(Path(__file__).resolve().parent)  # for probes in a fresh interpreter
 SLACK_TOKEN = "/services/T000TEST/B000TEST/not-a-real-secret-4f9d"
+AIRFLOW_BASE_URL = "https://airflow.recsys.test/ui-root/"
 
 _home = tempfile.mkdtemp(prefix="airflow-test-home-")
 os.environ.update({
@@ -27,6 +28,8 @@ os.environ.update({
     "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS),
     "AIRFLOW__CORE__PLUGINS_FOLDER": str(PLUGINS),
     "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{_home}/airflow.db",
+    # Not the default: the Slack links must come from Airflow's own setting.
+    "AIRFLOW__API__BASE_URL": AIRFLOW_BASE_URL,
     "RECSYS_RUNTIME": "local",
     "RECSYS_TASK_RETRIES": "1",
     "RECSYS_RETRY_DELAY_S": "0",

@@ -12,7 +12,7 @@ import subprocess
 import urllib.parse
 
 import pytest
-from conftest import REPO, SLACK_TOKEN, load_dagbag
+from conftest import AIRFLOW_BASE_URL, REPO, SLACK_TOKEN, load_dagbag
 from sharded_runs import check_sharded_predict
 
 LOGICAL_DATE = dt.datetime(2026, 11, 30, 3, 0, tzinfo=dt.UTC)
@@ -126,7 +126,7 @@ def test_slack_gets_one_success_message_per_dag_with_results_and_a_link(pipeline
         shown = re.search(r"succeeded in ([0-9.]+)(s| min)", text)
         reported = float(shown.group(1)) * (60 if shown.group(2) == " min" else 1)
         assert abs(reported - seconds) <= max(1, 0.1 * seconds), (text, seconds)
-        link = (f"http://localhost:8080/dags/{run.dag_id}/runs/"
+        link = (f"{AIRFLOW_BASE_URL}dags/{run.dag_id}/runs/"
                 f"{urllib.parse.quote(run.run_id, safe='')}")
         assert f"<{link}|Open in Airflow>" in text
         assert run.run_id in text
@@ -162,6 +162,10 @@ def test_a_permanent_error_fails_at_once_with_the_trainers_message(pipeline, sla
     error = failed[0].split("\nError: ")[1].splitlines()[0]
     assert error.startswith("predict_task: checksum mismatch for gs://recsys-test/recsys/models/")
     assert error.endswith("(exit 2: permanent, not retried)")
+    # The task instance's own log_url, under Airflow's [api] base_url.
+    link = (f"{AIRFLOW_BASE_URL}dags/recommend_predict/runs/{urllib.parse.quote(run.run_id)}"
+            "/tasks/predict/mapped/0?try_number=1")
+    assert f"<{link}|Open in Airflow>" in failed[0], failed[0]
     out = capfd.readouterr().out
     assert "ERROR: predict_task: checksum mismatch" in out  # the step's line in the task log
     status = _artifact(f"runs/{RUN_DATE + dt.timedelta(days=1)}/status/recommend_predict.predict.0.json")
