@@ -30,11 +30,13 @@ DEMO_DATE ?= 2026-11-30
 DEMO_DIR := .local/demo
 DEMO_BUCKET := recsys-artifacts
 
-.PHONY: help venvs test demo up down bench bench-scale lint lock clean image docker-engine docker-engine-stop
+.PHONY: help venvs test dag-tests demo up down bench bench-scale lint lock clean image docker-engine docker-engine-stop cloud-smoke
 
 help:
 	@echo "make demo   seed synthetic events and run both DAGs through Airflow on local emulators"
 	@echo "make test   run every test (starts and stops its own emulators)"
+	@echo "make dag-tests  the DAG tests that need no emulator, on Airflow 3.1 and 3.3 (the DAG-side Cloud Build)"
+	@echo "make cloud-smoke PROJECT=... REGION=...  every step once on Vertex AI in a real project (your credentials)"
 	@echo "make up     Airflow UI + scheduler on this machine (no Docker), emulators seeded"
 	@echo "make down   stop everything make up started (WIPE=1 also deletes its data)"
 	@echo "make bench  10M events through both DAGs against the floor, trainer step figures, start-up and parse times"
@@ -92,6 +94,15 @@ $(COMPOSE_CLI):
 test: venvs lint $(CHROMIUM) $(COMPOSE_CLI)
 	RECSYS_CHROMIUM=$(CHROMIUM) tests/run-suites.sh $(TRAINER_PY) $(abspath $(VENV)/airflow/bin/python) \
 		$(abspath $(VENV)/$(AIRFLOW_OLD)/bin/python)
+
+# The DAG tests that need no emulator, Docker or browser, on both ends of the supported Airflow
+# range: what the DAG-side Cloud Build (deploy/cloudbuild-dags.yaml) runs before delivering.
+DAG_TESTS := tests/dags/test_dag_integrity.py tests/dags/test_params.py tests/dags/test_run_dates.py \
+	tests/dags/test_runtime_contract.py tests/dags/test_supported_versions.py tests/dags/test_images.py \
+	tests/dags/test_delivery.py
+dag-tests: $(VENV)/trainer/.installed $(VENV)/airflow/.installed $(VENV)/$(AIRFLOW_OLD)/.installed
+	$(VENV)/$(AIRFLOW_OLD)/bin/python -m pytest -q -p no:cacheprovider $(DAG_TESTS)
+	$(VENV)/airflow/bin/python -m pytest -q -p no:cacheprovider $(DAG_TESTS)
 
 # A Docker engine: the running one, else Debian's docker.io started with no bridge, iptables or IP
 # forwarding (root only), its data in /var/cache/recsys-docker. The Docker tests start and stop

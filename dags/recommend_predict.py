@@ -27,7 +27,7 @@ from airflow.timetables.assets import AssetOrTimeSchedule
 from airflow.timetables.trigger import CronTriggerTimetable
 
 from operators import config as recsys_config
-from operators.dag_defaults import dag_kwargs, published_model_asset, trainer_args
+from operators.dag_defaults import dag_kwargs, published_model_asset, table_retention_args, trainer_args
 from operators.images import resolve_image
 from operators.params import PREDICT_PARAMS
 from operators.sensors import PublishedModelSensor
@@ -63,7 +63,8 @@ with DAG(
     shards = plan_shards.override(execution_timeout=timedelta(minutes=5))()
     predict = trainer_task("predict_task", trainer_args(
         config, "--lookback-days", "{{ params.lookback_days }}",
-        "--n-recommendations", "{{ params.n_recommendations }}", *SHARD_ARGUMENTS), config=config,
+        "--n-recommendations", "{{ params.n_recommendations }}", *SHARD_ARGUMENTS,
+        *table_retention_args(config)), config=config,
         shards=shards, map_index_template=SHARD_LABEL, execution_timeout=timedelta(hours=2))
     publish = trainer_task("publish_predictions_task", trainer_args(
         config, "--n-shards", "{{ params.n_shards }}",

@@ -36,7 +36,8 @@ with DAG(
 ):
     image = resolve_image(config)
     rollback = trainer_task(
-        "promote_model_task", trainer_args(config, "--rollback-to", "{{ params.model_id }}"),
+        "promote_model_task", trainer_args(config, "--rollback-to", "{{ params.model_id }}",
+                                           "--keep-models", str(config.keep_models)),
         config=config, task_id="rollback", execution_timeout=timedelta(minutes=15),
         outlets=[published_model_asset(config)])
 

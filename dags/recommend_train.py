@@ -24,7 +24,7 @@ from airflow.sdk import DAG
 from airflow.timetables.trigger import CronTriggerTimetable
 
 from operators import config as recsys_config
-from operators.dag_defaults import dag_kwargs, published_model_asset, trainer_args
+from operators.dag_defaults import dag_kwargs, published_model_asset, table_retention_args, trainer_args
 from operators.images import resolve_image
 from operators.macros import RUN_DATE
 from operators.params import TRAIN_PARAMS
@@ -64,10 +64,11 @@ with DAG(
         config, "--factors", "{{ params.factors }}", "--iterations", "{{ params.iterations }}",
         "--regularization", "{{ params.regularization }}"), config=config,
         execution_timeout=timedelta(hours=3))
-    evaluate = trainer_task("evaluate_task", trainer_args(config), config=config,
-                            execution_timeout=timedelta(hours=1),
+    evaluate = trainer_task("evaluate_task", trainer_args(config, *table_retention_args(config)),
+                            config=config, execution_timeout=timedelta(hours=1),
                             pool=config.writers_pool)  # writes model_metrics
-    promote = trainer_task("promote_model_task", trainer_args(config), config=config,
+    promote = trainer_task("promote_model_task", trainer_args(
+        config, "--keep-models", str(config.keep_models)), config=config,
                            execution_timeout=timedelta(minutes=15),
                            outlets=[published_model_asset(config)])
 

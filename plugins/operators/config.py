@@ -70,6 +70,10 @@ class RecsysConfig:
     retries: int
     retry_delay: timedelta
     slack_timeout_s: int
+    # retention (trainer/retention.py): passed to the steps that create tables or promote
+    recommendations_retention_days: int
+    metrics_retention_days: int
+    keep_models: int
 
     def machine_type(self, step: str) -> str:
         return self.machine_types.get(step, self.machine_types.get("default", "n1-standard-4"))
@@ -126,4 +130,7 @@ def load() -> RecsysConfig:
         retries=int(env.get("RECSYS_TASK_RETRIES", "2")),
         retry_delay=timedelta(seconds=float(env.get("RECSYS_RETRY_DELAY_S", "120"))),
         slack_timeout_s=int(env.get("RECSYS_SLACK_TIMEOUT_S", "5")),
+        recommendations_retention_days=int(env.get("RECSYS_RECOMMENDATIONS_RETENTION_DAYS", "90")),
+        metrics_retention_days=int(env.get("RECSYS_METRICS_RETENTION_DAYS", "730")),
+        keep_models=int(env.get("RECSYS_KEEP_MODELS", "7")),
     )

@@ -50,3 +50,9 @@ def trainer_args(config: RecsysConfig, *extra: str) -> list[str]:
     """Arguments every step gets: where the data and artifacts are, and the run date."""
     return ["--project", config.project, "--dataset", config.dataset, "--location", config.location,
             "--artifacts-uri", config.artifacts_uri, "--run-date", RUN_DATE, *extra]
+
+
+def table_retention_args(config: RecsysConfig) -> list[str]:
+    """For the steps that create the tables they write (evaluate, predict)."""
+    return ["--recommendations-retention-days", str(config.recommendations_retention_days),
+            "--metrics-retention-days", str(config.metrics_retention_days)]
