@@ -99,10 +99,19 @@ test: venvs lint $(CHROMIUM) $(COMPOSE_CLI)
 # range: what the DAG-side Cloud Build (deploy/cloudbuild-dags.yaml) runs before delivering.
 DAG_TESTS := tests/dags/test_dag_integrity.py tests/dags/test_params.py tests/dags/test_run_dates.py \
 	tests/dags/test_runtime_contract.py tests/dags/test_supported_versions.py tests/dags/test_images.py \
-	tests/dags/test_delivery.py
+	tests/dags/test_delivery.py tests/dags/test_cloud_smoke.py
 dag-tests: $(VENV)/trainer/.installed $(VENV)/airflow/.installed $(VENV)/$(AIRFLOW_OLD)/.installed
 	$(VENV)/$(AIRFLOW_OLD)/bin/python -m pytest -q -p no:cacheprovider $(DAG_TESTS)
 	$(VENV)/airflow/bin/python -m pytest -q -p no:cacheprovider $(DAG_TESTS)
+
+# Every step once as a Vertex AI job in a real project, with your own credentials; deletes what it
+# created (deploy/cloud_smoke.py; the IAM it needs: docs/operations.md). Never part of `make test`.
+BUCKET ?= $(PROJECT)-recsys
+SERVICE_ACCOUNT ?= recsys-trainer@$(PROJECT).iam.gserviceaccount.com
+cloud-smoke: $(VENV)/airflow/.installed
+	@test -n "$(PROJECT)" -a -n "$(REGION)" || { echo "ERROR: usage: make cloud-smoke PROJECT=... REGION=... [BUCKET=...] [SERVICE_ACCOUNT=...]"; exit 2; }
+	$(VENV)/airflow/bin/python deploy/cloud_smoke.py --project $(PROJECT) --region $(REGION) \
+		--bucket $(BUCKET) --service-account $(SERVICE_ACCOUNT)
 
 # A Docker engine: the running one, else Debian's docker.io started with no bridge, iptables or IP
 # forwarding (root only), its data in /var/cache/recsys-docker. The Docker tests start and stop
@@ -119,7 +128,7 @@ image:
 	docker/build-image.sh airflow
 
 lint: venvs
-	$(VENV)/trainer/bin/ruff check recommend_task docker dags plugins tests
+	$(VENV)/trainer/bin/ruff check recommend_task docker dags plugins tests deploy
 
 demo: venvs
 	rm -rf $(DEMO_DIR)

@@ -63,8 +63,8 @@ with DAG(
     shards = plan_shards.override(execution_timeout=timedelta(minutes=5))()
     predict = trainer_task("predict_task", trainer_args(
         config, "--lookback-days", "{{ params.lookback_days }}",
-        "--n-recommendations", "{{ params.n_recommendations }}", *SHARD_ARGUMENTS,
-        *table_retention_args(config)), config=config,
+        "--n-recommendations", "{{ params.n_recommendations }}", *table_retention_args(config),
+        *SHARD_ARGUMENTS), config=config,
         shards=shards, map_index_template=SHARD_LABEL, execution_timeout=timedelta(hours=2))
     publish = trainer_task("publish_predictions_task", trainer_args(
         config, "--n-shards", "{{ params.n_shards }}",
