@@ -6,6 +6,8 @@ Trains the learning-app recommender once a day and publishes it if it is good en
 `resolve_image` → `wait_for_events` → `create_cf_matrices` → `train` → `evaluate` → `promote_model`
 
 * **run date**: the last complete UTC day before the run (logical date − 1 day).
+* `wait_for_events` waits (6 h by default) until the run date holds at least half the median
+  daily events of the 7 days before it: a partial day is never trained on.
 * **image**: param `image_uri`, else the Variable `recsys_trainer_image` (the environment's tag);
   must match the registry allowlist (`RECSYS_IMAGE_ALLOWLIST`).
 * **runtime**: `RECSYS_RUNTIME` = `vertex` | `docker` | `local`; same steps and arguments in each.
@@ -28,7 +30,7 @@ from operators.dag_defaults import dag_kwargs, published_model_asset, table_rete
 from operators.images import resolve_image
 from operators.macros import RUN_DATE
 from operators.params import TRAIN_PARAMS
-from operators.sensors import BigQueryRowsSensor
+from operators.sensors import EventsCompleteSensor
 from operators.slack import dag_callbacks
 from operators.trainer_task import trainer_task
 
@@ -46,16 +48,17 @@ with DAG(
     **dag_callbacks(config, summary="train"),
 ):
     image = resolve_image(config)
-    events = BigQueryRowsSensor(
+    events = EventsCompleteSensor(
         task_id="wait_for_events",
         table=f"{config.project}.{config.dataset}.events",
         date_column="event_date",
         run_date=RUN_DATE,
+        min_fraction=config.events_min_fraction,  # of the trailing 7 days' median
         gcp_conn_id=config.gcp_conn_id,
         location=config.location,
         mode="reschedule",
-        poke_interval=300,
-        timeout=timedelta(hours=6).total_seconds(),
+        poke_interval=config.events_poke_interval_s,
+        timeout=config.events_wait_timeout.total_seconds(),
     )
     matrices = trainer_task("create_cf_matrices_task", trainer_args(
         config, "--lookback-days", "{{ params.lookback_days }}"), config=config,

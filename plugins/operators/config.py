@@ -74,6 +74,10 @@ class RecsysConfig:
     recommendations_retention_days: int
     metrics_retention_days: int
     keep_models: int
+    # wait_for_events: how long, how often, and what counts as a complete day
+    events_wait_timeout: timedelta
+    events_poke_interval_s: int
+    events_min_fraction: float
 
     def machine_type(self, step: str) -> str:
         return self.machine_types.get(step, self.machine_types.get("default", "n1-standard-4"))
@@ -133,4 +137,7 @@ def load() -> RecsysConfig:
         recommendations_retention_days=int(env.get("RECSYS_RECOMMENDATIONS_RETENTION_DAYS", "90")),
         metrics_retention_days=int(env.get("RECSYS_METRICS_RETENTION_DAYS", "730")),
         keep_models=int(env.get("RECSYS_KEEP_MODELS", "7")),
+        events_wait_timeout=timedelta(seconds=float(env.get("RECSYS_EVENTS_WAIT_TIMEOUT_S", "21600"))),
+        events_poke_interval_s=int(env.get("RECSYS_EVENTS_POKE_INTERVAL_S", "300")),
+        events_min_fraction=float(env.get("RECSYS_EVENTS_MIN_FRACTION", "0.5")),
     )

@@ -1,10 +1,12 @@
-"""Sensors that gate the trainer steps: the run date's events, and a published model.
+"""Sensors that gate the trainer steps: the run date's events complete, and a published model.
 
 Both fail with a message that says what was missing, not just "timed out".
 """
 
 from __future__ import annotations
 
+import math
+import statistics
 from collections.abc import Sequence
 from typing import Any
 
@@ -31,8 +33,13 @@ class _ExplainedTimeout:
             raise AirflowSensorTimeout(f"{self.missing()} after waiting {self.timeout:.0f}s") from exc
 
 
-class BigQueryRowsSensor(_ExplainedTimeout, BaseSensorOperator):
-    """Wait until ``table`` holds at least ``min_rows`` rows with ``date_column = run_date``.
+class EventsCompleteSensor(_ExplainedTimeout, BaseSensorOperator):
+    """Wait until the run date's events look complete: at least ``min_rows`` rows with
+    ``date_column = run_date``, and at least ``min_fraction`` of the median daily count of the
+    ``trailing_days`` before it (days with events). A day still arriving (a third of the usual
+    volume) keeps the sensor waiting; at the timeout it fails naming the counts, so no model is
+    trained and nothing is published from a partial day. A new table without history needs
+    only ``min_rows``.
 
     Own sensor because the provider's BigQuery sensors check that a table or partition exists,
     not how many rows it holds, and the SQL sensor's BigQuery hook queries through the discovery
@@ -43,35 +50,56 @@ class BigQueryRowsSensor(_ExplainedTimeout, BaseSensorOperator):
     ui_color = "#e0f2f1"
 
     def __init__(self, *, table: str, run_date: str, date_column: str, gcp_conn_id: str,
-                 location: str | None = None, min_rows: int = 1, **kwargs) -> None:
+                 location: str | None = None, min_rows: int = 1, min_fraction: float = 0.5,
+                 trailing_days: int = 7, **kwargs) -> None:
         super().__init__(**kwargs)
+        if not 0 <= min_fraction <= 1 or trailing_days < 1 or min_rows < 1:
+            raise ValueError("min_fraction must be in [0, 1], trailing_days and min_rows at least 1")
         self.table, self.run_date, self.date_column = table, run_date, date_column
         self.gcp_conn_id, self.location, self.min_rows = gcp_conn_id, location, min_rows
+        self.min_fraction, self.trailing_days = min_fraction, trailing_days
+        self._last = "no count yet"
 
-    def poke(self, context: Context) -> bool:
+    def daily_counts(self) -> dict[str, int] | None:
+        """Rows per day from ``trailing_days`` before the run date to it; None: no table yet."""
         from airflow.providers.google.cloud.hooks.bigquery import BigQueryHook
         from google.api_core.exceptions import NotFound
         from google.cloud import bigquery
 
         project = self.table.split(".")[0]
-        client = BigQueryHook(gcp_conn_id=self.gcp_conn_id, location=self.location).get_client(
+        client = BigQueryHook(gcp_conn_id=self.gcp_conn_id, location=self.location,
+                              use_legacy_sql=False).get_client(
             project_id=project, location=self.location)
-        config = bigquery.QueryJobConfig(
-            query_parameters=[bigquery.ScalarQueryParameter("d", "DATE", self.run_date)])
+        config = bigquery.QueryJobConfig(query_parameters=[
+            bigquery.ScalarQueryParameter("d", "DATE", self.run_date),
+            bigquery.ScalarQueryParameter("n", "INT64", self.trailing_days)])
         try:
             rows = client.query(
-                f"SELECT COUNT(*) AS n FROM `{self.table}` WHERE {self.date_column} = @d",
-                job_config=config).result()
+                f"SELECT {self.date_column} AS day, COUNT(*) AS n FROM `{self.table}` "
+                f"WHERE {self.date_column} BETWEEN DATE_SUB(@d, INTERVAL @n DAY) AND @d "
+                f"GROUP BY {self.date_column}", job_config=config).result()
         except NotFound:
-            self.log.info("table %s does not exist yet", self.table)
+            return None
+        return {str(row["day"]): int(row["n"]) for row in rows}
+
+    def poke(self, context: Context) -> bool:
+        counts = self.daily_counts()
+        if counts is None:
+            self._last = f"table {self.table} does not exist"
+            self.log.info("%s yet", self._last)
             return False
-        count = next(iter(rows))["n"]
-        self.log.info("%s has %d rows for %s = %s (need %d)", self.table, count, self.date_column,
-                      self.run_date, self.min_rows)
-        return count >= self.min_rows
+        today = counts.pop(self.run_date, 0)
+        trailing = sorted(counts.values())
+        median = statistics.median(trailing) if trailing else 0
+        need = max(self.min_rows, math.ceil(self.min_fraction * median))
+        self._last = (f"{today:,} rows for {self.run_date}, need {need:,} "
+                      + (f"({self.min_fraction:.0%} of the median {median:,.0f} of the {len(trailing)} "
+                         "days before it with events)" if trailing else "(no earlier day with events)"))
+        self.log.info("%s: %s", self.table, self._last)
+        return today >= need
 
     def missing(self) -> str:
-        return f"no events for {self.run_date} in {self.table}"
+        return f"events of {self.run_date} in {self.table} incomplete: {self._last}"
 
 
 class PublishedModelSensor(_ExplainedTimeout, GCSObjectExistenceSensor):

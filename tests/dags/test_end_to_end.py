@@ -286,3 +286,47 @@ def test_sharded_predict_publishes_the_same_rows_all_or_nothing(pipeline, tmp_pa
         lambda: subprocess.run(unsharded, check=True, env=os.environ),
         lambda python: monkeypatch.setenv("RECSYS_TRAINER_PYTHON", python),
         tmp_path, TRAINER_PY, "test-project", "recsys_e2e", run_date)
+
+
+def _seed(end: dt.date, days: int, events: int) -> None:
+    subprocess.run([TRAINER_PY, "-m", "trainer.seed_events", "--project", "test-project",
+                    "--dataset", "recsys_e2e", "--end-date", str(end), "--days", str(days),
+                    "--users", "600", "--items", "120", "--events", str(events), "--clusters", "6",
+                    "--log-level", "WARNING"], check=True, env=os.environ)
+
+
+def test_an_incomplete_day_keeps_wait_for_events_waiting_then_fails_naming_the_counts(
+        pipeline, slack, monkeypatch):
+    """The run date holds a third of its usual volume (still arriving): wait_for_events keeps
+    poking, then fails at its timeout with the counts; nothing is trained or published."""
+    day = dt.date(2027, 3, 10)  # a window no other test reads
+    _seed(day - dt.timedelta(days=1), 7, 8400)  # about 1,200 a day before it
+    _seed(day, 1, 400)
+    monkeypatch.setenv("RECSYS_EVENTS_WAIT_TIMEOUT_S", "12")
+    monkeypatch.setenv("RECSYS_EVENTS_POKE_INTERVAL_S", "3")
+    pointer, metrics = _artifact("models/LATEST"), _rows(
+        "SELECT model_id FROM `test-project.recsys_e2e.model_metrics`")
+    slack.messages.clear()
+
+    run = _run("recommend_train", dt.datetime(2027, 3, 11, 3, 0, tzinfo=dt.UTC), TRAIN_CONF)
+
+    states = _states(run)
+    assert str(run.state) == "failed" and states["wait_for_events"] == "failed", states
+    assert states["create_cf_matrices"] == "upstream_failed", states
+    from airflow.models.taskreschedule import TaskReschedule
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        pokes = session.query(TaskReschedule).count()
+    assert pokes >= 2  # it kept waiting (rescheduled) before failing
+    failed = [t for t in slack.texts() if "Task *wait_for_events* of *recommend_train* failed" in t]
+    assert len(failed) == 1, slack.texts()
+    found = re.search(r"Error: events of 2027-03-10 in test-project\.recsys_e2e\.events incomplete: "
+                      r"400 rows for 2027-03-10, need ([\d,]+) \(50% of the median ([\d,]+) of the 7 days "
+                      r"before it with events\) after waiting 12s", failed[0])
+    assert found, failed[0]
+    need, median = (int(g.replace(",", "")) for g in found.groups())
+    assert 1000 <= median <= 1400 and need == -(-median // 2)
+    assert _artifact("models/LATEST") == pointer  # nothing published
+    assert _rows("SELECT model_id FROM `test-project.recsys_e2e.model_metrics`") == metrics
+    assert day not in _recommendation_days()
