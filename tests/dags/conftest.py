@@ -102,6 +102,15 @@ class SlackReceiver:
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_POST(self):
                 body = self.rfile.read(int(self.headers["Content-Length"]))
+                if receiver.fault == "hang":  # holds the request until the test lets go
+                    receiver.released.wait(timeout=120)
+                    receiver.hung += 1
+                    return
+                if receiver.fault == "500":
+                    self.send_response(500)
+                    self.end_headers()
+                    self.wfile.write(b"internal_error")
+                    return
                 receiver.messages.append({"path": self.path, **json.loads(body)})
                 self.send_response(200)
                 self.end_headers()
@@ -110,6 +119,9 @@ class SlackReceiver:
             def log_message(self, *args):
                 pass
 
+        self.fault: str | None = None  # None, "500" (Slack fails) or "hang" (Slack never answers)
+        self.released = threading.Event()
+        self.hung = 0
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
@@ -118,6 +130,7 @@ class SlackReceiver:
         return [m["text"] for m in self.messages]
 
     def close(self) -> None:
+        self.released.set()
         self.server.shutdown()
 
 

@@ -210,16 +210,33 @@ def test_image_outside_the_allowlist_fails_before_any_step(pipeline, slack):
     assert _recommendation_days() == before
 
 
-def test_unconfigured_slack_is_a_warning_not_a_failure(pipeline, monkeypatch, capfd):
-    monkeypatch.delenv("AIRFLOW_CONN_SLACK_RECSYS")
+@pytest.mark.parametrize("fault", ["missing connection", "500", "hang"])
+def test_a_broken_slack_is_one_warning_and_never_changes_the_run(pipeline, slack, monkeypatch, capfd, fault):
+    """Slack's connection missing, Slack answering 500, or Slack never answering: the run
+    succeeds as it would have, and its one success notification becomes one warning, after at
+    most the notifier's timeout (RECSYS_SLACK_TIMEOUT_S, 2 s here) for a hanging Slack."""
+    day = {"missing connection": 3, "500": 7, "hang": 8}[fault]
+    if fault == "missing connection":
+        monkeypatch.delenv("AIRFLOW_CONN_SLACK_RECSYS")
+    else:
+        monkeypatch.setattr(slack, "fault", fault)
+        slack.released.clear()
+    monkeypatch.setenv("RECSYS_SLACK_TIMEOUT_S", "2")
+    slack.messages.clear()
     capfd.readouterr()
-    run = _run("recommend_predict", LOGICAL_DATE + dt.timedelta(days=3), PREDICT_CONF)
-    assert str(run.state) == "success"
-    assert RUN_DATE + dt.timedelta(days=3) in _recommendation_days()
+    try:
+        run = _run("recommend_predict", LOGICAL_DATE + dt.timedelta(days=day), PREDICT_CONF)
+    finally:
+        slack.released.set()  # let a hanging request end
+    assert str(run.state) == "success", _states(run)
+    assert RUN_DATE + dt.timedelta(days=day) in _recommendation_days()
     out = capfd.readouterr().out
     warnings = [line for line in out.splitlines() if "Slack notification not sent" in line]
-    assert warnings and all("warn" in line.lower() for line in warnings), warnings
-    assert "slack_recsys" in warnings[0]
+    assert len(warnings) == 1 and "warn" in warnings[0].lower(), warnings
+    assert not slack.messages
+    expected = {"missing connection": "slack_recsys", "500": "500", "hang": "timed out"}[fault]
+    assert expected in warnings[0], warnings[0]
+    assert SLACK_TOKEN not in out and "/services/" not in warnings[0]
 
 
 def _artifact(path: str) -> dict:
