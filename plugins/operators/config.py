@@ -108,6 +108,11 @@ def load() -> RecsysConfig:
     default_allowlist = f"{region}-docker.pkg.dev/{project}/recsys/trainer:,recsys-trainer:"
     allowlist = tuple(p.strip() for p in env.get("RECSYS_IMAGE_ALLOWLIST", default_allowlist).split(",")
                       if p.strip())
+    for prefix in allowlist:
+        # "…/trainer" would also allow "…/trainer-evil": an entry ends where a name part ends.
+        if not prefix.endswith((":", "/", "@")):
+            raise ConfigError(f"RECSYS_IMAGE_ALLOWLIST entry {prefix!r} must end with ':' (a repository), "
+                              "'/' (a whole path) or '@' (digests only)")
     return RecsysConfig(
         runtime=runtime,
         project=project,

@@ -20,6 +20,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+# The Docker reference grammar (distribution/reference): nothing else is an image reference, so
+# no whitespace, newline, shell character or path trick ("trainer:dev/../x") gets past parse().
+_LABEL = r"[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?"
+_DOMAIN = rf"{_LABEL}(?:\.{_LABEL})*(?::[0-9]+)?"
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+REFERENCE = re.compile(rf"(?P<name>(?:{_DOMAIN}/)?{_COMPONENT}(?:/{_COMPONENT})*)"
+                       r"(?::(?P<tag>[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}))?"
+                       r"(?:@(?P<digest>[^@]+))?")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,19 +40,13 @@ class ImageRef:
 
     @classmethod
     def parse(cls, ref: str) -> ImageRef:
-        name, _, digest = ref.partition("@")
-        if digest and not DIGEST.fullmatch(digest):
-            raise ValueError(f"{ref!r}: a digest must be sha256: and 64 lowercase hex digits")
-        # A ':' after the last '/' separates the tag; one before it is a registry port.
-        slash = name.rfind("/")
-        colon = name.rfind(":")
-        if colon > slash:
-            name, tag = name[:colon], name[colon + 1:]
-        else:
-            tag = None
-        if not name or (tag is not None and not tag):
+        found = REFERENCE.fullmatch(ref)
+        if not found:
             raise ValueError(f"{ref!r} is not an image reference")
-        return cls(name, tag, digest or None)
+        digest = found.group("digest")
+        if digest is not None and not DIGEST.fullmatch(digest):
+            raise ValueError(f"{ref!r}: a digest must be sha256: and 64 lowercase hex digits")
+        return cls(found.group("name"), found.group("tag"), digest)
 
     @property
     def registry(self) -> str:

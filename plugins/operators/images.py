@@ -35,9 +35,10 @@ class ImageNotFoundError(AirflowFailException):
 
 def check_image(image: str, allowlist: Sequence[str]) -> str:
     """Return ``image`` if the allowlist allows it (see :func:`is_allowed`), else raise naming both."""
-    image = (image or "").strip()
-    if not image:
+    image = image or ""
+    if not image.strip():
         raise ImageNotAllowedError("no trainer image: set the Variable or pass the image_uri param")
+    # Not stripped: a reference with whitespace around it is not the reference that was allowed.
     if not is_allowed(image, allowlist):
         raise ImageNotAllowedError(
             f"trainer image {image!r} is not allowed; allowed prefixes: {', '.join(allowlist)} "

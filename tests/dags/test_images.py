@@ -29,6 +29,21 @@ DIGEST = "sha256:" + "ab" * 32
     ("docker.io/someone/trainer@" + DIGEST, False),
     (DIGEST, False),  # a bare image ID names no repository
     ("docker.io/someone/trainer:latest", False),
+    # Look-alikes: another project, another registry with the same path, path tricks, whitespace,
+    # shell characters. Only a reference in the Docker grammar can pass.
+    ("europe-west1-docker.pkg.dev/project-evil/recsys/trainer:prod", False),
+    ("evil.example.com/p/recsys/trainer:prod", False),
+    ("europe-west1-docker.pkg.dev.evil.example.com/p/recsys/trainer:prod", False),
+    ("recsys-trainer:dev/../x", False),
+    (REPO_PREFIX + "../../x", False),
+    ("recsys-trainer:dev ", False),
+    (" recsys-trainer:dev", False),
+    ("recsys-trainer:dev\n", False),
+    ("recsys-trainer:dev\tx", False),
+    (REPO_PREFIX + "prod;rm -rf /", False),
+    (REPO_PREFIX + "$(id)", False),
+    (REPO_PREFIX + "`id`", False),
+    ("recsys-trainer:dev@" + DIGEST + "\n", False),
 ])
 def test_the_allowlist_accepts_pinned_references_of_allowed_images_only(ref, allowed):
     from operators.image_refs import is_allowed
@@ -91,3 +106,30 @@ def test_a_local_step_refuses_to_run_trainer_sources_changed_since_the_run_was_p
     with pytest.raises(TrainerStepFailed, match=r"trainer sources changed since resolve_image pinned"):
         op.execute({})
     assert local_fingerprint("recsys-trainer:dev", source) != pinned
+
+
+@pytest.mark.parametrize("runtime", ["vertex", "docker", "local"])
+@pytest.mark.parametrize("image", ["europe-west1-docker.pkg.dev/project-evil/recsys/trainer:prod",
+                                   "recsys-trainer:dev/../x", "recsys-trainer:dev\n"])
+def test_a_look_alike_image_is_refused_before_anything_is_pinned_or_submitted(runtime, image, monkeypatch):
+    """resolve_image, the first task of every DAG, refuses it in every runtime before it asks a
+    registry or an engine anything (the trainer tasks only ever run what it returned)."""
+    from operators.images import ImageNotAllowedError, ResolveTrainerImageOperator
+
+    op = ResolveTrainerImageOperator(task_id="resolve_image", image=image, allowlist=ALLOWLIST,
+                                     runtime=runtime, gcp_conn_id="google_cloud_default",
+                                     docker_url="unix://x", trainer_source=str(REPO / "recommend_task"))
+    pinned = []
+    monkeypatch.setattr(op, "pin", lambda ref: pinned.append(ref))
+    with pytest.raises(ImageNotAllowedError, match="is not allowed"):
+        op.execute({"ti": None})
+    assert pinned == []
+
+
+@pytest.mark.parametrize("entry", ["europe-west1-docker.pkg.dev/p/recsys/trainer", "recsys-trainer"])
+def test_an_allowlist_entry_that_would_allow_look_alike_names_is_a_configuration_error(entry, monkeypatch):
+    from operators import config
+
+    monkeypatch.setenv("RECSYS_IMAGE_ALLOWLIST", entry)
+    with pytest.raises(config.ConfigError, match="must end with"):
+        config.load()

@@ -1,0 +1,93 @@
+"""Parameters reach the trainer as argument lists, never through a shell, in every runtime."""
+
+from __future__ import annotations
+
+import ast
+import datetime as dt
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from conftest import REPO, load_dagbag, shard_task
+
+TRAINER_PY = str(REPO / ".venv" / "trainer" / "bin" / "python")
+
+
+def _hostile(sentinel: Path) -> str:
+    """A string param value that would create files if any shell ever saw it."""
+    return (f"30; touch {sentinel}/semicolon $(touch {sentinel}/subshell) `touch {sentinel}/backtick`"
+            f"\ntouch {sentinel}/newline | touch {sentinel}/pipe && touch {sentinel}/and")
+
+
+def _context(task, params: dict):
+    from operators.macros import MACROS
+
+    when = dt.datetime(2026, 11, 30, 3, tzinfo=dt.UTC)
+    return {"run_id": "r", "dag": SimpleNamespace(dag_id="recommend_train"), "task": task,
+            "params": params, **MACROS, "dag_run": SimpleNamespace(logical_date=when, run_after=when),
+            "ti": SimpleNamespace(try_number=1, map_index=-1, xcom_pull=lambda task_ids: "img")}
+
+
+@pytest.mark.parametrize("runtime", ["local", "docker", "vertex"])
+def test_a_hostile_string_param_is_one_inert_argument_in_every_runtime(runtime, monkeypatch, tmp_path):
+    """The rendered command is a list in which the value is one element, byte for byte: the
+    Vertex container spec, the Docker API's Cmd array and the local subprocess all exec that
+    list (no shell anywhere: the Docker operator is given a list, the local one an argv)."""
+    monkeypatch.setenv("RECSYS_RUNTIME", runtime)
+    hostile = _hostile(tmp_path)
+    task = shard_task(load_dagbag().dags["recommend_train"].get_task("create_cf_matrices"))
+    field = "arguments" if runtime == "local" else "command"
+    rendered = task.render_template(list(getattr(task, field)), _context(task, {"lookback_days": hostile}))
+    assert isinstance(rendered, list) and rendered.count(hostile) == 1
+    assert rendered[rendered.index(hostile) - 1] == "--lookback-days"
+    if runtime == "docker":
+        assert isinstance(task.command, list)  # docker-py sends a list as the Cmd array, unparsed
+
+
+def test_the_local_launcher_runs_a_hostile_argument_without_any_shell_seeing_it(tmp_path):
+    """The real subprocess path: the step gets the value as one argument, refuses it with its
+    one-line error (exit 2), and not one of the shell constructs in it ran."""
+    from operators.images import local_fingerprint
+    from operators.local_trainer import LocalTrainerOperator
+    from operators.trainer_exit import TrainerStepFailed
+
+    hostile = _hostile(tmp_path)
+    source = REPO / "recommend_task"
+    op = LocalTrainerOperator(
+        task_id="create_cf_matrices", step="create_cf_matrices_task",
+        arguments=["--project", "p", "--artifacts-uri", str(tmp_path / "a"), "--run-date", "2026-11-29",
+                   "--lookback-days", hostile],
+        python=TRAINER_PY, trainer_source=str(source),
+        image=local_fingerprint("recsys-trainer:dev", source))
+    with pytest.raises(TrainerStepFailed, match=r"bad arguments: argument --lookback-days: invalid int"):
+        op.execute({})
+    created = sorted(p.name for p in tmp_path.iterdir())
+    assert not set(created) & {"semicolon", "subshell", "backtick", "newline", "pipe", "and"}, created
+
+
+def _shell_uses(tree: ast.AST) -> list[str]:
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.keyword) and node.arg == "shell" and \
+                getattr(node.value, "value", None) is True:
+            found.append("shell=True")
+        elif isinstance(node, ast.Attribute) and node.attr in ("system", "popen") and \
+                getattr(node.value, "id", "") == "os":
+            found.append(f"os.{node.attr}")
+        elif isinstance(node, ast.ImportFrom) and any("Bash" in a.name for a in node.names):
+            found.append("BashOperator")
+        elif isinstance(node, (ast.List, ast.Tuple)) and len(node.elts) >= 2 and \
+                [getattr(e, "value", None) for e in node.elts[:2]] in (["sh", "-c"], ["bash", "-c"]):
+            found.append("sh -c")
+    return found
+
+
+def test_no_launcher_or_dag_uses_a_shell():
+    """Static guard for the above, on the code's syntax tree: no shell=True, os.system,
+    os.popen, BashOperator or `sh -c` in the DAGs and their operators."""
+    sources = [*(REPO / "dags").glob("*.py"), *(REPO / "plugins" / "operators").glob("*.py")]
+    for path in sorted(sources):
+        assert _shell_uses(ast.parse(path.read_text())) == [], path.relative_to(REPO)
+    # The guard itself sees each of them.
+    sample = 'import os\nfrom x import BashOperator\nos.system("a")\nrun(["sh", "-c", "a"], shell=True)'
+    assert sorted(_shell_uses(ast.parse(sample))) == ["BashOperator", "os.system", "sh -c", "shell=True"]
