@@ -24,10 +24,11 @@ import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from trainer.errors import ConcurrentUpdateError, TrainerError
+from trainer.errors import ConcurrentUpdateError, TrainerError, TransientError
 
 
 def sha256(data: bytes) -> str:
@@ -56,6 +57,43 @@ def _content_generation(data: bytes) -> int:
     """Local stand-in for a GCS generation: file timestamps are too coarse to tell two quick
     writes apart, the content is not (pointer records carry a timestamp, so they differ)."""
     return int(hashlib.sha256(data).hexdigest()[:15], 16)
+
+
+@contextlib.contextmanager
+def _naming_endpoint(uri: str) -> Iterator[None]:
+    """Cloud Storage unavailable (5xx, connection refused or dropped, retries run out): a
+    transient error naming the endpoint and the object. Answers about the object itself (not
+    found, precondition failed, forbidden) pass through unchanged."""
+    from google.api_core import exceptions as gexc
+
+    try:
+        yield
+    except (gexc.RetryError, gexc.ServerError, ConnectionError, TimeoutError) as exc:
+        raise StorageUnavailableError(exc, uri) from exc
+    except Exception as exc:
+        status = getattr(getattr(exc, "response", None), "status_code", None)
+        transport = type(exc).__module__.startswith(("requests", "urllib3", "google.auth"))
+        if (isinstance(status, int) and status >= 500) or transport:
+            raise StorageUnavailableError(exc, uri) from exc
+        raise
+
+
+def gcs_retry():
+    """The trainer's Cloud Storage retry (imported when first used: the client is heavy)."""
+    from trainer.clients import gcs_retry as retry
+
+    return retry()
+
+
+class StorageUnavailableError(TransientError):
+    """Cloud Storage did not answer (or answered 5xx) within the retry deadline."""
+
+    def __init__(self, exc: BaseException, uri: str) -> None:
+        from trainer.clients import gcs_endpoint
+
+        detail = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+        super().__init__(f"Cloud Storage at {gcs_endpoint()} unavailable for {uri}: "
+                         f"{type(exc).__name__}: {detail}")
 
 
 def is_gcs(uri: str) -> bool:
@@ -95,7 +133,8 @@ class ArtifactStore:
 
     def exists(self, uri: str) -> bool:
         if is_gcs(uri):
-            return self._bucket_blob(uri).exists()
+            with _naming_endpoint(uri):
+                return self._bucket_blob(uri).exists(retry=gcs_retry())
         return Path(uri).exists()
 
     def read_bytes(self, uri: str) -> bytes:
@@ -104,7 +143,8 @@ class ArtifactStore:
             from google.api_core.exceptions import NotFound
 
             try:
-                return self._bucket_blob(uri).download_as_bytes()
+                with _naming_endpoint(uri):
+                    return self._bucket_blob(uri).download_as_bytes(retry=gcs_retry())
             except NotFound:
                 raise FileNotFoundError(uri) from None
         try:
@@ -115,7 +155,8 @@ class ArtifactStore:
     def write_bytes(self, uri: str, data: bytes, content_type: str = "application/octet-stream") -> None:
         """Write a whole object atomically (readers never see a partial file)."""
         if is_gcs(uri):
-            self._bucket_blob(uri).upload_from_string(data, content_type=content_type)
+            with _naming_endpoint(uri):
+                self._bucket_blob(uri).upload_from_string(data, content_type=content_type, retry=gcs_retry())
             return
         path = Path(uri)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -141,7 +182,8 @@ class ArtifactStore:
         A missing object raises FileNotFoundError."""
         if is_gcs(uri) and md5_b64:
             bucket, name = self._bucket(uri)
-            blob = bucket.get_blob(name)
+            with _naming_endpoint(uri):
+                blob = bucket.get_blob(name, retry=gcs_retry())
             if blob is None:
                 raise FileNotFoundError(uri)
             if blob.md5_hash:
@@ -156,10 +198,11 @@ class ArtifactStore:
         """Read an object together with its generation, for a later compare-and-swap."""
         if is_gcs(uri):
             bucket, name = self._bucket(uri)
-            blob = bucket.get_blob(name)
-            if blob is None:
-                return Versioned(None, None)
-            data = blob.download_as_bytes(if_generation_match=blob.generation)
+            with _naming_endpoint(uri):
+                blob = bucket.get_blob(name, retry=gcs_retry())
+                if blob is None:
+                    return Versioned(None, None)
+                data = blob.download_as_bytes(if_generation_match=blob.generation, retry=gcs_retry())
             return Versioned(data, int(blob.generation))
         try:
             data = Path(uri).read_bytes()
@@ -174,10 +217,11 @@ class ArtifactStore:
 
             blob = self._bucket_blob(uri)
             try:
-                blob.upload_from_string(
-                    data, content_type="application/json",
-                    if_generation_match=expected_generation or 0,
-                )
+                with _naming_endpoint(uri):
+                    blob.upload_from_string(
+                        data, content_type="application/json",
+                        if_generation_match=expected_generation or 0, retry=gcs_retry(),
+                    )
             except PreconditionFailed:
                 raise ConcurrentUpdateError(
                     f"{uri} was changed by another writer since it was read; re-run to retry"

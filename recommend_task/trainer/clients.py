@@ -8,7 +8,9 @@ trainer knows the difference.
 
 from __future__ import annotations
 
+import logging
 import os
+from collections.abc import Callable
 
 from google.api_core.retry import Retry
 from google.cloud import bigquery, storage
@@ -18,6 +20,8 @@ BQ_EMULATOR_ENV = "BIGQUERY_EMULATOR_HOST"
 BQ_STORAGE_EMULATOR_ENV = "BIGQUERY_STORAGE_EMULATOR_HOST"
 GCS_EMULATOR_ENV = "STORAGE_EMULATOR_HOST"
 
+log = logging.getLogger(__name__)
+
 
 def _anonymous():
     from google.auth.credentials import AnonymousCredentials
@@ -25,19 +29,48 @@ def _anonymous():
     return AnonymousCredentials()
 
 
+def _logged(predicate: Callable[[BaseException], bool], what: str) -> Callable[[BaseException], bool]:
+    """The client's own retry rule, plus a warning for each retry, so a step's log shows an
+    outage it rode out (the client itself logs retries only at DEBUG)."""
+    def should_retry(exc: BaseException) -> bool:
+        retry = predicate(exc)
+        if retry:
+            first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+            log.warning("BigQuery %s failed, retrying within %.0fs: %s: %s", what, _deadline(),
+                        type(exc).__name__, first)
+        return retry
+    return should_retry
+
+
 def bq_retry() -> Retry:
     """Client-side retry for BigQuery calls; the deadline is shortened locally so a broken
     emulator fails in seconds rather than after the default ten minutes."""
-    return DEFAULT_RETRY.with_deadline(_deadline())
+    # _predicate: the client library's own rule (google.cloud.bigquery.retry._should_retry).
+    return DEFAULT_RETRY.with_deadline(_deadline()).with_predicate(
+        _logged(DEFAULT_RETRY._predicate, "request"))
 
 
 def bq_job_retry() -> Retry:
     """Re-running a whole query job that failed for a retriable reason, within the same deadline."""
-    return DEFAULT_JOB_RETRY.with_deadline(_deadline())
+    return DEFAULT_JOB_RETRY.with_deadline(_deadline()).with_predicate(
+        _logged(DEFAULT_JOB_RETRY._predicate, "query job"))
 
 
 def _deadline() -> float:
     return float(os.environ.get("RECSYS_BQ_RETRY_DEADLINE_S", "600"))
+
+
+def gcs_retry() -> Retry:
+    """Client-side retry for Cloud Storage calls, bounded by ``RECSYS_GCS_RETRY_DEADLINE_S``
+    (default 120 s, the client's own)."""
+    from google.cloud.storage.retry import DEFAULT_RETRY as GCS_DEFAULT_RETRY
+
+    return GCS_DEFAULT_RETRY.with_deadline(float(os.environ.get("RECSYS_GCS_RETRY_DEADLINE_S", "120")))
+
+
+def gcs_endpoint() -> str:
+    """Where the Cloud Storage client sends its requests (named in errors)."""
+    return os.environ.get(GCS_EMULATOR_ENV) or "https://storage.googleapis.com"
 
 
 def bigquery_client(project: str, location: str | None = None) -> bigquery.Client:
