@@ -5,6 +5,9 @@ the retry deadline, naming the endpoint, with nothing half-written."""
 
 from __future__ import annotations
 
+import re
+import resource
+import signal
 import subprocess
 import sys
 import time
@@ -62,3 +65,44 @@ def test_a_dead_endpoint_fails_the_step_within_its_retry_deadline_naming_it(emul
     store = artifacts.ArtifactStore(project)
     assert not store.exists(f"{gcs_artifacts}/runs/{RUN_DATE}/matrices.npz")
     assert not store.exists(f"{gcs_artifacts}/runs/{RUN_DATE}/window.npz")
+
+
+def _limited(max_file_bytes: int):
+    """Run the child as on a full disk: writing beyond ``max_file_bytes`` fails with EFBIG (the
+    file-size limit, without root; a full tmpfs gives ENOSPC, handled the same way)."""
+    def apply() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # else the kernel kills the writer
+        resource.setrlimit(resource.RLIMIT_FSIZE, (max_file_bytes, max_file_bytes))
+    return apply
+
+
+def test_a_full_disk_fails_the_step_cleanly_and_no_truncated_file_is_ever_read(emulators, step, project,
+                                                                              tmp_path):
+    """FAULT INJECTION: the file-size limit of the step's process stands in for a full local
+    artifacts disk. The model file is written whole or not at all; the step fails transient
+    (Airflow retries it) naming the file; the retry on a disk with room succeeds."""
+    seed(step)
+    art = str(tmp_path / "artifacts")
+    rc, err = step("create_cf_matrices_task", "--run-date", str(RUN_DATE), "--artifacts-uri", art,
+                   "--lookback-days", "20")
+    assert rc == 0, err
+    command = [sys.executable, "-m", "trainer.train_task", "--project", project, "--dataset", "unused",
+               "--run-date", str(RUN_DATE), "--artifacts-uri", art, "--factors", "16", "--iterations", "4"]
+    proc = subprocess.run(command, capture_output=True, text=True, env=emulators["env"], timeout=300,
+                          preexec_fn=_limited(20_000))
+    assert proc.returncode == 75, proc.stderr[-3000:]
+    error = proc.stderr.strip().splitlines()[-1]
+    assert re.fullmatch(r"ERROR: train_task: no space left to write \S+/models/als-\S+/model\.npz "
+                        r"\([\d,]+ bytes\): File too large", error), error
+    models = tmp_path / "artifacts" / "models"
+    leftovers = [str(p.relative_to(models)) for p in models.rglob("*") if p.is_file()]
+    assert leftovers == []  # no model file, whole or truncated, and no temporary file
+    assert not (tmp_path / "artifacts" / "runs" / str(RUN_DATE) / "candidate.json").exists()
+
+    retry = subprocess.run(command, capture_output=True, text=True, env=emulators["env"], timeout=300)
+    assert retry.returncode == 0, retry.stderr[-3000:]
+    from trainer import layout
+    from trainer.model import check_model
+
+    store = artifacts.ArtifactStore(project)
+    check_model(store, layout.candidate_model_uri(store, art, RUN_DATE))  # whole and checksummed

@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import dataclasses
+import errno
 import fcntl
 import hashlib
 import json
@@ -83,6 +84,10 @@ def gcs_retry():
     from trainer.clients import gcs_retry as retry
 
     return retry()
+
+
+class DiskFullError(TransientError):
+    """The local file system is full (or the file too large for it): the write left nothing."""
 
 
 class StorageUnavailableError(TransientError):
@@ -167,9 +172,13 @@ class ArtifactStore:
                 fh.flush()
                 os.fsync(fh.fileno())
             os.replace(tmp, path)
-        except BaseException:
+        except BaseException as exc:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
+            if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+                # Nothing was replaced: the previous file, if any, is still whole.
+                raise DiskFullError(f"no space left to write {uri} ({len(data):,} bytes): "
+                                    f"{os.strerror(exc.errno)}") from exc
             raise
 
     def read_json(self, uri: str) -> Any:
