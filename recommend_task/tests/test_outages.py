@@ -5,6 +5,7 @@ the retry deadline, naming the endpoint, with nothing half-written."""
 
 from __future__ import annotations
 
+import fcntl
 import re
 import resource
 import signal
@@ -17,6 +18,8 @@ from helpers import RUN_DATE, seed
 from outage import flaky, unavailable
 
 from trainer import artifacts
+
+F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)  # Linux
 
 
 def _matrices(emulators, project, dataset, art: str, env: dict) -> tuple[subprocess.CompletedProcess, float]:
@@ -106,3 +109,43 @@ def test_a_full_disk_fails_the_step_cleanly_and_no_truncated_file_is_ever_read(e
 
     store = artifacts.ArtifactStore(project)
     check_model(store, layout.candidate_model_uri(store, art, RUN_DATE))  # whole and checksummed
+
+
+def test_a_training_step_killed_mid_fit_changes_nothing_published_and_its_retry_completes(
+        emulators, step, project, gcs_artifacts):
+    """SIGKILL (no clean-up runs) while ALS iterates, with a published model in place: the
+    pointer and the published model stay as they were, no candidate is recorded, and the
+    retry (same arguments) trains and records one."""
+    from helpers import run_training
+
+    from trainer import layout
+
+    seed(step)
+    run_training(step, gcs_artifacts)  # a published model
+    store = artifacts.ArtifactStore(project)
+    pointer = store.read_bytes(layout.latest_pointer(gcs_artifacts))
+    candidate_uri = layout.candidate_record(gcs_artifacts, RUN_DATE)
+    published = store.read_json(candidate_uri)
+    store.write_bytes(candidate_uri, b"{}")  # so that a new candidate record would be seen
+    command = [sys.executable, "-m", "trainer.train_task", "--project", project, "--dataset", "unused",
+               "--run-date", str(RUN_DATE), "--artifacts-uri", gcs_artifacts, "--factors", "16",
+               "--iterations", "500"]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=emulators["env"])
+    # A one-page pipe: the step logs a line per iteration, so it cannot run more than about 60
+    # iterations ahead of this reader, let alone finish 500 and write a model, however slowly
+    # a loaded machine schedules the test (no race with the kill below).
+    fcntl.fcntl(proc.stdout.fileno(), F_SETPIPE_SZ, 4096)
+    for line in proc.stdout:
+        if "ALS iteration 2/" in line:  # mid-fit
+            proc.kill()
+            break
+    assert proc.wait(timeout=60) == -signal.SIGKILL
+    assert store.read_bytes(layout.latest_pointer(gcs_artifacts)) == pointer
+    assert store.read_bytes(candidate_uri) == b"{}"
+
+    retry = subprocess.run([*command[:-1], "4"], capture_output=True, text=True, env=emulators["env"],
+                           timeout=300)
+    assert retry.returncode == 0, retry.stderr[-3000:]
+    assert store.read_json(candidate_uri)["model_id"] != published["model_id"]  # other iterations
+    assert store.read_bytes(layout.latest_pointer(gcs_artifacts)) == pointer  # promotion decides
