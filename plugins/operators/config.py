@@ -79,6 +79,8 @@ class RecsysConfig:
     events_wait_timeout: timedelta
     events_poke_interval_s: int
     events_min_fraction: float
+    # recommend_freshness: day D must be published by this hour (UTC) on D + 1
+    freshness_deadline_hour: int
 
     def machine_type(self, step: str) -> str:
         return self.machine_types.get(step, self.machine_types.get("default", "n1-standard-4"))
@@ -146,4 +148,5 @@ def load() -> RecsysConfig:
         events_wait_timeout=timedelta(seconds=float(env.get("RECSYS_EVENTS_WAIT_TIMEOUT_S", "21600"))),
         events_poke_interval_s=int(env.get("RECSYS_EVENTS_POKE_INTERVAL_S", "300")),
         events_min_fraction=float(env.get("RECSYS_EVENTS_MIN_FRACTION", "0.5")),
+        freshness_deadline_hour=int(env.get("RECSYS_FRESHNESS_DEADLINE_HOUR", "8")),
     )

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from conftest import DAGS, load_dagbag
 
-EXPECTED = {"recommend_train", "recommend_predict", "recommend_rollback"}
+EXPECTED = {"recommend_train", "recommend_predict", "recommend_rollback", "recommend_freshness"}
 
 
 class ParseTimeAccess(AssertionError):
@@ -98,13 +98,19 @@ def test_run_settings(dagbag):
         assert dag.catchup is False and dag.max_active_runs == 1, dag.dag_id
         assert dag.dagrun_timeout is not None and dag.doc_md
         assert dag.timetable is not None, dag.dag_id
-        assert dag.on_success_callback and dag.on_failure_callback, dag.dag_id
+        monitoring = dag.dag_id == "recommend_freshness"
+        # The hourly check alerts through its task's failure callback only: a run-level success
+        # message every hour would be noise, a run-level failure message a duplicate.
+        assert bool(dag.on_success_callback and dag.on_failure_callback) is not monitoring, dag.dag_id
         for task in dag.tasks:
             assert task.owner == "ml-engineering", task.task_id
             assert task.execution_timeout is not None, task.task_id
             assert task.on_failure_callback and task.on_retry_callback, task.task_id
-            if task.task_id != "resolve_image":  # a refused image is not worth retrying
+            # A refused image is not worth retrying; the freshness check's retry is its next run.
+            if task.task_id not in ("resolve_image", "check_recommendations_fresh"):
                 assert task.retries >= 1 and task.retry_exponential_backoff, task.task_id
+            elif monitoring:
+                assert task.retries == 0
 
 
 def test_schedules_have_explicit_timezones_and_predict_follows_the_model_asset(dagbag):

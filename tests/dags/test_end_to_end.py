@@ -347,3 +347,35 @@ def test_an_incomplete_day_keeps_wait_for_events_waiting_then_fails_naming_the_c
     assert _artifact("models/LATEST") == pointer  # nothing published
     assert _rows("SELECT model_id FROM `test-project.recsys_e2e.model_metrics`") == metrics
     assert day not in _recommendation_days()
+
+
+@pytest.mark.parametrize("checked_at, due", [
+    (dt.datetime(2026, 11, 30, 8, 30, tzinfo=dt.UTC), dt.date(2026, 11, 29)),
+    (dt.datetime(2026, 11, 30, 7, 59, tzinfo=dt.UTC), dt.date(2026, 11, 28)),  # not due yet
+    (dt.datetime(2026, 12, 1, 0, 30, tzinfo=dt.UTC), dt.date(2026, 11, 29)),
+])
+def test_the_day_due_is_the_one_before_the_deadline_hour(checked_at, due):
+    from operators.freshness import due_day
+
+    assert due_day(checked_at, 8) == due
+
+
+def test_stale_recommendations_alert_slack_within_the_hourly_check_and_fresh_ones_do_not(pipeline, slack):
+    """recommend_freshness at 08:30 the day after RUN_DATE: the day is there, no message. The
+    same check a year later (nothing published since: a paused DAG, a stuck sensor): the task
+    fails and Slack gets one alert naming the day due and the newest day served."""
+    slack.messages.clear()
+    fresh = _run("recommend_freshness", dt.datetime(2026, 11, 30, 8, 30, tzinfo=dt.UTC), {})
+    assert str(fresh.state) == "success", _states(fresh)
+    assert slack.texts() == []
+
+    newest = max(_recommendation_days())
+    stale = _run("recommend_freshness", dt.datetime(2027, 12, 1, 8, 30, tzinfo=dt.UTC), {})
+    assert str(stale.state) == "failed"
+    texts = slack.texts()
+    assert len(texts) == 1, texts
+    assert "Task *check_recommendations_fresh* of *recommend_freshness* failed" in texts[0]
+    assert ("Error: recommendations are stale: the newest day in "
+            f"test-project.recsys_e2e.recommendations_latest is {newest}; 2027-11-30 was due by "
+            "2027-12-01 08:00 UTC") in texts[0], texts[0]
+    assert "try 1/1" in texts[0]  # no retry: the next hourly run looks again

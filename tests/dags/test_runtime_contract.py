@@ -193,7 +193,7 @@ def whole_folder_parses() -> dict[str, dict]:
 ])
 def test_heavy_providers_are_imported_only_for_their_runtime(runtime, expected, whole_folder_parses):
     result = whole_folder_parses[runtime]
-    assert result["errors"] == {} and len(result["dags"]) == 3, result
+    assert result["errors"] == {} and len(result["dags"]) == 4, result
     assert result["heavy"] == expected
 
 

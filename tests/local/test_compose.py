@@ -62,6 +62,7 @@ OPTIONAL_ENV = {
     "RECSYS_RECOMMENDATIONS_RETENTION_DAYS": "retention: the 90-day default suits a local stack too",
     "RECSYS_METRICS_RETENTION_DAYS": "retention: the 730-day default suits a local stack too",
     "RECSYS_KEEP_MODELS": "retention: the default of 7 models suits a local stack too",
+    "RECSYS_FRESHNESS_DEADLINE_HOUR": "the production default (08:00 UTC) suits a local stack too",
     "RECSYS_EVENTS_*": "wait_for_events: the production defaults (6 h, every 5 min, half the median)",
     "GOOGLE_CLOUD_PROJECT": "the trainer's fallback when RECSYS_GCP_PROJECT is unset; it is set",
 }
