@@ -379,3 +379,30 @@ def test_stale_recommendations_alert_slack_within_the_hourly_check_and_fresh_one
             f"test-project.recsys_e2e.recommendations_latest is {newest}; 2027-11-30 was due by "
             "2027-12-01 08:00 UTC") in texts[0], texts[0]
     assert "try 1/1" in texts[0]  # no retry: the next hourly run looks again
+
+
+def test_the_webhook_token_appears_in_no_log_xcom_rendered_field_message_or_source(pipeline, slack, capfd):
+    """The Slack connection's token (a recognisable value, conftest.SLACK_TOKEN) is used by
+    every run of the module; it must appear nowhere Airflow keeps or shows things: task logs
+    (a whole predict run's output), XComs, rendered template fields, the messages Slack got,
+    and the DAG and operator sources."""
+    from airflow.models.renderedtifields import RenderedTaskInstanceFields
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    capfd.readouterr()
+    run = _run("recommend_predict", LOGICAL_DATE + dt.timedelta(days=9), PREDICT_CONF)
+    assert str(run.state) == "success", _states(run)
+    logs = capfd.readouterr()
+    with create_session() as session:
+        xcoms = [str(x.value) for x in session.query(XComModel).all()]
+        rendered = [str(r.rendered_fields) for r in session.query(RenderedTaskInstanceFields).all()]
+    assert xcoms and rendered  # there is something to scan
+    sources = [p.read_text() for p in [*(REPO / "dags").rglob("*.py"), *(REPO / "plugins").rglob("*.py")]]
+    payloads = [json.dumps({k: v for k, v in m.items() if k != "path"}) for m in slack.messages]  # bodies
+    token_parts = [SLACK_TOKEN, SLACK_TOKEN.rsplit("/", 1)[-1]]  # the whole path and its secret tail
+    for where, texts in (("task logs", [logs.out, logs.err]), ("XCom", xcoms), ("rendered fields", rendered),
+                         ("Slack payloads", payloads), ("sources", sources)):
+        hits = [part for part in token_parts for text in texts if part in text]
+        assert not hits, f"the webhook token appears in {where}"
+    assert slack.messages and all(m["path"] == SLACK_TOKEN for m in slack.messages)  # it was used
