@@ -78,6 +78,20 @@ def page(stack):
         browser.close()
 
 
+def submit_trigger_form(page) -> None:
+    """Submit the open trigger form and wait for it to close, which the UI does once the API
+    has created the run. If it stays open, fail with what the form shows (the API's error),
+    rather than waiting minutes for a run that was never created."""
+    dialog = page.get_by_role("dialog")
+    page.get_by_test_id("trigger-dag-submit").click()
+    try:
+        expect(dialog).to_be_hidden(timeout=UI_STEP_TIMEOUT_MS)
+    except AssertionError:
+        shot(page, "trigger-form-still-open")
+        pytest.fail(f"the trigger form did not submit within {UI_STEP_TIMEOUT_MS // 1000}s; it shows: "
+                    f"{' | '.join(dialog.all_inner_texts())[:1500]}")
+
+
 def shot(page, name: str) -> None:
     page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
 
@@ -180,7 +194,7 @@ def test_login_and_trigger_with_a_changed_parameter(page, stack):
     assert field.input_value() == "10"  # the param's default, from its schema
     field.fill("3")
     shot(page, "02-trigger-form")
-    page.get_by_test_id("trigger-dag-submit").click()
+    submit_trigger_form(page)
     [run_id] = wait_for_runs(page, stack, lambda run, _: run.startswith("manual__") and run not in before,
                              "Success")
     shot(page, "03-triggered-run-succeeded")
@@ -297,7 +311,7 @@ def test_clear_a_failed_task_and_see_it_rerun(page, stack):
         before = set(run_rows(page, stack))
         page.goto(f"{stack['url']}/dags/{DAG}")
         page.get_by_test_id("trigger-dag-button").click()
-        page.get_by_test_id("trigger-dag-submit").click()
+        submit_trigger_form(page)
         [run_id] = wait_for_runs(page, stack, lambda run, _: run.startswith("manual__") and run not in before,
                                  "Failed")
     finally:
