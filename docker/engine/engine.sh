@@ -28,6 +28,22 @@ unmount_exec_root() {
         | xargs -r -n1 umount -l || true
 }
 
+# The data root outlives the engine (to keep images and build cache), so a run killed mid-test
+# leaves its containers, networks and volumes there; an engine we just started serves no one
+# else yet, so they are removed before anyone uses it. Images and build cache stay.
+remove_leftovers() {
+    local d=(env "DOCKER_HOST=unix://$SOCK" docker) ids
+    ids=$("${d[@]}" ps -aq)
+    [ -z "$ids" ] || { echo "docker engine: removing $(wc -w <<<"$ids") container(s) left by an earlier run"; \
+        "${d[@]}" rm -f -v $ids >/dev/null; }
+    ids=$("${d[@]}" network ls -q --filter type=custom)
+    [ -z "$ids" ] || { echo "docker engine: removing $(wc -w <<<"$ids") network(s) left by an earlier run"; \
+        "${d[@]}" network rm $ids >/dev/null; }
+    ids=$("${d[@]}" volume ls -q)
+    [ -z "$ids" ] || { echo "docker engine: removing $(wc -w <<<"$ids") volume(s) left by an earlier run"; \
+        "${d[@]}" volume rm -f $ids >/dev/null; }
+}
+
 start() {
     if running; then
         echo "docker engine: using the engine already running at unix://$SOCK"
@@ -49,7 +65,7 @@ start Docker (Docker Desktop, or systemctl start docker on Linux) and re-run"
         --pidfile "$STATE/pid" >"$STATE/dockerd.log" 2>&1 < /dev/null &
     echo $! >"$STATE/started-by-us"
     for _ in $(seq "$START_TIMEOUT_S"); do
-        running && { echo "docker engine: up"; return 0; }
+        running && { remove_leftovers; echo "docker engine: up"; return 0; }
         kill -0 "$(cat "$STATE/started-by-us")" 2>/dev/null || break
         sleep 1
     done
