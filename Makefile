@@ -30,7 +30,7 @@ DEMO_DATE ?= 2026-11-30
 DEMO_DIR := .local/demo
 DEMO_BUCKET := recsys-artifacts
 
-.PHONY: help venvs test dag-tests demo up down bench bench-scale lint lock clean image docker-engine docker-engine-stop cloud-smoke
+.PHONY: help venvs test dag-tests demo up down bench bench-scale lint lock clean image docker-engine docker-engine-stop cloud-smoke audit
 
 help:
 	@echo "make demo   seed synthetic events and run both DAGs through Airflow on local emulators"
@@ -44,6 +44,7 @@ help:
 	@echo "make image  build the trainer, BigQuery emulator and Airflow images (a Docker engine must run: make docker-engine)"
 	@echo "make lint   ruff"
 	@echo "make lock   re-resolve the lock files after editing a requirements file"
+	@echo "make audit  pip-audit over every lock file (SERVICE=osv to ask OSV); not part of make test"
 
 $(UV):
 	@test -n "$(PYTHON311)" || { echo "ERROR: python3.11 not found (set PYTHON311=...)"; exit 1; }
@@ -103,6 +104,16 @@ DAG_TESTS := tests/dags/test_dag_integrity.py tests/dags/test_params.py tests/da
 dag-tests: $(VENV)/trainer/.installed $(VENV)/airflow/.installed $(VENV)/$(AIRFLOW_OLD)/.installed
 	$(VENV)/$(AIRFLOW_OLD)/bin/python -m pytest -q -p no:cacheprovider $(DAG_TESTS)
 	$(VENV)/airflow/bin/python -m pytest -q -p no:cacheprovider $(DAG_TESTS)
+
+# pip-audit over every lock file with the reviewed ignore file (deploy/audit.py). Never part of
+# `make test`: the advisory feed changes by itself. SERVICE=osv asks OSV instead of PyPI.
+SERVICE ?= pypi
+$(VENV)/audit/.installed: deploy/audit-requirements.txt | $(UV)
+	$(UV) venv -q --allow-existing -p $(PYTHON311) $(VENV)/audit
+	$(UV) pip install -q -p $(VENV)/audit/bin/python -r deploy/audit-requirements.txt
+	touch $@
+audit: $(VENV)/audit/.installed
+	$(VENV)/audit/bin/python deploy/audit.py --service $(SERVICE)
 
 # Every step once as a Vertex AI job in a real project, with your own credentials; deletes what it
 # created (deploy/cloud_smoke.py; the IAM it needs: docs/operations.md). Never part of `make test`.
