@@ -92,6 +92,15 @@ def shard_task(task, shard: int = 0):
     return task.unmap({"shard": shard}) if hasattr(task, "partial_kwargs") else task
 
 
+def fake_service_account_key(path: Path) -> dict[str, str]:
+    """A service-account key file shaped like Google's, with recognisable values (no real key)."""
+    key = {"type": "service_account", "project_id": "test-project", "private_key_id": "5ec7e7-key-id-0b2f",
+           "private_key": "-----BEGIN PRIVATE KEY-----\nNOT-A-REAL-KEY-5ec7e7\n-----END PRIVATE KEY-----\n",
+           "client_email": "recsys-trainer@test-project.iam.gserviceaccount.com"}
+    path.write_text(json.dumps(key))
+    return key
+
+
 class SlackReceiver:
     """A loopback HTTP server standing in for Slack's incoming webhooks."""
 

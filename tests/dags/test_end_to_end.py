@@ -12,7 +12,7 @@ import subprocess
 import urllib.parse
 
 import pytest
-from conftest import AIRFLOW_BASE_URL, REPO, SLACK_TOKEN, load_dagbag
+from conftest import AIRFLOW_BASE_URL, REPO, SLACK_TOKEN, fake_service_account_key, load_dagbag
 from sharded_runs import check_sharded_predict
 
 LOGICAL_DATE = dt.datetime(2026, 11, 30, 3, 0, tzinfo=dt.UTC)
@@ -60,6 +60,24 @@ def _first_task_start(dag_run) -> dt.datetime:
 def _run(dag_id: str, logical_date: dt.datetime, conf: dict):
     dag = load_dagbag().dags[dag_id]
     return dag.test(logical_date=logical_date, run_conf=conf)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def google_credentials(tmp_path_factory):
+    """Every run of the module has a Google credentials file in its environment, as a developer
+    pointing the stack at a real project would: the secret scan below looks for its path and key.
+    The emulators make every client anonymous, so the file is never needed, and it is not a
+    real key: a code path that loaded it would fail the run, which the scan would also want to
+    know."""
+    creds = tmp_path_factory.mktemp("credentials") / "recsys-sa-5ec7e7.json"
+    key = fake_service_account_key(creds)
+    before = os.environ.get("GOOGLE_APPLICATION_CREDENTIALS")
+    os.environ["GOOGLE_APPLICATION_CREDENTIALS"] = str(creds)
+    yield {"path": str(creds), "key": key}
+    if before is None:
+        del os.environ["GOOGLE_APPLICATION_CREDENTIALS"]
+    else:
+        os.environ["GOOGLE_APPLICATION_CREDENTIALS"] = before
 
 
 @pytest.fixture(scope="module")
@@ -381,11 +399,13 @@ def test_stale_recommendations_alert_slack_within_the_hourly_check_and_fresh_one
     assert "try 1/1" in texts[0]  # no retry: the next hourly run looks again
 
 
-def test_the_webhook_token_appears_in_no_log_xcom_rendered_field_message_or_source(pipeline, slack, capfd):
-    """The Slack connection's token (a recognisable value, conftest.SLACK_TOKEN) is used by
-    every run of the module; it must appear nowhere Airflow keeps or shows things: task logs
-    (a whole predict run's output), XComs, rendered template fields, the messages Slack got,
-    and the DAG and operator sources."""
+def test_no_secret_appears_in_any_log_xcom_rendered_field_message_or_source(
+        pipeline, slack, google_credentials, capfd):
+    """The Slack connection's token (a recognisable value, conftest.SLACK_TOKEN) and the Google
+    credentials file (its path, name and key, set for every run of the module) must appear
+    nowhere Airflow keeps or shows things: task logs (a whole predict run's output, the trainer's
+    included), XComs, rendered template fields, the messages Slack got, and the DAG and operator
+    sources."""
     from airflow.models.renderedtifields import RenderedTaskInstanceFields
     from airflow.models.xcom import XComModel
     from airflow.utils.session import create_session
@@ -394,15 +414,20 @@ def test_the_webhook_token_appears_in_no_log_xcom_rendered_field_message_or_sour
     run = _run("recommend_predict", LOGICAL_DATE + dt.timedelta(days=9), PREDICT_CONF)
     assert str(run.state) == "success", _states(run)
     logs = capfd.readouterr()
+    assert "rows written" in logs.out + logs.err  # the trainer's own output is in what is scanned
     with create_session() as session:
         xcoms = [str(x.value) for x in session.query(XComModel).all()]
         rendered = [str(r.rendered_fields) for r in session.query(RenderedTaskInstanceFields).all()]
     assert xcoms and rendered  # there is something to scan
     sources = [p.read_text() for p in [*(REPO / "dags").rglob("*.py"), *(REPO / "plugins").rglob("*.py")]]
     payloads = [json.dumps({k: v for k, v in m.items() if k != "path"}) for m in slack.messages]  # bodies
-    token_parts = [SLACK_TOKEN, SLACK_TOKEN.rsplit("/", 1)[-1]]  # the whole path and its secret tail
+    creds = google_credentials
+    secrets = {"webhook token": [SLACK_TOKEN, SLACK_TOKEN.rsplit("/", 1)[-1]],  # whole, and its tail
+               "credentials file": [creds["path"], creds["path"].rsplit("/", 1)[-1]],
+               "credentials key": [creds["key"]["private_key_id"], "NOT-A-REAL-KEY"]}
     for where, texts in (("task logs", [logs.out, logs.err]), ("XCom", xcoms), ("rendered fields", rendered),
                          ("Slack payloads", payloads), ("sources", sources)):
-        hits = [part for part in token_parts for text in texts if part in text]
-        assert not hits, f"the webhook token appears in {where}"
+        for what, parts in secrets.items():
+            hits = [part for part in parts for text in texts if part in text]
+            assert not hits, f"the {what} appears in {where}"
     assert slack.messages and all(m["path"] == SLACK_TOKEN for m in slack.messages)  # it was used

@@ -1,14 +1,16 @@
-"""Parameters reach the trainer as argument lists, never through a shell, in every runtime."""
+"""Parameters reach the trainer as argument lists, never through a shell, and no secret reaches
+a rendered field, in every runtime."""
 
 from __future__ import annotations
 
 import ast
 import datetime as dt
+import json
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from conftest import REPO, load_dagbag, shard_task
+from conftest import REPO, SLACK_TOKEN, fake_service_account_key, load_dagbag, shard_task
 
 TRAINER_PY = str(REPO / ".venv" / "trainer" / "bin" / "python")
 
@@ -25,7 +27,9 @@ def _context(task, params: dict):
     when = dt.datetime(2026, 11, 30, 3, tzinfo=dt.UTC)
     return {"run_id": "r", "dag": SimpleNamespace(dag_id="recommend_train"), "task": task,
             "params": params, **MACROS, "dag_run": SimpleNamespace(logical_date=when, run_after=when),
-            "ti": SimpleNamespace(try_number=1, map_index=-1, xcom_pull=lambda task_ids: "img")}
+            "ti": SimpleNamespace(try_number=1, map_index=-1, max_tries=2, task_id=task.task_id,
+                                  xcom_pull=lambda task_ids: "img"),
+            "var": SimpleNamespace(value=SimpleNamespace(get=lambda key, default="": "recsys-trainer:dev"))}
 
 
 @pytest.mark.parametrize("runtime", ["local", "docker", "vertex"])
@@ -42,6 +46,33 @@ def test_a_hostile_string_param_is_one_inert_argument_in_every_runtime(runtime, 
     assert rendered[rendered.index(hostile) - 1] == "--lookback-days"
     if runtime == "docker":
         assert isinstance(task.command, list)  # docker-py sends a list as the Cmd array, unparsed
+
+
+@pytest.mark.parametrize("runtime", ["local", "docker", "vertex"])
+def test_no_rendered_field_of_any_task_carries_a_credential(runtime, monkeypatch, tmp_path):
+    """With a Google credentials file and the Slack webhook token in the environment, every
+    template field of every task of every DAG, rendered as a worker renders it (and as the UI's
+    Rendered Template tab shows it), names neither the file nor its key nor the token. The
+    Docker and Vertex steps get an allowlisted environment (config.PASS_THROUGH_ENV), so the
+    credentials never travel with a container spec; the local step is a child process that
+    inherits the worker's environment, which no rendered field copies."""
+    creds = tmp_path / "recsys-sa-5ec7e7.json"
+    key = fake_service_account_key(creds)
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(creds))
+    monkeypatch.setenv("AIRFLOW_CONN_SLACK_RECSYS", json.dumps(
+        {"conn_type": "slackwebhook", "host": "http://127.0.0.1:9", "password": SLACK_TOKEN}))
+    monkeypatch.setenv("RECSYS_RUNTIME", runtime)
+    secrets = [str(creds), creds.name, key["private_key_id"], "NOT-A-REAL-KEY", SLACK_TOKEN,
+               SLACK_TOKEN.rsplit("/", 1)[-1]]
+    rendered_fields = 0
+    for dag in load_dagbag().dags.values():
+        params = {name: param.value for name, param in dag.params.items()}
+        for task in map(shard_task, dag.tasks):
+            for field in task.template_fields:
+                text = repr(task.render_template(getattr(task, field), _context(task, params)))
+                rendered_fields += 1
+                assert not [s for s in secrets if s in text], f"{dag.dag_id}.{task.task_id}.{field}: {text}"
+    assert rendered_fields > 20  # the walk really saw the trainer steps' fields
 
 
 def test_the_local_launcher_runs_a_hostile_argument_without_any_shell_seeing_it(tmp_path):
