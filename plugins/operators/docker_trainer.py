@@ -1,9 +1,10 @@
 """Run a trainer step in a sibling container (``RECSYS_RUNTIME=docker``).
 
-The stock DockerOperator, plus two things it cannot do: apply the trainer's exit-code contract
+The stock DockerOperator, plus three things it cannot do: apply the trainer's exit-code contract
 (it raises the same retriable error for every non-zero exit) with the step's own ``ERROR:``
-line, and run the image the run was pinned to by its ID (it would try to pull ``sha256:...``,
-since the engine lists images by name only). Imported only for the docker runtime.
+line, run the image the run was pinned to by its ID (it would try to pull ``sha256:...``,
+since the engine lists images by name only), and stop the container when the worker running
+the task dies (operators/lifeline.py). Imported only for the docker runtime.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from airflow.providers.docker.exceptions import DockerContainerFailedException
 from airflow.providers.docker.operators.docker import DockerOperator
 
 from operators.image_refs import DIGEST
+from operators.lifeline import task_dies_with_supervisor
 from operators.trainer_exit import last_error_line, raise_for_exit
 
 # The stock operator removes the container before raising ("Docker container failed:
@@ -29,6 +31,12 @@ class TrainerDockerOperator(DockerOperator):
         self.step, self.shard = step, shard
 
     def execute(self, context):
+        # A dead worker must not leave the container running beside the retry: the task process
+        # gets SIGTERM, and Airflow's handler calls the stock on_kill, which stops the container.
+        with task_dies_with_supervisor():
+            return self._execute(context)
+
+    def _execute(self, context):
         if DIGEST.fullmatch(self.image or ""):
             # Pinned by image ID: it must be in the engine already (resolve_image checked), and
             # there is nothing to pull. Same path as the stock execute after its pull.

@@ -2,8 +2,9 @@
 
 Built on the standard provider's ``SubprocessHook`` (an argument list, never a shell; output
 streamed into the task log; the child in its own session). What this operator adds: the
-trainer's exit-code contract, the pinned-sources check, and a kill that escalates to SIGKILL
-(the hook only sends SIGTERM). Not BashOperator (a shell string) nor ExternalPythonOperator (a
+trainer's exit-code contract, the pinned-sources check, a kill that escalates to SIGKILL (the
+hook only sends SIGTERM), and the step dying with the task even when a worker dies
+(operators/lifeline.py). Not BashOperator (a shell string) nor ExternalPythonOperator (a
 pickled callable, not ``python -m trainer.<step> ARGS``, the image's contract in every runtime).
 """
 
@@ -20,6 +21,7 @@ from airflow.sdk import BaseOperator, Context
 from airflow.sdk.exceptions import AirflowException
 
 from operators.image_refs import ImageRef, trainer_fingerprint
+from operators.lifeline import LAUNCHER_PID_ENV, task_dies_with_supervisor
 from operators.trainer_exit import IMAGE_ENV, TrainerStepFailed, last_error_line, raise_for_exit
 
 KILL_GRACE_S = 10
@@ -64,9 +66,11 @@ class LocalTrainerOperator(BaseOperator):
                                    "(run `make venvs` or set RECSYS_TRAINER_PYTHON)")
         self._check_pinned_sources()
         self._hook = SubprocessHook()
-        # The step prints its one-line error last (trainer/cli.py), the one line the hook keeps.
-        result = self._hook.run_command(
-            self.command, env={**os.environ, **self.env, IMAGE_ENV: self.image, "PYTHONUNBUFFERED": "1"})
+        env = {**os.environ, **self.env, IMAGE_ENV: self.image, "PYTHONUNBUFFERED": "1",
+               LAUNCHER_PID_ENV: str(os.getpid())}  # the step dies with this process (lifeline.py)
+        with task_dies_with_supervisor():
+            # The step prints its one-line error last (trainer/cli.py), the one line the hook keeps.
+            result = self._hook.run_command(self.command, env=env)
         if result.exit_code != 0:
             raise_for_exit(self.step, result.exit_code, last_error_line([result.output]))
 

@@ -12,7 +12,7 @@ import sys
 import time
 from collections.abc import Callable
 
-from trainer import profile, status
+from trainer import lifeline, profile, status
 from trainer.errors import TrainerError
 from trainer.outcome import EXIT_CRASH, EXIT_OK, EXIT_PERMANENT, classify
 from trainer.window import parse_date
@@ -130,6 +130,7 @@ def run_step(name: str, main: Callable[[argparse.Namespace], None],
     ``validate`` is the step's own argument check (``main`` calls it first); with
     ``--validate-only`` it runs alone, so callers (the DAGs' param limits test) use the step's
     real rules, not a copy of them."""
+    lifeline.die_with_launcher()
     started_at = dt.datetime.now(dt.UTC)
     start = time.perf_counter()
     profile.reset()

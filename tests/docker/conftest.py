@@ -26,6 +26,7 @@ dags_conftest = importlib.util.module_from_spec(_spec)
 sys.modules["dags_conftest"] = dags_conftest
 _spec.loader.exec_module(dags_conftest)
 airflow_db, emulators, slack = dags_conftest.airflow_db, dags_conftest.emulators, dags_conftest.slack
+unavailable_bigquery = dags_conftest.unavailable_bigquery
 
 ENGINE = REPO / "docker" / "engine" / "engine.sh"
 

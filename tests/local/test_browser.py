@@ -7,11 +7,13 @@ checkout's DAGs) is started on free ports in a temporary directory, so a develop
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import itertools
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -265,46 +267,67 @@ def test_backfill_three_past_dates_from_the_ui(page, stack):
     assert {first - dt.timedelta(days=1) + dt.timedelta(days=i) for i in range(3)} <= set(days)
 
 
-def test_a_backfill_with_three_active_runs_writes_one_day_at_a_time(page, stack):
-    """A backfill has its own max_active_runs (3 here; the DAG's 1 does not apply), so only the
-    one-slot writers' pool keeps its predicts from writing `recommendations` at once."""
-    pool = api(stack, "/api/v2/pools/recsys_bigquery_writers")
-    assert (pool["slots"], pool["include_deferred"]) == (1, True), pool
-    # One backfill per DAG at a time: the UI's must be marked complete (by the scheduler, after
-    # its runs) before this one can be created.
-    deadline = time.monotonic() + UI_TIMEOUT_S
+BACKFILL_TIMEOUT_S = 900  # seven runs, three at a time, publishing one at a time, on 2 loaded cores
+
+
+def _publishes(stack, run_ids: set[str]) -> list[dict]:
+    return [t for t in runs_and_predicts(stack)[1] if t["dag_run_id"] in run_ids]
+
+
+def _backfill_and_wait(stack, first: dt.date, last: dt.date, reprocess: str) -> list[dict]:
+    """Backfill ``first``..``last`` (3 active runs) and wait for the scheduler to mark it
+    complete; its runs, each checked successful."""
+    # One backfill per DAG at a time: an earlier one must be marked complete (by the scheduler,
+    # after its runs) before another can be created.
+    deadline = time.monotonic() + BACKFILL_TIMEOUT_S
     while any(b["completed_at"] is None for b in api(stack, f"/api/v2/backfills?dag_id={DAG}")["backfills"]):
-        assert time.monotonic() < deadline, "the earlier backfill was never marked complete"
-        time.sleep(1)
-    first = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=12)
-    last = first + dt.timedelta(days=2)
+        assert time.monotonic() < deadline, "an earlier backfill was never marked complete"
+        time.sleep(2)
     backfill = api(stack, "/api/v2/backfills", {
         "dag_id": DAG, "from_date": f"{first}T00:00:00Z", "to_date": f"{last}T23:59:00Z",
-        "max_active_runs": 3, "reprocess_behavior": "none", "run_backwards": False, "dag_run_conf": {}})
-    assert backfill["max_active_runs"] == 3
-
-    deadline = time.monotonic() + UI_TIMEOUT_S
-    while time.monotonic() < deadline:
-        runs = [r for r in runs_and_predicts(stack)[0]
-                if r["run_type"] == "backfill" and first <= _utc(r["logical_date"]).date() <= last]
-        assert not [r for r in runs if r["state"] == "failed"], runs
-        if len(runs) == 3 and all(r["state"] == "success" for r in runs):
-            break
+        "max_active_runs": 3, "reprocess_behavior": reprocess, "run_backwards": False, "dag_run_conf": {}})
+    assert backfill["max_active_runs"] == 3  # not the DAG's 1: only the pool serializes writers
+    while api(stack, f"/api/v2/backfills/{backfill['id']}")["completed_at"] is None:
+        assert time.monotonic() < deadline, f"backfill {backfill['id']} not complete in {BACKFILL_TIMEOUT_S}s"
         time.sleep(2)
-    else:
-        pytest.fail(f"the backfill's 3 runs did not succeed within {UI_TIMEOUT_S}s: {runs}")
+    runs = [r for r in runs_and_predicts(stack)[0]
+            if r["run_type"] == "backfill" and first <= _utc(r["logical_date"]).date() <= last]
+    assert sorted(_utc(r["logical_date"]).date() for r in runs) == [
+        first + dt.timedelta(days=i) for i in range((last - first).days + 1)], runs
+    assert all(r["state"] == "success" for r in runs), [(r["dag_run_id"], r["state"]) for r in runs]
+    return runs
+
+
+def test_a_seven_day_backfill_run_twice_writes_each_day_once_and_one_writer_at_a_time(page, stack):
+    """Seven dates backfilled with three active runs, then the same seven again with
+    reprocessing of completed runs, so 14 runs really execute. A backfill has its own
+    max_active_runs (the DAG's 1 does not apply), so only the one-slot writers' pool keeps the
+    publishes apart. Both times: exactly the seven days, the same row counts, no overlap."""
+    pool = api(stack, "/api/v2/pools/recsys_bigquery_writers")
+    assert (pool["slots"], pool["include_deferred"]) == (1, True), pool
+    first = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=19)
+    last = first + dt.timedelta(days=6)
+    run_dates = {first - dt.timedelta(days=1) + dt.timedelta(days=i) for i in range(7)}  # the days before
+
+    executions, counts = [], []
+    for reprocess in ("none", "completed"):
+        runs = _backfill_and_wait(stack, first, last, reprocess)
+        publishes = _publishes(stack, {r["dag_run_id"] for r in runs})
+        assert len(publishes) == 7 and all(t["state"] == "success" for t in publishes), publishes
+        executions += [(t["dag_run_id"], t["try_number"], _utc(t["start_date"]), _utc(t["end_date"]))
+                       for t in publishes]
+        days, _ = days_match_the_runs(stack)
+        counts.append({day: days[day] for day in run_dates})
     page.goto(f"{stack['url']}/dags/{DAG}/backfills")
     page.locator("tbody tr").first.wait_for()
-    shot(page, "06b-backfill-three-active-runs")
+    shot(page, "06b-backfill-seven-days-twice")
 
-    ours = {r["dag_run_id"] for r in runs}
-    windows = sorted((_utc(t["start_date"]), _utc(t["end_date"])) for t in runs_and_predicts(stack)[1]
-                     if t["dag_run_id"] in ours)
-    assert len(windows) == 3, windows
+    assert len(set(executions)) == 14, executions  # the second pass really ran every publish again
+    windows = sorted((start, end) for _, _, start, end in executions)
     for (_, end), (start, _) in itertools.pairwise(windows):
-        assert end <= start, f"predicts overlapped: {windows}"
-    days, _ = days_match_the_runs(stack)
-    assert {first - dt.timedelta(days=1) + dt.timedelta(days=i) for i in range(3)} <= set(days)
+        assert end <= start, f"publishes overlapped: {windows}"
+    assert counts[0] == counts[1], counts  # exactly the seven days, identical both times
+    assert set(counts[0]) == run_dates and all(rows == slots for rows, _, slots in counts[0].values())
 
 
 def test_clear_a_failed_task_and_see_it_rerun(page, stack):
@@ -346,6 +369,107 @@ def test_clear_a_failed_task_and_see_it_rerun(page, stack):
     row.wait_for()
     expect(row).to_contain_text("Success", timeout=UI_STEP_TIMEOUT_MS)
     shot(page, "09-cleared-task-succeeded")
+
+
+def _proc_field(pid: int, index: int) -> str:
+    """A field of /proc/PID/stat after the command name (0: state, 1: parent pid)."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].split()[index]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return _proc_field(pid, 0) != "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
+def _environ(pid: int) -> dict[str, str]:
+    raw = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    return dict(item.decode(errors="replace").split("=", 1) for item in raw if b"=" in item)
+
+
+def _predict_trainer(state: Path, run_id: str) -> int | None:
+    """The pid of the stack's predict trainer step of ``run_id``, if one is running."""
+    for proc in Path("/proc").iterdir():
+        try:
+            if not proc.name.isdigit() or b"trainer.predict_task" not in (proc / "cmdline").read_bytes():
+                continue
+            env = _environ(int(proc.name))
+        except OSError:
+            continue
+        if env.get("AIRFLOW_CTX_DAG_RUN_ID") == run_id and str(state) in env.get("AIRFLOW_HOME", ""):
+            return int(proc.name)
+    return None
+
+
+def test_a_dead_worker_and_scheduler_leave_no_trainer_and_airflow_reruns_the_task(stack):
+    """A predict's worker process (the task's supervisor) is SIGKILLed mid-step, then the
+    scheduler. The trainer, in its own session, must not live on (operators/lifeline.py); a new
+    scheduler (with a short orphan check, as Composer's restarted scheduler would run it at its
+    defaults) finds the task orphaned by Airflow's own heartbeat handling and runs it again; the
+    run succeeds, and the next run is clean. The trainer is frozen (SIGSTOP) the moment it is
+    found, so it cannot finish before the kills whatever the machine's speed."""
+    created = api(stack, f"/api/v2/dags/{DAG}/dagRuns", {"logical_date": None, "conf": {}})
+    run_id = created["dag_run_id"]
+    deadline = time.monotonic() + UI_TIMEOUT_S
+    while (trainer := _predict_trainer(stack["state"], run_id)) is None:
+        assert time.monotonic() < deadline, f"no predict trainer of {run_id} within {UI_TIMEOUT_S}s"
+        time.sleep(0.05)
+    os.kill(trainer, signal.SIGSTOP)
+    task = int(_proc_field(trainer, 1))
+    supervisor = int(_proc_field(task, 1))
+    scheduler = int(_proc_field(supervisor, 1))
+    assert b"scheduler" in Path(f"/proc/{scheduler}/cmdline").read_bytes(), "expected LocalExecutor's tree"
+    env, cwd = _environ(scheduler), os.readlink(f"/proc/{scheduler}/cwd")
+    first_try = int(_environ(trainer)["AIRFLOW_CTX_TRY_NUMBER"])
+
+    os.kill(supervisor, signal.SIGKILL)
+    os.kill(scheduler, signal.SIGKILL)
+    started = time.monotonic()
+    while (alive := [p for p in (trainer, task) if _alive(p)]) and time.monotonic() - started < 60:
+        time.sleep(0.2)
+    assert not alive, f"the trainer {trainer} or its task {task} outlived the dead worker"
+    print(f"\n  dead worker: trainer gone after {time.monotonic() - started:.1f}s")
+
+    log = (stack["state"] / "scheduler-restarted.log").open("w")
+    restarted = subprocess.Popen(
+        [str(Path(sys.executable).parent / "airflow"), "scheduler"], stdout=log, stderr=subprocess.STDOUT,
+        env={**env, "AIRFLOW__SCHEDULER__ORPHANED_TASKS_CHECK_INTERVAL": "5",
+             "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "60"},
+        cwd=cwd,
+        start_new_session=True)
+    try:
+        deadline = time.monotonic() + UI_TIMEOUT_S + 60
+        while (run := api(stack, f"/api/v2/dags/{DAG}/dagRuns/{run_id}"))["state"] != "success":
+            assert run["state"] != "failed", _states_of(stack, run_id)
+            assert time.monotonic() < deadline, f"{run_id} not done: {_states_of(stack, run_id)}"
+            time.sleep(2)
+        predict = api(stack, f"/api/v2/dags/{DAG}/dagRuns/{run_id}/taskInstances/predict/0")
+        assert predict["try_number"] > first_try, predict  # Airflow ran it again, not the dead try
+        scheduler_log = (stack["state"] / "scheduler-restarted.log").read_text()
+        assert "orphaned" in scheduler_log or "without a heartbeat" in scheduler_log, scheduler_log[-3000:]
+
+        # The next run is clean: it succeeds and the table holds exactly what the runs wrote.
+        nxt = api(stack, f"/api/v2/dags/{DAG}/dagRuns", {"logical_date": None, "conf": {}})["dag_run_id"]
+        deadline = time.monotonic() + UI_TIMEOUT_S
+        while (run := api(stack, f"/api/v2/dags/{DAG}/dagRuns/{nxt}"))["state"] != "success":
+            assert run["state"] != "failed", _states_of(stack, nxt)
+            assert time.monotonic() < deadline, f"{nxt} not done: {_states_of(stack, nxt)}"
+            time.sleep(2)
+        days_match_the_runs(stack)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(restarted.pid, signal.SIGTERM)
+        try:
+            restarted.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(restarted.pid, signal.SIGKILL)
+        log.close()
+
+
+def _states_of(stack, run_id: str) -> dict[str, str]:
+    tis = api(stack, f"/api/v2/dags/{DAG}/dagRuns/{run_id}/taskInstances")["task_instances"]
+    return {f"{t['task_id']}[{t['map_index']}]": f"{t['state']} (try {t['try_number']})" for t in tis}
 
 
 def _processes_of(state: Path) -> list[str]:

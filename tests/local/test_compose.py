@@ -55,6 +55,7 @@ OPTIONAL_ENV = {
     "RECSYS_AIRFLOW_RUN_ID": "set per step by the operators (the Airflow attempt)",
     "RECSYS_TRY_NUMBER": "set per step by the operators (the Airflow attempt)",
     "RECSYS_TRAINER_IMAGE": "set per step by the operators (the run's pinned image)",
+    "RECSYS_LAUNCHER_PID": "set per step by the local launcher (its own pid), never by a deployment",
     "RECSYS_SLACK_TIMEOUT_S": "the 5 s default is what every environment uses",
     "RECSYS_BQ_WRITERS_POOL": "the default is the pool airflow-init imports from pools.json",
     "RECSYS_LOG_LEVEL": "trainer log level; INFO by default",

@@ -1,0 +1,133 @@
+"""A local trainer step never outlives its task process, however a worker dies (operators/lifeline.py).
+
+The processes are real: the trainer runs as the local runtime runs it (its own session, its own
+virtualenv), held mid-step by a BigQuery endpoint that answers 503 to everything (it retries for
+minutes). What stands in for Airflow is the process tree around it, which Airflow's own tests
+own: a "supervisor" process that forks the "task process", and the task process installing the
+SIGTERM handler Airflow's task runner installs (it calls the operator's ``on_kill``; see
+``airflow/sdk/execution_time/task_runner.py``, 3.1 and 3.3 alike). The same faults on a real
+scheduler and worker: tests/local/test_browser.py (a dead worker and scheduler).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from conftest import REPO
+
+TRAINER_PY = str(REPO / ".venv" / "trainer" / "bin" / "python")
+GONE_WITHIN_S = 30  # a parent-death signal is immediate; on_kill's SIGTERM is answered at once
+
+TASK = textwrap.dedent("""
+    import signal, sys
+    from pathlib import Path
+    sys.path.insert(0, {plugins!r})
+    from operators.images import local_fingerprint
+    from operators.local_trainer import LocalTrainerOperator
+
+    op = LocalTrainerOperator(
+        task_id="create_cf_matrices", step="create_cf_matrices_task",
+        arguments=["--project", "p", "--artifacts-uri", {artifacts!r}, "--run-date", "2026-11-29"],
+        python={python!r}, trainer_source={source!r},
+        image=local_fingerprint("recsys-trainer:dev", Path({source!r})))
+    signal.signal(signal.SIGTERM, lambda *_: op.on_kill())  # as Airflow's task runner does
+    op.execute({{}})
+""")
+
+SUPERVISOR = textwrap.dedent("""
+    import os, sys, time
+    pid = os.fork()
+    if pid == 0:
+        os.execv(sys.executable, [sys.executable, "-c", {task!r}])
+    time.sleep(3600)  # a supervisor waiting on its task; the test kills it
+""")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state != "Z"  # a zombie has stopped; only its parent's wait is missing
+
+
+def _trainer_pids(marker: str) -> list[int]:
+    """Trainer processes whose command line carries this test's artifacts path."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            cmdline = (proc / "cmdline").read_bytes()
+        except (OSError, ValueError):
+            continue
+        if proc.name.isdigit() and b"trainer.create_cf_matrices_task" in cmdline and \
+                marker.encode() in cmdline:
+            found.append(int(proc.name))
+    return [pid for pid in found if _alive(pid)]
+
+
+def _start(script: str, unavailable_bigquery: str, tmp_path: Path) -> tuple[subprocess.Popen, int]:
+    """Start the process tree; return it once the trainer step has started (and so tied itself
+    to its launcher), with the trainer's pid."""
+    env = {**os.environ, "BIGQUERY_EMULATOR_HOST": unavailable_bigquery, "RECSYS_BQ_RETRY_DEADLINE_S": "600",
+           "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-c", script], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    lines = []
+    for line in proc.stdout:  # the step's own log, streamed by the operator
+        lines.append(line)
+        if "step create_cf_matrices_task starting" in line:
+            break
+    else:
+        pytest.fail(f"the step never started: {''.join(lines)[-3000:]}")
+    [trainer] = _trainer_pids(str(tmp_path))
+    return proc, trainer
+
+
+def _wait_gone(pids: list[int]) -> list[int]:
+    deadline = time.monotonic() + GONE_WITHIN_S
+    while (alive := [p for p in pids if _alive(p)]) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return alive
+
+
+def _script(tmp_path: Path) -> str:
+    return TASK.format(plugins=str(REPO / "plugins"), artifacts=str(tmp_path / "artifacts"),
+                       python=TRAINER_PY, source=str(REPO / "recommend_task"))
+
+
+def test_a_killed_task_process_takes_its_trainer_with_it(unavailable_bigquery, tmp_path):
+    """SIGKILL the task process (no handler runs): the trainer, in its own session, dies by the
+    parent-death signal it asked for, instead of retrying BigQuery for ten minutes."""
+    task, trainer = _start(_script(tmp_path), unavailable_bigquery, tmp_path)
+    try:
+        os.kill(task.pid, signal.SIGKILL)
+        task.wait(timeout=GONE_WITHIN_S)
+        assert _wait_gone([trainer]) == [], "the trainer outlived its killed task process"
+    finally:
+        for pid in [task.pid, *_trainer_pids(str(tmp_path))]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def test_a_killed_supervisor_gets_its_task_process_to_kill_the_trainer(unavailable_bigquery, tmp_path):
+    """SIGKILL the supervisor: the task process gets SIGTERM (operators/lifeline.py), Airflow's
+    handler calls on_kill, which kills the trainer's process group; then the task process ends."""
+    supervisor, trainer = _start(SUPERVISOR.format(task=_script(tmp_path)), unavailable_bigquery, tmp_path)
+    task = int(Path(f"/proc/{trainer}/stat").read_text().rsplit(") ", 1)[1].split()[1])  # its parent
+    assert task != supervisor.pid and _alive(task)
+    try:
+        os.kill(supervisor.pid, signal.SIGKILL)
+        supervisor.wait(timeout=GONE_WITHIN_S)
+        assert _wait_gone([trainer, task]) == [], "the trainer or its task process outlived the supervisor"
+    finally:
+        for pid in [supervisor.pid, task, *_trainer_pids(str(tmp_path))]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)

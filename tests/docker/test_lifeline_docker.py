@@ -1,0 +1,96 @@
+"""The docker runtime's container never outlives a dead worker (operators/lifeline.py).
+
+Real: the trainer image, a real step in it (held mid-step by a BigQuery endpoint on loopback that
+answers 503 to everything, which it retries for minutes), the Docker engine, and the project's
+TrainerDockerOperator with its stock on_kill. Standing in for Airflow: the "supervisor" process
+that forks the task process, and the task process's SIGTERM handler calling on_kill, as
+Airflow's task runner installs it (``airflow/sdk/execution_time/task_runner.py``, 3.1 and 3.3).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+from dags_conftest import REPO
+
+STOPPED_WITHIN_S = 60  # on_kill's `docker stop`: SIGTERM, then SIGKILL after the engine's 10 s
+
+SUPERVISOR = textwrap.dedent("""
+    import os, sys, time
+    if os.fork() == 0:
+        os.execv(sys.executable, [sys.executable, "-c", {task!r}])
+    time.sleep(3600)  # a supervisor waiting on its task; the test kills it
+""")
+
+TASK = textwrap.dedent("""
+    import signal, sys
+    sys.path.insert(0, {plugins!r})
+    from operators.docker_trainer import TrainerDockerOperator
+
+    op = TrainerDockerOperator(
+        task_id="create_cf_matrices", step="create_cf_matrices_task", image={image!r},
+        command=["python", "-m", "trainer.create_cf_matrices_task", "--project", "p",
+                 "--artifacts-uri", "/tmp/artifacts", "--run-date", "2026-11-29"],
+        environment={{"BIGQUERY_EMULATOR_HOST": {bigquery!r}, "RECSYS_BQ_RETRY_DEADLINE_S": "600"}},
+        container_name={name!r}, docker_url="unix:///var/run/docker.sock", network_mode="host",
+        auto_remove="never", mount_tmp_dir=False, tty=False)
+    signal.signal(signal.SIGTERM, lambda *_: op.on_kill())  # as Airflow's task runner does
+    op.execute({{}})
+""")
+
+
+def _container(name: str) -> dict | None:
+    out = subprocess.run(["docker", "inspect", name], capture_output=True, text=True)
+    return json.loads(out.stdout)[0] if out.returncode == 0 else None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_a_dead_worker_stops_its_trainer_container(trainer_image, unavailable_bigquery):
+    """SIGKILL the supervisor while the step runs in its container: the task process gets
+    SIGTERM, on_kill stops the container, and the task process ends. Without the lifeline the
+    container would retry BigQuery for ten minutes beside the task's retry."""
+    name = f"recsys-lifeline-test-{os.getpid()}"
+    task = TASK.format(plugins=str(REPO / "plugins"), image=trainer_image, bigquery=unavailable_bigquery,
+                       name=name)
+    supervisor = subprocess.Popen([sys.executable, "-c", SUPERVISOR.format(task=task)],
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                  start_new_session=True)
+    try:
+        lines = []
+        for line in supervisor.stdout:  # the container's log, streamed by the operator
+            lines.append(line)
+            if "step create_cf_matrices_task starting" in line:
+                break
+        else:
+            raise AssertionError(f"the step never started: {''.join(lines)[-3000:]}")
+        assert _container(name)["State"]["Running"]
+        task_pids = [int(p) for p in subprocess.run(["pgrep", "-P", str(supervisor.pid)], capture_output=True,
+                                                    text=True).stdout.split()]
+        assert len(task_pids) == 1, task_pids
+
+        os.kill(supervisor.pid, signal.SIGKILL)
+        supervisor.wait(timeout=30)
+        deadline = time.monotonic() + STOPPED_WITHIN_S
+        while (_container(name)["State"]["Running"] or _alive(task_pids[0])) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        state = _container(name)["State"]
+        assert not state["Running"], f"the container outlived the dead worker: {state}"
+        assert not _alive(task_pids[0]), "the task process outlived its supervisor"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(supervisor.pid, signal.SIGKILL)
+        subprocess.run(["docker", "rm", "-f", name], capture_output=True)
