@@ -46,6 +46,13 @@ class TrainerDockerOperator(DockerOperator):
             return self._run_image()
         return super().execute(context)
 
+    def on_kill(self) -> None:
+        # The stock on_kill logs before it stops the container; when the worker died, the task's
+        # log goes to a dead supervisor and writing it raises, so stop first.
+        if self.hook.client_created and self.container is not None:
+            self.cli.stop(self.container["Id"])
+        super().on_kill()
+
     def _run_image(self):
         try:
             return super()._run_image()

@@ -78,10 +78,12 @@ class LocalTrainerOperator(BaseOperator):
         proc = self._hook.sub_process if self._hook is not None else None
         if proc is None or proc.poll() is not None:
             return
-        self.log.warning("killing trainer.%s (pid %d)", self.step, proc.pid)
+        # Kill first, log after: when the worker died, the task's log goes to a dead supervisor
+        # and writing it raises, which must not stop the kill.
         self._hook.send_sigterm()
         try:
             proc.wait(timeout=KILL_GRACE_S)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+        self.log.warning("killed trainer.%s (pid %d)", self.step, proc.pid)

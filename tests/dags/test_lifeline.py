@@ -2,11 +2,10 @@
 
 The processes are real: the trainer runs as the local runtime runs it (its own session, its own
 virtualenv), held mid-step by a BigQuery endpoint that answers 503 to everything (it retries for
-minutes). What stands in for Airflow is the process tree around it, which Airflow's own tests
-own: a "supervisor" process that forks the "task process", and the task process installing the
-SIGTERM handler Airflow's task runner installs (it calls the operator's ``on_kill``; see
-``airflow/sdk/execution_time/task_runner.py``, 3.1 and 3.3 alike). The same faults on a real
-scheduler and worker: tests/local/test_browser.py (a dead worker and scheduler).
+minutes). What stands in for Airflow is the process tree around it (tests/dags/process_tree.py:
+a supervisor that forks the task process and owns its log channel, the task's SIGTERM handler
+calling ``on_kill``, logging that raises once the supervisor is gone). The same faults with a
+real scheduler and worker: tests/local/test_browser.py.
 """
 
 from __future__ import annotations
@@ -22,12 +21,12 @@ from pathlib import Path
 
 import pytest
 from conftest import REPO
+from process_tree import SUPERVISOR, TASK_PRELUDE
 
 TRAINER_PY = str(REPO / ".venv" / "trainer" / "bin" / "python")
 GONE_WITHIN_S = 30  # a parent-death signal is immediate; on_kill's SIGTERM is answered at once
 
-TASK = textwrap.dedent("""
-    import signal, sys
+TASK = TASK_PRELUDE + textwrap.dedent("""
     from pathlib import Path
     sys.path.insert(0, {plugins!r})
     from operators.images import local_fingerprint
@@ -38,16 +37,7 @@ TASK = textwrap.dedent("""
         arguments=["--project", "p", "--artifacts-uri", {artifacts!r}, "--run-date", "2026-11-29"],
         python={python!r}, trainer_source={source!r},
         image=local_fingerprint("recsys-trainer:dev", Path({source!r})))
-    signal.signal(signal.SIGTERM, lambda *_: op.on_kill())  # as Airflow's task runner does
-    op.execute({{}})
-""")
-
-SUPERVISOR = textwrap.dedent("""
-    import os, sys, time
-    pid = os.fork()
-    if pid == 0:
-        os.execv(sys.executable, [sys.executable, "-c", {task!r}])
-    time.sleep(3600)  # a supervisor waiting on its task; the test kills it
+    run(op)
 """)
 
 

@@ -2,9 +2,9 @@
 
 Real: the trainer image, a real step in it (held mid-step by a BigQuery endpoint on loopback that
 answers 503 to everything, which it retries for minutes), the Docker engine, and the project's
-TrainerDockerOperator with its stock on_kill. Standing in for Airflow: the "supervisor" process
-that forks the task process, and the task process's SIGTERM handler calling on_kill, as
-Airflow's task runner installs it (``airflow/sdk/execution_time/task_runner.py``, 3.1 and 3.3).
+TrainerDockerOperator. Standing in for Airflow: the process tree of tests/dags/process_tree.py
+(a supervisor that forks the task process and owns its log channel, the task's SIGTERM handler
+calling on_kill, logging that raises once the supervisor is gone).
 """
 
 from __future__ import annotations
@@ -20,18 +20,12 @@ import time
 from pathlib import Path
 
 from dags_conftest import REPO
+from process_tree import SUPERVISOR, TASK_PRELUDE
 
 STOPPED_WITHIN_S = 60  # on_kill's `docker stop`: SIGTERM, then SIGKILL after the engine's 10 s
 
-SUPERVISOR = textwrap.dedent("""
-    import os, sys, time
-    if os.fork() == 0:
-        os.execv(sys.executable, [sys.executable, "-c", {task!r}])
-    time.sleep(3600)  # a supervisor waiting on its task; the test kills it
-""")
 
-TASK = textwrap.dedent("""
-    import signal, sys
+TASK = TASK_PRELUDE + textwrap.dedent("""
     sys.path.insert(0, {plugins!r})
     from operators.docker_trainer import TrainerDockerOperator
 
@@ -42,8 +36,7 @@ TASK = textwrap.dedent("""
         environment={{"BIGQUERY_EMULATOR_HOST": {bigquery!r}, "RECSYS_BQ_RETRY_DEADLINE_S": "600"}},
         container_name={name!r}, docker_url="unix:///var/run/docker.sock", network_mode="host",
         auto_remove="never", mount_tmp_dir=False, tty=False)
-    signal.signal(signal.SIGTERM, lambda *_: op.on_kill())  # as Airflow's task runner does
-    op.execute({{}})
+    run(op)
 """)
 
 

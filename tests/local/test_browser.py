@@ -188,6 +188,22 @@ def wait_for_runs(page, stack, pick, state: str, count: int = 1) -> list[str]:
     pytest.fail(f"no {count} run(s) reached {state} within {UI_TIMEOUT_S}s: {rows}")
 
 
+def unpause_from_the_ui(page, stack) -> None:
+    """Click the DAG page's pause toggle once the DAG's details have loaded, then wait (bounded)
+    for the API to say unpaused. The toggle sends ``is_paused: !isPaused``: clicked while the
+    details are still loading, isPaused is not known yet and the click leaves the DAG paused (a
+    loaded CI machine saw no run for 240 s, the toggle still off)."""
+    page.goto(f"{stack['url']}/dags/{DAG}")
+    expect(page.get_by_text("ml-engineering").first).to_be_visible(timeout=UI_STEP_TIMEOUT_MS)  # the owner
+    page.get_by_test_id("toggle-pause").click()
+    deadline = time.monotonic() + UI_STEP_TIMEOUT_MS / 1000
+    while api(stack, f"/api/v2/dags/{DAG}")["is_paused"]:
+        if time.monotonic() > deadline:
+            shot(page, "still-paused")
+            pytest.fail(f"{DAG} still paused {UI_STEP_TIMEOUT_MS // 1000}s after a click on its toggle")
+        time.sleep(1)
+
+
 def test_login_and_trigger_with_a_changed_parameter(page, stack):
     page.goto(stack["url"])
     page.get_by_label("Username").fill("admin")
@@ -196,9 +212,8 @@ def test_login_and_trigger_with_a_changed_parameter(page, stack):
     page.get_by_role("button", name="Sign in").click()
     page.wait_for_url(f"{stack['url']}/")
 
-    page.goto(f"{stack['url']}/dags/{DAG}")
     # Unpause: the scheduler starts a run for the latest 05:00 UTC at once (yesterday's before 05:00).
-    page.get_by_test_id("toggle-pause").click()
+    unpause_from_the_ui(page, stack)
     wait_for_runs(page, stack, lambda run, _: run.startswith("scheduled__"), "Success")
 
     page.goto(f"{stack['url']}/dags/{DAG}")
@@ -388,8 +403,8 @@ def _environ(pid: int) -> dict[str, str]:
     return dict(item.decode(errors="replace").split("=", 1) for item in raw if b"=" in item)
 
 
-def _predict_trainer(state: Path, run_id: str) -> int | None:
-    """The pid of the stack's predict trainer step of ``run_id``, if one is running."""
+def _predict_trainer(state: Path) -> tuple[int, str] | None:
+    """(pid, run id) of a predict trainer step of the stack, if one is running."""
     for proc in Path("/proc").iterdir():
         try:
             if not proc.name.isdigit() or b"trainer.predict_task" not in (proc / "cmdline").read_bytes():
@@ -397,8 +412,8 @@ def _predict_trainer(state: Path, run_id: str) -> int | None:
             env = _environ(int(proc.name))
         except OSError:
             continue
-        if env.get("AIRFLOW_CTX_DAG_RUN_ID") == run_id and str(state) in env.get("AIRFLOW_HOME", ""):
-            return int(proc.name)
+        if str(state) in env.get("AIRFLOW_HOME", "") and "AIRFLOW_CTX_DAG_RUN_ID" in env:
+            return int(proc.name), env["AIRFLOW_CTX_DAG_RUN_ID"]
     return None
 
 
@@ -407,33 +422,46 @@ def test_a_dead_worker_and_scheduler_leave_no_trainer_and_airflow_reruns_the_tas
     scheduler. The trainer, in its own session, must not live on (operators/lifeline.py); a new
     scheduler (with a short orphan check, as Composer's restarted scheduler would run it at its
     defaults) finds the task orphaned by Airflow's own heartbeat handling and runs it again; the
-    run succeeds, and the next run is clean. The trainer is frozen (SIGSTOP) the moment it is
-    found, so it cannot finish before the kills whatever the machine's speed."""
-    created = api(stack, f"/api/v2/dags/{DAG}/dagRuns", {"logical_date": None, "conf": {}})
-    run_id = created["dag_run_id"]
-    deadline = time.monotonic() + UI_TIMEOUT_S
-    while (trainer := _predict_trainer(stack["state"], run_id)) is None:
-        assert time.monotonic() < deadline, f"no predict trainer of {run_id} within {UI_TIMEOUT_S}s"
-        time.sleep(0.05)
-    os.kill(trainer, signal.SIGSTOP)
-    task = int(_proc_field(trainer, 1))
-    supervisor = int(_proc_field(task, 1))
-    scheduler = int(_proc_field(supervisor, 1))
-    assert b"scheduler" in Path(f"/proc/{scheduler}/cmdline").read_bytes(), "expected LocalExecutor's tree"
-    env, cwd = _environ(scheduler), os.readlink(f"/proc/{scheduler}/cwd")
-    first_try = int(_environ(trainer)["AIRFLOW_CTX_TRY_NUMBER"])
+    run succeeds, and the next run is clean. The step is held mid-run by freezing the BigQuery
+    emulator (SIGSTOP) before the run starts: the step starts, ties itself to its task, logs,
+    and waits on its first query, whatever the machine's speed; the emulator is thawed after."""
+    api(stack, f"/api/v2/dags/{DAG}", {"is_paused": False}, method="PATCH")  # unpaused by the first test
+    emulator = int((stack["state"] / "emulators" / "bigquery.pid").read_text())
+    os.kill(emulator, signal.SIGSTOP)
+    try:
+        api(stack, f"/api/v2/dags/{DAG}/dagRuns", {"logical_date": None, "conf": {}})
+        # Whichever run's predict starts first (a 05:00 run may be ahead of this one).
+        deadline = time.monotonic() + UI_TIMEOUT_S
+        while (found := _predict_trainer(stack["state"])) is None:
+            assert time.monotonic() < deadline, f"no predict started within {UI_TIMEOUT_S}s"
+            time.sleep(0.2)
+        trainer, run_id = found
+        log = (stack["state"] / "airflow" / "logs" / f"dag_id={DAG}" / f"run_id={run_id}" / "task_id=predict"
+               / "map_index=0" / f"attempt={_environ(trainer)['AIRFLOW_CTX_TRY_NUMBER']}.log")
+        while not (log.exists() and "step predict_task starting" in log.read_text()):  # tied to its task
+            assert time.monotonic() < deadline, f"predict of {run_id} did not log its start: {log}"
+            time.sleep(0.2)
+        task = int(_proc_field(trainer, 1))
+        supervisor = int(_proc_field(task, 1))
+        scheduler = int(_proc_field(supervisor, 1))
+        assert b"scheduler" in Path(f"/proc/{scheduler}/cmdline").read_bytes(), "not LocalExecutor's tree"
+        env, cwd = _environ(scheduler), os.readlink(f"/proc/{scheduler}/cwd")
+        first_try = int(_environ(trainer)["AIRFLOW_CTX_TRY_NUMBER"])
 
-    os.kill(supervisor, signal.SIGKILL)
-    os.kill(scheduler, signal.SIGKILL)
-    started = time.monotonic()
-    while (alive := [p for p in (trainer, task) if _alive(p)]) and time.monotonic() - started < 60:
-        time.sleep(0.2)
-    assert not alive, f"the trainer {trainer} or its task {task} outlived the dead worker"
-    print(f"\n  dead worker: trainer gone after {time.monotonic() - started:.1f}s")
+        os.kill(supervisor, signal.SIGKILL)
+        os.kill(scheduler, signal.SIGKILL)
+        started = time.monotonic()
+        while (alive := [p for p in (trainer, task) if _alive(p)]) and time.monotonic() - started < 60:
+            time.sleep(0.2)
+        assert not alive, f"the trainer {trainer} or its task {task} outlived the dead worker"
+        print(f"\n  dead worker: its trainer gone after {time.monotonic() - started:.1f}s")
+    finally:
+        os.kill(emulator, signal.SIGCONT)
 
-    log = (stack["state"] / "scheduler-restarted.log").open("w")
+    scheduler_out = (stack["state"] / "scheduler-restarted.log").open("w")
     restarted = subprocess.Popen(
-        [str(Path(sys.executable).parent / "airflow"), "scheduler"], stdout=log, stderr=subprocess.STDOUT,
+        [str(Path(sys.executable).parent / "airflow"), "scheduler"],
+        stdout=scheduler_out, stderr=subprocess.STDOUT,
         env={**env, "AIRFLOW__SCHEDULER__ORPHANED_TASKS_CHECK_INTERVAL": "5",
              "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "60"},
         cwd=cwd,
@@ -464,7 +492,7 @@ def test_a_dead_worker_and_scheduler_leave_no_trainer_and_airflow_reruns_the_tas
             restarted.wait(timeout=60)
         except subprocess.TimeoutExpired:
             os.killpg(restarted.pid, signal.SIGKILL)
-        log.close()
+        scheduler_out.close()
 
 
 def _states_of(stack, run_id: str) -> dict[str, str]:
