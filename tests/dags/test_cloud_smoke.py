@@ -87,6 +87,13 @@ class FakeCloud:
         job = self.jobs[job_name]
         return job["state"], "exit 2" if job["state"] == "JOB_STATE_FAILED" else ""
 
+    def job_times(self, job_name):
+        """Submitted at minute n, started after 60 + 10n seconds, ran 30 s (not a recorded call)."""
+        n = int(job_name.rsplit("/", 1)[1])
+        created = dt.datetime(2026, 12, 1, 10, n, tzinfo=dt.UTC)
+        began = created + dt.timedelta(seconds=60 + 10 * n)
+        return created, began, began + dt.timedelta(seconds=30)
+
     def cancel_job(self, job_name):
         self._call("cancel_job", job_name)
         self.jobs[job_name]["state"] = "JOB_STATE_CANCELLED"
@@ -131,6 +138,19 @@ def test_a_passing_run_runs_every_step_on_the_built_image_then_deletes_all_it_cr
                              "delete_image", "delete_prefix", "delete_dataset"]
     assert cloud.left_behind() == []
     assert cloud.objects == {"gs://acme-recsys/recsys/models/LATEST"}  # the bucket's own objects stay
+
+
+def test_a_passing_run_reports_each_steps_vertex_start_up_and_their_median(caplog):
+    """What a job per step costs on Vertex AI (machine and image pull before the step starts),
+    measured by the real run from each job's create and start times: docs/comparison.md."""
+    with caplog.at_level("INFO"):
+        code, smoke = _run(FakeCloud())
+    assert code == 0
+    assert smoke.startup_s == {step: 60 + 10 * n for n, (step, _) in
+                               enumerate(cloud_smoke.steps(cloud_smoke.Settings(**SETTINGS)), 1)}
+    assert "train_task succeeded: 90s from submission to start (machine, image pull), then ran 30s" \
+        in caplog.text
+    assert "; median 100s" in caplog.text  # 70..130 s over the seven jobs
 
 
 def test_a_failed_step_stops_the_plan_and_everything_created_is_deleted(caplog):

@@ -326,7 +326,9 @@ def test_a_seven_day_backfill_run_twice_writes_each_day_once_and_one_writer_at_a
 
     executions, counts = [], []
     for reprocess in ("none", "completed"):
+        started = time.monotonic()
         runs = _backfill_and_wait(stack, first, last, reprocess)
+        print(f"\n  backfill of 7 dates (reprocess {reprocess}): {time.monotonic() - started:.0f}s")
         publishes = _publishes(stack, {r["dag_run_id"] for r in runs})
         assert len(publishes) == 7 and all(t["state"] == "success" for t in publishes), publishes
         executions += [(t["dag_run_id"], t["try_number"], _utc(t["start_date"]), _utc(t["end_date"]))
