@@ -5,6 +5,8 @@ whole process group. The price: when the Airflow task process itself dies (its w
 OOM kill), nothing reaches the step, which would go on writing beside the task's retry. The
 launcher names itself in ``RECSYS_LAUNCHER_PID``; the step then asks Linux for a parent-death
 signal (SIGKILL: every step is safe to kill at any point, which the tests show step by step).
+The signal follows the step's parent: an interpreter wrapper between launcher and step should
+``exec`` the interpreter, or the step is tied to the wrapper rather than to the launcher.
 
 Containers need none of this (the container is the process tree), so without the variable, or
 off Linux, it does nothing.
@@ -17,6 +19,8 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Iterator
+from pathlib import Path
 
 LAUNCHER_PID_ENV = "RECSYS_LAUNCHER_PID"
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
@@ -39,7 +43,20 @@ def die_with_launcher() -> bool:
         log.warning("cannot ask for a parent-death signal (errno %d): this step may outlive its task",
                     ctypes.get_errno())
         return False
-    # Checked after asking: a launcher that died before, and only that, is seen here.
-    if os.getppid() != int(launcher):
+    # Checked after asking: a launcher that died before, and only that, is seen here. An
+    # ancestor, not necessarily the parent: an interpreter wrapper may sit between the two.
+    if int(launcher) not in _ancestors(os.getpid()):
         raise LauncherGone(f"launcher {launcher} is gone (parent now {os.getppid()}): not starting")
     return True
+
+
+def _ancestors(pid: int, limit: int = 32) -> Iterator[int]:
+    """The parent, grandparent, ... of ``pid`` below init (read from /proc)."""
+    for _ in range(limit):
+        try:
+            pid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            return
+        if pid <= 1:
+            return
+        yield pid
