@@ -372,6 +372,40 @@ def test_an_incomplete_day_keeps_wait_for_events_waiting_then_fails_naming_the_c
     (dt.datetime(2026, 11, 30, 7, 59, tzinfo=dt.UTC), dt.date(2026, 11, 28)),  # not due yet
     (dt.datetime(2026, 12, 1, 0, 30, tzinfo=dt.UTC), dt.date(2026, 11, 29)),
 ])
+def test_the_published_model_sensor_is_the_stock_gcs_sensor_and_times_out_naming_what_is_missing(emulators):
+    """wait_for_published_model builds the stock GCSObjectExistenceSensor when it runs (not at
+    parse: its import costs about 1.3 s), with the task's settings; against the GCS emulator it
+    finds a pointer that exists and, for one that does not, times out naming it."""
+    from airflow.providers.common.compat.sdk import AirflowSensorTimeout
+    from airflow.providers.google.cloud.sensors.gcs import GCSObjectExistenceSensor
+
+    from operators.sensors import PublishedModelSensor
+
+    def sensor(uri: str) -> PublishedModelSensor:
+        return PublishedModelSensor(task_id="wait_for_published_model", artifacts_uri=uri,
+                                    gcp_conn_id="google_cloud_default", mode="poke", poke_interval=0.2,
+                                    timeout=2)
+
+    missing = sensor("gs://recsys-test/no-such-prefix")
+    stock = missing.sensor()
+    assert isinstance(stock, GCSObjectExistenceSensor)
+    assert (stock.bucket, stock.object, stock.mode, stock.timeout) == (
+        "recsys-test", "no-such-prefix/models/LATEST", "poke", 2)
+    with pytest.raises(AirflowSensorTimeout, match=r"^no published model at gs://recsys-test/no-such-prefix/"
+                       r"models/LATEST \(run recommend_train until a model passes evaluation\) "
+                       r"after waiting 2s$"):
+        missing.execute({})
+
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import storage
+
+    client = storage.Client(project="test-project", credentials=AnonymousCredentials(),
+                            client_options={"api_endpoint": os.environ["STORAGE_EMULATOR_HOST"]})
+    bucket = client.bucket("recsys-test")
+    bucket.blob("sensor-test/models/LATEST").upload_from_string(b"{}")
+    sensor("gs://recsys-test/sensor-test").execute({})  # returns at the first poke
+
+
 def test_the_day_due_is_the_one_before_the_deadline_hour(checked_at, due):
     from operators.freshness import due_day
 
