@@ -367,15 +367,9 @@ def test_an_incomplete_day_keeps_wait_for_events_waiting_then_fails_naming_the_c
     assert day not in _recommendation_days()
 
 
-@pytest.mark.parametrize("checked_at, due", [
-    (dt.datetime(2026, 11, 30, 8, 30, tzinfo=dt.UTC), dt.date(2026, 11, 29)),
-    (dt.datetime(2026, 11, 30, 7, 59, tzinfo=dt.UTC), dt.date(2026, 11, 28)),  # not due yet
-    (dt.datetime(2026, 12, 1, 0, 30, tzinfo=dt.UTC), dt.date(2026, 11, 29)),
-])
-def test_the_published_model_sensor_is_the_stock_gcs_sensor_and_times_out_naming_what_is_missing(emulators):
-    """wait_for_published_model builds the stock GCSObjectExistenceSensor when it runs (not at
-    parse: its import costs about 1.3 s), with the task's settings; against the GCS emulator it
-    finds a pointer that exists and, for one that does not, times out naming it."""
+def test_the_published_model_sensor_is_the_stock_gcs_sensor_and_times_out_naming_it(emulators):
+    """wait_for_published_model is the stock GCSObjectExistenceSensor on the pointer; against the
+    GCS emulator it finds a pointer that exists and, for one that does not, times out naming it."""
     from airflow.providers.common.compat.sdk import AirflowSensorTimeout
     from airflow.providers.google.cloud.sensors.gcs import GCSObjectExistenceSensor
 
@@ -387,9 +381,8 @@ def test_the_published_model_sensor_is_the_stock_gcs_sensor_and_times_out_naming
                                     timeout=2)
 
     missing = sensor("gs://recsys-test/no-such-prefix")
-    stock = missing.sensor()
-    assert isinstance(stock, GCSObjectExistenceSensor)
-    assert (stock.bucket, stock.object, stock.mode, stock.timeout) == (
+    assert isinstance(missing, GCSObjectExistenceSensor)
+    assert (missing.bucket, missing.object, missing.mode, missing.timeout) == (
         "recsys-test", "no-such-prefix/models/LATEST", "poke", 2)
     with pytest.raises(AirflowSensorTimeout, match=r"^no published model at gs://recsys-test/no-such-prefix/"
                        r"models/LATEST \(run recommend_train until a model passes evaluation\) "
@@ -406,6 +399,11 @@ def test_the_published_model_sensor_is_the_stock_gcs_sensor_and_times_out_naming
     sensor("gs://recsys-test/sensor-test").execute({})  # returns at the first poke
 
 
+@pytest.mark.parametrize("checked_at, due", [
+    (dt.datetime(2026, 11, 30, 8, 30, tzinfo=dt.UTC), dt.date(2026, 11, 29)),
+    (dt.datetime(2026, 11, 30, 7, 59, tzinfo=dt.UTC), dt.date(2026, 11, 28)),  # not due yet
+    (dt.datetime(2026, 12, 1, 0, 30, tzinfo=dt.UTC), dt.date(2026, 11, 29)),
+])
 def test_the_day_due_is_the_one_before_the_deadline_hour(checked_at, due):
     from operators.freshness import due_day
 
