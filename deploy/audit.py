@@ -32,7 +32,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 IGNORE_FILE = REPO / "deploy" / "audit-ignore.toml"
-# Every lock file the repository installs from; tests/dags/test_delivery.py fails on a new one
+# Every lock file the repository installs from; tests/dags/test_audit.py fails on a new one
 # that is not listed here.
 LOCK_FILES = (
     "requirements.lock",
