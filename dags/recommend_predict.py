@@ -31,7 +31,7 @@ from operators.dag_defaults import dag_kwargs, published_model_asset, table_rete
 from operators.images import resolve_image
 from operators.params import PREDICT_PARAMS
 from operators.sensors import PublishedModelSensor
-from operators.sharding import SHARD_ARGUMENTS, SHARD_LABEL, plan_shards
+from operators.sharding import SHARD_ARGUMENTS, SHARD_LABEL, PlanShardsOperator
 from operators.slack import dag_callbacks
 from operators.trainer_task import trainer_task
 
@@ -60,12 +60,12 @@ with DAG(
         poke_interval=120,
         timeout=timedelta(minutes=30).total_seconds(),
     )
-    shards = plan_shards.override(execution_timeout=timedelta(minutes=5))()
+    shards = PlanShardsOperator(task_id="plan_shards", execution_timeout=timedelta(minutes=5))
     predict = trainer_task("predict_task", trainer_args(
         config, "--lookback-days", "{{ params.lookback_days }}",
         "--n-recommendations", "{{ params.n_recommendations }}", *table_retention_args(config),
         *SHARD_ARGUMENTS), config=config,
-        shards=shards, map_index_template=SHARD_LABEL, execution_timeout=timedelta(hours=2))
+        shards=shards.output, map_index_template=SHARD_LABEL, execution_timeout=timedelta(hours=2))
     publish = trainer_task("publish_predictions_task", trainer_args(
         config, "--n-shards", "{{ params.n_shards }}",
         "--n-recommendations", "{{ params.n_recommendations }}"), config=config,

@@ -41,9 +41,14 @@ def dag_kwargs(config: RecsysConfig, *, dagrun_timeout: timedelta) -> dict[str, 
 
 
 def published_model_asset(config: RecsysConfig) -> Asset:
-    """The published-model pointer, updated by recommend_train and consumed by recommend_predict."""
-    return Asset(name="recsys_published_model", uri=f"{config.artifacts_uri.rstrip('/')}/models/LATEST",
-                 group="recsys")
+    """The published-model pointer, updated by recommend_train and consumed by recommend_predict.
+
+    Its URI is the pointer's Cloud Storage object under the ``x-gs`` scheme, not ``gs``: Airflow
+    normalises a provider's scheme through its provider registry, whose first use imports every
+    provider's asset module (the Google one imports ``google.cloud.storage``), about 1 s of every
+    fresh parse, including each task's own parse on a worker. ``x-`` URIs are left as written."""
+    pointer = f"{config.artifacts_uri.rstrip('/')}/models/LATEST"
+    return Asset(name="recsys_published_model", uri="x-" + pointer, group="recsys")
 
 
 def trainer_args(config: RecsysConfig, *extra: str) -> list[str]:

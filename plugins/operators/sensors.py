@@ -11,7 +11,6 @@ from collections.abc import Sequence
 from typing import Any
 
 from airflow.providers.common.compat.sdk import AirflowSensorTimeout  # moved in Airflow 3.2
-from airflow.providers.google.cloud.sensors.gcs import GCSObjectExistenceSensor
 from airflow.sdk import BaseSensorOperator, Context
 
 from operators.artifacts import join, split_gcs_uri
@@ -102,17 +101,46 @@ class EventsCompleteSensor(_ExplainedTimeout, BaseSensorOperator):
         return f"events of {self.run_date} in {self.table} incomplete: {self._last}"
 
 
-class PublishedModelSensor(_ExplainedTimeout, GCSObjectExistenceSensor):
-    """The stock GCS object sensor on the ``models/LATEST`` pointer under ``artifacts_uri``.
+class PublishedModelSensor(BaseSensorOperator):
+    """The stock ``GCSObjectExistenceSensor`` on the ``models/LATEST`` pointer under
+    ``artifacts_uri``, deferrable where asked (Composer has a triggerer).
 
+    Built only when the task runs, as the Vertex operator is (operators/vertex.py): importing the
+    provider's GCS sensor module costs a fresh interpreter about 1.3 s, which every parse of
+    ``recommend_predict`` would pay otherwise. This class only carries its arguments and the
+    sensor settings (mode, poke interval, timeout), which the stock sensor gets as they are.
     The pointer alone is enough: promotion writes the model, then the pointer (with a
     generation precondition), and predict checks the model it names before scoring."""
 
-    def __init__(self, *, artifacts_uri: str, gcp_conn_id: str, **kwargs) -> None:
-        bucket, prefix = split_gcs_uri(artifacts_uri)
-        super().__init__(bucket=bucket, object=join(prefix, "models", "LATEST").lstrip("/"),
-                         google_cloud_conn_id=gcp_conn_id, **kwargs)
-        self.artifacts_uri = artifacts_uri
+    template_fields: Sequence[str] = ("artifacts_uri",)
+    ui_color = "#e0f2f1"
+
+    def __init__(self, *, artifacts_uri: str, gcp_conn_id: str, deferrable: bool = False, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.artifacts_uri, self.gcp_conn_id, self.deferrable = artifacts_uri, gcp_conn_id, deferrable
+
+    def sensor(self) -> BaseSensorOperator:
+        """The stock sensor with this task's (rendered) arguments and sensor settings."""
+        from airflow.providers.google.cloud.sensors.gcs import GCSObjectExistenceSensor
+
+        bucket, prefix = split_gcs_uri(self.artifacts_uri)
+        return GCSObjectExistenceSensor(
+            task_id=self.task_id, bucket=bucket, object=join(prefix, "models", "LATEST").lstrip("/"),
+            google_cloud_conn_id=self.gcp_conn_id, deferrable=self.deferrable, mode=self.mode,
+            poke_interval=self.poke_interval, timeout=self.timeout, soft_fail=self.soft_fail,
+            exponential_backoff=self.exponential_backoff, max_wait=self.max_wait)
+
+    def execute(self, context: Context) -> Any:
+        try:
+            return self.sensor().execute(context)
+        except AirflowSensorTimeout as exc:
+            raise AirflowSensorTimeout(f"{self.missing()} after waiting {self.timeout:.0f}s") from exc
+
+    def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
+        return self.sensor().execute_complete(context, event)
+
+    def poke(self, context: Context) -> bool:  # never called: execute delegates to the stock sensor
+        raise NotImplementedError
 
     def missing(self) -> str:
         return (f"no published model at {self.artifacts_uri}/models/LATEST "

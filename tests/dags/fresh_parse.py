@@ -17,23 +17,27 @@ import subprocess
 import sys
 import time
 
+# Provider modules no parse should import outside their own runtime. The GCS ones are what
+# Airflow's asset-URI registry loads to normalise a gs:// asset (operators/dag_defaults.py).
 HEAVY = ("airflow.providers.google.cloud.operators.vertex_ai.custom_job",
          "airflow.providers.google.cloud.triggers.vertex_ai",
          "airflow.providers.google.cloud.links.vertex_ai",
-         "airflow.providers.docker.operators.docker")
+         "airflow.providers.docker.operators.docker",
+         "airflow.providers.google.cloud.sensors.gcs",
+         "google.cloud.storage")
 
 
 def parse_in_fresh_children(jobs: list[tuple[str, str, str]], plugins: str, tests: str,
-                            env: dict[str, str] | None = None, *, warm_assets: bool = False) -> list[dict]:
+                            env: dict[str, str] | None = None, *, bytecode: bool = False) -> list[dict]:
     """For each ``(runtime, dag_folder_or_file, bundle_path)``: ``{"ms", "errors", "dags",
     "heavy"}`` from a parse in a forked child of one interpreter that imported only Airflow.
 
-    ``warm_assets``: the interpreter also builds one ``gs://`` asset first. Airflow normalises
-    an asset URI through its provider registry, which on first use imports every provider's
-    asset module (the Google one imports ``google.cloud.storage``, about a second); a
-    long-lived process (the dag-processor's parent, a worker) pays that once, not per parse."""
+    ``bytecode``: the interpreter first byte-compiles ``plugins`` and each bundle (``compileall``
+    writes ``__pycache__/`` beside them, as Python does on a first import wherever it may write).
+    Without it, where ``PYTHONDONTWRITEBYTECODE`` is set (this machine, many CI systems and
+    containers), every parse compiles the project's modules from source."""
     done = subprocess.run([sys.executable, __file__, plugins, tests, json.dumps(jobs),
-                           "warm" if warm_assets else "cold"],
+                           "bytecode" if bytecode else "source"],
                           env=env or os.environ, capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"parse probe failed ({done.returncode}):\n"
@@ -52,16 +56,19 @@ def _child(runtime: str, folder: str, bundle: str, bundle_dagbag_class: type, ou
     os.write(out, json.dumps(result).encode())
 
 
-def _main(plugins: str, tests: str, jobs_json: str, assets: str) -> None:
+def _main(plugins: str, tests: str, jobs_json: str, modules: str) -> None:
     sys.path[:0] = [plugins, tests]
     from dagbag_loader import bundle_dagbag_class
 
     bundle_dagbag_class()  # imports Airflow: the DAG file's cost is what comes after
-    if assets == "warm":
-        from airflow.sdk import Asset
+    jobs = json.loads(jobs_json)
+    if modules == "bytecode":
+        import compileall
 
-        Asset(name="warm-up", uri="gs://warm-up/asset")
-    for runtime, folder, bundle in json.loads(jobs_json):
+        for folder in sorted({plugins, *(bundle for _, _, bundle in jobs)}):
+            if not compileall.compile_dir(folder, quiet=1):
+                raise SystemExit(f"could not byte-compile {folder}")
+    for runtime, folder, bundle in jobs:
         read, write = os.pipe()
         sys.stdout.flush()
         pid = os.fork()

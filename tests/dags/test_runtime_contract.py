@@ -45,6 +45,14 @@ def test_module_and_arguments_are_identical_in_all_runtimes(monkeypatch):
     assert "{{ params.n_shards }}" in local[("recommend_predict", "publish_predictions")]
 
 
+def test_plan_shards_lists_one_index_per_shard_and_refuses_less_than_one():
+    plan = load_dagbag().dags["recommend_predict"].get_task("plan_shards")
+    assert plan.execute({"params": {"n_shards": 4}}) == [0, 1, 2, 3]
+    assert plan.execute({"params": {}}) == [0]
+    with pytest.raises(ValueError, match="^n_shards must be >= 1, got -2$"):
+        plan.execute({"params": {"n_shards": -2}})
+
+
 @pytest.mark.parametrize("runtime", ["local", "docker", "vertex"])
 def test_predict_is_one_task_instance_per_shard_with_its_own_index_and_status_record(runtime, monkeypatch):
     """Mapped over plan_shards' list in every runtime; a shard renders its own index into its
