@@ -77,6 +77,35 @@ def test_bad_rows_are_dropped_and_counted(step, tmp_path):
     assert "dropped=" in err and f"timestamp outside window={outside}" in err
 
 
+def test_one_scan_counts_and_aggregates_exactly_as_the_quality_query_and_the_aggregation(
+        step, bq_client, project, dataset):
+    """create_cf_matrices reads the window once: its quality counts equal the quality query's
+    and its rows the plain aggregation's, on data with every reason to drop a row (null ids,
+    skewed timestamps, and an event type the weights don't know), some rows with several."""
+    from trainer.events import EventSource
+    from trainer.window import split_window
+
+    seed(step, RUN_DATE, "--corrupt-fraction", "0.05")
+    source = EventSource(bq_client, f"{project}.{dataset}.{tables.EVENTS}")
+    window = split_window(RUN_DATE, 20, 2)
+    weights = {"view": 1.0, "complete": 4.0}  # "start" events count as an unknown type
+    report, frame = source.read_checked(window.full, weights, 1.0, holdout_start=window.holdout.start)
+
+    expected = source.quality(window.full, weights)
+    assert report == expected
+    assert expected.unknown_event_type > 0 and expected.null_user_id > 0 and expected.null_item_id > 0
+    assert expected.timestamp_outside_window > 0
+    several = expected.null_user_id + expected.null_item_id + expected.unknown_event_type \
+        + expected.timestamp_outside_window - expected.bad_rows
+    assert several > 0  # rows dropped for more than one reason are counted under each
+
+    plain = source.interactions(window.full, weights, window.holdout.start)
+    key = ["user_id", "item_id", "in_holdout"]
+    pd.testing.assert_frame_equal(frame.sort_values(key).reset_index(drop=True),
+                                  plain.sort_values(key).reset_index(drop=True), check_dtype=True)
+    assert len(frame) > 0 and frame["in_holdout"].any() and not frame["in_holdout"].all()
+
+
 def test_too_many_bad_rows_fail_the_step(step, tmp_path):
     seed(step, RUN_DATE, "--corrupt-fraction", "0.2")
     rc, err = step("create_cf_matrices_task", "--run-date", str(RUN_DATE), "--lookback-days", "20",

@@ -46,10 +46,14 @@ def run(client: bigquery.Client, sql: str, params: Mapping[str, Any] | None = No
     return job.result(retry=bq_retry(), job_retry=bq_job_retry())
 
 
-def to_dataframe(client: bigquery.Client, sql: str, params: Mapping[str, Any] | None = None) -> pd.DataFrame:
+def to_arrow(client: bigquery.Client, sql: str, params: Mapping[str, Any] | None = None) -> pa.Table:
     """Run a query and read its result through the Storage Read API (fast for large results)."""
-    rows = run(client, sql, params)
-    return rows.to_arrow(bqstorage_client=bigquery_read_client()).to_pandas()
+    return run(client, sql, params).to_arrow(bqstorage_client=bigquery_read_client())
+
+
+def to_dataframe(client: bigquery.Client, sql: str, params: Mapping[str, Any] | None = None) -> pd.DataFrame:
+    """:func:`to_arrow`, as a DataFrame."""
+    return to_arrow(client, sql, params).to_pandas()
 
 
 def load_dataframe(client: bigquery.Client, frame: pd.DataFrame, destination: str,

@@ -97,7 +97,10 @@ def bigquery_read_client():
             BigQueryReadGrpcTransport,
         )
 
-        channel = grpc.insecure_channel(endpoint)
+        # The message limits the library sets on its own channel to the service: with gRPC's
+        # 4 MB default, a result whose record batches grow past it fails to read.
+        channel = grpc.insecure_channel(endpoint, options=[
+            ("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1)])
         return BigQueryReadClient(transport=BigQueryReadGrpcTransport(channel=channel))
     return BigQueryReadClient()
 

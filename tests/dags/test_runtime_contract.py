@@ -49,7 +49,7 @@ def test_plan_shards_lists_one_index_per_shard_and_refuses_less_than_one():
     plan = load_dagbag().dags["recommend_predict"].get_task("plan_shards")
     assert plan.execute({"params": {"n_shards": 4}}) == [0, 1, 2, 3]
     assert plan.execute({"params": {}}) == [0]
-    with pytest.raises(ValueError, match="^n_shards must be >= 1, got -2$"):
+    with pytest.raises(ValueError, match=r"^n_shards must be >= 1, got -2$"):
         plan.execute({"params": {"n_shards": -2}})
 
 
