@@ -472,7 +472,10 @@ def test_a_dead_worker_and_scheduler_leave_no_trainer_and_airflow_reruns_the_tas
         deadline = time.monotonic() + UI_TIMEOUT_S + 60
         while (run := api(stack, f"/api/v2/dags/{DAG}/dagRuns/{run_id}"))["state"] != "success":
             assert run["state"] != "failed", _states_of(stack, run_id)
-            assert time.monotonic() < deadline, f"{run_id} not done: {_states_of(stack, run_id)}"
+            assert time.monotonic() < deadline, (
+                f"{run_id} not done: {_states_of(stack, run_id)}; the restarted scheduler "
+                f"(exit {restarted.poll()}) logged:\n"
+                + (stack["state"] / "scheduler-restarted.log").read_text()[-6000:])
             time.sleep(2)
         predict = api(stack, f"/api/v2/dags/{DAG}/dagRuns/{run_id}/taskInstances/predict/0")
         assert predict["try_number"] > first_try, predict  # Airflow ran it again, not the dead try
