@@ -108,8 +108,13 @@ def _window_params(window: DateRange) -> dict[str, object]:
             "end_ts": _day_start(window.end + dt.timedelta(days=1))}
 
 
+def _type_list(weights: dict[str, float]) -> str:
+    """The event types' query parameters, as the list of an ``IN (...)``."""
+    return ", ".join(f"@type_{i}" for i in range(len(weights)))
+
+
 def _valid_condition(weights: dict[str, float]) -> str:
-    types = ", ".join(f"@type_{i}" for i in range(len(weights)))
+    types = _type_list(weights)
     return (
         "user_id IS NOT NULL AND item_id IS NOT NULL "
         f"AND event_type IN ({types}) "
@@ -126,7 +131,7 @@ _REASON_BITS = (("null_user_id", 1), ("null_item_id", 2), ("unknown_event_type",
 
 
 def _reasons(weights: dict[str, float]) -> str:
-    types = ", ".join(f"@type_{i}" for i in range(len(weights)))
+    types = _type_list(weights)
     return ("IF(user_id IS NULL, 1, 0) + IF(item_id IS NULL, 2, 0)"
             f" + IF(event_type IS NULL OR event_type NOT IN ({types}), 4, 0)"
             f" + IF(event_timestamp IS NULL OR NOT ({_IN_WINDOW}), 8, 0)")
@@ -149,7 +154,7 @@ class EventSource:
         """Count rows in the window's partitions, and why the invalid ones are invalid."""
         self._check_exists()
         _, params = _weight_case(weights)
-        types = ", ".join(f"@type_{i}" for i in range(len(weights)))
+        types = _type_list(weights)
         sql = f"""
             SELECT
               COUNT(*) AS rows_read,
