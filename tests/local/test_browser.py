@@ -405,6 +405,21 @@ def _environ(pid: int) -> dict[str, str]:
     return dict(item.decode(errors="replace").split("=", 1) for item in raw if b"=" in item)
 
 
+def _descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (children first found by their parent pid in /proc/*/stat)."""
+    parents: dict[int, list[int]] = {}
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                parents.setdefault(int(_proc_field(int(proc.name), 1)), []).append(int(proc.name))
+    found, todo = [], [pid]
+    while todo:
+        kids = parents.get(todo.pop(), [])
+        found += kids
+        todo += kids
+    return found
+
+
 def _predict_trainer(state: Path) -> tuple[int, str] | None:
     """(pid, run id) of a predict trainer step of the stack, if one is running."""
     for proc in Path("/proc").iterdir():
@@ -426,7 +441,13 @@ def test_a_dead_worker_and_scheduler_leave_no_trainer_and_airflow_reruns_the_tas
     defaults) finds the task orphaned by Airflow's own heartbeat handling and runs it again; the
     run succeeds, and the next run is clean. The step is held mid-run by freezing the BigQuery
     emulator (SIGSTOP) before the run starts: the step starts, ties itself to its task, logs,
-    and waits on its first query, whatever the machine's speed; the emulator is thawed after."""
+    and waits on its first query, whatever the machine's speed; the emulator is thawed after.
+
+    The scheduler dies as it does when its container, pod or systemd unit goes: with everything
+    below it (LocalExecutor's other workers, its log server). Killing its pid alone is not that,
+    and hangs the rerun at random: the workers it forked hold its database socket (Airflow's
+    at-fork handler drops the pool without closing it), so a transaction it died in stays open
+    with its dag_run row locks, and the new scheduler skips that run forever (SKIP LOCKED)."""
     api(stack, f"/api/v2/dags/{DAG}", {"is_paused": False}, method="PATCH")  # unpaused by the first test
     emulator = int((stack["state"] / "emulators" / "bigquery.pid").read_text())
     os.kill(emulator, signal.SIGSTOP)
@@ -450,8 +471,15 @@ def test_a_dead_worker_and_scheduler_leave_no_trainer_and_airflow_reruns_the_tas
         env, cwd = _environ(scheduler), os.readlink(f"/proc/{scheduler}/cwd")
         first_try = int(_environ(trainer)["AIRFLOW_CTX_TRY_NUMBER"])
 
+        os.kill(scheduler, signal.SIGSTOP)  # forks no worker to replace the dead one
         os.kill(supervisor, signal.SIGKILL)
-        os.kill(scheduler, signal.SIGKILL)
+        started = time.monotonic()
+        while _alive(supervisor):  # dead: its task and trainer have left the scheduler's tree
+            assert time.monotonic() - started < 60, f"the worker {supervisor} survived SIGKILL"
+            time.sleep(0.05)
+        for pid in [scheduler, *_descendants(scheduler)]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         started = time.monotonic()
         while (alive := [p for p in (trainer, task) if _alive(p)]) and time.monotonic() - started < 60:
             time.sleep(0.2)
