@@ -25,6 +25,8 @@ _PARAM_TYPES: dict[type, str] = {
 
 
 def _param(name: str, value: Any) -> bigquery.ScalarQueryParameter:
+    if isinstance(value, bigquery.ScalarQueryParameter):  # typed by the caller (a NULL needs it)
+        return value
     bq_type = _PARAM_TYPES.get(type(value))
     if bq_type is None:
         raise TypeError(f"unsupported query parameter type for @{name}: {type(value).__name__}")

@@ -16,7 +16,6 @@ import logging
 import sys
 
 import numpy as np
-import pandas as pd
 
 from trainer import artifacts, cli, layout, profile, retention, tables
 from trainer.clients import bigquery_client
@@ -24,7 +23,7 @@ from trainer.errors import TrainerError
 from trainer.matrices import CFMatrices
 from trainer.metrics import popularity_ranking, ranking_metrics
 from trainer.model import ModelArtifact, load_model
-from trainer.partitions import replace_rows, staging_table
+from trainer.partitions import replace_with_row
 from trainer.publishing import read_pointer
 from trainer.verdict import decide
 
@@ -82,15 +81,8 @@ def metrics_row(run_date: dt.date, model: ModelArtifact, model_uri: str, k: int,
 
 def write_metrics_row(client, project: str, dataset: str, row: dict) -> None:
     """Replace this model's row for this run date (a re-run never duplicates it)."""
-    target = tables.table_id(project, dataset, tables.MODEL_METRICS)
-    frame = pd.DataFrame([row])
-    frame["run_date"] = pd.Series([row["run_date"]], dtype=object)
-    frame["evaluated_at"] = pd.to_datetime(frame["evaluated_at"], utc=True)
-    for name in (f.name for f in tables.MODEL_METRICS_SPEC.schema if f.field_type == "FLOAT64"):
-        frame[name] = frame[name].astype("float64")
-    with staging_table(client, target, frame, list(tables.MODEL_METRICS_SPEC.schema)) as staging:
-        replace_rows(client, target, staging, "model_id = @model_id AND run_date = @run_date",
-                     {"model_id": row["model_id"], "run_date": row["run_date"]})
+    replace_with_row(client, tables.table_id(project, dataset, tables.MODEL_METRICS),
+                     tables.MODEL_METRICS_SPEC.schema, row, "model_id = @model_id AND run_date = @run_date")
 
 
 def validate(args: argparse.Namespace) -> None:

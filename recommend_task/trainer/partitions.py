@@ -80,6 +80,22 @@ def replace_rows(client: bigquery.Client, target: str, staging: str | Sequence[s
     bq.run(client, sql, params)
 
 
+def replace_with_row(client: bigquery.Client, target: str, schema: Sequence[bigquery.SchemaField],
+                     row: Mapping[str, Any], where: str) -> None:
+    """In one transaction, delete the rows of ``target`` matching ``where`` and insert ``row``
+    (every field of ``schema``; ``where`` names them as ``@field``). For one row, one DML script
+    where :func:`staging_table` and :func:`replace_rows` take a table, a load job and a script."""
+    params = {f.name: bigquery.ScalarQueryParameter(f.name, f.field_type, row.get(f.name))
+              for f in schema}
+    sql = f"""
+        BEGIN TRANSACTION;
+        DELETE FROM `{target}` WHERE {where};
+        INSERT INTO `{target}` ({", ".join(params)}) VALUES ({", ".join(f"@{n}" for n in params)});
+        COMMIT TRANSACTION;
+    """
+    bq.run(client, sql, params)
+
+
 def swap_days(client: bigquery.Client, target: str, staging: str | Sequence[str], date_field: str,
               start: dt.date, end: dt.date) -> None:
     """Replace the days ``start..end`` of ``target`` with the content of ``staging``."""
