@@ -55,7 +55,7 @@ def score(model: ModelArtifact, matrices: CFMatrices, users: np.ndarray, k: int)
     """Metrics of ``model`` for ``users``: it sees their training interactions, is judged on
     their holdout, in the matrices' item space (items it doesn't know simply can't be hit)."""
     interactions = model.reindex(matrices.train[users], matrices.items)
-    picks, _ = model.recommend(interactions, k)
+    picks, _ = model.recommend(interactions, k, matrices.users.ids[users])
     as_matrix_items = np.full(picks.shape, -1, dtype=np.int64)
     valid = picks >= 0
     as_matrix_items[valid] = matrices.items.index_of(model.items.id_of(picks[valid]))

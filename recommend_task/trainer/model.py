@@ -3,7 +3,10 @@
 Stored as ``model.npz`` (arrays, no pickles) and ``model.json`` (parameters, metadata, the
 SHA-256 of the ``.npz``). Recommendations always recompute the user's factors from the
 interactions they are given (one ALS half-step), so the same code serves users seen in
-training, users new since then, and a published model scored on today's holdout.
+training, users new since then, and a published model scored on today's holdout. A user the
+model was trained on starts from its trained factors and takes training's own conjugate-gradient
+step; implicit's exact solve from nothing, used for the others, cost predict 5-8 s at 10M
+events when every user took it (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -58,6 +61,22 @@ class ModelArtifact:
         model.item_factors = self.item_factors
         return model
 
+    def _factors_of(self, model: AlternatingLeastSquares, rows: sp.csr_matrix,
+                    trained: np.ndarray) -> np.ndarray:
+        """Factors of the users of ``rows``; ``trained``: each one's row in this model's
+        factors, -1 for a user it was not trained on."""
+        factors = np.zeros((rows.shape[0], self.item_factors.shape[1]), dtype=self.item_factors.dtype)
+        warm = trained >= 0
+        if warm.any():
+            start = self.user_factors[trained[warm]]  # a copy: the solver updates it in place
+            confidence = (model.alpha * rows[warm]).astype(np.float32).tocsr()
+            model.solver(confidence, start, self.item_factors, model.regularization,
+                         num_threads=model.num_threads)
+            factors[warm] = start
+        if not warm.all():
+            factors[~warm] = model.recalculate_user(np.arange(int((~warm).sum())), rows[~warm])
+        return factors
+
     def reindex(self, interactions: sp.csr_matrix, columns: IdMap) -> sp.csr_matrix:
         """Re-express a user x ``columns`` matrix over this model's items (unknown items dropped)."""
         import scipy.sparse as sp
@@ -75,14 +94,22 @@ class ModelArtifact:
         out.sum_duplicates()
         return out
 
-    def recommend(self, interactions: sp.csr_matrix, n: int) -> tuple[np.ndarray, np.ndarray]:
+    def recommend(self, interactions: sp.csr_matrix, n: int,
+                  user_ids: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Top-``n`` item indices and scores per row of ``interactions`` (users x this model's
         items), excluding items the user already has. Rows with no known item get the most
-        popular unseen items. Slots that cannot be filled are -1 with score NaN."""
+        popular unseen items. Slots that cannot be filled are -1 with score NaN.
+
+        Each row's factors are computed again from its interactions (one ALS half-step). A
+        user the model was trained on (``user_ids``: each row's external id) gets the step
+        training itself takes, conjugate gradient from its trained factors; any other user an
+        exact solve from nothing (implicit's Cholesky solve, 3-4x the cost per user)."""
         n_users = interactions.shape[0]
         ids = np.full((n_users, n), -1, dtype=np.int64)
         scores = np.full((n_users, n), np.nan, dtype=np.float32)
         has_items = np.flatnonzero(interactions.getnnz(axis=1) > 0)
+        trained = (self.users.index_of(user_ids) if user_ids is not None
+                   else np.full(n_users, -1, dtype=np.int64))
         from threadpoolctl import threadpool_limits
 
         # implicit parallelises itself; a multi-threaded BLAS underneath only oversubscribes.
@@ -90,10 +117,10 @@ class ModelArtifact:
             model = self._als()
             for start in range(0, len(has_items), RECOMMEND_BATCH):
                 rows = has_items[start:start + RECOMMEND_BATCH]
+                batch = interactions[rows]
+                model.user_factors = self._factors_of(model, batch, trained[rows])
                 batch_ids, batch_scores = model.recommend(
-                    np.arange(len(rows)), interactions[rows], N=n,
-                    filter_already_liked_items=True, recalculate_user=True,
-                )
+                    np.arange(len(rows)), batch, N=n, filter_already_liked_items=True)
                 ids[rows], scores[rows] = batch_ids, batch_scores
         cold = np.flatnonzero(interactions.getnnz(axis=1) == 0)
         if cold.size:

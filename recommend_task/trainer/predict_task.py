@@ -213,7 +213,7 @@ def main(args: argparse.Namespace) -> None:
              "interaction matrix shape=%s nnz=%d", len(users), cold, interactions.shape,
              interactions.nnz)
     with profile.phase("score", "recommending"):
-        ids, scores = model.recommend(interactions, args.n_recommendations)
+        ids, scores = model.recommend(interactions, args.n_recommendations, users.ids)
     generated_at = dt.datetime.now(dt.UTC)
     with profile.phase("build", "building the recommendations table"):
         recs = recommendations_frame(model, users, ids, scores, args.run_date, generated_at)
