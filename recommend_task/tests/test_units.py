@@ -17,6 +17,7 @@ from trainer.idmap import IdMap
 from trainer.matrices import CFMatrices, build_csr, build_window, remove_seen
 from trainer.metrics import popularity_ranking, ranking_metrics
 from trainer.model import ModelArtifact, load_model
+from trainer.topk import batches_by_seen, top_unseen
 from trainer.train_task import fit, model_id_for
 from trainer.verdict import decide
 from trainer.window import lookback, parse_date, split_window
@@ -247,6 +248,40 @@ def test_trained_users_are_recomputed_from_their_factors_and_others_exactly():
     mixed_ids, _ = model.recommend(train, n=5, user_ids=mixed)
     np.testing.assert_array_equal(mixed_ids[1::2], exact_ids[1::2])
     np.testing.assert_array_equal(mixed_ids[0::2], warm_ids[0::2])
+
+
+def test_top_unseen_items_are_implicits_filtered_top_n():
+    """The top-n unseen items found by selecting more candidates and dropping the seen ones
+    afterwards are exactly implicit's own filtered ``recommend``, in its order: for light and
+    heavy users in one batch, and for users with fewer unseen items than n (slots left empty)."""
+    from implicit.cpu.als import AlternatingLeastSquares
+
+    rng = np.random.default_rng(5)
+    n_users, n_items, n = 120, 400, 10
+    counts = np.concatenate([rng.integers(1, 8, 100), rng.integers(100, 300, 17), [395, 397, 399]])
+    seen = sp.csr_matrix(np.stack([np.isin(np.arange(n_items), rng.choice(n_items, c, replace=False))
+                                   for c in counts]).astype(np.float32))
+    users = rng.normal(size=(n_users, 16)).astype(np.float32)
+    items = rng.normal(size=(n_items, 16)).astype(np.float32)
+
+    ids, scores = top_unseen(items, users, seen, n)
+
+    als = AlternatingLeastSquares(factors=16)
+    als.user_factors, als.item_factors = users, items
+    want_ids, want_scores = als.recommend(np.arange(n_users), seen, N=n, filter_already_liked_items=True)
+    full = np.flatnonzero(n_items - counts >= n)
+    np.testing.assert_array_equal(ids[full], want_ids[full])
+    np.testing.assert_allclose(scores[full], want_scores[full], rtol=1e-6)
+    for row in np.flatnonzero(n_items - counts < n):  # 5, 3 and 1 unseen items: those, then empty
+        unseen = np.setdiff1d(np.arange(n_items), seen[row].indices)
+        assert set(ids[row][ids[row] >= 0]) == set(unseen)
+        assert (ids[row][len(unseen):] == -1).all() and np.isnan(scores[row][len(unseen):]).all()
+    assert not any(set(ids[r]) & set(seen[r].indices) for r in range(n_users))
+
+    # Batches grouped by seen counts cover every row once, the lightest first.
+    batches = batches_by_seen(counts, np.arange(n_users), 32)
+    assert sorted(np.concatenate(batches)) == list(range(n_users))
+    assert [int(counts[b].max()) for b in batches] == sorted(int(counts[b].max()) for b in batches)
 
 
 def test_model_id_is_content_addressed():

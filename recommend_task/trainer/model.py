@@ -23,6 +23,7 @@ from trainer import artifacts
 from trainer.artifacts import sha256
 from trainer.errors import ModelNotFoundError, TrainerError
 from trainer.idmap import IdMap
+from trainer.topk import batches_by_seen, top_unseen
 
 # Scoring needs implicit and scipy; loading, promoting and publishing a model do not, and a
 # step's start-up pays for every import (promote_model_task: 2.5 s with them, measured).
@@ -115,21 +116,16 @@ class ModelArtifact:
         # implicit parallelises itself; a multi-threaded BLAS underneath only oversubscribes.
         with threadpool_limits(1, "blas"):
             model = self._als()
-            for start in range(0, len(has_items), RECOMMEND_BATCH):
-                rows = has_items[start:start + RECOMMEND_BATCH]
+            for rows in batches_by_seen(interactions.getnnz(axis=1), has_items, RECOMMEND_BATCH):
                 batch = interactions[rows]
-                model.user_factors = self._factors_of(model, batch, trained[rows])
-                batch_ids, batch_scores = model.recommend(
-                    np.arange(len(rows)), batch, N=n, filter_already_liked_items=True)
-                ids[rows], scores[rows] = batch_ids, batch_scores
+                ids[rows], scores[rows] = top_unseen(
+                    self.item_factors, self._factors_of(model, batch, trained[rows]), batch, n,
+                    num_threads=model.num_threads)
         cold = np.flatnonzero(interactions.getnnz(axis=1) == 0)
         if cold.size:
             top = np.argsort(-self.item_popularity, kind="stable")[:n]
             ids[cold, : len(top)] = top
             scores[cold, : len(top)] = self.item_popularity[top]
-        # implicit pads rows with fewer than n candidates with -inf scores / invalid ids.
-        invalid = ~np.isfinite(scores) | (ids < 0) | (ids >= len(self.items))
-        ids[invalid], scores[invalid] = -1, np.nan
         return ids, scores
 
     # -- storage ---------------------------------------------------------------------------
