@@ -108,7 +108,8 @@ class ModelArtifact:
         n_users = interactions.shape[0]
         ids = np.full((n_users, n), -1, dtype=np.int64)
         scores = np.full((n_users, n), np.nan, dtype=np.float32)
-        has_items = np.flatnonzero(interactions.getnnz(axis=1) > 0)
+        seen = interactions.getnnz(axis=1)
+        has_items = np.flatnonzero(seen > 0)
         trained = (self.users.index_of(user_ids) if user_ids is not None
                    else np.full(n_users, -1, dtype=np.int64))
         from threadpoolctl import threadpool_limits
@@ -116,12 +117,12 @@ class ModelArtifact:
         # implicit parallelises itself; a multi-threaded BLAS underneath only oversubscribes.
         with threadpool_limits(1, "blas"):
             model = self._als()
-            for rows in batches_by_seen(interactions.getnnz(axis=1), has_items, RECOMMEND_BATCH):
+            for rows in batches_by_seen(seen, has_items, RECOMMEND_BATCH):
                 batch = interactions[rows]
                 ids[rows], scores[rows] = top_unseen(
                     self.item_factors, self._factors_of(model, batch, trained[rows]), batch, n,
                     num_threads=model.num_threads)
-        cold = np.flatnonzero(interactions.getnnz(axis=1) == 0)
+        cold = np.flatnonzero(seen == 0)
         if cold.size:
             top = np.argsort(-self.item_popularity, kind="stable")[:n]
             ids[cold, : len(top)] = top

@@ -71,10 +71,16 @@ def replace_rows(client: bigquery.Client, target: str, staging: str | Sequence[s
     """In one transaction, delete the rows of ``target`` matching ``where`` and insert all of
     ``staging`` (one table, or the union of several): readers see the old rows or the new
     ones, never both or neither."""
+    _replace(client, target, where, f"SELECT * FROM {union_of(staging)}", params)
+
+
+def _replace(client: bigquery.Client, target: str, where: str, insert: str,
+             params: Mapping[str, Any]) -> None:
+    """One transaction: delete ``target``'s rows matching ``where``, then ``INSERT ... insert``."""
     sql = f"""
         BEGIN TRANSACTION;
         DELETE FROM `{target}` WHERE {where};
-        INSERT INTO `{target}` SELECT * FROM {union_of(staging)};
+        INSERT INTO `{target}` {insert};
         COMMIT TRANSACTION;
     """
     bq.run(client, sql, params)
@@ -87,13 +93,8 @@ def replace_with_row(client: bigquery.Client, target: str, schema: Sequence[bigq
     where :func:`staging_table` and :func:`replace_rows` take a table, a load job and a script."""
     params = {f.name: bigquery.ScalarQueryParameter(f.name, f.field_type, row.get(f.name))
               for f in schema}
-    sql = f"""
-        BEGIN TRANSACTION;
-        DELETE FROM `{target}` WHERE {where};
-        INSERT INTO `{target}` ({", ".join(params)}) VALUES ({", ".join(f"@{n}" for n in params)});
-        COMMIT TRANSACTION;
-    """
-    bq.run(client, sql, params)
+    _replace(client, target, where,
+             f"({', '.join(params)}) VALUES ({', '.join(f'@{n}' for n in params)})", params)
 
 
 def swap_days(client: bigquery.Client, target: str, staging: str | Sequence[str], date_field: str,

@@ -38,9 +38,10 @@ def top_unseen(item_factors: np.ndarray, user_factors: np.ndarray, seen: sp.csr_
 
     n_users, n_items = user_factors.shape[0], item_factors.shape[0]
     counts = np.diff(seen.indptr)
-    if counts.max(initial=0) > MAX_EXTRA:
+    most = int(counts.max(initial=0))
+    if most > MAX_EXTRA:
         return _filtered_by_implicit(item_factors, user_factors, seen, n, num_threads)
-    k = min(n_items, n + int(counts.max(initial=0)))
+    k = min(n_items, n + most)
     candidates, scores = topk(item_factors, user_factors, k, num_threads=num_threads)
 
     rows = np.repeat(np.arange(n_users, dtype=np.int64), k)
