@@ -17,7 +17,7 @@ from trainer.idmap import IdMap
 from trainer.matrices import CFMatrices, build_csr, build_window, remove_seen
 from trainer.metrics import popularity_ranking, ranking_metrics
 from trainer.model import ModelArtifact, load_model
-from trainer.topk import batches_by_seen, top_unseen
+from trainer.topk import top_unseen
 from trainer.train_task import fit, model_id_for
 from trainer.verdict import decide
 from trainer.window import lookback, parse_date, split_window
@@ -251,14 +251,19 @@ def test_trained_users_are_recomputed_from_their_factors_and_others_exactly():
 
 
 @pytest.mark.parametrize("n_items, counts", [
-    (400, list(range(1, 8)) * 15 + [60, 64]),  # light users: candidates selected, seen dropped
+    (400, list(range(1, 8)) * 15 + [60, 64]),  # light users
     (14, list(range(0, 15))),  # a small catalogue: some users have fewer unseen items than n
-    (400, [3] * 100 + list(range(100, 300, 12)) + [395, 397, 399]),  # heavy: implicit's filter
+    (400, [3] * 100 + list(range(100, 300, 12)) + [395, 397, 399]),  # heavy users
 ])
-def test_top_unseen_items_are_implicits_filtered_top_n(n_items, counts):
+@pytest.mark.parametrize("sample, buffer_elements", [
+    (10_000, 1 << 24),  # the defaults: one chunk, every score sorted against the bound
+    (20, 1_000),  # bounds from 20 items and chunks of a few rows, on two threads
+])
+def test_top_unseen_items_are_implicits_filtered_top_n(n_items, counts, sample, buffer_elements):
     """The top-n unseen items are exactly implicit's own filtered ``recommend``, in its order,
-    whichever way they are found; where a user has fewer unseen items than n, those items and
-    then empty slots (implicit pads with seen items at the lowest float)."""
+    however small the sample that bounds each row and however the rows are chunked; where a
+    user has fewer unseen items than n, those items and then empty slots (implicit pads with
+    seen items at the lowest float)."""
     from implicit.cpu.als import AlternatingLeastSquares
 
     rng = np.random.default_rng(5)
@@ -268,7 +273,8 @@ def test_top_unseen_items_are_implicits_filtered_top_n(n_items, counts):
     users = rng.normal(size=(len(counts), 16)).astype(np.float32)
     items = rng.normal(size=(n_items, 16)).astype(np.float32)
 
-    ids, scores = top_unseen(items, users, seen, n)
+    ids, scores = top_unseen(items, users, seen, n, num_threads=2, sample=sample,
+                             buffer_elements=buffer_elements)
 
     als = AlternatingLeastSquares(factors=16)
     als.user_factors, als.item_factors = users, items
@@ -284,12 +290,24 @@ def test_top_unseen_items_are_implicits_filtered_top_n(n_items, counts):
     assert not any(set(ids[r]) & set(seen[r].indices) for r in range(len(counts)))
 
 
-def test_batches_by_seen_cover_every_row_once_the_lightest_first():
-    counts = np.random.default_rng(2).integers(0, 500, 1000)
-    batches = batches_by_seen(counts, np.arange(1000), 64)
-    assert sorted(np.concatenate(batches)) == list(range(1000))
-    assert max(len(b) for b in batches) == 64
-    assert [int(counts[b].max()) for b in batches] == sorted(int(counts[b].max()) for b in batches)
+def test_top_unseen_keeps_every_tie_at_the_bound_and_orders_ties_by_item():
+    """Rows whose sample is all seen (no finite bound) and rows of equal scores (a user with
+    zero factors scores every item 0) still get their best unseen items, ties in item order."""
+    n_items, n = 50, 5
+    items = np.random.default_rng(3).normal(size=(n_items, 4)).astype(np.float32)
+    users = np.array([[0, 0, 0, 0], [1, 0, 0, 0], [1, 0, 0, 0]], dtype=np.float32)
+    dense = np.zeros((3, n_items), dtype=np.float32)
+    dense[2, :20] = 1  # the whole sample of row 2 is seen
+    seen = sp.csr_matrix(dense)
+
+    ids, scores = top_unseen(items, users, seen, n, sample=20, buffer_elements=n_items)
+
+    np.testing.assert_array_equal(ids[0], np.arange(n))
+    assert (scores[0] == 0).all()
+    by_score = np.lexsort((np.arange(n_items), -items[:, 0]))
+    np.testing.assert_array_equal(ids[1], by_score[:n])
+    np.testing.assert_array_equal(ids[2], [i for i in by_score if i >= 20][:n])
+    np.testing.assert_allclose(scores[2], items[ids[2], 0])
 
 
 def test_model_id_is_content_addressed():

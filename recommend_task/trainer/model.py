@@ -23,7 +23,7 @@ from trainer import artifacts
 from trainer.artifacts import sha256
 from trainer.errors import ModelNotFoundError, TrainerError
 from trainer.idmap import IdMap
-from trainer.topk import batches_by_seen, top_unseen
+from trainer.topk import top_unseen
 
 # Scoring needs implicit and scipy; loading, promoting and publishing a model do not, and a
 # step's start-up pays for every import (promote_model_task: 2.5 s with them, measured).
@@ -32,8 +32,6 @@ if TYPE_CHECKING:
     from implicit.cpu.als import AlternatingLeastSquares
 
 log = logging.getLogger(__name__)
-
-RECOMMEND_BATCH = 4096
 
 
 @dataclasses.dataclass
@@ -114,14 +112,14 @@ class ModelArtifact:
                    else np.full(n_users, -1, dtype=np.int64))
         from threadpoolctl import threadpool_limits
 
-        # implicit parallelises itself; a multi-threaded BLAS underneath only oversubscribes.
+        # implicit and top_unseen parallelise themselves; a multi-threaded BLAS underneath
+        # only oversubscribes.
         with threadpool_limits(1, "blas"):
             model = self._als()
-            for rows in batches_by_seen(seen, has_items, RECOMMEND_BATCH):
-                batch = interactions[rows]
-                ids[rows], scores[rows] = top_unseen(
-                    self.item_factors, self._factors_of(model, batch, trained[rows]), batch, n,
-                    num_threads=model.num_threads)
+            batch = interactions[has_items]
+            ids[has_items], scores[has_items] = top_unseen(
+                self.item_factors, self._factors_of(model, batch, trained[has_items]), batch, n,
+                num_threads=model.num_threads)
         cold = np.flatnonzero(seen == 0)
         if cold.size:
             top = np.argsort(-self.item_popularity, kind="stable")[:n]
