@@ -42,7 +42,9 @@ def test_the_bigquery_emulator_image_serves_the_bigquery_client(emulator_image, 
             try:
                 urllib.request.urlopen(url, timeout=5).read()
                 break
-            except (urllib.error.URLError, ConnectionError):
+            # Not answering yet: refused, reset, or accepted but not answered within the request's
+            # timeout (the first request waits for the server's start-up; seen on a loaded machine).
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
                 state = subprocess.run(["docker", "inspect", "-f", "{{.State.Running}}", container],
                                        capture_output=True, text=True).stdout.strip()
                 logs = subprocess.run(["docker", "logs", container], capture_output=True, text=True)
