@@ -8,7 +8,8 @@ import os
 import subprocess
 import sys
 
-import pandas as pd
+import numpy as np
+import pyarrow as pa
 import pytest
 from helpers import RUN_DATE, SEED_ARGS, query, recommendation_counts, run_training, seed
 
@@ -66,12 +67,13 @@ def test_bad_rows_are_dropped_and_counted(step, tmp_path):
     manifest = json.loads((tmp_path / "runs" / str(RUN_DATE) / "manifest.json").read_text())
     # Recompute what the seeder damaged, independently of the trainer's SQL.
     spec = SyntheticSpec(users=600, items=120, events=24000, days=20, clusters=6, end_date=RUN_DATE)
-    frame = corrupt(generate(spec), 0.03, spec.seed)
+    events = corrupt(generate(spec), 0.03, spec.seed)
     q = manifest["quality"]
     assert q["rows_read"] == 24000
-    assert q["null_user_id"] == frame["user_id"].isna().sum() > 0
-    assert q["null_item_id"] == frame["item_id"].isna().sum() > 0
-    outside = (frame["event_timestamp"].dt.date < RUN_DATE - dt.timedelta(days=19)).sum()
+    assert q["null_user_id"] == events["user_id"].null_count > 0
+    assert q["null_item_id"] == events["item_id"].null_count > 0
+    days = events["event_timestamp"].to_numpy().astype("datetime64[D]")
+    outside = int((days < np.datetime64(RUN_DATE - dt.timedelta(days=19))).sum())
     assert q["timestamp_outside_window"] == outside > 0
     assert q["valid_rows"] == 24000 - q["null_user_id"] - q["null_item_id"] - outside
     assert "dropped=" in err and f"timestamp outside window={outside}" in err
@@ -89,7 +91,7 @@ def test_one_scan_counts_and_aggregates_exactly_as_the_quality_query_and_the_agg
     source = EventSource(bq_client, f"{project}.{dataset}.{tables.EVENTS}")
     window = split_window(RUN_DATE, 20, 2)
     weights = {"view": 1.0, "complete": 4.0}  # "start" events count as an unknown type
-    report, frame = source.read_checked(window.full, weights, 1.0, holdout_start=window.holdout.start)
+    report, rows = source.read_checked(window.full, weights, 1.0, holdout_start=window.holdout.start)
 
     expected = source.quality(window.full, weights)
     assert report == expected
@@ -100,10 +102,11 @@ def test_one_scan_counts_and_aggregates_exactly_as_the_quality_query_and_the_agg
     assert several > 0  # rows dropped for more than one reason are counted under each
 
     plain = source.interactions(window.full, weights, window.holdout.start)
-    key = ["user_id", "item_id", "in_holdout"]
-    pd.testing.assert_frame_equal(frame.sort_values(key).reset_index(drop=True),
-                                  plain.sort_values(key).reset_index(drop=True), check_dtype=True)
-    assert len(frame) > 0 and frame["in_holdout"].any() and not frame["in_holdout"].all()
+    key = [("user_id", "ascending"), ("item_id", "ascending"), ("in_holdout", "ascending")]
+    assert rows.schema == plain.schema
+    assert rows.sort_by(key).equals(plain.sort_by(key))
+    holdout = rows["in_holdout"].to_numpy()
+    assert len(rows) > 0 and holdout.any() and not holdout.all()
 
 
 def test_too_many_bad_rows_fail_the_step(step, tmp_path):
@@ -178,10 +181,9 @@ def test_failures_leave_the_previous_days_recommendations_intact(
     assert rc == 2 and "not valid JSON" in err
     # Failure 3: staged rows that fail validation are never swapped in.
     target = tables.table_id(project, dataset, tables.RECOMMENDATIONS)
-    bad = pd.DataFrame({"run_date": [RUN_DATE] * 2, "user_id": ["u1", "u1"], "rank": [1, 1],
-                        "item_id": ["i1", "i1"], "score": [1.0, 1.0], "model_id": ["m", "m"],
-                        "generated_at": pd.Timestamp.now(tz="UTC")})
-    bad["run_date"] = bad["run_date"].astype(object)
+    bad = pa.table({"run_date": [RUN_DATE] * 2, "user_id": ["u1", "u1"], "rank": [1, 1],
+                    "item_id": ["i1", "i1"], "score": [1.0, 1.0], "model_id": ["m", "m"],
+                    "generated_at": [dt.datetime.now(dt.UTC)] * 2})
     schema = list(tables.RECOMMENDATIONS_SPEC.schema)
     with staging_table(bq_client, target, bad, schema) as staging, \
             pytest.raises(ValidationError, match="users without ranks"):
@@ -196,17 +198,17 @@ def test_failures_leave_the_previous_days_recommendations_intact(
 
 KILLED_BETWEEN_STAGING_AND_SWAP = """
 import os, signal, sys
-import pandas as pd
+import datetime as dt
+import pyarrow as pa
 from trainer import tables
 from trainer.clients import bigquery_client
 from trainer.partitions import staging_table
 project, dataset, day = sys.argv[1:4]
-frame = pd.DataFrame({"run_date": [pd.Timestamp(day).date()], "user_id": ["u1"], "rank": [1],
-                      "item_id": ["i1"], "score": [1.0], "model_id": ["m"],
-                      "generated_at": pd.Timestamp.now(tz="UTC")})
-frame["run_date"] = frame["run_date"].astype(object)
+rows = pa.table({"run_date": [dt.date.fromisoformat(day)], "user_id": ["u1"], "rank": [1],
+                 "item_id": ["i1"], "score": [1.0], "model_id": ["m"],
+                 "generated_at": [dt.datetime.now(dt.UTC)]})
 target = tables.table_id(project, dataset, tables.RECOMMENDATIONS)
-with staging_table(bigquery_client(project), target, frame, list(tables.RECOMMENDATIONS_SPEC.schema)):
+with staging_table(bigquery_client(project), target, rows, list(tables.RECOMMENDATIONS_SPEC.schema)):
     os.kill(os.getpid(), signal.SIGKILL)  # as a predict killed after staging, before the swap
 """
 

@@ -6,7 +6,7 @@ import datetime as dt
 import math
 
 import numpy as np
-import pandas as pd
+import pyarrow as pa
 import pytest
 import scipy.sparse as sp
 
@@ -33,8 +33,8 @@ def test_idmap_is_sorted_unique_and_maps_both_ways():
     assert IdMap(["c", "b", "a"]) == ids and IdMap(["a"]) != ids
 
 
-def test_idmap_takes_pandas_arrow_strings_and_skips_missing_ids():
-    events = pd.Series(["u2", None, "u1", "u2"], dtype="str")  # pandas' Arrow-backed strings
+def test_idmap_takes_arrow_columns_and_skips_missing_ids():
+    events = pa.chunked_array([["u2", None], ["u1", "u2"]])  # a column as BigQuery's reads give it
     ids = IdMap(events)
     assert list(ids.ids) == ["u1", "u2"]
     assert list(ids.index_of(events)) == [1, -1, 0, 1]
@@ -61,10 +61,10 @@ def test_popularity_ranking_equals_its_definition(items, density, head):
 
 
 def test_build_csr_sums_duplicates_and_ignores_unknown_ids():
-    frame = pd.DataFrame({"user_id": ["u1", "u1", "u2", "ghost"], "item_id": ["i2", "i2", "i1", "i1"],
-                          "weight": [1.0, 2.5, 4.0, 9.0]})
+    rows = pa.table({"user_id": ["u1", "u1", "u2", "ghost"], "item_id": ["i2", "i2", "i1", "i1"],
+                     "weight": [1.0, 2.5, 4.0, 9.0]})
     users, items = IdMap(["u1", "u2"]), IdMap(["i1", "i2"])
-    m = build_csr(frame, users, items)
+    m = build_csr(rows, users, items)
     assert m.shape == (2, 2) and m.dtype == np.float32
     assert m.toarray().tolist() == [[0.0, 3.5], [4.0, 0.0]]
 
@@ -75,25 +75,25 @@ def test_build_window_equals_each_matrix_built_from_its_own_rows(seed):
     their own rows gives: users only in the holdout days, items only there, pairs in both."""
     rng = np.random.default_rng(seed)
     n = 3000
-    frame = pd.DataFrame({"user_id": [f"u{u}" for u in rng.integers(0, 300, n)],
-                          "item_id": [f"i{i}" for i in rng.integers(0, 80, n)],
-                          "in_holdout": rng.random(n) < 0.2,
-                          "weight": rng.choice([1.0, 2.0, 4.0], n)})
-    late = frame["in_holdout"]
-    frame.loc[late, "user_id"] += rng.choice(["", "", "new"], int(late.sum()))
-    frame.loc[late, "item_id"] += rng.choice(["", "", "", "new"], int(late.sum()))
-    train_rows, holdout_rows = frame[~frame["in_holdout"]], frame[frame["in_holdout"]]
+    user_ids = np.array([f"u{u}" for u in rng.integers(0, 300, n)], dtype=object)
+    item_ids = np.array([f"i{i}" for i in rng.integers(0, 80, n)], dtype=object)
+    late = rng.random(n) < 0.2
+    user_ids[late] += rng.choice(["", "", "new"], int(late.sum()))
+    item_ids[late] += rng.choice(["", "", "", "new"], int(late.sum()))
+    window = pa.table({"user_id": user_ids, "item_id": item_ids, "in_holdout": late,
+                       "weight": rng.choice([1.0, 2.0, 4.0], n)})
+    train_rows, holdout_rows = window.filter(pa.array(~late)), window.filter(pa.array(late))
     users, items = IdMap(train_rows["user_id"]), IdMap(train_rows["item_id"])
     train = build_csr(train_rows, users, items)
     holdout = remove_seen(build_csr(holdout_rows, users, items), train)
-    window_users = IdMap(frame["user_id"])
+    window_users = IdMap(window["user_id"])
 
-    built = build_window(frame)
+    built = build_window(window)
     assert built.users == users and built.items == items and built.window_users == window_users
     assert (built.train != train).nnz == 0 and built.train.dtype == np.float32
     assert (built.holdout != holdout).nnz == 0
-    assert (built.whole != build_csr(frame, window_users, items)).nnz == 0
-    assert built.holdout_cold_users == len(set(holdout_rows["user_id"]) - set(users.ids)) > 0
+    assert (built.whole != build_csr(window, window_users, items)).nnz == 0
+    assert built.holdout_cold_users == len(set(user_ids[late]) - set(users.ids)) > 0
 
 
 def test_remove_seen_keeps_only_new_pairs():

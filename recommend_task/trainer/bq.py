@@ -8,7 +8,6 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 from google.cloud import bigquery
@@ -53,15 +52,9 @@ def to_arrow(client: bigquery.Client, sql: str, params: Mapping[str, Any] | None
     return run(client, sql, params).to_arrow(bqstorage_client=bigquery_read_client())
 
 
-def to_dataframe(client: bigquery.Client, sql: str, params: Mapping[str, Any] | None = None) -> pd.DataFrame:
-    """:func:`to_arrow`, as a DataFrame."""
-    return to_arrow(client, sql, params).to_pandas()
-
-
-def load_dataframe(client: bigquery.Client, frame: pd.DataFrame, destination: str,
-                   schema: list[bigquery.SchemaField], truncate: bool) -> int:
-    """Load ``frame`` with a load job (Parquet, explicit schema); returns rows loaded."""
-    table = pa.Table.from_pandas(frame, preserve_index=False)
+def load_table(client: bigquery.Client, table: pa.Table, destination: str,
+               schema: list[bigquery.SchemaField], truncate: bool) -> int:
+    """Load ``table`` with a load job (Parquet, explicit schema); returns rows loaded."""
     buf = io.BytesIO()
     pq.write_table(table, buf)
     buf.seek(0)

@@ -20,7 +20,7 @@ from trainer.clients import bigquery_client
 from trainer.errors import EmptyWindowError, TrainerError
 from trainer.events import EventSource, add_window_args
 from trainer.layout import run_prefix
-from trainer.matrices import CFMatrices, build_window, sha256
+from trainer.matrices import CFMatrices, build_window, column, sha256
 from trainer.window import split_window
 from trainer.window_snapshot import WINDOW_FILE, WindowInteractions, describe, partitions_version
 
@@ -54,18 +54,18 @@ def main(args: argparse.Namespace) -> None:
     with profile.phase("read", "reading events"):
         # Before the read: a change during it then shows as a different version later.
         version = partitions_version(client, source.table, window.full)
-        report, frame = source.read_checked(
+        report, interactions = source.read_checked(
             window.full, args.event_weights, args.max_bad_fraction,
             holdout_start=window.holdout.start if window.holdout else None,
         )
 
     profile.count("rows_in", report.rows_read)
-    if not (~frame["in_holdout"].to_numpy(dtype=bool)).any():
+    if not (~column(interactions, "in_holdout", bool)).any():
         raise EmptyWindowError(f"no valid events in the training days {window.train} "
-                               f"(all {len(frame)} interactions fall in the holdout {window.holdout})")
+                               f"(all {len(interactions)} interactions fall in the holdout {window.holdout})")
 
     with profile.phase("build", "building matrices"):
-        built = build_window(frame)
+        built = build_window(interactions)
     users, items, train, holdout = built.users, built.items, built.train, built.holdout
     cold_users = built.holdout_cold_users
     # Every user of the window, holdout days included, over the items a model of this run

@@ -14,7 +14,7 @@ import dataclasses
 import datetime as dt
 import logging
 
-import pandas as pd
+import pyarrow as pa
 from google.api_core.exceptions import NotFound
 from google.cloud import bigquery
 
@@ -192,11 +192,11 @@ class EventSource:
         return sql, params
 
     def interactions(self, window: DateRange, weights: dict[str, float],
-                     holdout_start=None, shard: Shard | None = None) -> pd.DataFrame:
+                     holdout_start=None, shard: Shard | None = None) -> pa.Table:
         """Valid events aggregated per (user, item[, in holdout]): summed weight and count;
         only the users of ``shard`` when one is given."""
         sql, params = self.interactions_query(window, weights, holdout_start, shard)
-        return bq.to_dataframe(self.client, sql, params)
+        return bq.to_arrow(self.client, sql, params)
 
     def checked_quality(self, window: DateRange, weights: dict[str, float],
                         max_bad_fraction: float) -> QualityReport:
@@ -228,7 +228,7 @@ class EventSource:
             )
 
     def read_checked(self, window: DateRange, weights: dict[str, float], max_bad_fraction: float,
-                     holdout_start=None, shard: Shard | None = None) -> tuple[QualityReport, pd.DataFrame]:
+                     holdout_start=None, shard: Shard | None = None) -> tuple[QualityReport, pa.Table]:
         """The quality counts of the whole window and the aggregation of its valid rows (of
         ``shard``'s users only, if given); fails on an empty window or too many bad rows.
 
@@ -237,17 +237,17 @@ class EventSource:
         (every shard judges the same data)."""
         if shard is not None and shard.count > 1:
             report = self.checked_quality(window, weights, max_bad_fraction)
-            frame = self.interactions(window, weights, holdout_start, shard)
+            rows = self.interactions(window, weights, holdout_start, shard)
         else:
-            report, frame = self._read_once(window, weights, holdout_start)
+            report, rows = self._read_once(window, weights, holdout_start)
             self._log_quality(window, report)
             self._check_quality(window, report, max_bad_fraction)
-        log.info("aggregated %d (user, item) interactions from %d events%s", len(frame),
+        log.info("aggregated %d (user, item) interactions from %d events%s", len(rows),
                  report.valid_rows, f" ({shard}'s users)" if shard else "")
-        return report, frame
+        return report, rows
 
     def _read_once(self, window: DateRange, weights: dict[str, float],
-                   holdout_start=None) -> tuple[QualityReport, pd.DataFrame]:
+                   holdout_start=None) -> tuple[QualityReport, pa.Table]:
         import pyarrow.compute as pc
 
         self._check_exists()
@@ -277,5 +277,4 @@ class EventSource:
                   for name, bit in _REASON_BITS}
         report = QualityReport(rows_read=int(pc.sum(events).as_py() or 0), valid_rows=events_where(valid),
                                **counts)
-        frame = table.filter(valid).drop_columns(["reasons"]).to_pandas()
-        return report, frame
+        return report, table.filter(valid).drop_columns(["reasons"])

@@ -10,13 +10,11 @@ import pyarrow.compute as pc
 
 
 def _arrow(values: Iterable[str]) -> pa.Array | pa.ChunkedArray:
-    """Strings as Arrow, without a copy where they already are (pandas' default string dtype)."""
+    """Strings as Arrow, without a copy where they already are (a column read from BigQuery)."""
     if isinstance(values, pa.Array | pa.ChunkedArray):
         return values
     if isinstance(values, np.ndarray):
         return pa.array(values.astype(object) if values.dtype.kind == "U" else values)
-    if hasattr(values, "array"):  # a pandas Series or Index (pandas is not imported here)
-        return pa.array(values)
     return pa.array(list(values), type=pa.string())
 
 

@@ -45,7 +45,7 @@ def load_matrices(store: artifacts.ArtifactStore, artifacts_uri: str,
     if sha256(payload) != manifest["sha256"]:
         raise TrainerError(f"checksum mismatch for {manifest['matrices_uri']}: "
                            "file does not match its manifest")
-    from trainer.matrices import CFMatrices  # scipy and pandas: only the steps that read matrices
+    from trainer.matrices import CFMatrices  # scipy: only the steps that read matrices
 
     return CFMatrices.from_bytes(payload), manifest
 

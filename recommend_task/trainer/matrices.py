@@ -11,7 +11,7 @@ import dataclasses
 import io
 
 import numpy as np
-import pandas as pd
+import pyarrow as pa
 import scipy.sparse as sp
 
 from trainer import artifacts
@@ -19,13 +19,18 @@ from trainer.errors import TrainerError
 from trainer.idmap import IdMap
 
 
-def build_csr(frame: pd.DataFrame, users: IdMap, items: IdMap, value: str = "weight") -> sp.csr_matrix:
-    """A ``len(users) x len(items)`` float32 CSR of ``frame[value]``; rows whose user or item is
+def column(table: pa.Table, name: str, dtype: type) -> np.ndarray:
+    """A column of ``table`` (no nulls) as a numpy array of ``dtype``."""
+    return np.asarray(table[name].to_numpy(), dtype=dtype)
+
+
+def build_csr(table: pa.Table, users: IdMap, items: IdMap, value: str = "weight") -> sp.csr_matrix:
+    """A ``len(users) x len(items)`` float32 CSR of ``table[value]``; rows whose user or item is
     not in the maps are ignored and duplicate (user, item) pairs are summed."""
-    rows = users.index_of(frame["user_id"])
-    cols = items.index_of(frame["item_id"])
+    rows = users.index_of(table["user_id"])
+    cols = items.index_of(table["item_id"])
     keep = (rows >= 0) & (cols >= 0)
-    data = frame[value].to_numpy(dtype=np.float32)[keep]
+    data = column(table, value, np.float32)[keep]
     matrix = sp.coo_matrix((data, (rows[keep], cols[keep])), shape=(len(users), len(items)))
     csr = matrix.tocsr()  # sums duplicates
     csr.sort_indices()
@@ -45,17 +50,17 @@ class WindowBuild:
     whole: sp.csr_matrix  # window_users x items: the whole window's weights summed
 
 
-def build_window(frame: pd.DataFrame, value: str = "weight") -> WindowBuild:
+def build_window(table: pa.Table, value: str = "weight") -> WindowBuild:
     """One pass over the aggregated window (``user_id``, ``item_id``, ``in_holdout``, ``value``):
     each column of ids is hashed once and the matrices are rows of one another, where building
     each from its own rows hashed every id again (measured: docs/benchmarks.md)."""
-    in_holdout = frame["in_holdout"].to_numpy(dtype=bool)
-    window_users, rows = IdMap.encode(frame["user_id"])
-    all_items, item_codes = IdMap.encode(frame["item_id"])
+    in_holdout = column(table, "in_holdout", bool)
+    window_users, rows = IdMap.encode(table["user_id"])
+    all_items, item_codes = IdMap.encode(table["item_id"])
     trained_item = np.bincount(item_codes[~in_holdout], minlength=len(all_items)) > 0
     items = IdMap(all_items.ids[trained_item])  # the columns: items of the training days
     cols = np.where(trained_item, np.cumsum(trained_item) - 1, -1)[item_codes]
-    data = frame[value].to_numpy(dtype=np.float32)
+    data = column(table, value, np.float32)
     known = cols >= 0
     shape = (len(window_users), len(items))
 

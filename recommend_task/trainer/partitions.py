@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-import pandas as pd
+import pyarrow as pa
 from google.cloud import bigquery
 
 from trainer import bq
@@ -27,9 +27,9 @@ STAGING_TTL = dt.timedelta(days=1)
 
 
 @contextlib.contextmanager
-def staging_table(client: bigquery.Client, target: str, frame: pd.DataFrame,
+def staging_table(client: bigquery.Client, target: str, rows: pa.Table,
                   schema: list[bigquery.SchemaField]) -> Iterator[str]:
-    """Load ``frame`` into a uniquely named staging table next to ``target``; drop it afterwards."""
+    """Load ``rows`` into a uniquely named staging table next to ``target``; drop it afterwards."""
     project, dataset, name = target.split(".")
     staging = f"{project}.{dataset}._staging_{name}_{uuid.uuid4().hex[:12]}"
     # Created empty with an expiration before any row is loaded: a step killed at any point
@@ -38,24 +38,24 @@ def staging_table(client: bigquery.Client, target: str, frame: pd.DataFrame,
     table.expires = dt.datetime.now(dt.UTC) + STAGING_TTL
     client.create_table(table, retry=bq_retry())
     try:
-        rows = bq.load_dataframe(client, frame, staging, schema, truncate=True)
-        log.info("staged %d rows in %s", rows, staging)
+        loaded = bq.load_table(client, rows, staging, schema, truncate=True)
+        log.info("staged %d rows in %s", loaded, staging)
         yield staging
     finally:
         client.delete_table(staging, not_found_ok=True, retry=bq_retry())
 
 
-def write_part_table(client: bigquery.Client, part: str, frame: pd.DataFrame,
+def write_part_table(client: bigquery.Client, part: str, rows: pa.Table,
                      schema: list[bigquery.SchemaField]) -> int:
-    """Replace the table ``part`` with ``frame``: dropped, created with an expiration (so a
+    """Replace the table ``part`` with ``rows``: dropped, created with an expiration (so a
     part never outlives :data:`STAGING_TTL`, published or not), then loaded. Returns rows."""
     client.delete_table(part, not_found_ok=True, retry=bq_retry())
     table = bigquery.Table(part, schema=schema)
     table.expires = dt.datetime.now(dt.UTC) + STAGING_TTL
     client.create_table(table, retry=bq_retry())
-    rows = bq.load_dataframe(client, frame, part, schema, truncate=True)
-    log.info("staged %d rows in %s (expires in %s)", rows, part, STAGING_TTL)
-    return rows
+    loaded = bq.load_table(client, rows, part, schema, truncate=True)
+    log.info("staged %d rows in %s (expires in %s)", loaded, part, STAGING_TTL)
+    return loaded
 
 
 def union_of(tables: str | Sequence[str]) -> str:

@@ -25,7 +25,7 @@ import logging
 import sys
 
 import numpy as np
-import pandas as pd
+import pyarrow as pa
 
 from trainer import artifacts, bq, cli, layout, profile, retention, tables
 from trainer.clients import bigquery_client
@@ -57,18 +57,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def recommendations_frame(model: ModelArtifact, users: IdMap, ids: np.ndarray, scores: np.ndarray,
-                          run_date: dt.date, generated_at: dt.datetime) -> pd.DataFrame:
-    """One row per (user, rank) for the filled slots (filled slots always come first)."""
+def recommendations_table(model: ModelArtifact, users: IdMap, ids: np.ndarray, scores: np.ndarray,
+                          run_date: dt.date, generated_at: dt.datetime) -> pa.Table:
+    """One row per (user, rank) for the filled slots (filled slots always come first), in the
+    recommendations table's column order and types."""
     user_idx, slot = np.nonzero(ids >= 0)
-    return pd.DataFrame({
-        "run_date": pd.Series([run_date] * len(user_idx), dtype=object),
-        "user_id": users.id_of(user_idx).astype(object),
-        "rank": (slot + 1).astype(np.int64),
-        "item_id": model.items.id_of(ids[user_idx, slot]).astype(object),
-        "score": scores[user_idx, slot].astype(np.float64),
-        "model_id": model.model_id,
-        "generated_at": pd.Timestamp(generated_at),
+    rows = len(user_idx)
+    return pa.table({
+        "run_date": pa.repeat(pa.scalar(run_date, pa.date32()), rows),
+        "user_id": pa.array(users.ids.astype(object), pa.string()).take(user_idx),
+        "rank": pa.array((slot + 1).astype(np.int64)),
+        "item_id": pa.array(model.items.ids.astype(object), pa.string()).take(ids[user_idx, slot]),
+        "score": pa.array(scores[user_idx, slot].astype(np.float64)),
+        "model_id": pa.repeat(pa.scalar(model.model_id, pa.string()), rows),
+        "generated_at": pa.repeat(pa.scalar(generated_at, pa.timestamp("us", tz="UTC")), rows),
     })
 
 
@@ -199,15 +201,15 @@ def main(args: argparse.Namespace) -> None:
         profile.count("rows_in", report.rows_read)
         reused = reuse_window(store, client, args, source, window, report, model, shard)
         if reused is None:
-            frame = source.interactions(window, args.event_weights, shard=shard)
-            log.info("aggregated %d (user, item) interactions from %d events%s", len(frame),
+            aggregated = source.interactions(window, args.event_weights, shard=shard)
+            log.info("aggregated %d (user, item) interactions from %d events%s", len(aggregated),
                      report.valid_rows, f" ({shard}'s users)" if shard else "")
     if reused is not None:
         users, interactions = reused
     else:
         with profile.phase("build", "building the interaction matrix"):
-            users = IdMap(frame["user_id"])
-            interactions = build_csr(frame, users, model.items)
+            users = IdMap(aggregated["user_id"])
+            interactions = build_csr(aggregated, users, model.items)
     cold = int((interactions.getnnz(axis=1) == 0).sum())
     log.info("active users=%d (of which %d with no item known to the model get popular items), "
              "interaction matrix shape=%s nnz=%d", len(users), cold, interactions.shape,
@@ -216,8 +218,8 @@ def main(args: argparse.Namespace) -> None:
         ids, scores = model.recommend(interactions, args.n_recommendations, users.ids)
     generated_at = dt.datetime.now(dt.UTC)
     with profile.phase("build", "building the recommendations table"):
-        recs = recommendations_frame(model, users, ids, scores, args.run_date, generated_at)
-    log.info("computed %d recommendations for %d users", len(recs), recs["user_id"].nunique())
+        recs = recommendations_table(model, users, ids, scores, args.run_date, generated_at)
+    log.info("computed %d recommendations for %d users", len(recs), int((ids[:, 0] >= 0).sum()))
 
     target = tables.table_id(args.project, args.dataset, tables.RECOMMENDATIONS)
     if shard is not None:
@@ -242,7 +244,7 @@ def main(args: argparse.Namespace) -> None:
 
 
 def stage_part(client, store: artifacts.ArtifactStore, args: argparse.Namespace, shard: Shard,
-               target: str, model: ModelArtifact, model_uri: str, recs: pd.DataFrame, users: int,
+               target: str, model: ModelArtifact, model_uri: str, recs: pa.Table, users: int,
                cold: int, generated_at: dt.datetime) -> None:
     """Stage this shard's rows in its part table, then record the part (the record last: a
     record always describes a complete part). Publishing is publish_predictions_task's job."""

@@ -5,6 +5,7 @@ from the ``recommendations_latest`` view the web app reads."""
 from __future__ import annotations
 
 import argparse
+import itertools
 import logging
 import sys
 
@@ -44,18 +45,19 @@ def main(args: argparse.Namespace) -> None:
         print(f"  {label:<36}" + "".join(f"{m[f'{rec}_{n}']:>13.4f}" for n in tables.METRIC_NAMES))
 
     view = tables.table_id(args.project, args.dataset, tables.RECOMMENDATIONS_LATEST)
-    recs = bq.to_dataframe(client, f"""
+    recs = list(bq.run(client, f"""
         SELECT run_date, user_id, rank, item_id, score FROM `{view}`
         WHERE user_id IN (SELECT DISTINCT user_id FROM `{view}` ORDER BY user_id LIMIT @n)
-        ORDER BY user_id, rank""", {"n": args.users})
+        ORDER BY user_id, rank""", {"n": args.users}))
     total = next(iter(bq.run(client, f"SELECT COUNT(*) AS n, COUNT(DISTINCT user_id) AS u FROM `{view}`")))
-    if recs.empty:
+    if not recs:
         raise TrainerError(f"{view} is empty")
     print(f"\nRecommendations in {view}: {total['n']} rows for {total['u']} users, "
-          f"run_date {recs['run_date'].iloc[0]}")
-    for user_id, group in recs.groupby("user_id", sort=True):
-        items = ", ".join(f"{r.item_id} ({r.score:.2f})" for r in group.head(5).itertuples())
-        print(f"  {user_id}: {items}{', ...' if len(group) > 5 else ''}")
+          f"run_date {recs[0]['run_date']}")
+    for user_id, group in itertools.groupby(recs, key=lambda row: row["user_id"]):
+        rows = list(group)
+        items = ", ".join(f"{r['item_id']} ({r['score']:.2f})" for r in rows[:5])
+        print(f"  {user_id}: {items}{', ...' if len(rows) > 5 else ''}")
     print()
 
 

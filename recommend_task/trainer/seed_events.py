@@ -59,9 +59,9 @@ def main(args: argparse.Namespace) -> None:
                          end_date=args.end_date, clusters=args.clusters, affinity=args.affinity,
                          seed=args.seed)
     with profile.phase("build", "generating events"):
-        frame = corrupt(generate(spec), args.corrupt_fraction, args.seed)
+        events = corrupt(generate(spec), args.corrupt_fraction, args.seed)
     log.info("generated %d events: %d users, %d items, %d days ending %s, seed %d",
-             len(frame), args.users, args.items, args.days, args.end_date, args.seed)
+             len(events), args.users, args.items, args.days, args.end_date, args.seed)
 
     client = bigquery_client(args.project, args.location)
     tables.ensure_all(client, args.project, args.dataset, args.location,
@@ -69,10 +69,10 @@ def main(args: argparse.Namespace) -> None:
     target = tables.table_id(args.project, args.dataset, tables.EVENTS)
     days = lookback(args.end_date, args.days)
     with profile.phase("write", "loading events"), staging_table(
-        client, target, frame, list(tables.EVENTS_SPEC.schema)
+        client, target, events, list(tables.EVENTS_SPEC.schema)
     ) as staging:
         swap_days(client, target, staging, "event_date", days.start, days.end)
-    log.info("rows written=%d to %s for %s", len(frame), target, days)
+    log.info("rows written=%d to %s for %s", len(events), target, days)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,8 @@ import dataclasses
 import datetime as dt
 
 import numpy as np
-import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 EVENT_TYPES = np.array(["view", "start", "complete"])
 EVENT_TYPE_P = np.array([0.6, 0.25, 0.15])
@@ -31,8 +32,8 @@ class SyntheticSpec:
     seed: int = 42
 
 
-def generate(spec: SyntheticSpec) -> pd.DataFrame:
-    """Events as a frame with the ``events`` table's columns (ids as strings)."""
+def generate(spec: SyntheticSpec) -> pa.Table:
+    """Events with the ``events`` table's columns (ids as strings)."""
     rng = np.random.default_rng(spec.seed)
     # Power-law popularity over a random permutation so popularity and topic are independent.
     popularity = 1.0 / np.arange(1, spec.items + 1) ** spec.popularity_exponent
@@ -56,30 +57,43 @@ def generate(spec: SyntheticSpec) -> pd.DataFrame:
 
     start = dt.datetime.combine(spec.end_date - dt.timedelta(days=spec.days - 1), dt.time(),
                                 tzinfo=dt.UTC)
-    offsets = rng.integers(0, spec.days * 86_400, size=spec.events)
-    timestamps = pd.to_datetime(start) + pd.to_timedelta(offsets, unit="s")
+    seconds = int(start.timestamp()) + rng.integers(0, spec.days * 86_400, size=spec.events)
+    event_types = rng.choice(3, size=spec.events, p=EVENT_TYPE_P)
     width_u, width_i = len(str(spec.users)), len(str(spec.items))
-    return pd.DataFrame({
-        "event_id": [f"s{spec.seed}-{i}" for i in range(spec.events)],
-        "user_id": pd.Series(users).map(lambda u: f"u{u:0{width_u}d}").astype(object),
-        "item_id": pd.Series(items).map(lambda i: f"i{i:0{width_i}d}").astype(object),
-        "event_type": EVENT_TYPES[rng.choice(3, size=spec.events, p=EVENT_TYPE_P)].astype(object),
-        "event_timestamp": timestamps,
-        "event_date": timestamps.date,
+    # Each id is formatted once and taken per event by Arrow, not formatted per event in Python.
+    user_ids = pa.array([f"u{u:0{width_u}d}" for u in range(spec.users)], pa.string())
+    item_ids = pa.array([f"i{i:0{width_i}d}" for i in range(spec.items)], pa.string())
+    return pa.table({
+        "event_id": pc.binary_join_element_wise(
+            f"s{spec.seed}-", pc.cast(pa.array(np.arange(spec.events)), pa.string()), ""),
+        "user_id": user_ids.take(users),
+        "item_id": item_ids.take(items),
+        "event_type": pa.array(EVENT_TYPES.astype(object), pa.string()).take(event_types),
+        "event_timestamp": pa.array(seconds * 1_000_000, pa.timestamp("us", tz="UTC")),
+        "event_date": pa.array((seconds // 86_400).astype(np.int32), pa.date32()),
     })
 
 
-def corrupt(frame: pd.DataFrame, fraction: float, seed: int) -> pd.DataFrame:
+def corrupt(events: pa.Table, fraction: float, seed: int) -> pa.Table:
     """Damage ``fraction`` of the rows the way real logs are damaged: a missing user id, a
     missing item id, or a timestamp from outside its partition (clock skew, late replays)."""
     if fraction <= 0:
-        return frame
+        return events
     rng = np.random.default_rng(seed + 1)
-    out = frame.copy()
-    bad = np.flatnonzero(rng.random(len(out)) < fraction)
+    bad = np.flatnonzero(rng.random(len(events)) < fraction)
     kind = rng.integers(0, 3, size=bad.size)
-    out.loc[out.index[bad[kind == 0]], "user_id"] = None
-    out.loc[out.index[bad[kind == 1]], "item_id"] = None
-    skewed = out.index[bad[kind == 2]]
-    out.loc[skewed, "event_timestamp"] = out.loc[skewed, "event_timestamp"] - pd.Timedelta(days=400)
-    return out
+
+    def at(rows: np.ndarray) -> pa.Array:
+        mask = np.zeros(len(events), dtype=bool)
+        mask[rows] = True
+        return pa.array(mask)
+
+    out = events.combine_chunks()
+    for name, rows in (("user_id", bad[kind == 0]), ("item_id", bad[kind == 1])):
+        column = out[name]
+        out = out.set_column(out.schema.get_field_index(name), name,
+                             pc.if_else(at(rows), pa.scalar(None, column.type), column))
+    timestamps = out["event_timestamp"]
+    skewed = pc.subtract(timestamps, pa.scalar(dt.timedelta(days=400), pa.duration("us")))
+    return out.set_column(out.schema.get_field_index("event_timestamp"), "event_timestamp",
+                          pc.if_else(at(bad[kind == 2]), skewed, timestamps))
