@@ -182,10 +182,26 @@ def wait_for_runs(page, stack, pick, state: str, count: int = 1) -> list[str]:
         failed = [k for k, v in rows.items() if "Failed" in v and state != "Failed"]
         if failed:
             shot(page, "unexpected-failure")
-            pytest.fail(f"runs failed in the UI: {failed}")
+            pytest.fail(f"runs failed in the UI: {failed}\n" + failed_task_logs(stack, failed))
         time.sleep(2)
     shot(page, "timeout")
     pytest.fail(f"no {count} run(s) reached {state} within {UI_TIMEOUT_S}s: {rows}")
+
+
+def failed_task_logs(stack, run_ids: list[str], lines: int = 40) -> str:
+    """The last lines of each failed task's log in these runs: the stack is wiped afterwards, and
+    a screenshot shows that a task failed, not why."""
+    out = []
+    for run_id in run_ids:
+        for ti in api(stack, f"/api/v2/dags/{DAG}/dagRuns/{run_id}/taskInstances")["task_instances"]:
+            if ti["state"] != "failed":
+                continue
+            task_dir = (stack["state"] / "airflow" / "logs" / f"dag_id={DAG}" / f"run_id={run_id}"
+                        / f"task_id={ti['task_id']}")
+            for log in sorted(task_dir.rglob("attempt=*.log")):
+                tail = log.read_text(errors="replace").splitlines()[-lines:]
+                out.append(f"--- {log.relative_to(stack['state'])}\n" + "\n".join(tail))
+    return "\n".join(out) or "(no failed task logs found)"
 
 
 def unpause_from_the_ui(page, stack) -> None:
