@@ -265,7 +265,7 @@ def token(s: Settings) -> str:
 
 
 def wait_healthy(s: Settings, timeout_s: float) -> None:
-    """Until every component reports healthy and both DAGs are parsed."""
+    """Until every component reports healthy, both DAGs are parsed and the execution API answers."""
     deadline = time.monotonic() + timeout_s
     last = "no answer"
     while time.monotonic() < deadline:
@@ -279,9 +279,16 @@ def wait_healthy(s: Settings, timeout_s: float) -> None:
             if all(v == "healthy" for v in states.values()):
                 code, dags = _get(f"{s.url}/api/v2/dags", token(s))
                 found = {d["dag_id"] for d in (dags or {}).get("dags", [])}
-                if {"recommend_train", "recommend_predict"} <= found:
+                if not {"recommend_train", "recommend_predict"} <= found:
+                    last += f"; DAGs parsed: {sorted(found) or 'none yet'}"
+                # The api-server builds its execution API, which every task calls first, on that
+                # API's first request: 7 s on an idle machine, more than a task's 5 s request
+                # timeout. On a loaded machine the first task failed there (CI, twice).
+                elif _get(f"{s.url}/execution/health",
+                          timeout=max(1.0, deadline - time.monotonic()))[0] == 200:
                     return
-                last += f"; DAGs parsed: {sorted(found) or 'none yet'}"
+                else:
+                    last += "; execution API not answering yet"
         time.sleep(1)
     raise SystemExit(f"ERROR: Airflow not healthy after {timeout_s:.0f}s ({last}); see {s.dir}/airflow.log")
 
