@@ -14,8 +14,9 @@ Beside the project's files it parses a control: a one-task DAG that imports only
 whose figure is what the processor costs per file whatever the file holds (fork, DB writes,
 reporting); each file's own cost is what it takes beyond that.
 
-BENCH_PLUGINS_FOLDER=DIR uses another plugins folder (an empty one shows the parse without
-Airflow's preloading of plugins/ in the processor's parent); KEEP_LOG=FILE keeps its log.
+BENCH_PLUGINS_FOLDER=DIR uses another plugins folder (a copy of plugins/ without its
+``.airflowignore`` shows what Airflow's plugin loader cost when it imported ``operators/`` into
+the processor's parent); KEEP_LOG=FILE keeps its log.
 """
 
 from __future__ import annotations

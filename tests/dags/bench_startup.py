@@ -36,6 +36,33 @@ def timed(argv: list[str], env: dict[str, str], repeat: int) -> list[float]:
     return out
 
 
+# What a task process does when it builds its template context: Airflow's plugin loader runs
+# over the plugins folder (plugins/.airflowignore keeps it out of operators/). Timed inside the
+# process, after Airflow's own import.
+PLUGIN_LOAD = """
+import time
+from airflow.sdk.execution_time import task_runner
+start = time.perf_counter()
+try:
+    from airflow.sdk.plugins_manager import integrate_macros_plugins
+except ImportError:  # Airflow 3.1
+    from airflow.plugins_manager import integrate_macros_plugins
+integrate_macros_plugins()
+print(time.perf_counter() - start)
+"""
+
+
+def probed(code: str, env: dict[str, str], repeat: int) -> list[float]:
+    """Seconds that ``code`` prints on its last line, one fresh interpreter per repeat."""
+    out = []
+    for _ in range(repeat):
+        done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise SystemExit(f"probe failed:\n{done.stderr[-2000:]}")
+        out.append(float(done.stdout.strip().splitlines()[-1]))
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeat", type=int, default=3)
@@ -59,6 +86,8 @@ def main() -> int:
         for name, argv, case_env in cases:
             seconds = timed(argv, case_env, args.repeat)
             print(f"  {name:42s} {statistics.median(seconds):6.2f} s")
+        seconds = probed(PLUGIN_LOAD, {**env, "RECSYS_RUNTIME": "vertex"}, args.repeat)
+        print(f"  {'a task: plugin load for its context':42s} {statistics.median(seconds):6.3f} s")
     return 0
 
 

@@ -83,6 +83,11 @@ def test_the_dag_build_runs_the_dag_tests_then_syncs_plugins_before_dags():
     assert steps["sync-dags"]["waitFor"] == ["sync-plugins"]
     scripts = {name: step["args"][-1] for name, step in steps.items()}
     assert re.search(r"gcloud storage rsync plugins/operators \S+/plugins/operators", scripts["sync-plugins"])
+    # The plugin loader's ignore file goes with them (test_dag_integrity.py: what it keeps out).
+    assert re.search(r"gcloud storage cp plugins/\.airflowignore \S+/plugins/\.airflowignore",
+                     scripts["sync-plugins"])
+    assert sorted(p.name for p in (REPO / "plugins").iterdir() if p.name != "__pycache__") == [
+        ".airflowignore", "operators"]  # nothing else under plugins/ that the build would not deliver
     assert re.search(r'gcloud storage rsync dags "[^"]+/dags"', scripts["sync-dags"])
     assert (REPO / "plugins" / "operators").is_dir() and (REPO / "dags").is_dir()
     # Airflow puts plugins/ on sys.path: the DAGs import operators.<module>, which is what is synced.
