@@ -1,62 +1,60 @@
-"""Run a trainer step in a sibling container (``RECSYS_RUNTIME=docker``).
+"""The task that runs a trainer step in a sibling container (``RECSYS_RUNTIME=docker``).
 
-The stock DockerOperator, plus three things it cannot do: apply the trainer's exit-code contract
-(it raises the same retriable error for every non-zero exit) with the step's own ``ERROR:``
-line, run the image the run was pinned to by its ID (it would try to pull ``sha256:...``,
-since the engine lists images by name only), and stop the container when the worker running
-the task dies (operators/lifeline.py). Imported only for the docker runtime.
+A thin operator, like the Vertex one (:mod:`operators.vertex`): it holds the container's
+arguments (the run's pinned image, command and environment are template fields) and builds the
+container operator (:class:`operators.docker_container.TrainerContainer`, the stock
+DockerOperator made to apply the exit-code contract, run a pinned image ID and stop with a dead
+worker) only when it executes. The Docker provider's module imports the Docker SDK: imported at
+parse time, it cost every parse of a DAG file in this runtime 0.1-0.2 s, in the dag-processor
+every 30 s per file (docs/benchmarks.md).
 """
 
 from __future__ import annotations
 
-import re
+from typing import Any
 
-from airflow.providers.docker.exceptions import DockerContainerFailedException
-from airflow.providers.docker.operators.docker import DockerOperator
+from airflow.sdk import BaseOperator
 
-from operators.image_refs import DIGEST
-from operators.lifeline import task_dies_with_supervisor
-from operators.trainer_exit import last_error_line, raise_for_exit
-
-# The stock operator removes the container before raising ("Docker container failed:
-# {'StatusCode': 2, ...}"), so its message is the one place left holding the exit code.
-_STATUS_CODE = re.compile(r"'StatusCode': (\d+)")
+# The arguments handed to the container operator; its own defaults where the task sets none.
+CONTAINER_ARGUMENTS = ("image", "command", "environment", "container_name", "docker_url",
+                       "network_mode", "auto_remove", "mount_tmp_dir", "tty")
+# What a run renders: the stock operator's template fields among these.
+TEMPLATED = ("image", "command", "environment", "container_name")
 
 
-class TrainerDockerOperator(DockerOperator):
-    """DockerOperator for ``python -m trainer.<step>``; see the module docstring."""
+class TrainerDockerOperator(BaseOperator):
+    """Run ``python -m trainer.<step>`` in a container of the run's pinned image; see the module
+    docstring. Its return value (the container's last log line) is the task's XCom, as the stock
+    operator's is."""
 
-    def __init__(self, *, step: str, shard: int | None = None, **kwargs) -> None:
+    template_fields = TEMPLATED
+
+    def __init__(self, *, step: str, image: str, command: list[str],
+                 environment: dict[str, str] | None = None, container_name: str | None = None,
+                 docker_url: str | None = None, network_mode: str | None = None,
+                 auto_remove: str = "never", mount_tmp_dir: bool = True, tty: bool = False,
+                 shard: int | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.step, self.shard = step, shard
+        self.image, self.command, self.environment = image, command, environment or {}
+        self.container_name, self.docker_url, self.network_mode = container_name, docker_url, network_mode
+        self.auto_remove, self.mount_tmp_dir, self.tty = auto_remove, mount_tmp_dir, tty
+        self._container: Any = None
 
-    def execute(self, context):
-        # A dead worker must not leave the container running beside the retry: the task process
-        # gets SIGTERM, and Airflow's handler calls the stock on_kill, which stops the container.
-        with task_dies_with_supervisor():
-            return self._execute(context)
+    def container(self) -> Any:
+        """A container operator with this task's arguments as they are now (rendered, when
+        executing)."""
+        from operators.docker_container import TrainerContainer
 
-    def _execute(self, context):
-        if DIGEST.fullmatch(self.image or ""):
-            # Pinned by image ID: it must be in the engine already (resolve_image checked), and
-            # there is nothing to pull. Same path as the stock execute after its pull.
-            self.cli.inspect_image(self.image)
-            if hasattr(self, "_normalize_mounts"):  # docker provider >= 4.6
-                self._normalize_mounts()
-            return self._run_image()
-        return super().execute(context)
+        return TrainerContainer(task_id=self.task_id, step=self.step, do_xcom_push=self.do_xcom_push,
+                                **{name: getattr(self, name) for name in CONTAINER_ARGUMENTS})
+
+    def execute(self, context: Any) -> Any:
+        self._container = self.container()
+        return self._container.execute(context)
 
     def on_kill(self) -> None:
-        # The stock on_kill logs before it stops the container; when the worker died, the task's
-        # log goes to a dead supervisor and writing it raises, so stop first.
-        if self.hook.client_created and self.container is not None:
-            self.cli.stop(self.container["Id"])
-        super().on_kill()
-
-    def _run_image(self):
-        try:
-            return super()._run_image()
-        except DockerContainerFailedException as exc:
-            found = _STATUS_CODE.search(str(exc))
-            code = int(found.group(1)) if found else 1
-            raise_for_exit(self.step, code, last_error_line(exc.logs or []))
+        # Airflow's SIGTERM handler calls the task's on_kill: the container operator stops the
+        # container (operators/docker_container.py).
+        if self._container is not None:
+            self._container.on_kill()
