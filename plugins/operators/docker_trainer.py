@@ -5,8 +5,8 @@ arguments (the run's pinned image, command and environment are template fields) 
 container operator (:class:`operators.docker_container.TrainerContainer`, the stock
 DockerOperator made to apply the exit-code contract, run a pinned image ID and stop with a dead
 worker) only when it executes. The Docker provider's module imports the Docker SDK: imported at
-parse time, it cost every parse of a DAG file in this runtime 0.1-0.2 s, in the dag-processor
-every 30 s per file (docs/benchmarks.md).
+parse time, it cost each fresh parse of a DAG file in this runtime 0.3-0.45 s, and each parse
+under the dag-processor (every file, every 30 s) 0.1-0.17 s (docs/benchmarks.md).
 """
 
 from __future__ import annotations

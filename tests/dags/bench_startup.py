@@ -13,6 +13,7 @@ runs, printed per command.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import subprocess
@@ -23,6 +24,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 TRAINER_PY = REPO / ".venv" / "trainer" / "bin" / "python"
+TESTS = REPO / "tests" / "dags"
 
 
 def timed(argv: list[str], env: dict[str, str], repeat: int) -> list[float]:
@@ -36,30 +38,16 @@ def timed(argv: list[str], env: dict[str, str], repeat: int) -> list[float]:
     return out
 
 
-# What a task process does when it builds its template context: Airflow's plugin loader runs
-# over the plugins folder (plugins/.airflowignore keeps it out of operators/). Timed inside the
-# process, after Airflow's own import.
-PLUGIN_LOAD = """
-import time
-from airflow.sdk.execution_time import task_runner
-start = time.perf_counter()
-try:
-    from airflow.sdk.plugins_manager import integrate_macros_plugins
-except ImportError:  # Airflow 3.1
-    from airflow.plugins_manager import integrate_macros_plugins
-integrate_macros_plugins()
-print(time.perf_counter() - start)
-"""
-
-
-def probed(code: str, env: dict[str, str], repeat: int) -> list[float]:
-    """Seconds that ``code`` prints on its last line, one fresh interpreter per repeat."""
+def plugin_load_seconds(env: dict[str, str], repeat: int) -> list[float]:
+    """What Airflow's plugin loader takes in a fresh task process (tests/dags/plugin_load.py):
+    ``plugins/.airflowignore`` keeps it out of ``operators/``. One interpreter per repeat."""
     out = []
     for _ in range(repeat):
-        done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+        done = subprocess.run([sys.executable, str(TESTS / "plugin_load.py"),
+                               env["AIRFLOW__CORE__PLUGINS_FOLDER"]], env=env, capture_output=True, text=True)
         if done.returncode != 0:
-            raise SystemExit(f"probe failed:\n{done.stderr[-2000:]}")
-        out.append(float(done.stdout.strip().splitlines()[-1]))
+            raise SystemExit(f"plugin load probe failed:\n{done.stderr[-2000:]}")
+        out.append(json.loads(done.stdout.strip().splitlines()[-1])["seconds"])
     return out
 
 
@@ -86,7 +74,7 @@ def main() -> int:
         for name, argv, case_env in cases:
             seconds = timed(argv, case_env, args.repeat)
             print(f"  {name:42s} {statistics.median(seconds):6.2f} s")
-        seconds = probed(PLUGIN_LOAD, {**env, "RECSYS_RUNTIME": "vertex"}, args.repeat)
+        seconds = plugin_load_seconds({**env, "RECSYS_RUNTIME": "vertex"}, args.repeat)
         print(f"  {'a task: plugin load for its context':42s} {statistics.median(seconds):6.3f} s")
     return 0
 

@@ -78,46 +78,27 @@ def test_parse_time_of_each_file(path, runtime, parse_times, capsys):
               f"{result['ms_bytecode']} ms byte-compiled")
 
 
-# Runs in a fresh interpreter: what an Airflow process loads from the plugins folder on its own.
-PLUGIN_LOADER_PROBE = """
-import json, sys
-from airflow import plugins_manager
-plugins_manager.ensure_plugins_loaded()  # every Airflow service process: processor, scheduler...
-try:  # what a task process runs when it builds its template context (Airflow 3.2+)
-    from airflow.sdk.plugins_manager import integrate_macros_plugins
-except ImportError:  # Airflow 3.1's task runner calls the core one
-    from airflow.plugins_manager import integrate_macros_plugins
-integrate_macros_plugins()
-plugins, heavy = sys.argv[1], json.loads(sys.argv[2])
-print(json.dumps({
-    "from_plugins": sorted(name for name, module in list(sys.modules.items())
-                           if (getattr(module, "__file__", None) or "").startswith(plugins)),
-    "heavy": [name for name in heavy if name in sys.modules],
-}))
-"""
-
-
 def test_airflow_loads_nothing_from_the_plugins_folder_as_a_plugin():
     """``plugins/operators`` is a package the DAG files import, not an Airflow plugin, and
     ``plugins/.airflowignore`` keeps Airflow's plugin loader out of it. Otherwise the loader
     executes each of its modules as a top-level module in every Airflow process, and in every
     task when it builds the template context, importing the Vertex, Docker and GCS modules with
-    them (about 5 s of a task's start-up here) and making every dag-processor parse child fork
-    from a heavier parent. The probe runs the loader as those processes do, on this Airflow."""
+    them (5-6 s of start-up here for a task that does not inherit them, as under Celery) and
+    making every dag-processor parse child fork from a heavier parent. The probe runs the loader
+    as those processes do, on this Airflow (tests/dags/plugin_load.py)."""
     import json
     import os
     import subprocess
     import sys
 
-    from conftest import PLUGINS
-    from fresh_parse import HEAVY
+    from conftest import PLUGINS, TESTS
 
-    probe = subprocess.run([sys.executable, "-c", PLUGIN_LOADER_PROBE, str(PLUGINS) + os.sep,
-                            json.dumps([*HEAVY, "airflow.providers.slack.notifications.slack_webhook"])],
-                           env={**os.environ, "RECSYS_RUNTIME": "vertex"}, capture_output=True, text=True)
+    probe = subprocess.run([sys.executable, os.path.join(TESTS, "plugin_load.py"), str(PLUGINS)],
+                           env={**os.environ, "RECSYS_RUNTIME": "vertex"},
+                           capture_output=True, text=True)
     assert probe.returncode == 0, probe.stderr[-3000:]
     loaded = json.loads(probe.stdout.strip().splitlines()[-1])
-    assert loaded == {"from_plugins": [], "heavy": []}
+    assert (loaded["from_plugins"], loaded["heavy"]) == ([], [])
 
 
 def test_no_cycles_and_tasks_in_pipeline_order(dagbag):
