@@ -88,6 +88,24 @@ def _wait_gone(pids: list[int]) -> list[int]:
     return alive
 
 
+def _described(pids: list[int]) -> str:
+    """What each process is doing (state, kernel wait channel, signals pending, blocked, caught),
+    for a failure message: a process that outlived its supervisor says why."""
+    out = []
+    for pid in pids:
+        try:
+            status = dict(line.split(":\t", 1) for line in
+                          Path(f"/proc/{pid}/status").read_text().splitlines() if ":\t" in line)
+            wchan = Path(f"/proc/{pid}/wchan").read_text()
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")[:120].decode()
+        except OSError:
+            continue
+        out.append(f"{pid} {status.get('State')} ppid={status.get('PPid')} wchan={wchan} "
+                   f"SigPnd={status.get('ShdPnd')} SigBlk={status.get('SigBlk')} "
+                   f"SigCgt={status.get('SigCgt')} threads={status.get('Threads')} {cmdline!r}")
+    return "; ".join(out)
+
+
 def _script(tmp_path: Path) -> str:
     return TASK.format(plugins=str(REPO / "plugins"), artifacts=str(tmp_path / "artifacts"),
                        python=TRAINER_PY, source=str(REPO / "recommend_task"))
@@ -100,7 +118,8 @@ def test_a_killed_task_process_takes_its_trainer_with_it(unavailable_bigquery, t
     try:
         os.kill(task.pid, signal.SIGKILL)
         task.wait(timeout=GONE_WITHIN_S)
-        assert _wait_gone([trainer]) == [], "the trainer outlived its killed task process"
+        alive = _wait_gone([trainer])
+        assert alive == [], f"the trainer outlived its killed task process: {_described(alive)}"
     finally:
         for pid in [task.pid, *_trainer_pids(str(tmp_path))]:
             with contextlib.suppress(ProcessLookupError):
@@ -116,7 +135,8 @@ def test_a_killed_supervisor_gets_its_task_process_to_kill_the_trainer(unavailab
     try:
         os.kill(supervisor.pid, signal.SIGKILL)
         supervisor.wait(timeout=GONE_WITHIN_S)
-        assert _wait_gone([trainer, task]) == [], "the trainer or its task process outlived the supervisor"
+        alive = _wait_gone([trainer, task])
+        assert alive == [], f"the trainer or its task process outlived the supervisor: {_described(alive)}"
     finally:
         for pid in [supervisor.pid, task, *_trainer_pids(str(tmp_path))]:
             with contextlib.suppress(ProcessLookupError):
