@@ -7,11 +7,11 @@ Variable, a connection, the metadata DB or the network. Values that must be chos
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 from datetime import timedelta
 from pathlib import Path
+from typing import NamedTuple
 
 RUNTIMES = ("vertex", "docker", "local")
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -44,8 +44,11 @@ def _json_env(name: str) -> dict[str, str]:
     return {str(k): str(v) for k, v in value.items()}
 
 
-@dataclasses.dataclass(frozen=True)
-class RecsysConfig:
+# A NamedTuple, not a frozen dataclass: every parse of every DAG file builds this class, and
+# Python takes 3 ms to build a 28-field frozen dataclass against 0.5 ms for the NamedTuple.
+class RecsysConfig(NamedTuple):
+    """The deployment's configuration (immutable; ``load()`` builds it)."""
+
     runtime: str
     project: str
     dataset: str

@@ -13,11 +13,11 @@ step runs the pinned reference, so a push during a run cannot mix images:
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import re
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 # The Docker reference grammar (distribution/reference): nothing else is an image reference, so
@@ -25,13 +25,14 @@ DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 _LABEL = r"[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?"
 _DOMAIN = rf"{_LABEL}(?:\.{_LABEL})*(?::[0-9]+)?"
 _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
-REFERENCE = re.compile(rf"(?P<name>(?:{_DOMAIN}/)?{_COMPONENT}(?:/{_COMPONENT})*)"
-                       r"(?::(?P<tag>[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}))?"
-                       r"(?:@(?P<digest>[^@]+))?")
+# Kept a string: `re` compiles and caches it at the first parse(), at run time; no DAG parse
+# needs it.
+REFERENCE = (rf"(?P<name>(?:{_DOMAIN}/)?{_COMPONENT}(?:/{_COMPONENT})*)"
+             r"(?::(?P<tag>[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}))?"
+             r"(?:@(?P<digest>[^@]+))?")
 
 
-@dataclasses.dataclass(frozen=True)
-class ImageRef:
+class ImageRef(NamedTuple):  # immutable, and cheaper to define at each parse than a dataclass
     """``repository[:tag][@sha256:digest]``."""
 
     repository: str
@@ -40,7 +41,7 @@ class ImageRef:
 
     @classmethod
     def parse(cls, ref: str) -> ImageRef:
-        found = REFERENCE.fullmatch(ref)
+        found = re.fullmatch(REFERENCE, ref)
         if not found:
             raise ValueError(f"{ref!r} is not an image reference")
         digest = found.group("digest")

@@ -15,14 +15,17 @@ import signal
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from airflow.providers.standard.hooks.subprocess import SubprocessHook
 from airflow.sdk import BaseOperator, Context
 from airflow.sdk.exceptions import AirflowException
 
 from operators.image_refs import ImageRef, trainer_fingerprint
 from operators.lifeline import LAUNCHER_PID_ENV, task_dies_with_supervisor
 from operators.trainer_exit import IMAGE_ENV, TrainerStepFailed, last_error_line, raise_for_exit
+
+if TYPE_CHECKING:
+    from airflow.providers.standard.hooks.subprocess import SubprocessHook
 
 KILL_GRACE_S = 10
 
@@ -64,6 +67,9 @@ class LocalTrainerOperator(BaseOperator):
         if not os.path.exists(self.python):
             raise AirflowException(f"trainer interpreter {self.python} not found "
                                    "(run `make venvs` or set RECSYS_TRAINER_PYTHON)")
+        # Imported here, like the Docker and Vertex launchers: only a running step needs the hook.
+        from airflow.providers.standard.hooks.subprocess import SubprocessHook
+
         self._check_pinned_sources()
         self._hook = SubprocessHook()
         env = {**os.environ, **self.env, IMAGE_ENV: self.image, "PYTHONUNBUFFERED": "1",
