@@ -107,6 +107,7 @@ def run_processor(files: dict[str, str], runtime: str, seconds: int, interval: i
 
 
 def report(title: str, steady: dict[str, list[float]]) -> None:
+    """Print each file's median and worst duration, and its median beyond the control's."""
     print(title)
     control = statistics.median(steady[CONTROL]) * 1000 if CONTROL in steady else None
     for name, values in sorted(steady.items()):
