@@ -115,7 +115,11 @@ def test_too_many_bad_rows_fail_the_step(step, tmp_path):
                    "--max-bad-fraction", "0.05", "--artifacts-uri", str(tmp_path))
     assert rc == 2
     assert "are invalid" in err.splitlines()[-1] and "max_bad_fraction 5.0%" in err
-    assert _written(tmp_path) == [f"runs/{RUN_DATE}/status/create_cf_matrices_task.json"]
+    # No matrices: only the records of what was read, the day's statistics and the step's outcome.
+    assert _written(tmp_path) == [f"runs/{RUN_DATE}/event_stats.json",
+                                  f"runs/{RUN_DATE}/status/create_cf_matrices_task.json"]
+    stats = json.loads((tmp_path / "runs" / str(RUN_DATE) / "event_stats.json").read_text())
+    assert sum(stats["bad_rows"].values()) > 0.15 * stats["rows_read"]
 
 
 def test_missing_model_stops_promotion_and_prediction(step, tmp_path):

@@ -23,8 +23,11 @@ _PARAM_TYPES: dict[type, str] = {
 }
 
 
-def _param(name: str, value: Any) -> bigquery.ScalarQueryParameter:
-    if isinstance(value, bigquery.ScalarQueryParameter):  # typed by the caller (a NULL needs it)
+_TYPED = (bigquery.ScalarQueryParameter, bigquery.ArrayQueryParameter, bigquery.StructQueryParameter)
+
+
+def _param(name: str, value: Any):
+    if isinstance(value, _TYPED):  # typed by the caller (a NULL or an array needs it)
         return value
     bq_type = _PARAM_TYPES.get(type(value))
     if bq_type is None:

@@ -1,11 +1,13 @@
 """Build the collaborative-filtering matrices for one run from the events in BigQuery.
 
-Reads the window of ``--lookback-days`` ending at ``--run-date``, drops and counts invalid
-rows, aggregates weights per (user, item) in SQL, and writes ``runs/<run_date>/matrices.npz``
-plus ``manifest.json`` (window, counts, checksum) under ``--artifacts-uri``. The last
-``--holdout-days`` are kept apart as the evaluation holdout. It also writes the whole window's
-interactions (``window.npz``) for predict_task to reuse while the events are unchanged
-(:mod:`trainer.window_snapshot`).
+First checks the run date's events against the 7 days before it (:mod:`trainer.day_validation`:
+the day's statistics go to the ``event_stats`` table, and a day that breaks an anomaly rule is
+refused, exit 2, unless ``--accept-anomalies true``). Then reads the window of
+``--lookback-days`` ending at ``--run-date``, drops and counts invalid rows, aggregates weights
+per (user, item) in SQL, and writes ``runs/<run_date>/matrices.npz`` plus ``manifest.json``
+(window, counts, checksum) under ``--artifacts-uri``. The last ``--holdout-days`` are kept
+apart as the evaluation holdout. It also writes the whole window's interactions (``window.npz``)
+for predict_task to reuse while the events are unchanged (:mod:`trainer.window_snapshot`).
 """
 
 from __future__ import annotations
@@ -15,8 +17,9 @@ import datetime as dt
 import logging
 import sys
 
-from trainer import artifacts, cli, profile, tables
+from trainer import anomalies, artifacts, cli, profile, retention, tables
 from trainer.clients import bigquery_client
+from trainer.day_validation import validate_day
 from trainer.errors import EmptyWindowError, TrainerError
 from trainer.events import EventSource, add_window_args
 from trainer.layout import run_prefix
@@ -32,6 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     cli.add_run_date(parser)
     cli.add_artifacts_uri(parser)
     add_window_args(parser)
+    anomalies.add_arguments(parser)
+    retention.add_table_arguments(parser)
     parser.add_argument("--holdout-days", type=int, default=2,
                         help="last days of the window kept apart for evaluation")
     return parser
@@ -42,6 +47,8 @@ def validate(args: argparse.Namespace) -> None:
     cli.require(args, "project", "artifacts_uri")
     if not 0 <= args.max_bad_fraction <= 1:
         raise TrainerError(f"--max-bad-fraction must be in [0, 1], got {args.max_bad_fraction}")
+    anomalies.rules_from(args)
+    retention.table_retention(args)
     split_window(args.run_date, args.lookback_days, args.holdout_days)
 
 
@@ -50,7 +57,16 @@ def main(args: argparse.Namespace) -> None:
     window = split_window(args.run_date, args.lookback_days, args.holdout_days)
     client = bigquery_client(args.project, args.location)
     source = EventSource(client, tables.table_id(args.project, args.dataset, tables.EVENTS))
+    store = artifacts.ArtifactStore(args.project)
 
+    with profile.phase("read", "checking the run date's events"):
+        source.check_exists()
+        day = validate_day(client, store, project=args.project, dataset=args.dataset,
+                           events_table=source.table, run_date=args.run_date,
+                           weights=args.event_weights, valid_from=window.full.start,
+                           rules=anomalies.rules_from(args), accept=args.accept_anomalies,
+                           artifacts_uri=args.artifacts_uri,
+                           metrics_retention_days=retention.table_retention(args).metrics_days)
     with profile.phase("read", "reading events"):
         # Before the read: a change during it then shows as a different version later.
         version = partitions_version(client, source.table, window.full)
@@ -88,6 +104,7 @@ def main(args: argparse.Namespace) -> None:
         "event_weights": args.event_weights,
         "source_table": source.table,
         "quality": report.to_dict(),
+        "event_stats": {k: day[k] for k in ("status", "anomalies", "accepted", "table")},
         "counts": {
             "users": len(users),
             "items": len(items),
@@ -104,7 +121,6 @@ def main(args: argparse.Namespace) -> None:
                                         report.to_dict(), version),
         "created_at": dt.datetime.now(dt.UTC).isoformat(),
     }
-    store = artifacts.ArtifactStore(args.project)
     # Matrices first, manifest last: a manifest always describes a complete matrices file.
     with profile.phase("write", f"writing {len(payload) + len(window_payload)} bytes of matrices"):
         store.write_bytes(manifest["matrices_uri"], payload)

@@ -20,6 +20,10 @@ class TooManyBadRowsError(TrainerError):
     """More rows than allowed were dropped as invalid."""
 
 
+class AnomalyError(TrainerError):
+    """The run date's events break an anomaly rule (trainer.anomalies): nothing is trained on them."""
+
+
 class ModelNotFoundError(TrainerError):
     """No model artifact (or no published model) where one was expected."""
 

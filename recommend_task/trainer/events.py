@@ -85,7 +85,7 @@ class QualityReport:
                 "bad_fraction": round(self.bad_fraction, 6)}
 
 
-def _weight_case(weights: dict[str, float]) -> tuple[str, dict[str, object]]:
+def weight_case(weights: dict[str, float]) -> tuple[str, dict[str, object]]:
     """A CASE expression for event weights, with the names and values as query parameters."""
     whens, params = [], {}
     for i, (name, weight) in enumerate(sorted(weights.items())):
@@ -96,16 +96,21 @@ def _weight_case(weights: dict[str, float]) -> tuple[str, dict[str, object]]:
 
 # The window's UTC days as a timestamp range: the same rows as DATE(event_timestamp) BETWEEN
 # @start AND @end, and the emulator runs it several times faster (measured: docs/benchmarks.md).
-_IN_WINDOW = "event_timestamp >= @start_ts AND event_timestamp < @end_ts"
+def in_range(start: str = "start_ts", end: str = "end_ts") -> str:
+    """``event_timestamp`` in ``[@start, @end)``: the timestamp parameters of a range of days."""
+    return f"event_timestamp >= @{start} AND event_timestamp < @{end}"
 
 
-def _day_start(day: dt.date) -> dt.datetime:
+_IN_WINDOW = in_range()
+
+
+def day_start(day: dt.date) -> dt.datetime:
     return dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC)
 
 
-def _window_params(window: DateRange) -> dict[str, object]:
-    return {"start": window.start, "end": window.end, "start_ts": _day_start(window.start),
-            "end_ts": _day_start(window.end + dt.timedelta(days=1))}
+def window_params(window: DateRange) -> dict[str, object]:
+    return {"start": window.start, "end": window.end, "start_ts": day_start(window.start),
+            "end_ts": day_start(window.end + dt.timedelta(days=1))}
 
 
 def _type_list(weights: dict[str, float]) -> str:
@@ -113,24 +118,27 @@ def _type_list(weights: dict[str, float]) -> str:
     return ", ".join(f"@type_{i}" for i in range(len(weights)))
 
 
-def _valid_condition(weights: dict[str, float]) -> str:
+def valid_condition(weights: dict[str, float], start: str = "start_ts", end: str = "end_ts") -> str:
+    """A valid row: ids, a known event type (``weight_case``'s parameters) and a timestamp in
+    ``[@start, @end)``."""
     types = _type_list(weights)
     return (
         "user_id IS NOT NULL AND item_id IS NOT NULL "
         f"AND event_type IN ({types}) "
         "AND event_timestamp IS NOT NULL "
-        f"AND {_IN_WINDOW}"
+        f"AND {in_range(start, end)}"
     )
 
 
 # Why a row is invalid, as bits of one small integer (0: valid). One scan of the window can then
 # aggregate the valid rows per (user, item) and collapse the invalid ones into at most 16 groups
 # whose counts give each reason's count (a row can have several reasons, as in quality()).
-_REASON_BITS = (("null_user_id", 1), ("null_item_id", 2), ("unknown_event_type", 4),
-                ("timestamp_outside_window", 8))
+REASON_BITS = (("null_user_id", 1), ("null_item_id", 2), ("unknown_event_type", 4),
+               ("timestamp_outside_window", 8))
 
 
-def _reasons(weights: dict[str, float]) -> str:
+def reason_bits(weights: dict[str, float]) -> str:
+    """The invalid reasons of a row as :data:`REASON_BITS` (0: valid), in SQL."""
     types = _type_list(weights)
     return ("IF(user_id IS NULL, 1, 0) + IF(item_id IS NULL, 2, 0)"
             f" + IF(event_type IS NULL OR event_type NOT IN ({types}), 4, 0)"
@@ -144,7 +152,7 @@ class EventSource:
         self.client = client
         self.table = table
 
-    def _check_exists(self) -> None:
+    def check_exists(self) -> None:
         try:
             self.client.get_table(self.table, retry=bq_retry())
         except NotFound:
@@ -152,8 +160,8 @@ class EventSource:
 
     def quality(self, window: DateRange, weights: dict[str, float]) -> QualityReport:
         """Count rows in the window's partitions, and why the invalid ones are invalid."""
-        self._check_exists()
-        _, params = _weight_case(weights)
+        self.check_exists()
+        _, params = weight_case(weights)
         types = _type_list(weights)
         sql = f"""
             SELECT
@@ -163,17 +171,17 @@ class EventSource:
               COUNTIF(event_type IS NULL OR event_type NOT IN ({types})) AS unknown_event_type,
               COUNTIF(event_timestamp IS NULL
                       OR NOT ({_IN_WINDOW})) AS timestamp_outside_window,
-              COUNTIF({_valid_condition(weights)}) AS valid_rows
+              COUNTIF({valid_condition(weights)}) AS valid_rows
             FROM `{self.table}`
             WHERE event_date BETWEEN @start AND @end
         """
-        row = next(iter(bq.run(self.client, sql, {**params, **_window_params(window)})))
+        row = next(iter(bq.run(self.client, sql, {**params, **window_params(window)})))
         return QualityReport(**{k: int(v or 0) for k, v in row.items()})
 
     def interactions_query(self, window: DateRange, weights: dict[str, float], holdout_start=None,
                            shard: Shard | None = None) -> tuple[str, dict[str, object]]:
         """The aggregation of :meth:`interactions`: SQL and its parameters."""
-        case, params = _weight_case(weights)
+        case, params = weight_case(weights)
         split = "event_timestamp >= @holdout_start_ts" if holdout_start else "FALSE"
         in_shard = ""
         if shard is not None and shard.count > 1:
@@ -183,12 +191,12 @@ class EventSource:
             SELECT user_id, item_id, {split} AS in_holdout,
                    SUM({case}) AS weight, COUNT(*) AS events
             FROM `{self.table}`
-            WHERE event_date BETWEEN @start AND @end AND {_valid_condition(weights)}{in_shard}
+            WHERE event_date BETWEEN @start AND @end AND {valid_condition(weights)}{in_shard}
             GROUP BY user_id, item_id, in_holdout
         """
-        params = {**params, **_window_params(window)}
+        params = {**params, **window_params(window)}
         if holdout_start:
-            params["holdout_start_ts"] = _day_start(holdout_start)
+            params["holdout_start_ts"] = day_start(holdout_start)
         return sql, params
 
     def interactions(self, window: DateRange, weights: dict[str, float],
@@ -250,22 +258,22 @@ class EventSource:
                    holdout_start=None) -> tuple[QualityReport, pa.Table]:
         import pyarrow.compute as pc
 
-        self._check_exists()
-        case, params = _weight_case(weights)
+        self.check_exists()
+        case, params = weight_case(weights)
         split = "event_timestamp >= @holdout_start_ts" if holdout_start else "FALSE"
         sql = f"""
             SELECT IF(reasons = 0, user_id, NULL) AS user_id, IF(reasons = 0, item_id, NULL) AS item_id,
                    IF(reasons = 0, {split}, NULL) AS in_holdout,
                    SUM({case}) AS weight, COUNT(*) AS events, reasons
             FROM (
-              SELECT user_id, item_id, event_type, event_timestamp, {_reasons(weights)} AS reasons
+              SELECT user_id, item_id, event_type, event_timestamp, {reason_bits(weights)} AS reasons
               FROM `{self.table}`
               WHERE event_date BETWEEN @start AND @end)
             GROUP BY 1, 2, 3, 6  -- the output columns: the ids are NULL on invalid rows
         """
-        params = {**params, **_window_params(window)}
+        params = {**params, **window_params(window)}
         if holdout_start:
-            params["holdout_start_ts"] = _day_start(holdout_start)
+            params["holdout_start_ts"] = day_start(holdout_start)
         table = bq.to_arrow(self.client, sql, params)
         reasons, events = table["reasons"], table["events"]
         valid = pc.equal(reasons, 0)
@@ -274,7 +282,7 @@ class EventSource:
             return int(pc.sum(pc.filter(events, mask)).as_py() or 0)
 
         counts = {name: events_where(pc.not_equal(pc.bit_wise_and(reasons, bit), 0))
-                  for name, bit in _REASON_BITS}
+                  for name, bit in REASON_BITS}
         report = QualityReport(rows_read=int(pc.sum(events).as_py() or 0), valid_rows=events_where(valid),
                                **counts)
         return report, table.filter(valid).drop_columns(["reasons"])

@@ -97,6 +97,41 @@ def replace_with_row(client: bigquery.Client, target: str, schema: Sequence[bigq
              f"({', '.join(params)}) VALUES ({', '.join(f'@{n}' for n in params)})", params)
 
 
+def query_parameter(field: bigquery.SchemaField, value: Any, name: str | None = None):
+    """A query parameter holding ``value`` as ``field`` types it: a scalar, an array, or an array
+    of structs (an empty one keeps its struct type)."""
+    name = field.name if name is None else name
+    if field.mode != "REPEATED":
+        return bigquery.ScalarQueryParameter(name, field.field_type, value)
+    values = list(value or ())
+    if field.field_type not in ("RECORD", "STRUCT"):
+        return bigquery.ArrayQueryParameter(name, field.field_type, values)
+    struct_type = bigquery.StructQueryParameterType(
+        *(bigquery.ScalarQueryParameterType(f.field_type, name=f.name) for f in field.fields))
+    structs = [bigquery.StructQueryParameter(
+        None, *(bigquery.ScalarQueryParameter(f.name, f.field_type, item.get(f.name)) for f in field.fields))
+        for item in values]
+    return bigquery.ArrayQueryParameter(name, struct_type, structs)
+
+
+def upsert_row(client: bigquery.Client, target: str, schema: Sequence[bigquery.SchemaField],
+               row: Mapping[str, Any], key: Sequence[str]) -> None:
+    """Insert ``row`` into ``target``, or replace the row with the same ``key`` fields, in one
+    MERGE statement. Unlike :func:`replace_with_row`'s transaction, concurrent upserts of other
+    keys in other partitions do not conflict on BigQuery (backfill runs write their days at once),
+    so the writers need no pool."""
+    names = [f.name for f in schema]
+    params = {n: query_parameter(f, row.get(n)) for n, f in zip(names, schema, strict=True)}
+    source = ", ".join(f"@{n} AS {n}" for n in names)
+    on = " AND ".join(f"T.{k} = S.{k}" for k in key)
+    sql = f"""
+        MERGE `{target}` T USING (SELECT {source}) S ON {on}
+        WHEN MATCHED THEN UPDATE SET {", ".join(f"{n} = S.{n}" for n in names if n not in key)}
+        WHEN NOT MATCHED THEN INSERT ({", ".join(names)}) VALUES ({", ".join(f"S.{n}" for n in names)})
+    """
+    bq.run(client, sql, params)
+
+
 def swap_days(client: bigquery.Client, target: str, staging: str | Sequence[str], date_field: str,
               start: dt.date, end: dt.date) -> None:
     """Replace the days ``start..end`` of ``target`` with the content of ``staging``."""

@@ -5,8 +5,13 @@
 ``recommendations``   top-N per user and day, one row per (run_date, user_id, rank);
                       partitioned by ``run_date``, clustered by ``user_id``.
 ``recommendations_latest``  view: the newest complete day of ``recommendations``.
+``event_stats``       one row per run date: the day's event statistics and anomaly verdict;
+                      partitioned by ``run_date``.
+``serving_metrics``   one row per served day: what the served recommendations hit the next day,
+                      next to the popularity counterfactual; partitioned by ``served_date``.
 
-``model_metrics`` and ``recommendations`` partitions expire (:mod:`trainer.retention`).
+Partitions of every table but ``events`` expire (:mod:`trainer.retention`): ``recommendations``
+after its own retention, the three metrics tables after the metrics retention.
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ EVENTS = "events"
 MODEL_METRICS = "model_metrics"
 RECOMMENDATIONS = "recommendations"
 RECOMMENDATIONS_LATEST = "recommendations_latest"
+EVENT_STATS = "event_stats"
+SERVING_METRICS = "serving_metrics"
 
 METRIC_NAMES = ("precision", "recall", "map", "ndcg", "coverage")
 RECOMMENDERS = ("model", "popularity", "published")
@@ -96,6 +103,74 @@ RECOMMENDATIONS_SPEC = TableSpec(
 )
 
 
+EVENT_STATS_SPEC = TableSpec(
+    name=EVENT_STATS,
+    schema=(
+        F("run_date", "DATE", mode="REQUIRED", description="partition: the day the statistics are of"),
+        F("computed_at", "TIMESTAMP", mode="REQUIRED"),
+        F("status", "STRING", mode="REQUIRED",
+          description="ok | anomaly (not trained on) | accepted (trained on anyway) | "
+          "unchecked (too few events)"),
+        F("anomalies", "STRING", mode="REPEATED", description="each broken rule: rule, figure and limit"),
+        F("accepted", "BOOL", mode="REQUIRED", description="an operator accepted the day's anomalies"),
+        F("events", "INT64", mode="REQUIRED", description="valid events of the day"),
+        F("events_by_type", "RECORD", mode="REPEATED", description="valid events per known type", fields=(
+            F("event_type", "STRING", mode="REQUIRED"), F("events", "INT64", mode="REQUIRED"),
+            F("trailing_median", "FLOAT64", description="median daily count over the trailing days"))),
+        F("trailing_days", "INT64", mode="REQUIRED", description="days with events in the 7 before"),
+        F("trailing_median_events", "FLOAT64"),
+        F("active_users", "INT64", mode="REQUIRED"),
+        F("active_items", "INT64", mode="REQUIRED"),
+        F("events_per_user_median", "FLOAT64"),
+        F("events_per_user_p99", "INT64", description="nearest rank"),
+        F("events_per_user_max", "INT64"),
+        F("top_user_id", "STRING", description="the user with the most events"),
+        F("top_user_share", "FLOAT64", description="their share of the day's events"),
+        F("new_users", "INT64", description="users without events in the trailing days"),
+        F("new_user_event_share", "FLOAT64"),
+        F("new_items", "INT64", description="items without events in the trailing days"),
+        F("new_item_event_share", "FLOAT64"),
+        F("item_drift", "FLOAT64", description="Jensen-Shannon distance of item popularity, 0..1"),
+        F("type_drift", "FLOAT64", description="Jensen-Shannon distance of the event-type mix, 0..1"),
+        F("rows_read", "INT64", mode="REQUIRED", description="rows of the day's partition"),
+        F("bad_rows", "RECORD", mode="REPEATED", description="invalid rows of the day per reason", fields=(
+            F("reason", "STRING", mode="REQUIRED"), F("rows", "INT64", mode="REQUIRED"))),
+        F("rules", "STRING", description="the limits the day was judged by, as JSON"),
+        F("airflow_run_id", "STRING"),
+        F("image", "STRING", description="the trainer image that computed the row"),
+    ),
+    partition_field="run_date",
+    description="Per-day statistics of the events and the anomaly rules' verdict (create_cf_matrices).",
+)
+
+SERVING_METRICS_SPEC = TableSpec(
+    name=SERVING_METRICS,
+    schema=(
+        F("served_date", "DATE", mode="REQUIRED", description="partition: the recommendations' run_date"),
+        F("run_date", "DATE", mode="REQUIRED", description="the next day, whose events are the outcome"),
+        F("computed_at", "TIMESTAMP", mode="REQUIRED"),
+        F("model_id", "STRING", description="the model that produced the served recommendations"),
+        F("image", "STRING", description="the trainer image that published them"),
+        F("k", "INT64", mode="REQUIRED", description="recommendations per user (the @k)"),
+        F("users_served", "INT64", mode="REQUIRED"),
+        F("users_returning", "INT64", mode="REQUIRED", description="served users with events the next day"),
+        F("users_active", "INT64", mode="REQUIRED",
+          description="served users with an item the next day they had not seen in the window"),
+        F("model_hit_rate", "FLOAT64", description="share of active users with a served item among them"),
+        F("model_recall", "FLOAT64", description="mean share of their new items that were served"),
+        F("popularity_hit_rate", "FLOAT64", description="the same for the popularity counterfactual"),
+        F("popularity_recall", "FLOAT64"),
+        F("trailing_median_hit_rate", "FLOAT64",
+          description="median model_hit_rate of the 7 served days before"),
+        F("alerts", "STRING", mode="REPEATED"),
+        F("lookback_days", "INT64", mode="REQUIRED", description="the window of seen items and popularity"),
+        F("airflow_run_id", "STRING"),
+    ),
+    partition_field="served_date",
+    description="Hit rate and recall of each served day's recommendations on the next day (feedback).",
+)
+
+
 def table_id(project: str, dataset: str, name: str) -> str:
     return f"{project}.{dataset}.{name}"
 
@@ -156,3 +231,5 @@ def ensure_all(client: bigquery.Client, project: str, dataset: str, location: st
     ensure_table(client, project, dataset, MODEL_METRICS_SPEC, keep and keep.metrics_days)
     ensure_table(client, project, dataset, RECOMMENDATIONS_SPEC, keep and keep.recommendations_days)
     ensure_latest_view(client, project, dataset)
+    for spec in (EVENT_STATS_SPEC, SERVING_METRICS_SPEC):
+        ensure_table(client, project, dataset, spec, keep and keep.metrics_days)
