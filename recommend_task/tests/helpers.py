@@ -38,3 +38,20 @@ def run_training(step, artifacts: str, run_date: dt.date = RUN_DATE, *evaluate_e
                         ("promote_model_task", ())):
         rc, err = step(name, *common, *extra)
         assert rc == 0, f"{name}: {err}"
+
+
+
+def load_events(client, project: str, dataset: str, rows: list[dict]) -> None:
+    """Append hand-made rows to ``events`` (its columns; a missing one is NULL)."""
+    import pyarrow as pa
+
+    from trainer import bq, tables
+
+    tables.ensure_all(client, project, dataset, "US")
+    arrow = pa.schema([("event_id", pa.string()), ("user_id", pa.string()), ("item_id", pa.string()),
+                       ("event_type", pa.string()), ("event_timestamp", pa.timestamp("us", tz="UTC")),
+                       pa.field("event_date", pa.date32(), nullable=False)])
+    full = [{"event_id": f"hand-{i}", **row} for i, row in enumerate(rows)]
+    bq.load_table(client, pa.Table.from_pylist(full, schema=arrow),
+                  tables.table_id(project, dataset, tables.EVENTS), list(tables.EVENTS_SPEC.schema),
+                  truncate=False)

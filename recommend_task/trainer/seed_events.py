@@ -16,7 +16,7 @@ from trainer import cli, profile, retention, tables
 from trainer.clients import bigquery_client
 from trainer.errors import TrainerError
 from trainer.partitions import staging_table, swap_days
-from trainer.synthetic import SyntheticSpec, corrupt, generate
+from trainer.synthetic import ANOMALIES, SyntheticSpec, corrupt, generate, with_anomaly
 from trainer.window import lookback
 
 log = logging.getLogger("trainer.seed_events")
@@ -37,6 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=d.seed, help="random seed")
     parser.add_argument("--corrupt-fraction", type=float, default=0.0,
                         help="share of rows to damage (null ids, skewed timestamps) for testing")
+    parser.add_argument("--anomaly", help="make the last day anomalous, for the anomaly rules: "
+                        + ", ".join(ANOMALIES))
     retention.add_table_arguments(parser)
     return parser
 
@@ -60,8 +62,14 @@ def main(args: argparse.Namespace) -> None:
                          seed=args.seed)
     with profile.phase("build", "generating events"):
         events = corrupt(generate(spec), args.corrupt_fraction, args.seed)
-    log.info("generated %d events: %d users, %d items, %d days ending %s, seed %d",
-             len(events), args.users, args.items, args.days, args.end_date, args.seed)
+        if args.anomaly:
+            try:
+                events = with_anomaly(events, args.anomaly, args.end_date, args.seed)
+            except ValueError as exc:
+                raise TrainerError(f"--anomaly: {exc}") from None
+    log.info("generated %d events: %d users, %d items, %d days ending %s, seed %d%s",
+             len(events), args.users, args.items, args.days, args.end_date, args.seed,
+             f", {args.end_date} made anomalous: {args.anomaly}" if args.anomaly else "")
 
     client = bigquery_client(args.project, args.location)
     tables.ensure_all(client, args.project, args.dataset, args.location,

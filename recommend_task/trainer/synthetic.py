@@ -97,3 +97,44 @@ def corrupt(events: pa.Table, fraction: float, seed: int) -> pa.Table:
     skewed = pc.subtract(timestamps, pa.scalar(dt.timedelta(days=400), pa.duration("us")))
     return out.set_column(out.schema.get_field_index("event_timestamp"), "event_timestamp",
                           pc.if_else(at(bad[kind == 2]), skewed, timestamps))
+
+
+ANOMALIES = ("drop-type=TYPE", "bot=SHARE", "renumber-items")
+
+
+def with_anomaly(events: pa.Table, anomaly: str, day: dt.date, seed: int) -> pa.Table:
+    """The events with ``day`` made anomalous the way real logging breaks (for the anomaly
+    rules' tests and demos):
+
+    * ``drop-type=TYPE``: the app stopped logging TYPE that day (its events are gone);
+    * ``bot=SHARE``: one extra user, ``bot``, makes SHARE of the day's events, on random items;
+    * ``renumber-items``: the catalogue was renumbered that day (every item id gets a new prefix).
+    """
+    kind, _, value = anomaly.partition("=")
+    on_day = pc.equal(events["event_date"], pa.scalar(day, pa.date32()))
+    if kind == "drop-type" and value:
+        return events.filter(pc.invert(pc.and_(on_day, pc.equal(events["event_type"], value))))
+    if kind == "renumber-items" and not value:
+        renumbered = pc.binary_join_element_wise("v2-", events["item_id"], "")
+        return events.set_column(events.schema.get_field_index("item_id"), "item_id",
+                                 pc.if_else(on_day, renumbered, events["item_id"]))
+    if kind == "bot" and value:
+        share = float(value)
+        if not 0 < share < 1:
+            raise ValueError(f"bot share must be in (0, 1), got {share}")
+        today = events.filter(on_day)
+        n = round(len(today) * share / (1 - share))
+        rng = np.random.default_rng(seed + 2)
+        catalogue = pc.unique(today["item_id"])
+        items = catalogue.take(pa.array(rng.integers(0, len(catalogue), n)))
+        start = int(dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC).timestamp())
+        seconds = start + rng.integers(0, 86_400, size=n)
+        bot = pa.table({
+            "event_id": pc.binary_join_element_wise("bot-", pc.cast(pa.array(np.arange(n)), pa.string()), ""),
+            "user_id": pa.repeat(pa.scalar("bot"), n), "item_id": items,
+            "event_type": pa.repeat(pa.scalar("view"), n),
+            "event_timestamp": pa.array(seconds * 1_000_000, pa.timestamp("us", tz="UTC")),
+            "event_date": pa.repeat(pa.scalar(day, pa.date32()), n),
+        }, schema=events.schema)
+        return pa.concat_tables([events, bot])
+    raise ValueError(f"unknown anomaly {anomaly!r}: expected one of {', '.join(ANOMALIES)}")
