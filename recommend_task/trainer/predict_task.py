@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import logging
+import os
 import sys
 
 import numpy as np
@@ -240,6 +241,7 @@ def main(args: argparse.Namespace) -> None:
         "run_date": args.run_date.isoformat(), "model_id": model.model_id, "model_uri": model_uri,
         "rows_written": len(recs), "users": len(users), "cold_users": cold,
         "table": target, "generated_at": generated_at.isoformat(),
+        "image": os.environ.get("RECSYS_TRAINER_IMAGE") or None,  # what served the day (feedback_task)
     })
 
 

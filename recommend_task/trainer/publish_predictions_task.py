@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import logging
+import os
 import sys
 
 from google.api_core.exceptions import NotFound
@@ -106,6 +107,7 @@ def main(args: argparse.Namespace) -> None:
         "shards": [{k: p[k] for k in ("shard", "rows", "users", "table", "generated_at")} for p in parts],
         "generated_at": min(p["generated_at"] for p in parts),
         "published_at": dt.datetime.now(dt.UTC).isoformat(),
+        "image": os.environ.get("RECSYS_TRAINER_IMAGE") or None,  # what served the day (feedback_task)
     })
 
 
