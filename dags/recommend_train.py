@@ -8,6 +8,10 @@ Trains the learning-app recommender once a day and publishes it if it is good en
 * **run date**: the last complete UTC day before the run (logical date − 1 day).
 * `wait_for_events` waits (6 h by default) until the run date holds at least half the median
   daily events of the 7 days before it: a partial day is never trained on.
+* `create_cf_matrices` first checks the run date's events against the 7 days before it and
+  records the day's statistics in `event_stats`; a day that breaks an anomaly rule (an event
+  type gone, a bot, drift, a renumbered catalogue) fails at once, naming the rule, and nothing is
+  trained. Trigger a run for that day with `accept_anomalies` to train on it anyway.
 * **image**: param `image_uri`, else the Variable `recsys_trainer_image` (the environment's tag);
   must match the registry allowlist (`RECSYS_IMAGE_ALLOWLIST`).
 * **runtime**: `RECSYS_RUNTIME` = `vertex` | `docker` | `local`; same steps and arguments in each.
@@ -26,11 +30,15 @@ from airflow.sdk import DAG
 from airflow.timetables.trigger import CronTriggerTimetable
 
 from operators import config as recsys_config
-from operators.dag_defaults import dag_kwargs, published_model_asset, table_retention_args, trainer_args
+from operators.dag_defaults import (
+    dag_kwargs,
+    events_complete_sensor,
+    published_model_asset,
+    table_retention_args,
+    trainer_args,
+)
 from operators.images import resolve_image
-from operators.macros import RUN_DATE
 from operators.params import TRAIN_PARAMS
-from operators.sensors import EventsCompleteSensor
 from operators.slack import dag_callbacks
 from operators.trainer_task import trainer_task
 
@@ -48,21 +56,11 @@ with DAG(
     **dag_callbacks(config, summary="train"),
 ):
     image = resolve_image(config)
-    events = EventsCompleteSensor(
-        task_id="wait_for_events",
-        table=f"{config.project}.{config.dataset}.events",
-        date_column="event_date",
-        run_date=RUN_DATE,
-        min_fraction=config.events_min_fraction,  # of the trailing 7 days' median
-        gcp_conn_id=config.gcp_conn_id,
-        location=config.location,
-        mode="reschedule",
-        poke_interval=config.events_poke_interval_s,
-        timeout=config.events_wait_timeout.total_seconds(),
-    )
+    events = events_complete_sensor(config)
     matrices = trainer_task("create_cf_matrices_task", trainer_args(
-        config, "--lookback-days", "{{ params.lookback_days }}"), config=config,
-        execution_timeout=timedelta(hours=1))
+        config, "--lookback-days", "{{ params.lookback_days }}",
+        "--accept-anomalies", "{{ params.accept_anomalies | lower }}", *table_retention_args(config)),
+        config=config, execution_timeout=timedelta(hours=1))  # writes event_stats (upserts: no pool)
     train = trainer_task("train_task", trainer_args(
         config, "--factors", "{{ params.factors }}", "--iterations", "{{ params.iterations }}",
         "--regularization", "{{ params.regularization }}"), config=config,

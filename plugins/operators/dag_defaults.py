@@ -9,6 +9,7 @@ from airflow.sdk import Asset
 
 from operators.config import RecsysConfig
 from operators.macros import MACROS, RUN_DATE
+from operators.sensors import EventsCompleteSensor
 from operators.slack import task_callbacks
 
 START_DATE = datetime(2026, 1, 1)
@@ -57,7 +58,23 @@ def trainer_args(config: RecsysConfig, *extra: str) -> list[str]:
             "--artifacts-uri", config.artifacts_uri, "--run-date", RUN_DATE, *extra]
 
 
+def events_complete_sensor(config: RecsysConfig) -> EventsCompleteSensor:
+    """``wait_for_events``: the run date's events complete (recommend_train, recommend_feedback)."""
+    return EventsCompleteSensor(
+        task_id="wait_for_events",
+        table=f"{config.project}.{config.dataset}.events",
+        date_column="event_date",
+        run_date=RUN_DATE,
+        min_fraction=config.events_min_fraction,  # of the trailing 7 days' median
+        gcp_conn_id=config.gcp_conn_id,
+        location=config.location,
+        mode="reschedule",
+        poke_interval=config.events_poke_interval_s,
+        timeout=config.events_wait_timeout.total_seconds(),
+    )
+
+
 def table_retention_args(config: RecsysConfig) -> list[str]:
-    """For the steps that create the tables they write (evaluate, predict)."""
+    """For the steps that create the tables they write (all but train and promote)."""
     return ["--recommendations-retention-days", str(config.recommendations_retention_days),
             "--metrics-retention-days", str(config.metrics_retention_days)]

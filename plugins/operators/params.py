@@ -38,6 +38,13 @@ ITERATIONS = param(15, type="integer", minimum=1, maximum=200, title="ALS iterat
                    description="ALS sweeps over users and items.")
 REGULARIZATION = param(0.05, type="number", minimum=0, maximum=100, title="Regularization",
                        description="L2 regularization of the ALS factors.")
+ACCEPT_ANOMALIES = param(False, type="boolean", title="Accept data anomalies",
+                         description="Train on this run's day even though its events break an anomaly "
+                         "rule (the error of create_cf_matrices names the rule); recorded in event_stats. "
+                         "For one run: trigger it for the refused day with this set.")
+FEEDBACK_LOOKBACK_DAYS = param(30, type="integer", minimum=1, maximum=365, title="Lookback days",
+                               description="Days ending at the served day whose items count as already "
+                               "seen and whose popularity the baseline ranks by: predict's lookback_days.")
 N_RECOMMENDATIONS = param(10, type="integer", minimum=1, maximum=100, title="Recommendations per user",
                           description="How many items each user gets.")
 N_SHARDS = param(1, type="integer", minimum=1, maximum=64, title="Prediction shards",
@@ -46,12 +53,13 @@ N_SHARDS = param(1, type="integer", minimum=1, maximum=64, title="Prediction sha
 
 TRAIN_PARAMS = {
     "image_uri": IMAGE_URI, "lookback_days": TRAIN_LOOKBACK_DAYS, "factors": FACTORS,
-    "iterations": ITERATIONS, "regularization": REGULARIZATION,
+    "iterations": ITERATIONS, "regularization": REGULARIZATION, "accept_anomalies": ACCEPT_ANOMALIES,
 }
 PREDICT_PARAMS = {
     "image_uri": IMAGE_URI, "lookback_days": PREDICT_LOOKBACK_DAYS, "n_recommendations": N_RECOMMENDATIONS,
     "n_shards": N_SHARDS,
 }
+FEEDBACK_PARAMS = {"image_uri": IMAGE_URI, "lookback_days": FEEDBACK_LOOKBACK_DAYS}
 ROLLBACK_PARAMS = {
     "image_uri": IMAGE_URI,
     # Nullable like every param without a default (Airflow validates params with their defaults

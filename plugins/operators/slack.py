@@ -3,12 +3,14 @@ notifier (slack-sdk underneath) and its Airflow connection.
 
 :class:`RecsysSlackNotifier` wraps the stock notifier for two things it can't do: it must never
 fail, block or slow a run (an unconfigured or broken Slack is a logged warning, after a short
-timeout and no retries), and success messages carry a run summary (evaluation metrics, rows
-written) from the run's artifacts (read by :class:`operators.artifacts.ArtifactsHook`), which
-are not in the template context. Links come from Airflow's own ``[api] base_url``, as the task
-instance's ``log_url`` does. The message texts themselves are ordinary notifier templates. It
-builds the stock notifier only when it sends: importing the Slack provider (slack-sdk, aiohttp)
-costs every fresh parse of a DAG file 0.4-0.8 s, for callbacks that run once per run or failure.
+timeout and no retries), and success messages carry a run summary (the day's data, evaluation
+metrics, rows written, the served model's alerts: :mod:`operators.run_summaries`) from the run's
+artifacts (read by :class:`operators.artifacts.ArtifactsHook`), which are not in the template
+context; an alert-only notifier sends nothing when its summary is empty. Links come from
+Airflow's own ``[api] base_url``, as the task instance's ``log_url`` does. The message texts
+themselves are ordinary notifier templates. It builds the stock notifier only when it sends:
+importing the Slack provider (slack-sdk, aiohttp) costs every fresh parse of a DAG file
+0.4-0.8 s, for callbacks that run once per run or failure.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from airflow.sdk import BaseNotifier
 from operators.artifacts import ArtifactsHook, join
 from operators.config import RecsysConfig
 from operators.macros import run_date_for
+from operators.run_summaries import SUMMARIES
 
 _HEAD = "*{{ dag.dag_id }}*"
 _RUN = ("run `{{ dag_run.run_id }}` | run date {{ recsys.run_date }} | "
@@ -38,6 +41,11 @@ TASK_RETRY = (":large_orange_circle: Task *{{ ti.task_id }}* of " + _HEAD + " wi
               + _RUN + "\nError: {{ recsys.error }}\n<{{ recsys.link }}|Open in Airflow>")
 DAG_SUCCEEDED = (":white_check_mark: " + _HEAD + " succeeded in {{ recsys.duration }}\n" + _RUN
                  + "{% if recsys.summary %}\n{{ recsys.summary }}{% endif %}"
+                 "\n<{{ recsys.link }}|Open in Airflow>")
+# recommend_feedback's success: sent only when the served model did worse (an alert, not a failure).
+SERVING_ALERT = (":warning: " + _HEAD + ": the served recommendations did worse than they should\n"
+                 + _RUN + "\n{{ recsys.summary }}\nLook at the model's evaluation (model_metrics, "
+                 "serving_metrics) or roll back: trigger recommend_rollback with an earlier model_id."
                  "\n<{{ recsys.link }}|Open in Airflow>")
 DAG_FAILED = (":x: " + _HEAD + " failed after {{ recsys.duration }}"
               "{% if reason %} ({{ reason }}){% endif %}\n" + _RUN
@@ -89,12 +97,13 @@ def run_url(dag_id: str, run_id: str) -> str:
 class RecsysSlackNotifier(BaseNotifier):
     """The stock Slack webhook notifier, made never to raise, plus ``recsys.*`` template values:
     ``run_date``, ``duration``, ``error``, ``link``, ``image`` (the run's pinned trainer image)
-    and (for ``summary="train"|"predict"``) a one-line ``summary`` of the run's results."""
+    and (for ``summary="train"|"predict"|"feedback"``) a ``summary`` of the run's results. With
+    ``only_with_summary``, a run whose summary is empty sends nothing (an alert-only message)."""
 
     template_fields = ("text",)
 
     def __init__(self, *, config: RecsysConfig, level: str, text: str,
-                 summary: str | None = None) -> None:
+                 summary: str | None = None, only_with_summary: bool = False) -> None:
         super().__init__()
         self.text = text
         self.recsys_config = config
@@ -102,6 +111,7 @@ class RecsysSlackNotifier(BaseNotifier):
         self.timeout = config.slack_timeout_s
         self.level = level  # "task" or "dag": DAG callbacks may carry a ti too
         self.summary = summary
+        self.only_with_summary = only_with_summary
 
     def notify(self, context: Any) -> None:
         """Send the rendered text with the stock notifier (its hook, connection and payload)."""
@@ -119,6 +129,9 @@ class RecsysSlackNotifier(BaseNotifier):
         try:
             context = args[0]
             context["recsys"] = notifier._values(context)
+            if self.only_with_summary and not context["recsys"]["summary"]:
+                self.log.info("nothing to alert on: no Slack message")
+                return
             notifier._update_context(context)
             # Our texts need no DAG-level macros (recsys.* is precomputed), and DAG callbacks may
             # get a serialized DAG that cannot build a template environment.
@@ -153,7 +166,8 @@ class RecsysSlackNotifier(BaseNotifier):
                 return str(image)
         except Exception as exc:
             self.log.debug("no XCom in this callback: %s", type(exc).__name__)
-        last_task = {"train": "promote_model", "predict": "publish_predictions"}.get(self.summary or "")
+        last_task = {"train": "promote_model", "predict": "publish_predictions",
+                     "feedback": "feedback"}.get(self.summary or "")
         if not last_task:
             return ""
         cfg = self.recsys_config
@@ -171,36 +185,12 @@ class RecsysSlackNotifier(BaseNotifier):
         return ArtifactsHook(gcp_conn_id=self.recsys_config.gcp_conn_id)
 
     def _summary(self, run_date: str) -> str:
-        cfg = self.recsys_config
         try:
-            read = self._artifacts().read_json
-            run = join(cfg.artifacts_uri, "runs", run_date)
-            if self.summary == "predict":
-                p = read(join(run, "predictions.json"))
-                if not p:
-                    return "no predictions summary found"
-                return (f"rows written: {p['rows_written']} for {p['users']} users "
-                        f"(model {p['model_id']}) into {p['table']}")
-            candidate = read(join(run, "candidate.json"))
-            if not candidate:
-                return "no trained model found for this run"
-            ev = read(join(candidate["model_uri"], "evaluation.json"))
-            if not ev:
-                return f"model {candidate['model_id']} has no evaluation"
-            k, metrics = ev["k"], ev["metrics"]
-            line = " | ".join(
-                f"{name}: " + ", ".join(f"{m}@{k} {metrics[name][m]:.4f}" for m in ("precision", "recall",
-                                                                                   "map", "ndcg"))
-                for name in ("model", "popularity", "published") if metrics.get(name))
-            promotion = read(join(run, "promotion.json"))
-            published = ""
-            if promotion:
-                published = ("\npublished" if promotion["published"]
-                             else f"\nnot published: {promotion['reason']}")
-            return f"model {ev['model_id']} verdict *{ev['verdict'].upper()}*: {line}{published}"
+            run = join(self.recsys_config.artifacts_uri, "runs", run_date)
+            return SUMMARIES[self.summary](self._artifacts().read_json, run)
         except Exception as exc:
             self.log.warning("run summary unavailable: %s", type(exc).__name__)
-            return "run summary unavailable"
+            return "" if self.only_with_summary else "run summary unavailable"
 
 
 def task_callbacks(config: RecsysConfig) -> dict[str, Any]:
@@ -212,9 +202,12 @@ def task_callbacks(config: RecsysConfig) -> dict[str, Any]:
 
 
 def dag_callbacks(config: RecsysConfig, summary: str | None) -> dict[str, Any]:
-    """DAG-level ``on_success_callback`` (with the run summary) and ``on_failure_callback``."""
+    """DAG-level ``on_success_callback`` (with the run summary; for ``feedback`` the serving
+    alert, sent only when there is one) and ``on_failure_callback``."""
+    alert_only = summary == "feedback"
     return {
-        "on_success_callback": RecsysSlackNotifier(config=config, level="dag", text=DAG_SUCCEEDED,
-                                                   summary=summary),
+        "on_success_callback": RecsysSlackNotifier(
+            config=config, level="dag", text=SERVING_ALERT if alert_only else DAG_SUCCEEDED,
+            summary=summary, only_with_summary=alert_only),
         "on_failure_callback": RecsysSlackNotifier(config=config, level="dag", text=DAG_FAILED),
     }

@@ -60,20 +60,25 @@ def main() -> int:
             for line in out.splitlines():
                 key, _, value = line.removeprefix("export ").partition("=")
                 env[key] = value
-            run_date = "2026-11-29"
+            run_date, next_day = "2026-11-29", "2026-11-30"
             common = ["--project", "bench-project", "--dataset", "bench", "--run-date", run_date,
                       "--artifacts-uri", str(artifacts), "--lookback-days", str(args.days)]
+            seed = ["--project", "bench-project", "--dataset", "bench", "--users", str(args.users),
+                    "--items", str(args.items), "--clusters", "20"]
+            # (label, step, arguments); the next day's events are what feedback_task measures.
             steps = [
-                ("seed_events", ["--project", "bench-project", "--dataset", "bench", "--end-date", run_date,
-                                 "--days", str(args.days), "--events", str(args.events),
-                                 "--users", str(args.users), "--items", str(args.items), "--clusters", "20"]),
-                ("create_cf_matrices_task", common),
-                ("train_task", [*common[:-2], "--factors", str(args.factors),
-                                "--iterations", str(args.iterations)]),
-                ("evaluate_task", common[:-2]),
-                ("promote_model_task", common[:-2]),
-                ("predict_task", [*common, "--shard", "0", "--n-shards", "1"]),
-                ("publish_predictions_task", [*common[:-2], "--n-shards", "1"]),
+                ("seed_events", "seed_events", [*seed, "--end-date", run_date, "--days", str(args.days),
+                                                "--events", str(args.events)]),
+                ("create_cf_matrices_task", "create_cf_matrices_task", common),
+                ("train_task", "train_task", [*common[:-2], "--factors", str(args.factors),
+                                              "--iterations", str(args.iterations)]),
+                ("evaluate_task", "evaluate_task", common[:-2]),
+                ("promote_model_task", "promote_model_task", common[:-2]),
+                ("predict_task", "predict_task", [*common, "--shard", "0", "--n-shards", "1"]),
+                ("publish_predictions_task", "publish_predictions_task", [*common[:-2], "--n-shards", "1"]),
+                ("seed_events (next day)", "seed_events", [*seed, "--end-date", next_day, "--days", "1",
+                                                           "--events", str(args.events // args.days)]),
+                ("feedback_task", "feedback_task", [*common[:4], "--run-date", next_day, *common[6:]]),
             ]
             print(f"\nbenchmark: {args.events:,} events, {args.users:,} users, {args.items:,} items, "
                   f"{args.days} days, ALS factors={args.factors} iterations={args.iterations}, "
@@ -81,13 +86,13 @@ def main() -> int:
             print(f"{'step':<26}{'seconds':>10}{'peak RSS MiB':>15}{'events/s':>14}")
             total = 0.0
             figures = {}
-            for name, argv in steps:
+            for label, name, argv in steps:
                 seconds, rss = run_measured([sys.executable, "-m", f"trainer.{name}", *argv], env)
                 total += seconds
-                figures[name] = {"seconds": round(seconds, 2), "peak_rss_mib": round(rss)}
-                rate = f"{args.events / seconds:,.0f}" if name in ("seed_events", "create_cf_matrices_task",
-                                                                    "predict_task") else ""
-                print(f"{name:<26}{seconds:>10.2f}{rss:>15.0f}{rate:>14}", flush=True)
+                figures[label] = {"seconds": round(seconds, 2), "peak_rss_mib": round(rss)}
+                rate = f"{args.events / seconds:,.0f}" if label in ("seed_events", "create_cf_matrices_task",
+                                                                     "predict_task") else ""
+                print(f"{label:<26}{seconds:>10.2f}{rss:>15.0f}{rate:>14}", flush=True)
             print(f"{'total':<26}{total:>10.2f}")
             RESULTS.write_text(json.dumps({
                 "events": args.events, "users": args.users, "items": args.items, "days": args.days,

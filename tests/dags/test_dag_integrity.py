@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 from conftest import DAGS, load_dagbag
 
-EXPECTED = {"recommend_train", "recommend_predict", "recommend_rollback", "recommend_freshness"}
+EXPECTED = {"recommend_train", "recommend_predict", "recommend_rollback", "recommend_freshness",
+            "recommend_feedback"}
 
 
 class ParseTimeAccess(AssertionError):
@@ -111,6 +112,8 @@ def test_no_cycles_and_tasks_in_pipeline_order(dagbag):
     predict = dagbag.dags["recommend_predict"]
     assert [t.task_id for t in predict.topological_sort()] == [
         "resolve_image", "wait_for_published_model", "plan_shards", "predict", "publish_predictions"]
+    feedback = dagbag.dags["recommend_feedback"]
+    assert [t.task_id for t in feedback.topological_sort()] == ["resolve_image", "wait_for_events", "feedback"]
     rollback = dagbag.dags["recommend_rollback"]
     assert [t.task_id for t in rollback.topological_sort()] == ["resolve_image", "rollback"]
     assert [a.name for a in rollback.get_task("rollback").outlets] == ["recsys_published_model"]
@@ -143,6 +146,8 @@ def test_schedules_have_explicit_timezones_and_predict_follows_the_model_asset(d
 
     train, predict = dagbag.dags["recommend_train"], dagbag.dags["recommend_predict"]
     assert str(train.timetable._timezone) == "UTC" and train.timetable._expression == "0 3 * * *"
+    feedback = dagbag.dags["recommend_feedback"].timetable
+    assert str(feedback._timezone) == "UTC" and feedback._expression == "30 3 * * *"
     assert isinstance(predict.timetable, AssetOrTimeSchedule)
     assert str(predict.timetable.timetable._timezone) == "UTC"
     promote = train.get_task("promote_model")
@@ -152,7 +157,9 @@ def test_schedules_have_explicit_timezones_and_predict_follows_the_model_asset(d
 
 def test_every_param_has_a_schema(dagbag):
     expected = {
-        "recommend_train": {"image_uri", "lookback_days", "factors", "iterations", "regularization"},
+        "recommend_train": {"image_uri", "lookback_days", "factors", "iterations", "regularization",
+                            "accept_anomalies"},
+        "recommend_feedback": {"image_uri", "lookback_days"},
         "recommend_predict": {"image_uri", "lookback_days", "n_recommendations", "n_shards"},
         "recommend_rollback": {"image_uri", "model_id"},
     }
@@ -182,8 +189,10 @@ def test_params_reject_out_of_range_values(dagbag):
         params["lookback_days"] = "thirty"
 
 
-# The tasks that write BigQuery: model_metrics and recommendations.
-# The predict shards only stage their parts: they run in parallel, outside the pool.
+# The tasks that replace BigQuery rows in transactions: model_metrics and recommendations.
+# The predict shards only stage their parts: they run in parallel, outside the pool; and
+# create_cf_matrices and feedback upsert one row each with MERGE (event_stats, serving_metrics),
+# which concurrent runs of other days do not conflict on.
 WRITERS = {("recommend_train", "evaluate"), ("recommend_predict", "publish_predictions")}
 
 
@@ -245,7 +254,7 @@ def test_time_budgets_fit_the_run_and_the_day_and_leave_room_over_the_benchmark(
                 assert task.execution_timeout >= timedelta(seconds=3 * bench[step]["seconds"]), step
         assert max(longest.values()) <= dag.dagrun_timeout, (dag.dag_id, max(longest.values()))
     assert steps_seen == {"create_cf_matrices_task", "train_task", "evaluate_task", "promote_model_task",
-                          "predict_task", "publish_predictions_task"}
+                          "predict_task", "publish_predictions_task", "feedback_task"}
 
 
 def test_a_rollback_needs_a_well_formed_model_id(dagbag):

@@ -74,7 +74,7 @@ def test_every_step_accepts_each_param_at_its_minimum_and_maximum():
         for step, argv in _rendered_steps(dag, values):
             cases.append((dag_id, name, bound, value, step))
             calls.append((step, argv))
-    assert {c[0] for c in cases} == {"recommend_train", "recommend_predict"}
+    assert {c[0] for c in cases} == {"recommend_train", "recommend_predict", "recommend_feedback"}
     predict_steps = {c[4] for c in cases if c[0] == "recommend_predict"}
     assert predict_steps == {"predict_task", "publish_predictions_task"}
     done = subprocess.run([str(TRAINER_PY), "-c", VALIDATE], input=json.dumps(calls),
