@@ -52,6 +52,9 @@ DAG_FAILED = (":x: " + _HEAD + " failed after {{ recsys.duration }}"
               + "\n<{{ recsys.link }}|Open in Airflow>")
 
 _URL = re.compile(r"https?://\S+")
+# An anomaly refusal names every broken rule with its figure and limit: keep all of it, but
+# bound what an arbitrary exception can put in a message.
+_ERROR_CHARS = 800
 
 
 def _duration(start: dt.datetime | None, end: dt.datetime | None = None) -> str:
@@ -145,7 +148,7 @@ class RecsysSlackNotifier(BaseNotifier):
         dag_run, ti = context["dag_run"], context.get("ti")
         base = run_url(dag_run.dag_id, dag_run.run_id)
         exception = context.get("exception")
-        error = str(exception).strip().splitlines()[-1][:300] if exception else "unknown"
+        error = str(exception).strip().splitlines()[-1][:_ERROR_CHARS] if exception else "unknown"
         if self.level == "task" and ti is not None:
             link = ti.log_url
             duration = _duration(getattr(ti, "start_date", None))

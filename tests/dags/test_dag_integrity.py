@@ -113,7 +113,8 @@ def test_no_cycles_and_tasks_in_pipeline_order(dagbag):
     assert [t.task_id for t in predict.topological_sort()] == [
         "resolve_image", "wait_for_published_model", "plan_shards", "predict", "publish_predictions"]
     feedback = dagbag.dags["recommend_feedback"]
-    assert [t.task_id for t in feedback.topological_sort()] == ["resolve_image", "wait_for_events", "feedback"]
+    assert [t.task_id for t in feedback.topological_sort()] == [
+        "resolve_image", "wait_for_events", "feedback"]
     rollback = dagbag.dags["recommend_rollback"]
     assert [t.task_id for t in rollback.topological_sort()] == ["resolve_image", "rollback"]
     assert [a.name for a in rollback.get_task("rollback").outlets] == ["recsys_published_model"]

@@ -482,3 +482,110 @@ def test_no_secret_appears_in_any_log_xcom_rendered_field_message_or_source(
             hits = [part for part in parts for text in texts if part in text]
             assert not hits, f"the {what} appears in {where}"
     assert slack.messages and all(m["path"] == SLACK_TOKEN for m in slack.messages)  # it was used
+
+
+ANOMALY_DAYS = {"drop-type=complete": dt.date(2027, 5, 10), "bot=0.5": dt.date(2027, 6, 10),
+                "renumber-items": dt.date(2027, 7, 10)}  # windows no other test reads
+ANOMALY_LINES = {"drop-type=complete": r"event type 'complete' vanished \(limit 50 %\)",
+                 "bot=0.5": r"user 'bot' made 50 % of the day's events \(limit 10 %\)",
+                 "renumber-items": r"100 % of the day's events are on items unseen in the trailing days"}
+
+
+def _event_stats(day: dt.date) -> list[dict]:
+    return _rows("SELECT status, accepted, anomalies, airflow_run_id "
+                 f"FROM `test-project.recsys_e2e.event_stats` WHERE run_date = '{day}'")
+
+
+@pytest.mark.parametrize("anomaly", list(ANOMALY_DAYS))
+def test_a_day_breaking_an_anomaly_rule_trains_nothing_until_accepted(pipeline, slack, anomaly):
+    """A synthetic day crafted for each rule: create_cf_matrices fails on its first try with the
+    rule's line (task log, Slack), nothing is trained or published, the refusal is recorded; a
+    run for the same day with accept_anomalies trains on it and records the acceptance."""
+    day = ANOMALY_DAYS[anomaly]
+    subprocess.run([TRAINER_PY, "-m", "trainer.seed_events", "--project", "test-project", "--dataset",
+                    "recsys_e2e", "--end-date", str(day), "--days", "20", "--users", "600", "--items", "120",
+                    "--events", "40000", "--clusters", "6", "--anomaly", anomaly, "--log-level", "WARNING"],
+                   check=True, env=os.environ)
+    pointer = _artifact("models/LATEST")
+    slack.messages.clear()
+    logical = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(3), tzinfo=dt.UTC)
+    run = _run("recommend_train", logical, TRAIN_CONF)
+
+    states = _states(run)
+    assert str(run.state) == "failed" and states["create_cf_matrices"] == "failed", states
+    assert states["train"] == "upstream_failed"
+    texts = slack.texts()
+    assert not [t for t in texts if "will be retried" in t], texts  # permanent: one try
+    [failed] = [t for t in texts if "Task *create_cf_matrices* of *recommend_train* failed" in t]
+    assert "try 1/2" in failed
+    error = failed.split("\nError: ")[1].splitlines()[0]
+    assert re.match(rf"create_cf_matrices_task: events of {day} look wrong, nothing trained: .*"
+                    + ANOMALY_LINES[anomaly], error), error
+    assert error.endswith("(exit 2: permanent, not retried)")
+    assert _artifact("models/LATEST") == pointer
+    [refused] = _event_stats(day)
+    assert (refused["status"], refused["accepted"]) == ("anomaly", False)
+    assert refused["airflow_run_id"] == run.run_id
+
+    if anomaly != "drop-type=complete":
+        return  # one accepted day is enough to train through the whole DAG
+    accepted = _run("recommend_train", logical + dt.timedelta(minutes=1),
+                    {**TRAIN_CONF, "accept_anomalies": True})
+    assert _states(accepted)["create_cf_matrices"] == "success", _states(accepted)
+    assert str(accepted.state) == "success", _states(accepted)
+    [recorded] = _event_stats(day)
+    assert (recorded["status"], recorded["accepted"]) == ("accepted", True)
+    assert recorded["anomalies"] == refused["anomalies"] and recorded["airflow_run_id"] == accepted.run_id
+    [success] = [t for t in slack.texts() if t.startswith(":white_check_mark: *recommend_train*")]
+    assert "\nanomalies accepted: event type 'complete' vanished" in success
+
+
+def _serving(served: dt.date) -> list[dict]:
+    return _rows(f"SELECT * FROM `test-project.recsys_e2e.serving_metrics` WHERE served_date = '{served}'")
+
+
+def test_the_served_hit_rate_is_measured_the_next_day_and_a_worse_model_alerts_slack(pipeline, slack):
+    """train -> predict for RUN_DATE ran in the fixture; the next two days' events arrive;
+    recommend_feedback measures RUN_DATE on RUN_DATE + 1 (the model beats popularity: no
+    message). Then RUN_DATE + 1 is served by a model whose items were shuffled, and measuring it
+    on RUN_DATE + 2 sends one alert naming the day, the figure and the model; the run succeeds."""
+    _seed(RUN_DATE + dt.timedelta(days=2), 2, 2400)  # the seeder's users and items: same tastes
+    feedback = {"lookback_days": PREDICT_CONF["lookback_days"]}
+    slack.messages.clear()
+    run = _run("recommend_feedback", dt.datetime.combine(RUN_DATE + dt.timedelta(days=2), dt.time(3, 30),
+                                                         tzinfo=dt.UTC), feedback)
+    assert str(run.state) == "success", _states(run)
+    [good] = _serving(RUN_DATE)
+    assert good["run_date"] == RUN_DATE + dt.timedelta(days=1)
+    [served] = _rows("SELECT DISTINCT model_id FROM `test-project.recsys_e2e.recommendations` "
+                     f"WHERE run_date = '{RUN_DATE}'")
+    assert good["model_id"] == served["model_id"] and good["k"] == 5
+    assert good["users_served"] == _recommendation_days()[RUN_DATE] // 5
+    assert 100 <= good["users_active"] <= good["users_returning"] <= good["users_served"]
+    assert good["model_hit_rate"] > good["popularity_hit_rate"] and good["alerts"] == []
+    assert good["image"].startswith("recsys-trainer:dev@sha256:")
+    assert slack.texts() == []  # nothing to alert on
+
+    worse = subprocess.run([TRAINER_PY, str(REPO / "tests" / "dags" / "worse_model.py"),
+                            os.environ["RECSYS_ARTIFACTS_URI"]], check=True, env=os.environ,
+                           capture_output=True, text=True).stdout.strip()
+    subprocess.run([TRAINER_PY, "-m", "trainer.predict_task", "--project", "test-project", "--dataset",
+                    "recsys_e2e", "--run-date", str(RUN_DATE + dt.timedelta(days=1)), "--artifacts-uri",
+                    os.environ["RECSYS_ARTIFACTS_URI"], "--model-uri", worse, "--lookback-days",
+                    str(PREDICT_CONF["lookback_days"]), "--n-recommendations", "5", "--log-level", "WARNING"],
+                   check=True, env=os.environ)
+    logical = dt.datetime.combine(RUN_DATE + dt.timedelta(days=3), dt.time(3, 30), tzinfo=dt.UTC)
+    for _ in range(2):  # measured twice: one row for the day, one alert per run
+        slack.messages.clear()
+        run = _run("recommend_feedback", logical, feedback)
+        logical += dt.timedelta(minutes=1)
+        assert str(run.state) == "success", _states(run)  # the data is fine, the model is worse
+        [alert] = slack.texts()
+        [bad] = _serving(RUN_DATE + dt.timedelta(days=1))
+        assert bad["model_hit_rate"] < bad["popularity_hit_rate"]
+        model_id = worse.rsplit("/", 1)[-1]
+        assert alert.startswith(":warning: *recommend_feedback*: the served recommendations did worse")
+        assert (f"served model {model_id} on {RUN_DATE + dt.timedelta(days=1)}: hit rate@5 "
+                f"{bad['model_hit_rate']:.3f} is below popularity's "
+                f"{bad['popularity_hit_rate']:.3f}") in alert
+        assert "recommend_rollback" in alert and run.run_id in alert
