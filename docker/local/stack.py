@@ -336,7 +336,8 @@ def up(s: Settings, timeout_s: float) -> None:
     log(f"ready in {time.monotonic() - started:.0f}s")
     print(f"""
   Airflow UI     {s.url}   (login {USER} / {PASSWORD})
-  DAGs           recommend_train, recommend_predict, recommend_rollback, recommend_freshness
+  DAGs           recommend_train, recommend_predict, recommend_feedback, recommend_rollback,
+                 recommend_freshness
                  (paused: unpause them in the UI)
   BigQuery       {client_env['BIGQUERY_EMULATOR_HOST']} (project local-project, dataset recsys)
   Cloud Storage  {client_env['STORAGE_EMULATOR_HOST']} (gs://{BUCKET}/recsys)

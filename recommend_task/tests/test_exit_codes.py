@@ -79,7 +79,8 @@ def test_a_successful_step_records_success(step, tmp_path):
     # What the step measured of itself (make bench reads it): this step's phases and rows only.
     manifest = _record(tmp_path / "runs" / str(RUN_DATE) / "manifest.json")
     profile = record["profile"]
-    assert set(profile["phases"]) == {"read", "build", "write"} and min(profile["phases"].values()) > 0
+    assert set(profile["phases"]) == {"check", "read", "build", "write"}
+    assert min(profile["phases"].values()) > 0
     counts = manifest["counts"]
     assert profile["counts"] == {"rows_in": manifest["quality"]["rows_read"],
                                  "rows_out": counts["train_nnz"] + counts["holdout_nnz"]}

@@ -123,6 +123,13 @@ def test_ranking_metrics_ignore_users_without_relevant_items():
     assert m["users"] == 1 and m["precision"] == pytest.approx(0.5) and m["recall"] == 1.0
 
 
+def test_ranking_metrics_of_a_model_that_knows_none_of_the_items_are_zero():
+    # A published model from a renumbered catalogue: every slot maps to no matrix item.
+    relevant = sp.csr_matrix(np.array([[1, 0, 1], [0, 1, 0]], dtype=np.float32))
+    m = ranking_metrics(np.full((2, 3), -1), relevant, k=3)
+    assert (m["precision"], m["recall"], m["map"], m["ndcg"], m["coverage"], m["users"]) == (0, 0, 0, 0, 0, 2)
+
+
 def test_popularity_ranking_excludes_seen_items():
     train = sp.csr_matrix(np.array([[1, 1, 0, 0], [1, 0, 0, 0], [1, 1, 1, 0]], dtype=np.float32))
     ranking = popularity_ranking(train, k=2)

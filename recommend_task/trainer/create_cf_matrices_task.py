@@ -59,7 +59,7 @@ def main(args: argparse.Namespace) -> None:
     source = EventSource(client, tables.table_id(args.project, args.dataset, tables.EVENTS))
     store = artifacts.ArtifactStore(args.project)
 
-    with profile.phase("read", "checking the run date's events"):
+    with profile.phase("check", "checking the run date's events"):
         source.check_exists()
         day = validate_day(client, store, project=args.project, dataset=args.dataset,
                            events_table=source.table, run_date=args.run_date,

@@ -22,6 +22,8 @@ def hits_matrix(recommended: np.ndarray, relevant: sp.csr_matrix) -> np.ndarray:
     users = np.repeat(np.arange(recommended.shape[0]), recommended.shape[1]).reshape(recommended.shape)
     valid = recommended >= 0
     hits = np.zeros(recommended.shape, dtype=bool)
+    if not valid.any():
+        return hits  # scipy indexes with empty arrays into a sparse matrix, not an array
     rel = relevant.tocsr()
     hits[valid] = np.asarray(rel[users[valid], recommended[valid]]).ravel() > 0
     return hits

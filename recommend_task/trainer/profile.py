@@ -1,6 +1,7 @@
 """What a step measures about itself: seconds per phase, rows in and out, peak memory.
 
-Phases are the split every benchmark reports (read, build, fit, score, write); the figures go
+Phases are the split every benchmark reports (check: the input's statistics and rules, then
+read, build, fit, score, write); the figures go
 into the step's log and its status record (:mod:`trainer.status`), so ``make bench`` and an
 operator read the same numbers from a real run.
 """
@@ -16,7 +17,7 @@ from typing import Any
 
 log = logging.getLogger("trainer")
 
-PHASES = ("read", "build", "fit", "score", "write")
+PHASES = ("check", "read", "build", "fit", "score", "write")
 
 _phases: dict[str, float] = {}
 _counts: dict[str, int] = {}

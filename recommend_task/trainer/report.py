@@ -1,6 +1,7 @@
-"""Print what a run produced, read back from BigQuery: the model's metrics next to the
-popularity baseline (and the previously published model), and a few users' recommendations
-from the ``recommendations_latest`` view the web app reads."""
+"""Print what a run produced, read back from BigQuery: the run date's event statistics and
+anomaly verdict, the model's metrics next to the popularity baseline (and the previously
+published model), a few users' recommendations from the ``recommendations_latest`` view the
+web app reads, and, once measured, what the served recommendations did the next day."""
 
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ def main(args: argparse.Namespace) -> None:
         ORDER BY evaluated_at DESC LIMIT 1""", {"run_date": args.run_date}))
     if not rows:
         raise TrainerError(f"no model_metrics row for run date {args.run_date} in {metrics_table}")
+    _print_event_stats(client, args)
     m = rows[0]
     print(f"\nModel {m['model_id']} evaluated on {m['eval_users']} holdout users "
           f"(k={m['k']}), verdict: {m['verdict'].upper()}")
@@ -58,7 +60,49 @@ def main(args: argparse.Namespace) -> None:
         rows = list(group)
         items = ", ".join(f"{r['item_id']} ({r['score']:.2f})" for r in rows[:5])
         print(f"  {user_id}: {items}{', ...' if len(rows) > 5 else ''}")
+    _print_serving(client, args)
     print()
+
+
+def _print_event_stats(client, args: argparse.Namespace) -> None:
+    table = tables.table_id(args.project, args.dataset, tables.EVENT_STATS)
+    rows = list(bq.run(client, f"SELECT * FROM `{table}` WHERE run_date = @run_date",
+                       {"run_date": args.run_date}))
+    if not rows:
+        print(f"\nNo {tables.EVENT_STATS} row for {args.run_date}")
+        return
+    s = rows[0]
+    types = ", ".join(f"{t['event_type']} {t['events']:,}" for t in s["events_by_type"])
+    bad = sum(r["rows"] for r in s["bad_rows"])
+    print(f"\nEvents of {s['run_date']}: {s['status']}; {s['events']:,} valid ({types}) from "
+          f"{s['active_users']:,} users on {s['active_items']:,} items, "
+          f"{bad:,} of {s['rows_read']:,} rows invalid")
+    if s["trailing_days"]:
+        print(f"  vs the {s['trailing_days']} days before: drift (Jensen-Shannon) items "
+              f"{s['item_drift']:.3f}, types {s['type_drift']:.3f}; new items "
+              f"{s['new_item_event_share']:.1%} of events, top user {s['top_user_share']:.1%}")
+    for anomaly in s["anomalies"]:
+        print(f"  {'accepted' if s['accepted'] else 'anomaly'}: {anomaly}")
+
+
+def _print_serving(client, args: argparse.Namespace) -> None:
+    """The served day's row, if recommend_feedback has measured it (the day after its events)."""
+    table = tables.table_id(args.project, args.dataset, tables.SERVING_METRICS)
+    rows = list(bq.run(client, f"SELECT * FROM `{table}` WHERE served_date = @run_date",
+                       {"run_date": args.run_date}))
+    if not rows:
+        print(f"\nServed {args.run_date}: not measured yet (recommend_feedback runs once the next "
+              "day's events are complete)")
+        return
+    m = rows[0]
+    print(f"\nServed {m['served_date']} by {m['model_id']}, measured on {m['run_date']}: "
+          f"{m['users_served']:,} learners served, {m['users_active']:,} active the next day")
+    if m["model_hit_rate"] is not None:
+        print(f"  {'':<12}{'hit rate@' + str(m['k']):>14}{'recall@' + str(m['k']):>12}")
+        for label, prefix in (("model", "model"), ("popularity", "popularity")):
+            print(f"  {label:<12}{m[f'{prefix}_hit_rate']:>14.4f}{m[f'{prefix}_recall']:>12.4f}")
+    for alert in m["alerts"]:
+        print(f"  alert: {alert}")
 
 
 if __name__ == "__main__":

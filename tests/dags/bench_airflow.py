@@ -1,7 +1,8 @@
 """`make bench`: N synthetic events through recommend_train and recommend_predict (real Airflow,
 local runtime, the BigQuery and GCS emulators), against the floor measured in the same run on
-the same matrix with the same parameters (recommend_task/benchmarks/floor.py). A benchmark that
-prints its figures, not a test: no thresholds here.
+the same matrix with the same parameters (recommend_task/benchmarks/floor.py); then the next
+day's events and recommend_feedback measuring the served day, its step's cost next to train's.
+A benchmark that prints its figures, not a test: no thresholds here.
 
     .venv/airflow/bin/python tests/dags/bench_airflow.py [--events 10000000] [--n-shards 1]
 
@@ -34,7 +35,7 @@ EMULATORS = REPO / "docker" / "emulators" / "emulators.py"
 PROJECT, DATASET, BUCKET = "bench-project", "bench", "recsys-bench"
 LOGICAL = dt.datetime(2026, 11, 30, 3, 0, tzinfo=dt.UTC)
 RUN_DATE = LOGICAL.date() - dt.timedelta(days=1)
-PHASES = ("read", "build", "fit", "score", "write")
+PHASES = ("check", "read", "build", "fit", "score", "write")
 LOCAL_BUNDLE = "airflow.dag_processing.bundles.local.LocalDagBundle"
 WARM_UP_DAG = """
 import datetime as dt
@@ -82,14 +83,14 @@ def task_instances(run) -> list:
                       key=lambda t: t[2])
 
 
-def status_record(dag_id: str, task_id: str, map_index: int) -> dict | None:
+def status_record(dag_id: str, task_id: str, map_index: int, run_date: dt.date) -> dict | None:
     from google.auth.credentials import AnonymousCredentials
     from google.cloud import storage
 
     client = storage.Client(project=PROJECT, credentials=AnonymousCredentials(),
                             client_options={"api_endpoint": os.environ["STORAGE_EMULATOR_HOST"]})
     name = f"{dag_id}.{task_id}" + (f".{map_index}" if map_index >= 0 else "")
-    blob = client.bucket(BUCKET).blob(f"recsys/runs/{RUN_DATE}/status/{name}.json")
+    blob = client.bucket(BUCKET).blob(f"recsys/runs/{run_date}/status/{name}.json")
     return json.loads(blob.download_as_bytes()) if blob.exists() else None
 
 
@@ -135,6 +136,22 @@ def main() -> int:
                            env=dict(os.environ), check=False, stdout=subprocess.DEVNULL)
 
 
+def run_dag(bag, dag_id: str, logical: dt.datetime, conf: dict, runs: dict) -> list[dict]:
+    """One run through dag.test(); its span goes into ``runs``, a figure row per task back."""
+    run = bag.dags[dag_id].test(logical_date=logical, run_conf=conf)
+    if str(run.state) != "success":
+        raise SystemExit(f"{dag_id} run {run.run_id} ended {run.state}: {task_instances(run)}")
+    tis = task_instances(run)
+    runs[dag_id] = (tis[0][2], max(t[3] for t in tis))
+    rows = []
+    for task_id, map_index, start, end, _ in tis:
+        record = status_record(dag_id, task_id, map_index, logical.date() - dt.timedelta(days=1))
+        rows.append({"dag": dag_id, "task": task_id + (f"[{map_index}]" if map_index >= 0 else ""),
+                     "wall": (end - start).total_seconds(), "step": record["seconds"] if record else None,
+                     **((record or {}).get("profile") or {})})
+    return rows
+
+
 def run(args: argparse.Namespace, home: Path) -> int:
     env = dict(os.environ)
     print(f"\nbench: {args.events:,} events, {args.users:,} users, {args.items:,} items, {args.days} days; "
@@ -161,17 +178,15 @@ def run(args: argparse.Namespace, home: Path) -> int:
             "recommend_predict": {"lookback_days": args.days, "n_shards": args.n_shards}}
     rows, runs = [], {}
     for dag_id in ("recommend_train", "recommend_predict"):
-        run = bag.dags[dag_id].test(logical_date=LOGICAL, run_conf=conf[dag_id])
-        if str(run.state) != "success":
-            raise SystemExit(f"{dag_id} run {run.run_id} ended {run.state}: {task_instances(run)}")
-        tis = task_instances(run)
-        runs[dag_id] = (tis[0][2], max(t[3] for t in tis))
-        for task_id, map_index, start, end, _ in tis:
-            record = status_record(dag_id, task_id, map_index)
-            rows.append({"dag": dag_id, "task": task_id + (f"[{map_index}]" if map_index >= 0 else ""),
-                         "wall": (end - start).total_seconds(),
-                         "step": record["seconds"] if record else None,
-                         **((record or {}).get("profile") or {})})
+        rows += run_dag(bag, dag_id, LOGICAL, conf[dag_id], runs)
+
+    # The day after: its events arrive, and recommend_feedback measures what was served.
+    next_day = [*seed[:seed.index("--end-date")], "--end-date", str(RUN_DATE + dt.timedelta(days=1)),
+                "--days", "1", "--events", str(args.events // args.days), "--users", str(args.users),
+                "--items", str(args.items), "--clusters", "20", "--log-level", "WARNING"]
+    measured(next_day, env)
+    feedback = run_dag(bag, "recommend_feedback", LOGICAL + dt.timedelta(days=1, minutes=30),
+                       {"lookback_days": args.days}, {})
 
     floor_s, _, out = measured([str(TRAINER_PY), str(REPO / "recommend_task" / "benchmarks" / "floor.py"),
                                 "--project", PROJECT, "--dataset", DATASET, "--run-date", str(RUN_DATE),
@@ -183,7 +198,7 @@ def run(args: argparse.Namespace, home: Path) -> int:
     steps = sum(r["step"] or 0 for r in rows)
     print(f"\n{'task':<32}{'wall s':>8}{'step s':>8}{'RSS MiB':>9}{'rows in':>12}{'rows out':>12}  "
           + "  ".join(f"{p:>6}" for p in PHASES))
-    for r in rows:
+    for r in rows + feedback:
         phases = r.get("phases") or {}
         counts = r.get("counts") or {}
         print(f"{r['task']:<32}{r['wall']:>8.1f}{(r['step'] or 0):>8.1f}{r.get('peak_rss_mib', 0):>9,.0f}"
@@ -199,10 +214,15 @@ def run(args: argparse.Namespace, home: Path) -> int:
           f"{floor['compute_floor']:.1f}s (CSR {s['csr']:.1f}, fit {s['fit']:.1f}, recommend "
           f"{s['recommend']:.1f}) on {floor['interactions']:,} interactions, {floor['users']:,} users x "
           f"{floor['items']:,} items; measured in {floor_s:.1f}s")
+    [train] = [r for r in rows if r["task"] == "train"]
+    [measure] = [r for r in feedback if r["task"] == "feedback"]
+    print(f"feedback step (not in the total): {measure['step']:.1f}s = {measure['step'] / train['step']:.0%} "
+          f"of train's {train['step']:.1f}s")
     peak_gb = max(r.get("peak_rss_mib", 0) for r in rows) / 1024
     ratio = total / floor["floor"]
     if args.json:
         figures = {"args": vars(args), "seed": {"seconds": seed_s, "rss_mib": seed_rss}, "tasks": rows,
+                   "feedback": feedback,
                    "runs": {k: (end - start).total_seconds() for k, (start, end) in runs.items()},
                    "total": total, "floor": floor, "ratio": ratio}
         Path(args.json).write_text(json.dumps(figures, indent=2, default=str))

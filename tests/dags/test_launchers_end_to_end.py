@@ -238,3 +238,75 @@ def test_sharded_predict_publishes_the_same_rows_all_or_nothing(runtime, tmp_pat
     assert len(launched) == (3 + 1 + 1) + 3  # per run: shards, a retried shard, publish
     if name == "vertex":  # one pipeline per shard, each labelled with its shard
         assert {s["labels"].get("shard") for s in launcher.submitted} == {"0", "1", "2", None}
+
+
+ANOMALY_DAY = {"vertex": dt.date(2027, 8, 10), "docker": dt.date(2027, 9, 10)}  # windows of their own
+TRAIN_CONF = {"lookback_days": 20, "factors": 8, "iterations": 4}
+
+
+def _rows(sql: str) -> list[dict]:
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import bigquery
+
+    client = bigquery.Client(project="test-project", credentials=AnonymousCredentials(),
+                             client_options={"api_endpoint": os.environ["BIGQUERY_EMULATOR_HOST"]})
+    return [dict(r) for r in client.query(sql).result()]
+
+
+def _train(day: dt.date, conf: dict, minute: int = 0):
+    dag = load_dagbag().dags["recommend_train"]
+    logical = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(3, minute), tzinfo=dt.UTC)
+    return dag.test(logical_date=logical, run_conf={**TRAIN_CONF, **conf})
+
+
+def test_feedback_measures_a_served_day_once_however_often_it_runs(runtime, slack):
+    """recommend_feedback launches feedback_task through the runtime: one serving_metrics row for
+    the served day, naming the model and the image that served it, after two runs."""
+    name, launcher, pinned = runtime
+    day = DAY[name] + 6
+    assert str(_predict(day).state) == "success"
+    served = RUN_DATE + dt.timedelta(days=day)
+    [model] = _rows(f"SELECT DISTINCT model_id FROM `test-project.{DATASET}.recommendations` "
+                    f"WHERE run_date = '{served}'")
+    dag = load_dagbag().dags["recommend_feedback"]
+    logical = dt.datetime.combine(served + dt.timedelta(days=2), dt.time(3, 30), tzinfo=dt.UTC)
+    launched = len(_launched_images(name, launcher))
+    for minute in range(2):
+        run = dag.test(logical_date=logical + dt.timedelta(minutes=minute),
+                       run_conf={"lookback_days": PREDICT_CONF["lookback_days"]})
+        assert str(run.state) == "success", _states(run)
+    assert _launched_images(name, launcher)[launched:] == [pinned] * 2
+    [row] = _rows(f"SELECT * FROM `test-project.{DATASET}.serving_metrics` WHERE served_date = '{served}'")
+    assert (row["run_date"], row["model_id"], row["image"], row["k"]) == (
+        served + dt.timedelta(days=1), model["model_id"], pinned, PREDICT_CONF["n_recommendations"])
+    assert row["users_served"] == _days()[served] // PREDICT_CONF["n_recommendations"]
+    assert 0 < row["users_active"] <= row["users_returning"] <= row["users_served"]
+    assert 0 <= row["popularity_hit_rate"] <= 1 and 0 < row["model_hit_rate"] <= 1
+
+
+def test_an_anomalous_day_fails_train_once_with_the_rule_and_trains_when_accepted(runtime, slack):
+    """A day where one user made half the events: create_cf_matrices, launched by the runtime,
+    fails in one try with the rule's line; accept_anomalies trains on it and records it."""
+    name, launcher, pinned = runtime
+    day = ANOMALY_DAY[name]
+    _trainer("seed_events", "--end-date", str(day), "--days", "20", "--users", "300", "--items", "80",
+             "--events", "30000", "--clusters", "4", "--anomaly", "bot=0.5")  # the module's catalogue
+    pointer = _gcs_bucket().blob("launchers/models/LATEST").download_as_bytes()
+    slack.messages.clear()
+    refused = _train(day, {})
+    states = _states(refused)
+    assert states["create_cf_matrices"] == "failed" and states["train"] == "upstream_failed", states
+    assert _launched_images(name, launcher) == [pinned]  # one try, in the runtime's launcher
+    [failed] = [t for t in slack.texts() if "Task *create_cf_matrices* of *recommend_train* failed" in t]
+    error = failed.split("\nError: ")[1].splitlines()[0]
+    assert re.match(rf"create_cf_matrices_task: events of {day} look wrong, nothing trained: "
+                    r"user 'bot' made 50 % of the day's events \(limit 10 %\)", error), error
+    assert "(exit 2: permanent, not retried" in error
+    assert _gcs_bucket().blob("launchers/models/LATEST").download_as_bytes() == pointer
+    sql = f"SELECT status, accepted, image FROM `test-project.{DATASET}.event_stats` WHERE run_date = '{day}'"
+    assert _rows(sql) == [{"status": "anomaly", "accepted": False, "image": pinned}]
+
+    accepted = _train(day, {"accept_anomalies": True}, minute=1)
+    assert str(accepted.state) == "success", _states(accepted)
+    assert _rows(sql) == [{"status": "accepted", "accepted": True, "image": pinned}]
+    assert set(_launched_images(name, launcher)) == {pinned}

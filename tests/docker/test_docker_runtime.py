@@ -1,7 +1,7 @@
-"""recommend_train then recommend_predict with RECSYS_RUNTIME=docker: real Airflow (dag.test),
-the stock DockerOperator (subclassed) starting the real trainer image in a real Docker engine,
-against the BigQuery and GCS emulators on this machine's loopback (host networking), and the
-real Slack provider posting to a loopback receiver. No fake."""
+"""recommend_train, recommend_predict, then recommend_feedback with RECSYS_RUNTIME=docker: real
+Airflow (dag.test), the stock DockerOperator (subclassed) starting the real trainer image in a
+real Docker engine, against the BigQuery and GCS emulators on this machine's loopback (host
+networking), and the real Slack provider posting to a loopback receiver. No fake."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ DATASET = "recsys_docker"
 ARTIFACTS = "gs://recsys-test/docker"
 TRAINER_PY = str(REPO / ".venv" / "trainer" / "bin" / "python")
 STEPS = ("create_cf_matrices_task", "train_task", "evaluate_task", "promote_model_task", "predict_task",
-         "seed_events", "report")
+         "publish_predictions_task", "feedback_task", "seed_events", "report")
 
 
 def _docker(*args: str, **kwargs) -> subprocess.CompletedProcess:
@@ -141,6 +141,24 @@ def test_train_then_predict_run_the_pinned_image_in_containers(docker_runtime, s
             assert (status["image"], status["exit_code"], status["airflow_run_id"]) == (
                 pinned_id, 0, run.run_id)
             assert status["uid"] != 0  # the image's own user, not root
+    # The next day's events arrive; recommend_feedback measures the served day in a container.
+    subprocess.run([TRAINER_PY, "-m", "trainer.seed_events", "--project", "test-project",
+                    "--dataset", DATASET, "--end-date", str(RUN_DATE + dt.timedelta(days=1)), "--days", "1",
+                    "--users", "400", "--items", "100", "--events", "800", "--clusters", "5",
+                    "--log-level", "WARNING"],
+                   check=True, env=os.environ)
+    _docker("tag", pinned_id, docker_runtime, check=True)
+    feedback = bag.dags["recommend_feedback"].test(
+        logical_date=LOGICAL_DATE + dt.timedelta(days=1, minutes=30), run_conf={"lookback_days": 20})
+    assert str(feedback.state) == "success"
+    [served] = client.query(f"SELECT * FROM `test-project.{DATASET}.serving_metrics`").result()
+    assert (served["served_date"], served["run_date"], served["image"], served["users_served"]) == (
+        RUN_DATE, RUN_DATE + dt.timedelta(days=1), pinned_id, users)
+    assert served["model_id"] == _gcs_json("models/LATEST")["model_id"]
+    assert 0 < served["users_active"] <= served["users_served"] and 0 <= served["model_hit_rate"] <= 1
+    status = _gcs_json(f"runs/{RUN_DATE + dt.timedelta(days=1)}/status/recommend_feedback.feedback.json")
+    assert (status["image"], status["exit_code"], status["uid"] != 0) == (pinned_id, 0, True)
+
     texts = slack.texts()
     for dag_id in ("recommend_train", "recommend_predict"):
         success = [t for t in texts if t.startswith(f":white_check_mark: *{dag_id}*")]
