@@ -155,6 +155,69 @@ def test_measuring_or_backfilling_days_twice_leaves_one_row_per_served_day(
     assert all(r["users_served"] == 5 for r in rows)
 
 
+def _reference(history: list[dict], following: list[dict], served: dict[str, list[str]]) -> dict:
+    """The module docstring's definitions, computed plainly in Python."""
+    seen: dict[str, set[str]] = {}
+    for e in history:
+        seen.setdefault(e["user_id"], set()).add(e["item_id"])
+    users_of: dict[str, set[str]] = {}
+    for user, items in seen.items():
+        for item in items:
+            users_of.setdefault(item, set()).add(user)
+    ranking = sorted(users_of, key=lambda item: (-len(users_of[item]), item))
+    k = max(len(picks) for picks in served.values())
+    nxt: dict[str, set[str]] = {}
+    for e in following:
+        if e["user_id"] in served:
+            nxt.setdefault(e["user_id"], set()).add(e["item_id"])
+    out = {"users_returning": len(nxt), "users_active": 0, "model_hit_users": 0, "model_recall_sum": 0.0,
+           "popularity_hit_users": 0, "popularity_recall_sum": 0.0}
+    for user, items in nxt.items():
+        relevant = items - seen.get(user, set())
+        if not relevant:
+            continue
+        counterfactual = [item for item in ranking if item not in seen.get(user, set())][:k]
+        out["users_active"] += 1
+        for name, picks in (("model", served[user]), ("popularity", counterfactual)):
+            hits = len(relevant & set(picks))
+            out[f"{name}_hit_users"] += hits > 0
+            out[f"{name}_recall_sum"] += hits / len(relevant)
+    return out
+
+
+def test_the_query_matches_the_definitions_on_a_random_day_whatever_its_head(bq_client, project, dataset):
+    """Random histories, heavy users among them (who have seen most of the popular items), and
+    random serving: the query's counts are the definitions', with the popularity head at 0
+    (everyone ranked over their whole history), 2 (heavy users reach past it) and the default."""
+    import numpy as np
+
+    from trainer.feedback import measure
+
+    rng = np.random.default_rng(7)
+    items = [f"i{i:02d}" for i in range(30)]
+    weights = 1 / np.arange(1, 31) ** 1.1
+    popular = weights / weights.sum()
+    history = [_event(_days_before(int(rng.integers(0, 5))), f"u{u:02d}", items[i])
+               for u in range(40) for i in rng.choice(30, size=int(rng.integers(1, 12)), p=popular)]
+    history += [_event(_days_before(1), f"u{u:02d}", item) for u in (0, 1) for item in items[:25]]  # heavy
+    following = [_event(NEXT, f"u{u:02d}", items[int(i)]) for u in range(45)
+                 for i in rng.choice(30, size=int(rng.integers(0, 4)))]
+    served = {f"u{u:02d}": [items[int(i)] for i in rng.choice(30, size=3, replace=False)]
+              for u in range(0, 45, 2)}
+    load_events(bq_client, project, dataset, history + following)
+    _serve(bq_client, project, dataset, SERVED, served)
+    expected = _reference(history, following, served)
+    assert expected["users_active"] > 10 and expected["popularity_hit_users"] > 0  # the day tests something
+    recommendations = tables.table_id(project, dataset, tables.RECOMMENDATIONS)
+    events = tables.table_id(project, dataset, tables.EVENTS)
+    for head in (0, 2, 64):
+        day = measure(bq_client, recommendations, events, SERVED, 5, {"view": 1.0, "start": 2.0,
+                                                                     "complete": 4.0}, head=head)
+        got = {name: getattr(day, name) for name in expected}
+        assert got == pytest.approx(expected), head
+        assert (day.k, day.users_served) == (3, len(served))
+
+
 def test_the_feedback_arguments_are_checked(step, tmp_path):
     common = ("--run-date", str(NEXT), "--artifacts-uri", str(tmp_path), "--validate-only")
     assert step("feedback_task", *common)[0] == 0

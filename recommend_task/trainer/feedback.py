@@ -63,9 +63,21 @@ class ServedDay:
         return self._mean(self.popularity_recall_sum)
 
 
+# Seen items of the popularity ranking's head beyond k that are looked at for every active user;
+# a user who has seen more of them than this reaches past the head and is ranked in full.
+HEAD = 64
+
+
 def feedback_query(recommendations: str, events: str, served: dt.date, lookback_days: int,
-                   weights: dict[str, float]) -> tuple[str, dict[str, object]]:
-    """The SQL of :func:`measure` and its parameters."""
+                   weights: dict[str, float], head: int = HEAD) -> tuple[str, dict[str, object]]:
+    """The SQL of :func:`measure` and its parameters.
+
+    The history is never aggregated per (user, item): that is a pass over the whole window's
+    pairs (measured: docs/benchmarks.md). Seen-ness is asked only of the next day's pairs (a
+    join), popularity is a count per item, and the counterfactual's ``j`` only needs a user's
+    seen items among the ``k + head`` most popular: with fewer than ``head`` of them seen, at
+    least k unseen items lie inside, so nothing past it can be served. Users who have seen
+    more (heavy users, bots) are ranked over their whole history."""
     _, params = weight_case(weights)
     history_start = served - dt.timedelta(days=lookback_days - 1)
     following = served + dt.timedelta(days=1)
@@ -73,7 +85,7 @@ def feedback_query(recommendations: str, events: str, served: dt.date, lookback_
         "served": served, "following": following, "history_start": history_start,
         "history_start_ts": day_start(history_start), "history_end_ts": day_start(following),
         "next_start_ts": day_start(following),
-        "next_end_ts": day_start(following + dt.timedelta(days=1)),
+        "next_end_ts": day_start(following + dt.timedelta(days=1)), "head": head,
     })
     sql = f"""
         WITH served AS (
@@ -87,21 +99,31 @@ def feedback_query(recommendations: str, events: str, served: dt.date, lookback_
         history AS (
           SELECT user_id, item_id FROM `{events}`
           WHERE event_date BETWEEN @history_start AND @served
-            AND {valid_condition(weights, "history_start_ts", "history_end_ts")}
-          GROUP BY user_id, item_id),
-        popularity AS (
-          SELECT item_id, ROW_NUMBER() OVER (ORDER BY COUNT(*) DESC, item_id) AS pop_rank
-          FROM history GROUP BY item_id),
+            AND {valid_condition(weights, "history_start_ts", "history_end_ts")}),
+        seen_following AS (
+          SELECT DISTINCT h.user_id, h.item_id FROM history h
+          JOIN following f ON f.user_id = h.user_id AND f.item_id = h.item_id),
         relevant AS (
           SELECT f.user_id, f.item_id FROM following f
-          LEFT JOIN history h ON h.user_id = f.user_id AND h.item_id = f.item_id
-          WHERE h.user_id IS NULL),
+          LEFT JOIN seen_following s ON s.user_id = f.user_id AND s.item_id = f.item_id
+          WHERE s.user_id IS NULL),
         active AS (SELECT user_id, COUNT(*) AS n_relevant FROM relevant GROUP BY user_id),
-        seen_ranks AS (
-          SELECT h.user_id, p.pop_rank,
-                 ROW_NUMBER() OVER (PARTITION BY h.user_id ORDER BY p.pop_rank) AS i
-          FROM history h JOIN popularity p ON p.item_id = h.item_id
+        popularity AS (
+          SELECT item_id, ROW_NUMBER() OVER (ORDER BY COUNT(DISTINCT user_id) DESC, item_id) AS pop_rank
+          FROM history GROUP BY item_id),
+        head_items AS (
+          SELECT item_id, pop_rank FROM popularity WHERE pop_rank <= (SELECT k FROM served_k) + @head),
+        seen_head AS (
+          SELECT DISTINCT h.user_id, p.pop_rank FROM history h JOIN head_items p ON p.item_id = h.item_id
           WHERE h.user_id IN (SELECT user_id FROM active)),
+        deep AS (SELECT user_id FROM seen_head GROUP BY user_id HAVING COUNT(*) > @head),
+        seen_ranks AS (
+          SELECT user_id, pop_rank, ROW_NUMBER() OVER (PARTITION BY user_id ORDER BY pop_rank) AS i
+          FROM (
+            SELECT user_id, pop_rank FROM seen_head WHERE user_id NOT IN (SELECT user_id FROM deep)
+            UNION ALL
+            SELECT DISTINCT h.user_id, p.pop_rank FROM history h JOIN popularity p ON p.item_id = h.item_id
+            WHERE h.user_id IN (SELECT user_id FROM deep))),
         skipped AS (
           SELECT user_id, COUNTIF(pop_rank - i < (SELECT k FROM served_k)) AS j
           FROM seen_ranks GROUP BY user_id),
@@ -134,9 +156,9 @@ def feedback_query(recommendations: str, events: str, served: dt.date, lookback_
 
 
 def measure(client, recommendations: str, events: str, served: dt.date, lookback_days: int,
-            weights: dict[str, float]) -> ServedDay:
+            weights: dict[str, float], head: int = HEAD) -> ServedDay:
     """Run the query for ``served``; a day without recommendations has ``users_served`` 0."""
-    sql, params = feedback_query(recommendations, events, served, lookback_days, weights)
+    sql, params = feedback_query(recommendations, events, served, lookback_days, weights, head)
     row = next(iter(bq.run(client, sql, params)))
     return ServedDay(
         served_date=served, k=int(row["k"] or 0),
