@@ -2,9 +2,10 @@
 
 Computes precision/recall/MAP/NDCG@k and catalog coverage for the candidate, a popularity
 baseline and (if one is published) the currently published model, all on the same holdout.
-Writes ``evaluation.json`` beside the model and one row per model to BigQuery
-``model_metrics`` (replaced, never duplicated, on a re-run), and records the verdict that
-promote_model_task enforces. A failed verdict is not a failed step: the metrics are the result.
+Writes ``evaluation.json`` and its HTML report (``report.html``, :mod:`trainer.evaluation_report`)
+beside the model and one row per model to BigQuery ``model_metrics`` (replaced, never
+duplicated, on a re-run), and records the verdict that promote_model_task enforces. A failed
+verdict is not a failed step: the metrics are the result.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import sys
 
 import numpy as np
 
-from trainer import artifacts, cli, layout, profile, retention, tables
+from trainer import artifacts, cli, evaluation_report, layout, profile, retention, tables
 from trainer.clients import bigquery_client
 from trainer.errors import TrainerError
 from trainer.matrices import CFMatrices
@@ -30,6 +31,7 @@ from trainer.verdict import decide
 log = logging.getLogger("trainer.evaluate_task")
 
 METRICS = ("precision", "recall", "map", "ndcg")
+REPORT_FILE = "report.html"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,15 +53,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def score(model: ModelArtifact, matrices: CFMatrices, users: np.ndarray, k: int) -> dict[str, float]:
-    """Metrics of ``model`` for ``users``: it sees their training interactions, is judged on
-    their holdout, in the matrices' item space (items it doesn't know simply can't be hit)."""
+def model_picks(model: ModelArtifact, matrices: CFMatrices, users: np.ndarray, k: int) -> np.ndarray:
+    """``model``'s top k for ``users`` from their training interactions, in the matrices' item
+    space (-1 where it recommends an item the matrices don't have: it can't be hit)."""
     interactions = model.reindex(matrices.train[users], matrices.items)
     picks, _ = model.recommend(interactions, k, matrices.users.ids[users])
     as_matrix_items = np.full(picks.shape, -1, dtype=np.int64)
     valid = picks >= 0
     as_matrix_items[valid] = matrices.items.index_of(model.items.id_of(picks[valid]))
-    return ranking_metrics(as_matrix_items, matrices.holdout[users], k)
+    return as_matrix_items
 
 
 def metrics_row(run_date: dt.date, model: ModelArtifact, model_uri: str, k: int,
@@ -126,11 +128,14 @@ def main(args: argparse.Namespace) -> None:
              " (a fixed random sample)" if users.size < holdout_users else "", args.k)
 
     results: dict[str, dict[str, float] | None] = {}
+    holdout = matrices.holdout[users]
+    picks: dict[str, np.ndarray] = {}
     with profile.phase("score", "scoring model"):
-        results["model"] = score(model, matrices, users, args.k)
+        picks["model"] = model_picks(model, matrices, users, args.k)
+        results["model"] = ranking_metrics(picks["model"], holdout, args.k)
     with profile.phase("score", "scoring popularity"):
-        results["popularity"] = ranking_metrics(
-            popularity_ranking(matrices.train[users], args.k), matrices.holdout[users], args.k)
+        picks["popularity"] = popularity_ranking(matrices.train[users], args.k)
+        results["popularity"] = ranking_metrics(picks["popularity"], holdout, args.k)
     pointer, _ = read_pointer(store, args.artifacts_uri)
     if pointer and pointer.get("run_date", "") > args.run_date.isoformat():
         # A backfill: the published model trained on this run's holdout days, so comparing
@@ -142,7 +147,11 @@ def main(args: argparse.Namespace) -> None:
     results["published"] = None
     if pointer:
         with profile.phase("score", f"scoring published model {published_id}"):
-            results["published"] = score(load_model(store, pointer["model_uri"]), matrices, users, args.k)
+            picks["published"] = model_picks(load_model(store, pointer["model_uri"]), matrices, users, args.k)
+            results["published"] = ranking_metrics(picks["published"], holdout, args.k)
+    with profile.phase("score", "per-user recall and popularity bias"):
+        item_users = np.asarray((matrices.train > 0).sum(axis=0)).ravel()
+        spread = evaluation_report.distributions(picks, holdout, item_users, args.k)
 
     for name, values in results.items():
         if values:
@@ -153,14 +162,18 @@ def main(args: argparse.Namespace) -> None:
     log.info("verdict: %s (%s)", verdict.verdict.upper(), "; ".join(verdict.reasons))
 
     evaluated_at = dt.datetime.now(dt.UTC)
-    store.write_json(artifacts.join(model_uri, "evaluation.json"), {
+    evaluation = {
         "model_id": model.model_id, "model_uri": model_uri, "run_date": args.run_date.isoformat(),
         "k": args.k, "eval_users": int(users.size), "holdout_users": int(holdout_users),
         "primary_metric": args.primary_metric, "min_lift": args.min_lift,
-        "max_regression": args.max_regression, "metrics": results,
+        "max_regression": args.max_regression, "metrics": results, "distributions": spread,
         "published_model_id": published_id, "verdict": verdict.verdict,
         "reasons": verdict.reasons, "evaluated_at": evaluated_at.isoformat(),
-    })
+        "report_uri": artifacts.join(model_uri, REPORT_FILE),
+    }
+    store.write_json(artifacts.join(model_uri, "evaluation.json"), evaluation)
+    store.write_bytes(evaluation["report_uri"], evaluation_report.render(evaluation).encode(),
+                      content_type="text/html; charset=utf-8")
     client = bigquery_client(args.project, args.location)
     with profile.phase("write", f"writing the {tables.MODEL_METRICS} row"):
         tables.ensure_all(client, args.project, args.dataset, args.location,
@@ -169,7 +182,7 @@ def main(args: argparse.Namespace) -> None:
             args.run_date, model, model_uri, args.k, results, published_id, args.primary_metric,
             verdict, evaluated_at))
     profile.count("rows_out", 1)
-    log.info("wrote evaluation.json and a %s row", tables.MODEL_METRICS)
+    log.info("wrote evaluation.json, %s and a %s row", REPORT_FILE, tables.MODEL_METRICS)
 
 
 if __name__ == "__main__":
