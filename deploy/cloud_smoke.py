@@ -44,8 +44,8 @@ from typing import Any, Protocol
 log = logging.getLogger("cloud_smoke")
 
 REPO = Path(__file__).resolve().parents[1]
-RUN_DATE = dt.date(2026, 11, 29)  # any past day: the synthetic events end on it
-SEED_ARGS = ["--users", "600", "--items", "120", "--events", "24000", "--days", "20", "--clusters", "6"]
+RUN_DATE = dt.date(2026, 11, 29)  # any past day: the synthetic events end the day after it
+SEED_ARGS = ["--users", "600", "--items", "120", "--events", "25200", "--days", "21", "--clusters", "6"]
 N_RECOMMENDATIONS = 5
 DATASET_PREFIX = "recsys_smoke_"
 GCS_PREFIX = "recsys-smoke"
@@ -112,8 +112,9 @@ def steps(s: Settings) -> list[tuple[str, list[str]]]:
     """Every step once, in pipeline order, with the arguments the DAGs would give it."""
     common = ["--project", s.project, "--dataset", s.dataset, "--location", s.location]
     run = [*common, "--artifacts-uri", s.artifacts_uri, "--run-date", RUN_DATE.isoformat()]
+    next_day = RUN_DATE + dt.timedelta(days=1)
     return [
-        ("seed_events", [*common, "--end-date", RUN_DATE.isoformat(), *SEED_ARGS]),
+        ("seed_events", [*common, "--end-date", next_day.isoformat(), *SEED_ARGS]),
         ("create_cf_matrices_task", [*run, "--lookback-days", "20"]),
         ("train_task", [*run, "--factors", "16", "--iterations", "8"]),
         ("evaluate_task", run),
@@ -122,6 +123,9 @@ def steps(s: Settings) -> list[tuple[str, list[str]]]:
                           "--shard", "0", "--n-shards", "1"]),
         ("publish_predictions_task", [*run, "--n-shards", "1",
                                       "--n-recommendations", str(N_RECOMMENDATIONS)]),
+        # The day after: what the served recommendations did (recommend_feedback).
+        ("feedback_task", [*common, "--artifacts-uri", s.artifacts_uri, "--run-date", next_day.isoformat(),
+                           "--lookback-days", "20"]),
     ]
 
 

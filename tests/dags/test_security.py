@@ -41,7 +41,8 @@ def test_a_hostile_string_param_is_one_inert_argument_in_every_runtime(runtime, 
     hostile = _hostile(tmp_path)
     task = shard_task(load_dagbag().dags["recommend_train"].get_task("create_cf_matrices"))
     field = "arguments" if runtime == "local" else "command"
-    rendered = task.render_template(list(getattr(task, field)), _context(task, {"lookback_days": hostile}))
+    params = {"lookback_days": hostile, "accept_anomalies": False}
+    rendered = task.render_template(list(getattr(task, field)), _context(task, params))
     assert isinstance(rendered, list) and rendered.count(hostile) == 1
     assert rendered[rendered.index(hostile) - 1] == "--lookback-days"
     if runtime == "docker":
