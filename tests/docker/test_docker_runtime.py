@@ -105,11 +105,11 @@ def test_train_then_predict_run_the_pinned_image_in_containers(docker_runtime, s
     slack.messages.clear()
     bag = load_dagbag()
 
-    def run(dag_id: str, conf: dict):
+    def run(dag_id: str, conf: dict, logical_date: dt.datetime = LOGICAL_DATE):
         _docker("tag", pinned_id, docker_runtime, check=True)  # the tag as the run starts
         try:
-            return bag.dags[dag_id].test(logical_date=LOGICAL_DATE, run_conf=conf)
-        finally:
+            return bag.dags[dag_id].test(logical_date=logical_date, run_conf=conf)
+        finally:  # the tag back where it was: the next tests use it
             _docker("tag", pinned_id, docker_runtime, check=True)
 
     train = run("recommend_train", {"lookback_days": 20, "factors": 16, "iterations": 8})
@@ -147,9 +147,8 @@ def test_train_then_predict_run_the_pinned_image_in_containers(docker_runtime, s
                     "--users", "400", "--items", "100", "--events", "800", "--clusters", "5",
                     "--log-level", "WARNING"],
                    check=True, env=os.environ)
-    _docker("tag", pinned_id, docker_runtime, check=True)
-    feedback = bag.dags["recommend_feedback"].test(
-        logical_date=LOGICAL_DATE + dt.timedelta(days=1, minutes=30), run_conf={"lookback_days": 20})
+    feedback = run("recommend_feedback", {"lookback_days": 20},
+                   LOGICAL_DATE + dt.timedelta(days=1, minutes=30))
     assert str(feedback.state) == "success"
     [served] = client.query(f"SELECT * FROM `test-project.{DATASET}.serving_metrics`").result()
     assert (served["served_date"], served["run_date"], served["image"], served["users_served"]) == (

@@ -12,10 +12,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import queue
 import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -23,6 +25,7 @@ from dags_conftest import REPO
 from process_tree import SUPERVISOR, TASK_PRELUDE
 
 STOPPED_WITHIN_S = 60  # on_kill's `docker stop`: SIGTERM, then SIGKILL after the engine's 10 s
+STARTED_WITHIN_S = 180  # the container's first line; the supervisor outlives a crashed task
 
 
 TASK = TASK_PRELUDE + textwrap.dedent("""
@@ -63,13 +66,17 @@ def test_a_dead_worker_stops_its_trainer_container(trainer_image, unavailable_bi
                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                   start_new_session=True)
     try:
-        lines = []
-        for line in supervisor.stdout:  # the container's log, streamed by the operator
-            lines.append(line)
-            if "step create_cf_matrices_task starting" in line:
-                break
-        else:
-            raise AssertionError(f"the step never started: {''.join(lines)[-3000:]}")
+        # The container's log, streamed by the operator. Read by a thread, so that a task that
+        # crashed before starting it (the supervisor keeps its stdout open) fails the test.
+        lines, stream = [], queue.Queue()
+        threading.Thread(target=lambda: [stream.put(line) for line in supervisor.stdout], daemon=True).start()
+        deadline = time.monotonic() + STARTED_WITHIN_S
+        while not (lines and "step create_cf_matrices_task starting" in lines[-1]):
+            try:
+                lines.append(stream.get(timeout=max(deadline - time.monotonic(), 0.01)))
+            except queue.Empty:
+                raise AssertionError(f"the step did not start within {STARTED_WITHIN_S}s: "
+                                     f"{''.join(lines)[-3000:]}") from None
         assert _container(name)["State"]["Running"]
         task_pids = [int(p) for p in subprocess.run(["pgrep", "-P", str(supervisor.pid)], capture_output=True,
                                                     text=True).stdout.split()]
