@@ -134,12 +134,12 @@ def test_train_then_predict_run_the_pinned_image_in_containers(docker_runtime, s
     assert rows == {RUN_DATE: 4 * users}
     assert _gcs_json("models/LATEST")["model_id"] == _gcs_json(f"runs/{RUN_DATE}/candidate.json")["model_id"]
 
-    for run, tasks in ((train, ("create_cf_matrices", "train", "evaluate", "promote_model")),
-                       (predict, ("predict.0", "predict.1", "predict.2", "publish_predictions"))):
+    for dag_run, tasks in ((train, ("create_cf_matrices", "train", "evaluate", "promote_model")),
+                           (predict, ("predict.0", "predict.1", "predict.2", "publish_predictions"))):
         for task in tasks:
-            status = _gcs_json(f"runs/{RUN_DATE}/status/{run.dag_id}.{task}.json")
+            status = _gcs_json(f"runs/{RUN_DATE}/status/{dag_run.dag_id}.{task}.json")
             assert (status["image"], status["exit_code"], status["airflow_run_id"]) == (
-                pinned_id, 0, run.run_id)
+                pinned_id, 0, dag_run.run_id)
             assert status["uid"] != 0  # the image's own user, not root
     # The next day's events arrive; recommend_feedback measures the served day in a container.
     subprocess.run([TRAINER_PY, "-m", "trainer.seed_events", "--project", "test-project",
