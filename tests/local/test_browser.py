@@ -396,6 +396,9 @@ def test_clear_a_failed_task_and_see_it_rerun(page, stack):
     expect(dialog).to_contain_text("publish_predictions", timeout=UI_STEP_TIMEOUT_MS)
     shot(page, "08-clear-dialog")
     dialog.get_by_role("button", name="Confirm").click()
+    # The dialog closes once the clear has been applied (the run queued again); until then the
+    # Runs tab may still show the run as failed.
+    expect(dialog).to_be_hidden(timeout=UI_STEP_TIMEOUT_MS)
     wait_for_runs(page, stack, lambda run, _: run == run_id, "Success")
     page.goto(f"{stack['url']}/dags/{DAG}/runs/{run_id}")
     row = page.locator("tbody tr", has=page.get_by_role("link", name="predict", exact=True))
