@@ -48,7 +48,8 @@ def test_a_backfilled_older_model_is_recorded_not_published_and_a_rollback_publi
     step.store = artifacts.ArtifactStore(project)
     seed(step)
     newer = _candidate(step, gcs_artifacts, NEWER)
-    assert _promote(step, gcs_artifacts, NEWER)[0] == 0
+    rc, err = _promote(step, gcs_artifacts, NEWER)
+    assert rc == 0, err
     older = _candidate(step, gcs_artifacts, OLDER)  # the backfill, after today's model is out
 
     rc, err = _promote(step, gcs_artifacts, OLDER, "--keep-models", "1")
@@ -66,11 +67,26 @@ def test_a_backfilled_older_model_is_recorded_not_published_and_a_rollback_publi
     metrics = {r["run_date"]: r for r in rows}
     assert set(metrics) == {NEWER, OLDER} and metrics[OLDER]["verdict"] == "pass"
     assert metrics[OLDER]["published_model_id"] is None  # not judged against a model trained on its holdout
+    # Lineage columns, from the run's manifest (the Recommender page's model table).
+    manifest = _read(step.store, f"{gcs_artifacts}/runs/{OLDER}/manifest.json")
+    assert (metrics[OLDER]["window_start"].isoformat(), metrics[OLDER]["train_end"].isoformat(),
+            metrics[OLDER]["train_users"], metrics[OLDER]["train_interactions"],
+            metrics[OLDER]["events_rows_read"]) == (
+        manifest["window"]["start"], manifest["window"]["train_end"], manifest["counts"]["users"],
+        manifest["counts"]["train_nnz"], manifest["quality"]["rows_read"])
 
     rc, err = _promote(step, gcs_artifacts, NEWER, "--rollback-to", older, "--keep-models", "1")
     assert rc == 0, err
     pointer = _read(step.store, f"{gcs_artifacts}/models/LATEST")
     assert (pointer["model_id"], pointer["previous_model_id"], pointer["rollback"]) == (older, newer, True)
+    # The history: one row per change of the pointer, none for the backfill that was not published,
+    # and a repeated rollback (already published) writes the same row again, not a second one.
+    assert _promote(step, gcs_artifacts, NEWER, "--rollback-to", older)[0] == 0
+    history = query(bq_client, f"SELECT model_id, previous_model_id, is_rollback, published_at "
+                               f"FROM `{project}.{dataset}.publications` ORDER BY published_at")
+    assert [(h["model_id"], h["previous_model_id"], h["is_rollback"]) for h in history] == [
+        (newer, None, False), (older, newer, True)], history
+    assert history[1]["published_at"].isoformat() == pointer["promoted_at"]
     # Published again, it is out of the lifecycle rule's reach for good (customTime only moves
     # forward); the newer model is the newest, so it stays unmarked.
     marked = _custom_times(project, gcs_artifacts)

@@ -14,7 +14,9 @@ import argparse
 import datetime as dt
 import json
 import logging
+import os
 import sys
+from typing import Any
 
 import numpy as np
 
@@ -81,10 +83,29 @@ def metrics_row(run_date: dt.date, model: ModelArtifact, model_uri: str, k: int,
     return row
 
 
+def lineage(manifest: dict[str, Any]) -> dict[str, Any]:
+    """The ``model_metrics`` lineage columns: the run and image evaluating the model (the same
+    run trained it) and the window and counts of its matrices."""
+    window, counts = manifest.get("window", {}), manifest.get("counts", {})
+    return {
+        "airflow_run_id": os.environ.get("RECSYS_AIRFLOW_RUN_ID") or None,
+        "image": os.environ.get("RECSYS_TRAINER_IMAGE") or None,
+        "window_start": dt.date.fromisoformat(window["start"]) if window.get("start") else None,
+        "train_end": dt.date.fromisoformat(window["train_end"]) if window.get("train_end") else None,
+        "events_rows_read": manifest.get("quality", {}).get("rows_read"),
+        "train_users": counts.get("users"), "train_items": counts.get("items"),
+        "train_interactions": counts.get("train_nnz"),
+    }
+
+
 def write_metrics_row(client, project: str, dataset: str, row: dict) -> None:
     """Replace this model's row for this run date (a re-run never duplicates it)."""
     replace_with_row(client, tables.table_id(project, dataset, tables.MODEL_METRICS),
                      tables.MODEL_METRICS_SPEC.schema, row, "model_id = @model_id AND run_date = @run_date")
+
+
+def _json_safe(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: v.isoformat() if isinstance(v, dt.date) else v for k, v in row.items()}
 
 
 def validate(args: argparse.Namespace) -> None:
@@ -169,7 +190,7 @@ def main(args: argparse.Namespace) -> None:
         "max_regression": args.max_regression, "metrics": results, "distributions": spread,
         "published_model_id": published_id, "verdict": verdict.verdict,
         "reasons": verdict.reasons, "evaluated_at": evaluated_at.isoformat(),
-        "report_uri": artifacts.join(model_uri, REPORT_FILE),
+        "report_uri": artifacts.join(model_uri, REPORT_FILE), "lineage": _json_safe(lineage(manifest)),
     }
     store.write_json(artifacts.join(model_uri, "evaluation.json"), evaluation)
     store.write_bytes(evaluation["report_uri"], evaluation_report.render(evaluation).encode(),
@@ -180,7 +201,7 @@ def main(args: argparse.Namespace) -> None:
                       retention.table_retention(args))
         write_metrics_row(client, args.project, args.dataset, metrics_row(
             args.run_date, model, model_uri, args.k, results, published_id, args.primary_metric,
-            verdict, evaluated_at))
+            verdict, evaluated_at) | lineage(manifest))
     profile.count("rows_out", 1)
     log.info("wrote evaluation.json, %s and a %s row", REPORT_FILE, tables.MODEL_METRICS)
 

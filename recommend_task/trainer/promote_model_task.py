@@ -13,13 +13,16 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import logging
+import os
 import re
 import sys
 from typing import Any
 
-from trainer import artifacts, cli, layout, retention
+from trainer import artifacts, cli, layout, retention, tables
+from trainer.clients import bigquery_client
 from trainer.errors import ConcurrentUpdateError, TrainerError, VerdictFailedError
 from trainer.model import ModelInfo, check_model
+from trainer.partitions import upsert_row
 from trainer.publishing import read_pointer, swap_pointer
 
 log = logging.getLogger("trainer.promote_model_task")
@@ -90,11 +93,41 @@ def main(args: argparse.Namespace) -> None:
     outcome = publish(store, args.artifacts_uri, model, model_uri, model_run_date, evaluation,
                       rollback=bool(args.rollback_to))
     published, _ = read_pointer(store, args.artifacts_uri)
+    if published and published["model_id"] == model.model_id:
+        record_publication(args, published)
     retention.mark_superseded_models(store, args.artifacts_uri, published and published["model_id"],
                                      args.keep_models)
     if not args.rollback_to:  # the run's record, for the run summary (Slack)
         store.write_json(artifacts.join(layout.run_prefix(args.artifacts_uri, args.run_date),
                                         "promotion.json"), outcome)
+
+
+def publication_row(pointer: dict[str, Any]) -> dict[str, Any]:
+    """The ``publications`` row of a pointer record: everything comes from the record, so a
+    retry or a later run that finds the model already published writes the same row again."""
+    published_at = dt.datetime.fromisoformat(pointer["promoted_at"])
+    primary = pointer.get("primary_metric")
+    return {
+        "published_date": published_at.date(), "published_at": published_at,
+        "model_id": pointer["model_id"], "model_run_date": dt.date.fromisoformat(pointer["run_date"]),
+        "previous_model_id": pointer.get("previous_model_id"), "is_rollback": bool(pointer.get("rollback")),
+        "primary_metric": primary, "primary_value": (pointer.get("metrics") or {}).get(primary),
+        "airflow_run_id": pointer.get("airflow_run_id"), "image": pointer.get("image"),
+    }
+
+
+def record_publication(args: argparse.Namespace, pointer: dict[str, Any]) -> None:
+    """Upsert the pointer's ``publications`` row (the history the Recommender page shows)."""
+    if not args.project:
+        log.info("no --project: the publication of %s is not recorded in %s", pointer["model_id"],
+                 tables.PUBLICATIONS)
+        return
+    client = bigquery_client(args.project, args.location)
+    tables.ensure_dataset(client, args.project, args.dataset, args.location)
+    table = tables.ensure_table(client, args.project, args.dataset, tables.PUBLICATIONS_SPEC)
+    upsert_row(client, table, tables.PUBLICATIONS_SPEC.schema, publication_row(pointer),
+               key=("published_date", "published_at", "model_id"))
+    log.info("recorded the publication of %s at %s in %s", pointer["model_id"], pointer["promoted_at"], table)
 
 
 def publish(store: artifacts.ArtifactStore, artifacts_uri: str, model: ModelInfo, model_uri: str,
@@ -122,6 +155,8 @@ def publish(store: artifacts.ArtifactStore, artifacts_uri: str, model: ModelInfo
             "metrics": evaluation["metrics"]["model"],
             "previous_model_id": current["model_id"] if current else None,
             "rollback": rollback,
+            "airflow_run_id": os.environ.get("RECSYS_AIRFLOW_RUN_ID") or None,
+            "image": os.environ.get("RECSYS_TRAINER_IMAGE") or None,
         }
         try:
             swap_pointer(store, artifacts_uri, record, generation)

@@ -108,6 +108,7 @@ def main(args: argparse.Namespace) -> None:
         "generated_at": min(p["generated_at"] for p in parts),
         "published_at": dt.datetime.now(dt.UTC).isoformat(),
         "image": os.environ.get("RECSYS_TRAINER_IMAGE") or None,  # what served the day (feedback_task)
+        "airflow_run_id": os.environ.get("RECSYS_AIRFLOW_RUN_ID") or None,  # the Recommender page's lineage
     })
 
 

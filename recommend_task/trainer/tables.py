@@ -9,9 +9,12 @@
                       partitioned by ``run_date``.
 ``serving_metrics``   one row per served day: what the served recommendations hit the next day,
                       next to the popularity counterfactual; partitioned by ``served_date``.
+``publications``      one row per change of the published model (promotion or rollback);
+                      partitioned by ``published_date``.
 
 Partitions of every table but ``events`` expire (:mod:`trainer.retention`): ``recommendations``
-after its own retention, the three metrics tables after the metrics retention.
+after its own retention, the metrics tables and ``publications`` after the metrics retention.
+A column added to a spec is added to an existing table on the next :func:`ensure_table`.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ RECOMMENDATIONS = "recommendations"
 RECOMMENDATIONS_LATEST = "recommendations_latest"
 EVENT_STATS = "event_stats"
 SERVING_METRICS = "serving_metrics"
+PUBLICATIONS = "publications"
 
 METRIC_NAMES = ("precision", "recall", "map", "ndcg", "coverage")
 RECOMMENDERS = ("model", "popularity", "published")
@@ -81,6 +85,15 @@ MODEL_METRICS_SPEC = TableSpec(
         F("verdict", "STRING", mode="REQUIRED", description="pass | fail"),
         F("reasons", "STRING", description="why the verdict is what it is"),
         F("params", "STRING", description="training parameters as JSON"),
+        # Lineage: what produced the model, from the run's manifest and the step's environment.
+        F("airflow_run_id", "STRING", description="the recommend_train run that evaluated it"),
+        F("image", "STRING", description="the trainer image (pinned by digest where resolved)"),
+        F("window_start", "DATE", description="first day of the events window"),
+        F("train_end", "DATE", description="last training day (the holdout days follow)"),
+        F("events_rows_read", "INT64", description="rows of the window read"),
+        F("train_users", "INT64"),
+        F("train_items", "INT64"),
+        F("train_interactions", "INT64", description="non-zero (user, item) cells trained on"),
     ),
     partition_field="run_date",
     description="Offline evaluation of each trained model against a popularity baseline.",
@@ -171,6 +184,25 @@ SERVING_METRICS_SPEC = TableSpec(
 )
 
 
+PUBLICATIONS_SPEC = TableSpec(
+    name=PUBLICATIONS,
+    schema=(
+        F("published_date", "DATE", mode="REQUIRED", description="partition: UTC date of published_at"),
+        F("published_at", "TIMESTAMP", mode="REQUIRED", description="when models/LATEST named the model"),
+        F("model_id", "STRING", mode="REQUIRED"),
+        F("model_run_date", "DATE", mode="REQUIRED"),
+        F("previous_model_id", "STRING", description="the model it replaced"),
+        F("is_rollback", "BOOL", mode="REQUIRED", description="published by recommend_rollback"),
+        F("primary_metric", "STRING"),
+        F("primary_value", "FLOAT64", description="the model's primary metric@k at evaluation"),
+        F("airflow_run_id", "STRING", description="the run that published it"),
+        F("image", "STRING"),
+    ),
+    partition_field="published_date",
+    description="Every change of the published model: promotions and rollbacks (promote_model).",
+)
+
+
 def table_id(project: str, dataset: str, name: str) -> str:
     return f"{project}.{dataset}.{name}"
 
@@ -196,6 +228,12 @@ def ensure_table(client: bigquery.Client, project: str, dataset: str, spec: Tabl
         table.clustering_fields = list(spec.clustering)
     table.description = spec.description
     existing = client.create_table(table, exists_ok=True, retry=bq_retry())
+    have = {f.name for f in existing.schema}
+    added = [f for f in spec.schema if f.name not in have]
+    if added:  # columns are only ever added (nullable), so older rows stay valid
+        existing.schema = [*existing.schema, *added]
+        existing = client.update_table(existing, ["schema"], retry=bq_retry())
+        log.info("added columns %s to %s", ", ".join(f.name for f in added), tid)
     current = existing.time_partitioning.expiration_ms if existing.time_partitioning else None
     if expiration_days is not None and current != wanted:
         existing.time_partitioning = bigquery.TimePartitioning(
@@ -231,5 +269,5 @@ def ensure_all(client: bigquery.Client, project: str, dataset: str, location: st
     ensure_table(client, project, dataset, MODEL_METRICS_SPEC, keep and keep.metrics_days)
     ensure_table(client, project, dataset, RECOMMENDATIONS_SPEC, keep and keep.recommendations_days)
     ensure_latest_view(client, project, dataset)
-    for spec in (EVENT_STATS_SPEC, SERVING_METRICS_SPEC):
+    for spec in (EVENT_STATS_SPEC, SERVING_METRICS_SPEC, PUBLICATIONS_SPEC):
         ensure_table(client, project, dataset, spec, keep and keep.metrics_days)
