@@ -19,7 +19,11 @@ Trains the learning-app recommender once a day and publishes it if it is good en
   with `recommend_predict`'s writer, so no two runs (backfills included) write a table at once.
 * `promote_model` fails when the model does not beat popularity (see `model_metrics`); on success
   it updates the asset `recsys_published_model`, which triggers `recommend_predict`.
-* Slack: run success (with metrics and verdict) and failure, task retries and failures.
+* Slack: run success (with metrics, verdict and a link to the evaluation report) and failure,
+  task retries and failures.
+* The **Recommender** page (Airflow's navigation, or this DAG's Recommender tab) charts every
+  model's metrics, the served hit rate and the data checks, with each model's lineage, report
+  and a rollback button; `evaluate` links to its model's report.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ from operators.images import resolve_image
 from operators.params import TRAIN_PARAMS
 from operators.slack import dag_callbacks
 from operators.trainer_task import trainer_task
+from operators.ui_links import EvaluationReportLink
 
 config = recsys_config.load()
 
@@ -67,7 +72,8 @@ with DAG(
         execution_timeout=timedelta(hours=3))
     evaluate = trainer_task("evaluate_task", trainer_args(config, *table_retention_args(config)),
                             config=config, execution_timeout=timedelta(hours=1),
-                            pool=config.writers_pool)  # writes model_metrics
+                            pool=config.writers_pool,  # writes model_metrics
+                            extra_links=[EvaluationReportLink()])
     promote = trainer_task("promote_model_task", trainer_args(
         config, "--keep-models", str(config.keep_models)), config=config,
                            execution_timeout=timedelta(minutes=15),

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from operators.artifacts import join
+from operators.ui_links import report_url
 
 Reader = Callable[[str], Any]
 
@@ -42,7 +43,8 @@ def train(read: Reader, run: str) -> str:
     published = ""
     if promotion:
         published = "\npublished" if promotion["published"] else f"\nnot published: {promotion['reason']}"
-    return f"{data}\nmodel {ev['model_id']} verdict *{ev['verdict'].upper()}*: {line}{published}"
+    return (f"{data}\nmodel {ev['model_id']} verdict *{ev['verdict'].upper()}*: {line}{published}"
+            f"\n<{report_url(ev['model_id'])}|Evaluation report>")
 
 
 def predict(read: Reader, run: str) -> str:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import re
-import urllib.parse
 from typing import Any
 
 from airflow.sdk import BaseNotifier
@@ -27,6 +26,7 @@ from operators.artifacts import ArtifactsHook, join
 from operators.config import RecsysConfig
 from operators.macros import run_date_for
 from operators.run_summaries import SUMMARIES
+from operators.ui_links import run_url
 
 _HEAD = "*{{ dag.dag_id }}*"
 _RUN = ("run `{{ dag_run.run_id }}` | run date {{ recsys.run_date }} | "
@@ -83,18 +83,6 @@ def run_started(dag_run: Any) -> dt.datetime | None:
                          TaskInstance.start_date.isnot(None))
                  .order_by(TaskInstance.start_date).first())
     return first[0] if first else start
-
-
-def run_url(dag_id: str, run_id: str) -> str:
-    """The run's page in the Airflow UI, under ``[api] base_url`` (the base of the task
-    instances' own ``log_url``)."""
-    try:  # Airflow >= 3.2; 3.1's task SDK has no configuration module of its own
-        from airflow.sdk.configuration import conf
-    except ImportError:
-        from airflow.configuration import conf
-
-    base = conf.get("api", "base_url", fallback="http://localhost:8080/").rstrip("/")
-    return f"{base}/dags/{dag_id}/runs/{urllib.parse.quote(run_id, safe='')}"
 
 
 class RecsysSlackNotifier(BaseNotifier):

@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from airflow.sdk import BaseOperator
+from airflow.sdk import BaseOperator, BaseOperatorLink
 
 from operators.config import RecsysConfig
 from operators.macros import recsys_label
@@ -40,14 +40,19 @@ def default_task_id(step: str) -> str:
 
 def trainer_task(step: str, arguments: Sequence[str], *, config: RecsysConfig,
                  image: str = IMAGE_FROM_XCOM, task_id: str | None = None, shards: Any = None,
-                 **kwargs: Any) -> Any:
+                 extra_links: Sequence[BaseOperatorLink] = (), **kwargs: Any) -> Any:
     """The task that runs ``python -m trainer.<step> <arguments>`` in the configured runtime;
-    mapped over ``shards`` when given."""
+    mapped over ``shards`` when given. ``extra_links`` join the runtime operator's own links."""
     task_id = task_id or default_task_id(step)
     operator, arguments = _operator(step, arguments, config=config, image=image, task_id=task_id,
                                     mapped=shards is not None, **kwargs)
     if shards is None:
-        return operator(**arguments)
+        task = operator(**arguments)
+        if extra_links:
+            task.operator_extra_links = (*operator.operator_extra_links, *extra_links)
+        return task
+    if extra_links:
+        raise ValueError("extra_links are not supported on a mapped step")
     return operator.partial(**arguments).expand(shard=shards)
 
 

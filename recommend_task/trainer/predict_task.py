@@ -242,6 +242,7 @@ def main(args: argparse.Namespace) -> None:
         "rows_written": len(recs), "users": len(users), "cold_users": cold,
         "table": target, "generated_at": generated_at.isoformat(),
         "image": os.environ.get("RECSYS_TRAINER_IMAGE") or None,  # what served the day (feedback_task)
+        "airflow_run_id": os.environ.get("RECSYS_AIRFLOW_RUN_ID") or None,  # the Recommender page's lineage
     })
 
 

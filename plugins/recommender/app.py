@@ -1,0 +1,126 @@
+"""The Recommender page's FastAPI app, mounted by recommender_plugin under ``/recommender`` in
+Airflow's API server.
+
+Airflow does not apply its authentication to a plugin's app by itself: the app depends, for
+every route, on Airflow's own ``requires_access_dag`` (GET on recommend_train's runs), which
+reads the signed-in user's token (the UI's cookie, or a bearer token). Without one, 401; a user
+who may not read the DAG's runs, 403. Read-only: the rollback button calls Airflow's REST API
+from the browser, as the user. A BigQuery or Cloud Storage outage is a 503 with a one-line
+message, never a stack trace.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import urllib.parse
+from functools import cache
+
+from fastapi import Depends, FastAPI, Query
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+
+from operators import config as recsys_config
+from operators import ui_links
+from recommender import pages
+from recommender.store import RecommenderStore, Unavailable
+
+log = logging.getLogger(__name__)
+
+MODEL_ID = re.compile(r"als-[0-9]{8}-[0-9a-f]{10}")
+HTML = "text/html; charset=utf-8"
+
+
+@cache
+def store() -> RecommenderStore:
+    """One store per API server process, with the DAGs' configuration (the environment)."""
+    return RecommenderStore(recsys_config.load())
+
+
+def _api_base() -> str:
+    """The path Airflow is served under (its REST API and UI live below it), for same-origin
+    calls from the browser."""
+    return urllib.parse.urlsplit(ui_links.base_url()).path.rstrip("/")
+
+
+def _unavailable(exc: Unavailable, json: bool = False) -> Response:
+    log.warning("Recommender page: %s", exc)
+    if json:
+        return JSONResponse({"detail": str(exc)}, status_code=503)
+    return HTMLResponse(pages.unavailable_page(str(exc)), status_code=503)
+
+
+def create_app() -> FastAPI:
+    from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity
+    from airflow.api_fastapi.core_api.security import requires_access_dag
+
+    app = FastAPI(title="Recommender", docs_url=None, redoc_url=None, openapi_url=None,
+                  dependencies=[Depends(requires_access_dag("GET", DagAccessEntity.RUN,
+                                                            param_dag_id="recommend_train"))])
+    days_query = Query(30, ge=1, le=366, description="days of history, ending today (UTC)")
+
+    @app.get("/api/overview")
+    def overview_json(days: int = days_query) -> Response:
+        """The charts' and the model table's data (what the page draws), as JSON."""
+        try:
+            return JSONResponse(store().overview(days))
+        except Unavailable as exc:
+            return _unavailable(exc, json=True)
+
+    @app.get("/", response_class=HTMLResponse)
+    def overview(days: int = days_query) -> Response:
+        try:
+            data = store().overview(days)
+        except Unavailable as exc:
+            return _unavailable(exc)
+        return HTMLResponse(pages.overview_page(data, ui_links.base_url()))
+
+    @app.get("/api/models/{model_id}")
+    def model_json(model_id: str) -> Response:
+        try:
+            model = store().model(model_id) if MODEL_ID.fullmatch(model_id) else None
+        except Unavailable as exc:
+            return _unavailable(exc, json=True)
+        if model is None:
+            return JSONResponse({"detail": f"no model {model_id} in model_metrics"}, status_code=404)
+        return JSONResponse(model)
+
+    @app.get("/models/{model_id}", response_class=HTMLResponse)
+    def model(model_id: str) -> Response:
+        try:
+            found = store().model(model_id) if MODEL_ID.fullmatch(model_id) else None
+        except Unavailable as exc:
+            return _unavailable(exc)
+        if found is None:
+            return HTMLResponse(pages.not_found_page(f"No model {model_id} in model_metrics (its "
+                                                    "row may have expired)."), status_code=404)
+        return HTMLResponse(pages.model_page(found, ui_links.base_url(), _api_base()))
+
+    @app.get("/models/{model_id}/report")
+    def report(model_id: str) -> Response:
+        """The model's own report.html, as evaluate_task wrote it (self-contained)."""
+        try:
+            body = store().report(model_id) if MODEL_ID.fullmatch(model_id) else None
+        except Unavailable as exc:
+            return _unavailable(exc)
+        if body is None:
+            return HTMLResponse(pages.not_found_page(f"No evaluation report for {model_id} (models "
+                                                    "evaluated before reports existed have none)."),
+                                status_code=404)
+        # The report is ours, but it is a file in a bucket: it may not run script on this origin.
+        return Response(body, media_type=HTML, headers={"Content-Security-Policy": "script-src 'none'"})
+
+    @app.get("/runs/{run_id}/report")
+    def run_report(run_id: str) -> Response:
+        """The evaluate task's extra link: the report of the model its run evaluated."""
+        try:
+            rows = store().query(
+                f"SELECT model_id FROM `{store()._table}.model_metrics` WHERE airflow_run_id = @run "
+                "ORDER BY evaluated_at DESC LIMIT 1", {"run": run_id})
+        except Unavailable as exc:
+            return _unavailable(exc)
+        if not rows:
+            return HTMLResponse(pages.not_found_page(f"Run {run_id} has evaluated no model yet."),
+                                status_code=404)
+        return RedirectResponse(f"../../models/{rows[0]['model_id']}/report", status_code=307)
+
+    return app

@@ -1,0 +1,257 @@
+"""The Recommender page's HTML: the overview (charts and the model table) and a page per model
+(lineage, report, rollback). Server-rendered from :class:`recommender.store.RecommenderStore`'s
+data; the only script is the rollback button's call to Airflow's own REST API."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from html import escape
+from typing import Any
+
+from operators.ui_links import run_url, task_url
+from recommender.charts import Marker, Point, Series, line_chart
+
+DAY_CHOICES = (30, 90, 365)
+STYLE = """
+body{font:14px/1.45 system-ui,sans-serif;margin:16px 20px;color:#1b1f24}
+h1{font-size:22px;margin:0 0 4px}h2{font-size:17px;margin:22px 0 6px}
+.muted{color:#5b6470}.banner{padding:10px 12px;border-radius:6px;margin:10px 0}
+.error{background:#fde8e8;border:1px solid #f5b5b5}.note{background:#eef4fb;border:1px solid #c8dcf0}
+.chart{width:100%;max-width:900px;display:block;margin:6px 0 14px;background:#fafbfc;border-radius:6px}
+.chart .title{font-weight:600;font-size:13px}.chart .axis,.chart .legend{font-size:11px;fill:#5b6470}
+.chart .grid{stroke:#e3e6ea}.chart .marker{stroke:#2ca02c;stroke-width:1.5;stroke-dasharray:2 3}
+.chart .marker.rollback{stroke:#ff7f0e}.chart .empty{fill:#98a1ab}
+table{border-collapse:collapse;font-size:13px}th,td{padding:4px 8px;border-bottom:1px solid #e3e6ea;
+text-align:left;vertical-align:top}th{background:#f3f5f7}
+.pass{color:#1a7f37;font-weight:600}.fail{color:#cf222e;font-weight:600}
+.days a{margin-right:10px}.days a.on{font-weight:700;text-decoration:none;color:#1b1f24}
+ol.lineage li{margin:6px 0}button{font:inherit;padding:6px 14px;border-radius:6px;border:1px solid #bf8700;
+background:#fff8c5;cursor:pointer}iframe.report{width:100%;height:900px;border:1px solid #e3e6ea}
+"""
+
+
+def _page(title: str, body: str) -> str:
+    return (f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{escape(title)}</title>"
+            f"<style>{STYLE}</style></head><body>{body}</body></html>")
+
+
+def _fmt(value: Any, digits: int = 4) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return escape(str(value))
+
+
+def _link(url: str, text: str) -> str:
+    return f'<a href="{escape(url, quote=True)}">{escape(text)}</a>'
+
+
+def unavailable_page(message: str) -> str:
+    """What the page shows while BigQuery or Cloud Storage does not answer (with a 503)."""
+    return _page("Recommender", "<h1>Recommender</h1>"
+                 f'<div class="banner error" id="unavailable"><b>The recommender\'s data cannot be read '
+                 f"right now.</b><br>{escape(message)}<br>Airflow itself is fine; reload this page once "
+                 "the service answers.</div>")
+
+
+def not_found_page(what: str) -> str:
+    return _page("Recommender", f'<h1>Recommender</h1><div class="banner note">{escape(what)}</div>'
+                 '<p><a href="./">Back to the overview</a></p>')
+
+
+def _spans_markers(spans: list[dict[str, Any]]) -> list[Marker]:
+    return [Marker(s["from"], f"{'rolled back to' if s['rollback'] else 'published'} {s['model_id']}",
+                   s["rollback"]) for s in spans]
+
+
+def overview_page(data: dict[str, Any], base: str, model_href: str = "models/") -> str:
+    """The overview: charts of the chosen days and the table of their models."""
+    start, end = dt.date.fromisoformat(data["since"]), dt.date.fromisoformat(data["today"])
+    models, serving, stats = data["models"], data["serving"], data["event_stats"]
+    markers = _spans_markers(data["publications"])
+    k = models[-1]["k"] if models else None
+    charts = []
+    for metric in ("recall", "ndcg", "coverage"):
+        at = f"@{k}" if k else "@k"
+        charts.append(line_chart(f"Offline {metric}{at}: each evaluated model against popularity", [
+            Series("model", [Point(m["run_date"], m[f"model_{metric}"], m["verdict"] != "pass",
+                                   f"{m['model_id']} {m['verdict']}") for m in models]),
+            Series("popularity", [Point(m["run_date"], m[f"popularity_{metric}"]) for m in models],
+                   dashed=True),
+        ], start, end, markers=markers, chart_id=f"chart-{metric}"))
+    charts.append(line_chart("Served hit rate on the next day, against the popularity counterfactual", [
+        Series("served model", [Point(s["served_date"], s["model_hit_rate"], bool(s["alerts"]),
+                                      "; ".join(s["alerts"] or [])) for s in serving]),
+        Series("popularity", [Point(s["served_date"], s["popularity_hit_rate"]) for s in serving],
+               dashed=True),
+    ], start, end, markers=markers, chart_id="chart-serving"))
+    charts.append(line_chart("Valid events per day (red: an anomaly rule broke)", [
+        Series("events", [Point(s["run_date"], float(s["events"]), s["status"] in ("anomaly", "accepted"),
+                                f"{s['status']}: {'; '.join(s['anomalies'] or [])}") for s in stats]),
+    ], start, end, chart_id="chart-events"))
+    charts.append(line_chart("Drift against the 7 days before (Jensen-Shannon distance)", [
+        Series("item popularity", [Point(s["run_date"], s["item_drift"]) for s in stats]),
+        Series("event-type mix", [Point(s["run_date"], s["type_drift"]) for s in stats], dashed=True),
+    ], start, end, chart_id="chart-drift"))
+
+    choices = " ".join(f'<a href="?days={d}" class="{"on" if d == data["days"] else ""}">{d} days</a>'
+                       for d in DAY_CHOICES)
+    published = data.get("published_model_id")
+    head = (f"<h1>Recommender</h1><p class=muted>{escape(data['since'])} to {escape(data['today'])} (UTC). "
+            f"Published now: {_link(model_href + published, published) if published else 'no model'}.</p>"
+            f'<p class="days">{choices}</p>')
+    empty = "" if models or serving or stats else (
+        '<div class="banner note" id="empty">Nothing recorded in these days yet: the charts fill in as '
+        "recommend_train, recommend_predict and recommend_feedback run.</div>")
+    return _page("Recommender", head + empty + "".join(charts) + "<h2>Models</h2>"
+                 + models_table(models, base, model_href)
+                 + "<h2>Publications</h2>" + publications_table(data["publications"], base, model_href))
+
+
+def _spans_text(spans: list[dict[str, Any]]) -> str:
+    return "<br>".join(f"{escape(s['from'][:16])} → {escape(s['to'][:16]) if s['to'] else 'now'}"
+                       f"{' (rollback)' if s['rollback'] else ''}" for s in spans) or "–"
+
+
+def models_table(models: list[dict[str, Any]], base: str, model_href: str) -> str:
+    if not models:
+        return "<p class=muted>No model evaluated in these days.</p>"
+    rows = []
+    for m in reversed(models):
+        params = json.loads(m["params"]) if m.get("params") else {}
+        run = (_link(run_url("recommend_train", m["airflow_run_id"], base), m["airflow_run_id"])
+               if m.get("airflow_run_id") else "–")
+        window = (f"{m['window_start']} – {m['train_end']}" if m.get("window_start") else "–")
+        rows.append(
+            f'<tr data-model="{escape(m["model_id"])}">'
+            f'<td>{_link(model_href + m["model_id"], m["model_id"])}</td>'
+            f"<td>{m['run_date']}</td><td>{run}</td><td><code>{_fmt(m.get('image'))}</code></td>"
+            f"<td>{escape(', '.join(f'{k}={v}' for k, v in sorted(params.items())))}</td>"
+            f"<td>{window}<br>{_fmt(m.get('events_rows_read'))} rows; {_fmt(m.get('train_users'))} × "
+            f"{_fmt(m.get('train_items'))}, {_fmt(m.get('train_interactions'))} cells</td>"
+            f"<td>{_fmt(m['model_recall'])} / {_fmt(m['popularity_recall'])}</td>"
+            f"<td>{_fmt(m['model_ndcg'])} / {_fmt(m['popularity_ndcg'])}</td>"
+            f"<td>{_fmt(m['model_coverage'], 3)}</td>"
+            f'<td class="{escape(m["verdict"])}">{escape(m["verdict"])}</td>'
+            f"<td>{_spans_text(m.get('published', []))}</td></tr>")
+    return ("<table id=models><tr><th>model</th><th>run date</th><th>Airflow run</th><th>image</th>"
+            "<th>params</th><th>training window, counts</th><th>recall@k model / popularity</th>"
+            "<th>ndcg@k model / popularity</th><th>coverage@k</th><th>verdict</th>"
+            "<th>published from → to</th></tr>" + "".join(rows) + "</table>")
+
+
+def publications_table(spans: list[dict[str, Any]], base: str, model_href: str) -> str:
+    if not spans:
+        return "<p class=muted>No publication in these days.</p>"
+    rows = []
+    for s in reversed(spans):
+        dag = "recommend_rollback" if s["rollback"] else "recommend_train"
+        run = (_link(run_url(dag, s["airflow_run_id"], base), s["airflow_run_id"])
+               if s.get("airflow_run_id") else "–")
+        rows.append(f"<tr><td>{_link(model_href + s['model_id'], s['model_id'])}</td>"
+                    f"<td>{'rollback' if s['rollback'] else 'promotion'}</td><td>{_spans_text([s])}</td>"
+                    f"<td>{_fmt(s.get('previous_model_id'))}</td><td>{run}</td></tr>")
+    return ("<table id=publications><tr><th>model</th><th>how</th><th>published from → to</th>"
+            "<th>replaced</th><th>Airflow run</th></tr>" + "".join(rows) + "</table>")
+
+
+ROLLBACK_SCRIPT = """
+<script>
+document.getElementById('rollback').addEventListener('click', async (event) => {
+  const button = event.target, out = document.getElementById('rollback-result');
+  button.disabled = true; out.textContent = 'triggering recommend_rollback…';
+  const response = await fetch(button.dataset.api, {method: 'POST', credentials: 'same-origin',
+    headers: {'Content-Type': 'application/json'},
+    body: JSON.stringify({logical_date: null, conf: {model_id: button.dataset.model}})});
+  const body = await response.json().catch(() => ({}));
+  if (response.ok) {
+    out.dataset.runId = body.dag_run_id;
+    out.innerHTML = 'recommend_rollback triggered: <a href="' + button.dataset.runs
+      + encodeURIComponent(body.dag_run_id) + '">' + body.dag_run_id + '</a>';
+  } else {
+    out.dataset.refused = response.status;
+    out.textContent = 'Airflow refused the rollback (HTTP ' + response.status + '): '
+      + (typeof body.detail === 'string' ? body.detail : JSON.stringify(body.detail || body));
+    button.disabled = false;
+  }
+});
+</script>"""
+
+
+def model_page(m: dict[str, Any], base: str, api_base: str) -> str:
+    """A model: its lineage, the rollback button (passed, not published now) and its report."""
+    verdict = m["verdict"]
+    manifest = m.get("manifest") or {}
+    window, counts, quality = (manifest.get(k) or {} for k in ("window", "counts", "quality"))
+    checks = manifest.get("event_stats") or {}
+    steps = {s["task_id"]: s for s in m["lineage"]}
+
+    def step_link(task_id: str) -> str:
+        s = steps.get(task_id) or {}
+        if not s.get("airflow_run_id"):
+            return "<span class=muted>(no record of the step)</span>"
+        return (f"{_link(task_url(s['dag_id'], s['airflow_run_id'], task_id, base), task_id + ' log')} "
+                f"in {_link(run_url(s['dag_id'], s['airflow_run_id'], base), s['airflow_run_id'])}"
+                f" <span class=muted>({escape(str(s.get('outcome')))}, {_fmt(s.get('seconds'), 1)} s)</span>")
+
+    lineage = [
+        f"<li><b>Events window</b> {escape(str(window.get('start', m.get('window_start'))))} – "
+        f"{escape(str(window.get('end', '?')))} (training to {escape(str(window.get('train_end', '?')))}, "
+        f"holdout {escape(str(window.get('holdout_start')))} – {escape(str(window.get('holdout_end')))}): "
+        f"{_fmt(quality.get('rows_read'))} rows read, {_fmt(quality.get('bad_rows'))} bad; data check of "
+        f"the run date: <b>{escape(str(checks.get('status', '–')))}</b></li>",
+        f"<li><b>Matrices</b> {_fmt(counts.get('users'))} users × {_fmt(counts.get('items'))} items, "
+        f"{_fmt(counts.get('train_nnz'))} training and {_fmt(counts.get('holdout_nnz'))} holdout cells: "
+        f"{step_link('create_cf_matrices')}</li>",
+        f"<li><b>Model</b> <code>{escape(m['model_id'])}</code>, params {escape(m.get('params') or '–')}, "
+        f"image <code>{_fmt(m.get('image'))}</code>: {step_link('train')}</li>",
+        f'<li><b>Evaluation</b> <span class="{escape(verdict)}">{escape(verdict)}</span> '
+        f"({escape(m.get('reasons') or '')}): {step_link('evaluate')}</li>",
+    ]
+    pubs = m.get("published", [])
+    lineage.append("<li><b>Publication</b> " + (("<br>".join(
+        f"{_spans_text([s])}: "
+        + (_link(run_url("recommend_rollback" if s["rollback"] else "recommend_train",
+                         s["airflow_run_id"], base), s["airflow_run_id"])
+           if s.get("airflow_run_id") else "–") for s in pubs))
+        if pubs else "never published") + "</li>")
+    served = m.get("served_days", [])
+    lineage.append("<li><b>Served by predict</b> " + ((", ".join(
+        f"{escape(d['run_date'])} ({_fmt(d['users'])} users): "
+        + (_link(run_url("recommend_predict", d["airflow_run_id"], base), d["airflow_run_id"])
+           if d.get("airflow_run_id") else "<span class=muted>run not recorded</span>") for d in served))
+        if served else "no day of recommendations from this model") + "</li>")
+
+    if m.get("is_published"):
+        action = "<p class=muted>This model is published now.</p>"
+    elif verdict != "pass":
+        action = ("<p class=muted id=no-rollback>This model failed evaluation: it cannot be published "
+                  "(recommend_rollback refuses it).</p>")
+    else:
+        action = (f'<p><button id="rollback" data-model="{escape(m["model_id"])}" '
+                  f'data-api="{escape(api_base)}/api/v2/dags/recommend_rollback/dagRuns" '
+                  f'data-runs="{escape(base)}/dags/recommend_rollback/runs/">'
+                  "Roll back to this model</button> "
+                  '<span id="rollback-result" class=muted>Triggers recommend_rollback with this model id, '
+                  "as you.</span></p>" + ROLLBACK_SCRIPT)
+    report = (f'<iframe class="report" src="{escape(m["model_id"])}/report" '
+              'title="evaluation report"></iframe>'
+              if m.get("has_report") else
+              "<p class=muted id=no-report>No evaluation report for this model (evaluated before reports "
+              "were written).</p>")
+    metrics = "".join(
+        f"<tr><td>{metric}@{m['k']}</td><td>{_fmt(m[f'model_{metric}'])}</td>"
+        f"<td>{_fmt(m[f'popularity_{metric}'])}</td><td>{_fmt(m[f'published_{metric}'])}</td></tr>"
+        for metric in ("recall", "ndcg", "coverage"))
+    body = (f'<p><a href="../">← Recommender</a></p><h1>{escape(m["model_id"])}</h1>'
+            f'<p>run date {escape(m["run_date"])}, evaluated {escape(m["evaluated_at"][:19])} on '
+            f'{_fmt(m["eval_users"])} users: <span class="{escape(verdict)}">{escape(verdict)}</span></p>'
+            + action + "<h2>Lineage</h2><ol class=lineage>" + "".join(lineage) + "</ol>"
+            "<h2>Metrics</h2><table><tr><th></th><th>model</th><th>popularity</th>"
+            f"<th>published then ({_fmt(m.get('published_model_id'))})</th></tr>{metrics}</table>"
+            "<h2>Evaluation report</h2>" + report)
+    return _page(m["model_id"], body)

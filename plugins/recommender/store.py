@@ -1,0 +1,244 @@
+"""What the Recommender page shows, read from BigQuery and Cloud Storage through the stock
+Google hooks and the DAGs' own configuration and connection (the emulators locally, the real
+services on Composer). Nothing is copied into Airflow's database.
+
+Every query reads only the columns it shows and the partitions of the chosen days. Calls are
+bounded (a few seconds, a short retry), so a BigQuery or GCS outage answers quickly as
+:class:`Unavailable` instead of the clients' default of minutes of retries.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from operators.artifacts import join, split_gcs_uri
+from operators.config import RecsysConfig
+
+log = logging.getLogger(__name__)
+
+DEADLINE_S = 8.0  # per call, retries included: the page answers within it even when a service is down
+METRICS = ("recall", "ndcg", "coverage")
+MODEL_COLUMNS = (
+    "model_id", "run_date", "evaluated_at", "k", "eval_users", "verdict", "reasons", "params",
+    "published_model_id", "primary_metric", "airflow_run_id", "image", "window_start", "train_end",
+    "events_rows_read", "train_users", "train_items", "train_interactions",
+    *(f"{rec}_{m}" for rec in ("model", "popularity", "published") for m in METRICS),
+)
+SERVING_COLUMNS = ("served_date", "model_id", "k", "users_active", "model_hit_rate", "popularity_hit_rate",
+                   "model_recall", "popularity_recall", "alerts")
+STATS_COLUMNS = ("run_date", "status", "anomalies", "accepted", "events", "active_users", "item_drift",
+                 "type_drift", "top_user_share", "new_item_event_share")
+PUBLICATION_COLUMNS = ("published_at", "model_id", "model_run_date", "previous_model_id", "is_rollback",
+                       "primary_metric", "primary_value", "airflow_run_id")
+# The DAG runs whose steps leave a status record under runs/<run_date>/status/.
+LINEAGE_STEPS = (
+    ("recommend_train", "create_cf_matrices", "events window → matrices"),
+    ("recommend_train", "train", "matrices → model"),
+    ("recommend_train", "evaluate", "model → evaluation"),
+    ("recommend_train", "promote_model", "evaluation → publication"),
+)
+
+
+class Unavailable(RuntimeError):
+    """BigQuery or Cloud Storage did not answer; the message is one line for the page."""
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dt.datetime):
+        return value.isoformat()
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0][:300]}" if text else type(exc).__name__
+
+
+class RecommenderStore:
+    """Reads for the Recommender page, for one deployment's configuration."""
+
+    def __init__(self, config: RecsysConfig) -> None:
+        self.config = config
+        self._table = f"{config.project}.{config.dataset}"
+        self._bq = None
+        self._gcs = None
+
+    # --- clients -------------------------------------------------------------------------------
+
+    def bigquery(self):
+        if self._bq is None:
+            from airflow.providers.google.cloud.hooks.bigquery import BigQueryHook
+
+            hook = BigQueryHook(gcp_conn_id=self.config.gcp_conn_id, location=self.config.location,
+                                use_legacy_sql=False)
+            self._bq = hook.get_client(project_id=self.config.project, location=self.config.location)
+        return self._bq
+
+    def storage(self):
+        if self._gcs is None:
+            from airflow.providers.google.cloud.hooks.gcs import GCSHook
+
+            self._gcs = GCSHook(gcp_conn_id=self.config.gcp_conn_id).get_conn()
+        return self._gcs
+
+    def query(self, sql: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        """Rows as dicts; an absent table is no rows (a fresh install); any other failure is
+        :class:`Unavailable`."""
+        from google.api_core.exceptions import NotFound
+        from google.cloud import bigquery
+
+        types = {bool: "BOOL", int: "INT64", float: "FLOAT64", str: "STRING", dt.date: "DATE"}
+        config = bigquery.QueryJobConfig(query_parameters=[
+            bigquery.ScalarQueryParameter(name, types[type(value)], value)
+            for name, value in (params or {}).items()])
+        retry = bigquery.DEFAULT_RETRY.with_deadline(DEADLINE_S)
+        try:
+            job = self.bigquery().query(sql, job_config=config, retry=retry, job_retry=None,
+                                        timeout=DEADLINE_S)
+            return [dict(row.items()) for row in job.result(retry=retry, timeout=DEADLINE_S)]
+        except NotFound as exc:
+            if "Not found: Table" in str(exc) or "was not found" in str(exc):
+                return []
+            raise Unavailable(f"BigQuery: {_one_line(exc)}") from None
+        except Exception as exc:  # any client or transport failure is an outage here
+            raise Unavailable(f"BigQuery did not answer: {_one_line(exc)}") from None
+
+    def read_object(self, uri: str) -> bytes | None:
+        """The object's bytes, None when there is none; :class:`Unavailable` on an outage."""
+        from google.api_core.retry import Retry
+
+        bucket, name = split_gcs_uri(uri)
+        try:
+            blob = self.storage().bucket(bucket).get_blob(name, timeout=DEADLINE_S,
+                                                          retry=Retry(deadline=DEADLINE_S))
+            return None if blob is None else blob.download_as_bytes(timeout=DEADLINE_S,
+                                                                    retry=Retry(deadline=DEADLINE_S))
+        except Exception as exc:
+            raise Unavailable(f"Cloud Storage did not answer: {_one_line(exc)}") from None
+
+    def read_json(self, uri: str) -> Any | None:
+        data = self.read_object(uri)
+        return None if data is None else json.loads(data)
+
+    # --- the overview --------------------------------------------------------------------------
+
+    def overview(self, days: int, today: dt.date | None = None) -> dict[str, Any]:
+        """The charts' and the model table's data for the ``days`` ending today (UTC)."""
+        today = today or dt.datetime.now(dt.UTC).date()
+        since = today - dt.timedelta(days=days - 1)
+        t = self._table
+        queries = {
+            "models": (f"SELECT {', '.join(MODEL_COLUMNS)} FROM `{t}.model_metrics` "
+                       "WHERE run_date >= @since ORDER BY run_date, evaluated_at"),
+            "serving": (f"SELECT {', '.join(SERVING_COLUMNS)} FROM `{t}.serving_metrics` "
+                        "WHERE served_date >= @since ORDER BY served_date"),
+            "event_stats": (f"SELECT {', '.join(STATS_COLUMNS)} FROM `{t}.event_stats` "
+                            "WHERE run_date >= @since ORDER BY run_date"),
+            # All of them (one a day at most, expired with the metrics): what was published
+            # when the chosen days began is in an earlier row.
+            "publications": (f"SELECT {', '.join(PUBLICATION_COLUMNS)} FROM `{t}.publications` "
+                             "ORDER BY published_at"),
+        }
+        with ThreadPoolExecutor(len(queries) + 1) as pool:
+            futures = {name: pool.submit(self.query, sql, {"since": since} if "@since" in sql else None)
+                       for name, sql in queries.items()}
+            pointer = pool.submit(self.read_json, join(self.config.artifacts_uri, "models", "LATEST"))
+            data = {name: [{k: _plain(v) for k, v in row.items()} for row in f.result()]
+                    for name, f in futures.items()}
+            latest = pointer.result()
+        data["published_spans"] = published_spans(data.pop("publications"), latest)
+        spans = data["published_spans"]
+        for model in data["models"]:
+            model["published"] = [s for s in spans if s["model_id"] == model["model_id"]]
+        data["publications"] = [s for s in spans if (s["to"] or today.isoformat()) >= since.isoformat()]
+        data.update(since=since.isoformat(), today=today.isoformat(), days=days,
+                    published_model_id=latest and latest.get("model_id"))
+        return data
+
+    # --- one model -----------------------------------------------------------------------------
+
+    def model(self, model_id: str) -> dict[str, Any] | None:
+        """The model's row, publications, lineage records and the days it served; None when
+        ``model_metrics`` has no row for it."""
+        t = self._table
+        rows = self.query(f"SELECT {', '.join(MODEL_COLUMNS)}, model_uri FROM `{t}.model_metrics` "
+                          "WHERE model_id = @id ORDER BY evaluated_at DESC LIMIT 1", {"id": model_id})
+        if not rows:
+            return None
+        model = {k: _plain(v) for k, v in rows[0].items()}
+        run_date = dt.date.fromisoformat(model["run_date"])
+        with ThreadPoolExecutor(4) as pool:
+            pubs = pool.submit(self.query, f"SELECT {', '.join(PUBLICATION_COLUMNS)} FROM `{t}.publications` "
+                                           "ORDER BY published_at")
+            served = pool.submit(self.query, f"""
+                SELECT run_date, COUNT(*) AS rows_written, COUNT(DISTINCT user_id) AS users
+                FROM `{t}.recommendations` WHERE run_date >= @since AND model_id = @id
+                GROUP BY run_date ORDER BY run_date""", {"since": run_date, "id": model_id})
+            latest = pool.submit(self.read_json, join(self.config.artifacts_uri, "models", "LATEST"))
+            statuses = pool.submit(self._statuses, run_date)
+            spans = published_spans([{k: _plain(v) for k, v in r.items()} for r in pubs.result()],
+                                    latest.result())
+            model["published"] = [s for s in spans if s["model_id"] == model_id]
+            model["is_published"] = bool(latest.result()) and latest.result().get("model_id") == model_id
+            model["lineage"] = statuses.result()
+            days = [{k: _plain(v) for k, v in r.items()} for r in served.result()]
+        with ThreadPoolExecutor(max(1, min(8, len(days)))) as pool:
+            runs = pool.map(lambda d: self.read_json(join(self.config.artifacts_uri, "runs", d["run_date"],
+                                                          "predictions.json")), days)
+            for day, predictions in zip(days, runs, strict=True):
+                day["airflow_run_id"] = (predictions or {}).get("airflow_run_id")
+        model["served_days"] = days
+        manifest = self.read_json(join(self.config.artifacts_uri, "runs", run_date.isoformat(),
+                                       "manifest.json"))
+        model["manifest"] = manifest and {k: manifest.get(k)
+                                          for k in ("window", "counts", "quality", "event_stats")}
+        model["has_report"] = self.read_object(join(model["model_uri"], "report.html")) is not None
+        return model
+
+    def _statuses(self, run_date: dt.date) -> list[dict[str, Any]]:
+        """The status record of each recommend_train step of the run date (the run that produced
+        the model), in pipeline order; a step without one is listed without a run."""
+        prefix = join(self.config.artifacts_uri, "runs", run_date.isoformat(), "status")
+        out = []
+        for dag_id, task_id, label in LINEAGE_STEPS:
+            record = self.read_json(join(prefix, f"{dag_id}.{task_id}.json")) or {}
+            out.append({"dag_id": dag_id, "task_id": task_id, "label": label,
+                        "airflow_run_id": record.get("airflow_run_id"), "outcome": record.get("outcome"),
+                        "seconds": record.get("seconds"), "image": record.get("image"),
+                        "finished_at": record.get("finished_at")})
+        return out
+
+    def report(self, model_id: str) -> bytes | None:
+        """The model's report.html, None for a model without one (older models)."""
+        return self.read_object(join(self.config.artifacts_uri, "models", model_id, "report.html"))
+
+
+def published_spans(publications: list[dict[str, Any]],
+                    latest: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """Each publication as a span: the model, from when, to when (None: still published). The
+    pointer itself counts as a publication when the table has no row for it (a model published
+    before the table existed)."""
+    rows = sorted(publications, key=lambda r: r["published_at"])
+    if latest and latest.get("promoted_at") and not any(
+            r["model_id"] == latest["model_id"] and r["published_at"][:19] == latest["promoted_at"][:19]
+            for r in rows):
+        rows.append({"published_at": latest["promoted_at"], "model_id": latest["model_id"],
+                     "previous_model_id": latest.get("previous_model_id"),
+                     "is_rollback": bool(latest.get("rollback")),
+                     "airflow_run_id": latest.get("airflow_run_id")})
+        rows.sort(key=lambda r: r["published_at"])
+    spans = []
+    for row, nxt in zip(rows, [*rows[1:], None], strict=True):
+        spans.append({"model_id": row["model_id"], "from": row["published_at"],
+                      "to": nxt["published_at"] if nxt else None, "rollback": bool(row.get("is_rollback")),
+                      "previous_model_id": row.get("previous_model_id"),
+                      "airflow_run_id": row.get("airflow_run_id")})
+    return spans

@@ -1,0 +1,264 @@
+"""The Recommender page (plugins/recommender_plugin.py) in Airflow's own API server app, with
+Airflow's auth manager, over a history that real trainer steps wrote to the emulators
+(page_history.py): its data against the tables, its lineage links, the report, the extra link,
+and the page with empty tables and with BigQuery down. Runs on both ends of the supported range.
+The browser test (tests/local/test_browser.py) drives the same page, and its rollback button,
+in the UI of a `make up` stack."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+import types
+from html.parser import HTMLParser
+
+import pytest
+from conftest import AIRFLOW_BASE_URL
+from page_history import IMAGE, predict_day, run_id, seed, step, train_day
+
+BASE = AIRFLOW_BASE_URL.rstrip("/")
+ROOT = "/" + BASE.split("/", 3)[3]  # the path Airflow is served under ([api] base_url)
+TODAY = dt.datetime.now(dt.UTC).date()
+DAY = TODAY - dt.timedelta(days=2)  # served on DAY + 1, measured on DAY + 1's events
+OLDER, FAILED = DAY - dt.timedelta(days=1), DAY - dt.timedelta(days=2)
+
+
+def _bq():
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import bigquery
+
+    return bigquery.Client(project=os.environ["RECSYS_GCP_PROJECT"], credentials=AnonymousCredentials(),
+                           client_options={"api_endpoint": os.environ["BIGQUERY_EMULATOR_HOST"]})
+
+
+def _rows(sql: str) -> list[dict]:
+    return [dict(r.items()) for r in _bq().query(sql).result()]
+
+
+def _gcs_blob(path: str):
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import storage
+
+    gcs = storage.Client(project="test-project", credentials=AnonymousCredentials(),
+                         client_options={"api_endpoint": os.environ["STORAGE_EMULATOR_HOST"]})
+    return gcs.bucket("recsys-test").blob(f"page/{path}")
+
+
+@pytest.fixture(scope="module")
+def history(emulators, airflow_db):
+    """A failed model, two published ones (the newer over the older), a served day and its hit
+    rate, in a dataset and artifacts folder of this module's own."""
+    saved = {k: os.environ[k] for k in ("RECSYS_BQ_DATASET", "RECSYS_ARTIFACTS_URI")}
+    os.environ.update(RECSYS_BQ_DATASET="recsys_page", RECSYS_ARTIFACTS_URI="gs://recsys-test/page")
+    seed(DAY + dt.timedelta(days=1), days=14)
+    train_day(FAILED, "--min-lift", "100", promote=False)
+    train_day(OLDER)
+    train_day(DAY, "--max-regression", "0.5")  # the gate is not what is tested here
+    predict_day(DAY)
+    step("feedback_task", "recommend_feedback", "feedback", DAY + dt.timedelta(days=1),
+         "--lookback-days", "12", "--alert-min-users", "1")
+    models = {r["run_date"]: r for r in _rows(
+        f"SELECT * FROM `{os.environ['RECSYS_GCP_PROJECT']}.recsys_page.model_metrics`")}
+    yield {"models": models}
+    os.environ.update(saved)
+
+
+@pytest.fixture(scope="module")
+def api(history):
+    from airflow.api_fastapi.app import create_app
+    from fastapi.testclient import TestClient
+    from recommender import app as page_app
+
+    page_app.store.cache_clear()  # the module's dataset
+    with TestClient(create_app("core"), base_url=BASE) as client:
+        yield client
+
+
+def _token(role: str | None) -> dict[str, str]:
+    from airflow.api_fastapi.app import get_auth_manager
+    from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
+
+    jwt = get_auth_manager().generate_jwt(SimpleAuthManagerUser(username="u", role=role))
+    return {"Authorization": f"Bearer {jwt}"}
+
+
+ADMIN = None
+
+
+def _get(api, path: str, **kwargs):
+    global ADMIN
+    ADMIN = ADMIN or _token("ADMIN")
+    return api.get(f"/recommender{path}", headers=ADMIN, follow_redirects=False, **kwargs)
+
+
+class _Points(HTMLParser):
+    """The drawn points (circles) of each chart, and every link, of a page."""
+
+    def __init__(self, html: str) -> None:
+        super().__init__()
+        self.points: dict[str, list[dict]] = {}
+        self.links: list[str] = []
+        self.ids: set[str] = set()
+        self._chart = ""
+        self.feed(html)
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if a.get("id"):
+            self.ids.add(a["id"])
+        if tag == "svg":
+            self._chart = a.get("id", "")
+        elif tag == "circle":
+            self.points.setdefault(self._chart, []).append(a)
+        elif tag == "a":
+            self.links.append(a.get("href", ""))
+
+
+def test_every_route_refuses_a_request_without_sign_in_or_permission(history, api):
+    model = history["models"][DAY]["model_id"]
+    routes = ["/", "/?days=90", "/api/overview", f"/models/{model}", f"/api/models/{model}",
+              f"/models/{model}/report", f"/runs/{run_id('recommend_train', DAY)}/report"]
+    no_role = _token(None)
+    for route in routes:
+        url = f"/recommender{route}"
+        assert api.get(url).status_code == 401, route
+        assert api.get(url, headers={"Authorization": "Bearer not-a-token"}).status_code in (401, 403), route
+        assert api.get(url, headers=no_role).status_code == 403, route
+        assert _get(api, route).status_code in (200, 307), route
+
+
+def test_the_overview_charts_every_model_serving_day_and_data_check_as_the_tables_hold_them(history, api):
+    data = _get(api, "/api/overview?days=30").json()
+    models = history["models"]
+    assert [m["model_id"] for m in data["models"]] == [models[d]["model_id"] for d in (FAILED, OLDER, DAY)]
+    assert [m["model_recall"] for m in data["models"]] == [
+        models[d]["model_recall"] for d in (FAILED, OLDER, DAY)]
+    assert data["published_model_id"] == models[DAY]["model_id"]
+    spans = [(s["model_id"], s["to"] is None, s["rollback"]) for s in data["publications"]]
+    assert spans == [(models[OLDER]["model_id"], False, False), (models[DAY]["model_id"], True, False)]
+    [served] = data["serving"]
+    assert (served["served_date"], served["model_id"]) == (DAY.isoformat(), models[DAY]["model_id"])
+    assert {s["run_date"] for s in data["event_stats"]} == {d.isoformat() for d in (FAILED, OLDER, DAY)}
+
+    page = _get(api, "/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    drawn = _Points(page.text)
+    recall = [p for p in drawn.points["chart-recall"] if p["data-series"] == "model"]
+    assert [(p["data-day"], float(p["data-value"])) for p in recall] == [
+        (d.isoformat(), models[d]["model_recall"]) for d in (FAILED, OLDER, DAY)]
+    assert [p.get("data-marked") for p in recall] == ["true", None, None]  # the failed verdict
+    popularity = [float(p["data-value"]) for p in drawn.points["chart-recall"]
+                  if p["data-series"] == "popularity"]
+    assert popularity == [models[d]["popularity_recall"] for d in (FAILED, OLDER, DAY)]
+    hit = [p for p in drawn.points["chart-serving"] if p["data-series"] == "served model"]
+    assert [(p["data-day"], float(p["data-value"])) for p in hit] == [
+        (DAY.isoformat(), served["model_hit_rate"])]
+    assert len(drawn.points["chart-events"]) == 3
+    # The model table: each model links to its page and to the run that produced it.
+    for d in (FAILED, OLDER, DAY):
+        assert f"models/{models[d]['model_id']}" in drawn.links
+        assert f"{BASE}/dags/recommend_train/runs/{_quoted(run_id('recommend_train', d))}" in drawn.links
+    assert IMAGE in page.text
+    assert len(_get(api, "/api/overview?days=366").json()["models"]) == 3
+    assert _get(api, "/api/overview?days=0").status_code == 422
+
+
+def _quoted(run: str) -> str:
+    import urllib.parse
+
+    return urllib.parse.quote(run, safe="")
+
+
+def test_a_model_page_shows_its_lineage_as_links_and_rollback_only_where_it_can_work(history, api):
+    models = history["models"]
+    older = _get(api, f"/models/{models[OLDER]['model_id']}")
+    assert older.status_code == 200
+    links = _Points(older.text)
+    train_run = f"{BASE}/dags/recommend_train/runs/{_quoted(run_id('recommend_train', OLDER))}"
+    for task in ("create_cf_matrices", "train", "evaluate"):
+        assert f"{train_run}/tasks/{task}" in links.links, task
+    assert train_run in links.links
+    assert "rollback" in links.ids and "never published" not in older.text  # passed, replaced since
+    assert f'data-model="{models[OLDER]["model_id"]}"' in older.text
+    assert f'data-api="{ROOT}/api/v2/dags/recommend_rollback/dagRuns"' in older.text
+
+    current = _get(api, f"/models/{models[DAY]['model_id']}")
+    assert "rollback" not in _Points(current.text).ids and "published now" in current.text
+    predict_run = f"{BASE}/dags/recommend_predict/runs/{_quoted(run_id('recommend_predict', DAY))}"
+    assert predict_run in _Points(current.text).links  # the predict run that served it
+    failed = _get(api, f"/models/{models[FAILED]['model_id']}")
+    assert "rollback" not in _Points(failed.text).ids and "no-rollback" in _Points(failed.text).ids
+    assert "never published" in failed.text
+    detail = _get(api, f"/api/models/{models[DAY]['model_id']}").json()
+    assert [d["run_date"] for d in detail["served_days"]] == [DAY.isoformat()]
+    assert detail["manifest"]["counts"]["users"] == models[DAY]["train_users"]
+
+    assert _get(api, "/models/als-20000101-0000000000").status_code == 404
+    assert _get(api, "/models/not-a-model").status_code == 404
+
+
+def test_the_report_is_served_as_written_the_extra_link_finds_it_and_a_missing_one_is_said(history, api):
+    from operators.ui_links import EvaluationReportLink
+
+    model = history["models"][OLDER]["model_id"]
+    report = _get(api, f"/models/{model}/report")
+    written = _gcs_blob(f"models/{model}/report.html").download_as_bytes()
+    assert report.status_code == 200 and report.content == written
+    assert report.headers["content-security-policy"] == "script-src 'none'"
+
+    ti_key = types.SimpleNamespace(run_id=run_id("recommend_train", OLDER))
+    link = EvaluationReportLink().get_link(None, ti_key=ti_key)
+    assert link.startswith(f"{BASE}/recommender/runs/")
+    redirect = _get(api, link.removeprefix(BASE).removeprefix("/recommender"))
+    assert redirect.status_code == 307 and redirect.headers["location"].endswith(f"/models/{model}/report")
+    assert _get(api, "/runs/manual__never/report").status_code == 404
+
+    blob = _gcs_blob(f"models/{model}/report.html")
+    blob.delete()  # an older model, evaluated before reports existed
+    try:
+        assert _get(api, f"/models/{model}/report").status_code == 404
+        page = _get(api, f"/models/{model}")
+        assert page.status_code == 200 and "no-report" in _Points(page.text).ids
+    finally:
+        _gcs_blob(f"models/{model}/report.html").upload_from_string(written, content_type="text/html")
+
+
+def test_a_fresh_install_shows_empty_charts_and_bigquery_down_a_clear_message(
+        history, api, monkeypatch, unavailable_bigquery):
+    from recommender import app as page_app
+
+    monkeypatch.setenv("RECSYS_BQ_DATASET", "recsys_page_empty")  # no table at all
+    page_app.store.cache_clear()
+    try:
+        empty = _get(api, "/")
+        assert empty.status_code == 200 and "empty" in _Points(empty.text).ids
+        assert _Points(empty.text).points == {}
+        assert _get(api, "/api/overview").json()["models"] == []
+
+        monkeypatch.setenv("BIGQUERY_EMULATOR_HOST", unavailable_bigquery)
+        page_app.store.cache_clear()
+        down = _get(api, "/")
+        assert down.status_code == 503 and "unavailable" in _Points(down.text).ids
+        assert "BigQuery did not answer" in down.text and "Traceback" not in down.text
+        [line] = [ln for ln in re.findall(r"BigQuery did not answer[^<]*", down.text)]
+        assert len(line) < 400
+        detail = _get(api, "/api/overview").json()["detail"]
+        assert detail.startswith("BigQuery did not answer") and "\n" not in detail
+    finally:
+        monkeypatch.undo()
+        page_app.store.cache_clear()
+
+
+def test_the_plugin_adds_the_page_to_the_navigation_and_the_dag_pages(api):
+    views = {(v["destination"], v["href"]) for p in _get_plugins(api) for v in p["external_views"]}
+    assert ("nav", f"{ROOT}/recommender/") in views and ("dag", f"{ROOT}/recommender/") in views
+
+
+def _get_plugins(api) -> list[dict]:
+    global ADMIN
+    ADMIN = ADMIN or _token("ADMIN")
+    body = api.get("/api/v2/plugins", headers=ADMIN).json()
+    return [p for p in body["plugins"] if p["name"] == "recommender_plugin"]
+
+
