@@ -113,14 +113,12 @@ def create_app() -> FastAPI:
     def run_report(run_id: str) -> Response:
         """The evaluate task's extra link: the report of the model its run evaluated."""
         try:
-            rows = store().query(
-                f"SELECT model_id FROM `{store()._table}.model_metrics` WHERE airflow_run_id = @run "
-                "ORDER BY evaluated_at DESC LIMIT 1", {"run": run_id})
+            model_id = store().model_evaluated_by(run_id)
         except Unavailable as exc:
             return _unavailable(exc)
-        if not rows:
+        if model_id is None:
             return HTMLResponse(pages.not_found_page(f"Run {run_id} has evaluated no model yet."),
                                 status_code=404)
-        return RedirectResponse(f"../../models/{rows[0]['model_id']}/report", status_code=307)
+        return RedirectResponse(f"../../models/{model_id}/report", status_code=307)
 
     return app

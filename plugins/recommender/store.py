@@ -216,6 +216,12 @@ class RecommenderStore:
                         "finished_at": record.get("finished_at")})
         return out
 
+    def model_evaluated_by(self, run_id: str) -> str | None:
+        """The model a recommend_train run evaluated (its ``model_metrics`` row names the run)."""
+        rows = self.query(f"SELECT model_id FROM `{self._table}.model_metrics` WHERE airflow_run_id = @run "
+                          "ORDER BY evaluated_at DESC LIMIT 1", {"run": run_id})
+        return rows[0]["model_id"] if rows else None
+
     def report(self, model_id: str) -> bytes | None:
         """The model's report.html, None for a model without one (older models)."""
         return self.read_object(join(self.config.artifacts_uri, "models", model_id, "report.html"))
