@@ -61,9 +61,9 @@ def line_chart(title: str, series: list[Series], start: dt.date, end: dt.date, *
         out.append(f'<line x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{gy:.1f}" y2="{gy:.1f}" class="grid"/>'
                    f'<text x="{LEFT - 6}" y="{gy + 4:.1f}" class="axis" text-anchor="end">'
                    f'{escape(_fmt(top * frac, percent))}</text>')
-    for day in (start, start + (end - start) / 2, end):
+    for day, anchor in ((start, "start"), (start + (end - start) / 2, "middle"), (end, "end")):
         out.append(f'<text x="{x(day.isoformat()):.1f}" y="{HEIGHT - 8}" class="axis" '
-                   f'text-anchor="middle">{day.isoformat()}</text>')
+                   f'text-anchor="{anchor}">{day.isoformat()}</text>')
     for m in markers or []:
         if start.isoformat() <= m.day[:10] <= end.isoformat():
             mx = x(m.day)
@@ -73,7 +73,8 @@ def line_chart(title: str, series: list[Series], start: dt.date, end: dt.date, *
     if not values:
         out.append(f'<text x="{LEFT + inner_w / 2}" y="{TOP + inner_h / 2}" class="empty" '
                    'text-anchor="middle">no data in these days</text>')
-    legend_x = LEFT + 260
+    # The legend sits at the top right, clear of the title on the left.
+    legend_x = WIDTH - RIGHT - sum(24 + 7 * len(s.name) for s in series)
     for index, s in enumerate(series):
         color = COLORS[index % len(COLORS)]
         drawn = [p for p in s.points if p.value is not None]

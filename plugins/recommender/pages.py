@@ -31,9 +31,29 @@ background:#fff8c5;cursor:pointer}iframe.report{width:100%;height:900px;border:1
 """
 
 
+# Airflow's UI shows this page in a frame sandboxed without allow-top-navigation, so a link to one
+# of its own pages would open the whole UI inside the frame. The frame is same-origin: a click on
+# an Airflow link asks the UI's router to go there instead (a history entry and a popstate, what
+# the browser's back button sends it). Opened on its own, the page's links work as plain links.
+AIRFLOW_LINKS_SCRIPT = """<script>
+document.addEventListener('click', (event) => {
+  const link = event.target.closest('a[data-airflow]');
+  if (!link || window.parent === window || event.button !== 0 || event.ctrlKey || event.metaKey
+      || event.shiftKey) return;
+  try {
+    const to = new URL(link.href), top = window.parent;
+    if (to.origin !== top.location.origin) return;
+    top.history.pushState({}, '', to.pathname + to.search + to.hash);
+    top.dispatchEvent(new PopStateEvent('popstate', {state: {}}));
+    event.preventDefault();
+  } catch (e) { /* not Airflow's frame: the link navigates as usual */ }
+});
+</script>"""
+
+
 def _page(title: str, body: str) -> str:
     return (f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{escape(title)}</title>"
-            f"<style>{STYLE}</style></head><body>{body}</body></html>")
+            f"<style>{STYLE}</style></head><body>{body}{AIRFLOW_LINKS_SCRIPT}</body></html>")
 
 
 def _fmt(value: Any, digits: int = 4) -> str:
@@ -48,6 +68,11 @@ def _fmt(value: Any, digits: int = 4) -> str:
 
 def _link(url: str, text: str) -> str:
     return f'<a href="{escape(url, quote=True)}">{escape(text)}</a>'
+
+
+def _airflow_link(url: str, text: str) -> str:
+    """A link to a page of Airflow's own UI (a run, a task log): opened by the UI's router."""
+    return f'<a href="{escape(url, quote=True)}" data-airflow>{escape(text)}</a>'
 
 
 def unavailable_page(message: str) -> str:
@@ -123,7 +148,7 @@ def models_table(models: list[dict[str, Any]], base: str, model_href: str) -> st
     rows = []
     for m in reversed(models):
         params = json.loads(m["params"]) if m.get("params") else {}
-        run = (_link(run_url("recommend_train", m["airflow_run_id"], base), m["airflow_run_id"])
+        run = (_airflow_link(run_url("recommend_train", m["airflow_run_id"], base), m["airflow_run_id"])
                if m.get("airflow_run_id") else "–")
         window = (f"{m['window_start']} – {m['train_end']}" if m.get("window_start") else "–")
         rows.append(
@@ -150,7 +175,7 @@ def publications_table(spans: list[dict[str, Any]], base: str, model_href: str) 
     rows = []
     for s in reversed(spans):
         dag = "recommend_rollback" if s["rollback"] else "recommend_train"
-        run = (_link(run_url(dag, s["airflow_run_id"], base), s["airflow_run_id"])
+        run = (_airflow_link(run_url(dag, s["airflow_run_id"], base), s["airflow_run_id"])
                if s.get("airflow_run_id") else "–")
         rows.append(f"<tr><td>{_link(model_href + s['model_id'], s['model_id'])}</td>"
                     f"<td>{'rollback' if s['rollback'] else 'promotion'}</td><td>{_spans_text([s])}</td>"
@@ -170,8 +195,12 @@ document.getElementById('rollback').addEventListener('click', async (event) => {
   const body = await response.json().catch(() => ({}));
   if (response.ok) {
     out.dataset.runId = body.dag_run_id;
-    out.innerHTML = 'recommend_rollback triggered: <a href="' + button.dataset.runs
+    out.innerHTML = 'recommend_rollback triggered: <a data-airflow href="' + button.dataset.runs
       + encodeURIComponent(body.dag_run_id) + '">' + body.dag_run_id + '</a>';
+    // A paused DAG keeps the run queued: say so rather than leave the user waiting.
+    const dag = await fetch(button.dataset.dag, {credentials: 'same-origin'}).then((r) => r.json())
+      .catch(() => ({}));
+    if (dag.is_paused) out.append(' (queued: recommend_rollback is paused; unpause it to run)');
   } else {
     out.dataset.refused = response.status;
     out.textContent = 'Airflow refused the rollback (HTTP ' + response.status + '): '
@@ -194,8 +223,9 @@ def model_page(m: dict[str, Any], base: str, api_base: str) -> str:
         s = steps.get(task_id) or {}
         if not s.get("airflow_run_id"):
             return "<span class=muted>(no record of the step)</span>"
-        return (f"{_link(task_url(s['dag_id'], s['airflow_run_id'], task_id, base), task_id + ' log')} "
-                f"in {_link(run_url(s['dag_id'], s['airflow_run_id'], base), s['airflow_run_id'])}"
+        log_url = task_url(s["dag_id"], s["airflow_run_id"], task_id, base)
+        return (f"{_airflow_link(log_url, task_id + ' log')} "
+                f"in {_airflow_link(run_url(s['dag_id'], s['airflow_run_id'], base), s['airflow_run_id'])}"
                 f" <span class=muted>({escape(str(s.get('outcome')))}, {_fmt(s.get('seconds'), 1)} s)</span>")
 
     lineage = [
@@ -215,14 +245,14 @@ def model_page(m: dict[str, Any], base: str, api_base: str) -> str:
     pubs = m.get("published", [])
     lineage.append("<li><b>Publication</b> " + (("<br>".join(
         f"{_spans_text([s])}: "
-        + (_link(run_url("recommend_rollback" if s["rollback"] else "recommend_train",
+        + (_airflow_link(run_url("recommend_rollback" if s["rollback"] else "recommend_train",
                          s["airflow_run_id"], base), s["airflow_run_id"])
            if s.get("airflow_run_id") else "–") for s in pubs))
         if pubs else "never published") + "</li>")
     served = m.get("served_days", [])
     lineage.append("<li><b>Served by predict</b> " + ((", ".join(
         f"{escape(d['run_date'])} ({_fmt(d['users'])} users): "
-        + (_link(run_url("recommend_predict", d["airflow_run_id"], base), d["airflow_run_id"])
+        + (_airflow_link(run_url("recommend_predict", d["airflow_run_id"], base), d["airflow_run_id"])
            if d.get("airflow_run_id") else "<span class=muted>run not recorded</span>") for d in served))
         if served else "no day of recommendations from this model") + "</li>")
 
@@ -234,6 +264,7 @@ def model_page(m: dict[str, Any], base: str, api_base: str) -> str:
     else:
         action = (f'<p><button id="rollback" data-model="{escape(m["model_id"])}" '
                   f'data-api="{escape(api_base)}/api/v2/dags/recommend_rollback/dagRuns" '
+                  f'data-dag="{escape(api_base)}/api/v2/dags/recommend_rollback" '
                   f'data-runs="{escape(base)}/dags/recommend_rollback/runs/">'
                   "Roll back to this model</button> "
                   '<span id="rollback-result" class=muted>Triggers recommend_rollback with this model id, '

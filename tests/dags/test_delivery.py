@@ -86,8 +86,14 @@ def test_the_dag_build_runs_the_dag_tests_then_syncs_plugins_before_dags():
     # The plugin loader's ignore file goes with them (test_dag_integrity.py: what it keeps out).
     assert re.search(r"gcloud storage cp plugins/\.airflowignore \S+/plugins/\.airflowignore",
                      scripts["sync-plugins"])
+    # The Recommender page: its package before the plugin file that imports it.
+    sync = scripts["sync-plugins"]
+    page = re.search(r"gcloud storage rsync plugins/recommender \S+/plugins/recommender ", sync)
+    plugin = re.search(r"gcloud storage cp plugins/recommender_plugin\.py \S+/plugins/recommender_plugin\.py",
+                       sync)
+    assert page and plugin and page.start() < plugin.start()
     assert sorted(p.name for p in (REPO / "plugins").iterdir() if p.name != "__pycache__") == [
-        ".airflowignore", "operators"]  # nothing else under plugins/ that the build would not deliver
+        ".airflowignore", "operators", "recommender", "recommender_plugin.py"]  # all the build delivers
     assert re.search(r'gcloud storage rsync dags "[^"]+/dags"', scripts["sync-dags"])
     assert (REPO / "plugins" / "operators").is_dir() and (REPO / "dags").is_dir()
     # Airflow puts plugins/ on sys.path: the DAGs import operators.<module>, which is what is synced.
