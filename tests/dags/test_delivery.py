@@ -88,7 +88,7 @@ def test_the_dag_build_runs_the_dag_tests_then_syncs_plugins_before_dags():
                      scripts["sync-plugins"])
     # The Recommender page: its package before the plugin file that imports it.
     sync = scripts["sync-plugins"]
-    page = re.search(r"gcloud storage rsync plugins/recommender \S+/plugins/recommender ", sync)
+    page = re.search(r"gcloud storage rsync plugins/recommender \S+/plugins/recommender\"? ", sync)
     plugin = re.search(r"gcloud storage cp plugins/recommender_plugin\.py \S+/plugins/recommender_plugin\.py",
                        sync)
     assert page and plugin and page.start() < plugin.start()
