@@ -407,6 +407,118 @@ def test_clear_a_failed_task_and_see_it_rerun(page, stack):
     shot(page, "09-cleared-task-succeeded")
 
 
+def sign_in(page, stack) -> None:
+    """Sign in as the stack's admin unless this browser already is."""
+    page.goto(stack["url"])
+    login = page.get_by_label("Username")
+    page.wait_for_load_state("networkidle")
+    if login.count():
+        login.fill("admin")
+        page.get_by_label("Password").fill("admin")
+        page.get_by_role("button", name="Sign in").click()
+        page.wait_for_url(f"{stack['url']}/")
+
+
+def _latest_pointer(stack) -> dict:
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import storage
+
+    gcs = storage.Client(project="local-project", credentials=AnonymousCredentials(),
+                         client_options={"api_endpoint": stack["gcs"]})
+    return json.loads(gcs.bucket("recsys-artifacts").blob("recsys/models/LATEST").download_as_bytes())
+
+
+def _train_history(stack) -> list[dict]:
+    """Two more recommend_train runs through Airflow besides the scheduler's own: an older day
+    (passes, is not published: older than the published model) and a day trained with one
+    factor and heavy regularization (no better than popularity: fails evaluation)."""
+    api(stack, f"/api/v2/dags/{DAG}", {"is_paused": True}, method="PATCH")  # nothing to predict here
+    for dag in ("recommend_train", "recommend_rollback"):
+        api(stack, f"/api/v2/dags/{dag}", {"is_paused": False}, method="PATCH")
+    today = dt.datetime.now(dt.UTC).date()
+    for days, conf in ((7, {"lookback_days": 14}),
+                       (6, {"lookback_days": 14, "factors": 1, "iterations": 1, "regularization": 100})):
+        api(stack, "/api/v2/dags/recommend_train/dagRuns",
+            {"logical_date": f"{today - dt.timedelta(days=days)}T03:00:00Z", "conf": conf})
+    deadline = time.monotonic() + BACKFILL_TIMEOUT_S
+    while True:
+        runs = api(stack, "/api/v2/dags/recommend_train/dagRuns?limit=50")["dag_runs"]
+        if len(runs) >= 3 and all(r["state"] in ("success", "failed") for r in runs):
+            return runs
+        assert time.monotonic() < deadline, [(r["dag_run_id"], r["state"]) for r in runs]
+        time.sleep(2)
+
+
+def test_the_recommender_page_charts_the_models_links_their_runs_and_rolls_back(page, stack):
+    """Runs before the dead-worker test, which leaves the stack without a scheduler."""
+    runs = _train_history(stack)
+    assert sorted(r["state"] for r in runs).count("failed") == 1, runs
+    sign_in(page, stack)
+    page.get_by_role("button", name="Browse").click()
+    page.get_by_role("menuitem", name="Recommender").click()
+    frame = page.frame_locator("iframe[title=Recommender]")
+    points = frame.locator("#chart-recall circle.point")
+    points.first.wait_for()
+    shot(page, "10-recommender-overview")
+
+    # Every model of the last 30 days is drawn, at its run date, with the value model_metrics holds.
+    since = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=30)
+    rows = [dict(r) for r in bigquery_client(stack).query(
+        "SELECT model_id, run_date, verdict, airflow_run_id, model_recall, popularity_recall "
+        "FROM `local-project.recsys.model_metrics` WHERE run_date >= @since",
+        job_config=_since(since)).result()]
+    assert len({r["run_date"] for r in rows}) >= 2, rows
+    drawn = sorted((c.get_attribute("data-series"), c.get_attribute("data-day"),
+                    float(c.get_attribute("data-value"))) for c in points.all())
+    expected = sorted([("model", str(r["run_date"]), r["model_recall"]) for r in rows]
+                      + [("popularity", str(r["run_date"]), r["popularity_recall"]) for r in rows])
+    assert [d[:2] for d in drawn] == [e[:2] for e in expected]
+    assert all(abs(d[2] - e[2]) < 1e-12 for d, e in zip(drawn, expected, strict=True)), (drawn, expected)
+    failed = [r for r in rows if r["verdict"] == "fail"]
+    marked = frame.locator("#chart-recall circle[data-series=model][data-marked]")
+    assert [c.get_attribute("data-day") for c in marked.all()] == [str(r["run_date"]) for r in failed]
+
+    # An older model that passed and is not published: its page, its run, its rollback.
+    published = _latest_pointer(stack)["model_id"]
+    older = next(r for r in rows if r["verdict"] == "pass" and r["model_id"] != published
+                 and r["airflow_run_id"])
+    frame.locator("#models").get_by_role("link", name=older["model_id"], exact=True).click()
+    frame.locator("#rollback").wait_for()
+    shot(page, "11-recommender-model")
+    frame.locator("ol.lineage").get_by_role("link", name=older["airflow_run_id"], exact=True).first.click()
+    page.wait_for_url(re.compile(r"/dags/recommend_train/runs/"))  # Airflow's own run page, not framed
+    expect(page.locator("main, body").first).to_contain_text(older["airflow_run_id"],
+                                                             timeout=UI_STEP_TIMEOUT_MS)
+    shot(page, "12-lineage-link-opens-the-run")
+    page.go_back()
+    frame.locator("#rollback").click()
+    result = frame.locator("#rollback-result[data-run-id]")
+    result.wait_for()
+    rollback_run = result.get_attribute("data-run-id")
+    deadline = time.monotonic() + UI_TIMEOUT_S
+    path = f"/api/v2/dags/recommend_rollback/dagRuns/{rollback_run}"
+    while (state := api(stack, path)["state"]) != "success":
+        assert state != "failed" and time.monotonic() < deadline, f"{rollback_run}: {state}"
+        time.sleep(2)
+    pointer = _latest_pointer(stack)
+    assert (pointer["model_id"], pointer["previous_model_id"]) == (older["model_id"], published)
+    shot(page, "13-recommender-rolled-back")
+
+    # A model that failed evaluation offers no rollback.
+    [bad] = failed
+    frame.locator("a", has_text="Recommender").first.click()
+    frame.locator("#models").get_by_role("link", name=bad["model_id"], exact=True).click()
+    frame.locator("#no-rollback").wait_for()
+    assert frame.locator("#rollback").count() == 0
+    shot(page, "14-recommender-failed-model")
+
+
+def _since(day: dt.date):
+    from google.cloud import bigquery
+
+    return bigquery.QueryJobConfig(query_parameters=[bigquery.ScalarQueryParameter("since", "DATE", day)])
+
+
 def _proc_field(pid: int, index: int) -> str:
     """A field of /proc/PID/stat after the command name (0: state, 1: parent pid)."""
     return Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].split()[index]
@@ -551,117 +663,6 @@ def test_a_dead_worker_and_scheduler_leave_no_trainer_and_airflow_reruns_the_tas
 def _states_of(stack, run_id: str) -> dict[str, str]:
     tis = api(stack, f"/api/v2/dags/{DAG}/dagRuns/{run_id}/taskInstances")["task_instances"]
     return {f"{t['task_id']}[{t['map_index']}]": f"{t['state']} (try {t['try_number']})" for t in tis}
-
-
-def sign_in(page, stack) -> None:
-    """Sign in as the stack's admin unless this browser already is."""
-    page.goto(stack["url"])
-    login = page.get_by_label("Username")
-    page.wait_for_load_state("networkidle")
-    if login.count():
-        login.fill("admin")
-        page.get_by_label("Password").fill("admin")
-        page.get_by_role("button", name="Sign in").click()
-        page.wait_for_url(f"{stack['url']}/")
-
-
-def _latest_pointer(stack) -> dict:
-    from google.auth.credentials import AnonymousCredentials
-    from google.cloud import storage
-
-    gcs = storage.Client(project="local-project", credentials=AnonymousCredentials(),
-                         client_options={"api_endpoint": stack["gcs"]})
-    return json.loads(gcs.bucket("recsys-artifacts").blob("recsys/models/LATEST").download_as_bytes())
-
-
-def _train_history(stack) -> list[dict]:
-    """Two more recommend_train runs through Airflow besides the scheduler's own: an older day
-    (passes, is not published: older than the published model) and a day trained with one
-    factor and heavy regularization (no better than popularity: fails evaluation)."""
-    api(stack, f"/api/v2/dags/{DAG}", {"is_paused": True}, method="PATCH")  # nothing to predict here
-    for dag in ("recommend_train", "recommend_rollback"):
-        api(stack, f"/api/v2/dags/{dag}", {"is_paused": False}, method="PATCH")
-    today = dt.datetime.now(dt.UTC).date()
-    for days, conf in ((7, {"lookback_days": 14}),
-                       (6, {"lookback_days": 14, "factors": 1, "iterations": 1, "regularization": 100})):
-        api(stack, "/api/v2/dags/recommend_train/dagRuns",
-            {"logical_date": f"{today - dt.timedelta(days=days)}T03:00:00Z", "conf": conf})
-    deadline = time.monotonic() + BACKFILL_TIMEOUT_S
-    while True:
-        runs = api(stack, "/api/v2/dags/recommend_train/dagRuns?limit=50")["dag_runs"]
-        if len(runs) >= 3 and all(r["state"] in ("success", "failed") for r in runs):
-            return runs
-        assert time.monotonic() < deadline, [(r["dag_run_id"], r["state"]) for r in runs]
-        time.sleep(2)
-
-
-def test_the_recommender_page_charts_the_models_links_their_runs_and_rolls_back(page, stack):
-    runs = _train_history(stack)
-    assert sorted(r["state"] for r in runs).count("failed") == 1, runs
-    sign_in(page, stack)
-    page.get_by_role("button", name="Browse").click()
-    page.get_by_role("menuitem", name="Recommender").click()
-    frame = page.frame_locator("iframe[title=Recommender]")
-    points = frame.locator("#chart-recall circle.point")
-    points.first.wait_for()
-    shot(page, "10-recommender-overview")
-
-    # Every model of the last 30 days is drawn, at its run date, with the value model_metrics holds.
-    since = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=30)
-    rows = [dict(r) for r in bigquery_client(stack).query(
-        "SELECT model_id, run_date, verdict, airflow_run_id, model_recall, popularity_recall "
-        "FROM `local-project.recsys.model_metrics` WHERE run_date >= @since",
-        job_config=_since(since)).result()]
-    assert len({r["run_date"] for r in rows}) >= 2, rows
-    drawn = sorted((c.get_attribute("data-series"), c.get_attribute("data-day"),
-                    float(c.get_attribute("data-value"))) for c in points.all())
-    expected = sorted([("model", str(r["run_date"]), r["model_recall"]) for r in rows]
-                      + [("popularity", str(r["run_date"]), r["popularity_recall"]) for r in rows])
-    assert [d[:2] for d in drawn] == [e[:2] for e in expected]
-    assert all(abs(d[2] - e[2]) < 1e-12 for d, e in zip(drawn, expected, strict=True)), (drawn, expected)
-    failed = [r for r in rows if r["verdict"] == "fail"]
-    marked = frame.locator("#chart-recall circle[data-series=model][data-marked]")
-    assert [c.get_attribute("data-day") for c in marked.all()] == [str(r["run_date"]) for r in failed]
-
-    # An older model that passed and is not published: its page, its run, its rollback.
-    published = _latest_pointer(stack)["model_id"]
-    older = next(r for r in rows if r["verdict"] == "pass" and r["model_id"] != published
-                 and r["airflow_run_id"])
-    frame.locator("#models").get_by_role("link", name=older["model_id"], exact=True).click()
-    frame.locator("#rollback").wait_for()
-    shot(page, "11-recommender-model")
-    frame.locator("ol.lineage").get_by_role("link", name=older["airflow_run_id"], exact=True).first.click()
-    page.wait_for_url(re.compile(r"/dags/recommend_train/runs/"))  # Airflow's own run page, not framed
-    expect(page.locator("main, body").first).to_contain_text(older["airflow_run_id"],
-                                                             timeout=UI_STEP_TIMEOUT_MS)
-    shot(page, "12-lineage-link-opens-the-run")
-    page.go_back()
-    frame.locator("#rollback").click()
-    result = frame.locator("#rollback-result[data-run-id]")
-    result.wait_for()
-    rollback_run = result.get_attribute("data-run-id")
-    deadline = time.monotonic() + UI_TIMEOUT_S
-    path = f"/api/v2/dags/recommend_rollback/dagRuns/{rollback_run}"
-    while (state := api(stack, path)["state"]) != "success":
-        assert state != "failed" and time.monotonic() < deadline, f"{rollback_run}: {state}"
-        time.sleep(2)
-    pointer = _latest_pointer(stack)
-    assert (pointer["model_id"], pointer["previous_model_id"]) == (older["model_id"], published)
-    shot(page, "13-recommender-rolled-back")
-
-    # A model that failed evaluation offers no rollback.
-    [bad] = failed
-    frame.locator("a", has_text="Recommender").first.click()
-    frame.locator("#models").get_by_role("link", name=bad["model_id"], exact=True).click()
-    frame.locator("#no-rollback").wait_for()
-    assert frame.locator("#rollback").count() == 0
-    shot(page, "14-recommender-failed-model")
-
-
-def _since(day: dt.date):
-    from google.cloud import bigquery
-
-    return bigquery.QueryJobConfig(query_parameters=[bigquery.ScalarQueryParameter("since", "DATE", day)])
 
 
 def _processes_of(state: Path) -> list[str]:
