@@ -75,6 +75,11 @@ def _airflow_link(url: str, text: str) -> str:
     return f'<a href="{escape(url, quote=True)}" data-airflow>{escape(text)}</a>'
 
 
+def _run_link(dag_id: str, run_id: str | None, base: str, missing: str = "–") -> str:
+    """A link to the Airflow run ``run_id`` of ``dag_id``, or ``missing`` where none is recorded."""
+    return _airflow_link(run_url(dag_id, run_id, base), run_id) if run_id else missing
+
+
 def unavailable_page(message: str) -> str:
     """What the page shows while BigQuery or Cloud Storage does not answer (with a 503)."""
     return _page("Recommender", "<h1>Recommender</h1>"
@@ -148,8 +153,7 @@ def models_table(models: list[dict[str, Any]], base: str, model_href: str) -> st
     rows = []
     for m in reversed(models):
         params = json.loads(m["params"]) if m.get("params") else {}
-        run = (_airflow_link(run_url("recommend_train", m["airflow_run_id"], base), m["airflow_run_id"])
-               if m.get("airflow_run_id") else "–")
+        run = _run_link("recommend_train", m.get("airflow_run_id"), base)
         window = (f"{m['window_start']} – {m['train_end']}" if m.get("window_start") else "–")
         rows.append(
             f'<tr data-model="{escape(m["model_id"])}">'
@@ -175,8 +179,7 @@ def publications_table(spans: list[dict[str, Any]], base: str, model_href: str) 
     rows = []
     for s in reversed(spans):
         dag = "recommend_rollback" if s["rollback"] else "recommend_train"
-        run = (_airflow_link(run_url(dag, s["airflow_run_id"], base), s["airflow_run_id"])
-               if s.get("airflow_run_id") else "–")
+        run = _run_link(dag, s.get("airflow_run_id"), base)
         rows.append(f"<tr><td>{_link(model_href + s['model_id'], s['model_id'])}</td>"
                     f"<td>{'rollback' if s['rollback'] else 'promotion'}</td><td>{_spans_text([s])}</td>"
                     f"<td>{_fmt(s.get('previous_model_id'))}</td><td>{run}</td></tr>")
@@ -225,7 +228,7 @@ def model_page(m: dict[str, Any], base: str, api_base: str) -> str:
             return "<span class=muted>(no record of the step)</span>"
         log_url = task_url(s["dag_id"], s["airflow_run_id"], task_id, base)
         return (f"{_airflow_link(log_url, task_id + ' log')} "
-                f"in {_airflow_link(run_url(s['dag_id'], s['airflow_run_id'], base), s['airflow_run_id'])}"
+                f"in {_run_link(s['dag_id'], s['airflow_run_id'], base)}"
                 f" <span class=muted>({escape(str(s.get('outcome')))}, {_fmt(s.get('seconds'), 1)} s)</span>")
 
     lineage = [
@@ -245,15 +248,14 @@ def model_page(m: dict[str, Any], base: str, api_base: str) -> str:
     pubs = m.get("published", [])
     lineage.append("<li><b>Publication</b> " + (("<br>".join(
         f"{_spans_text([s])}: "
-        + (_airflow_link(run_url("recommend_rollback" if s["rollback"] else "recommend_train",
-                         s["airflow_run_id"], base), s["airflow_run_id"])
-           if s.get("airflow_run_id") else "–") for s in pubs))
+        + _run_link("recommend_rollback" if s["rollback"] else "recommend_train", s.get("airflow_run_id"),
+                    base) for s in pubs))
         if pubs else "never published") + "</li>")
     served = m.get("served_days", [])
     lineage.append("<li><b>Served by predict</b> " + ((", ".join(
         f"{escape(d['run_date'])} ({_fmt(d['users'])} users): "
-        + (_airflow_link(run_url("recommend_predict", d["airflow_run_id"], base), d["airflow_run_id"])
-           if d.get("airflow_run_id") else "<span class=muted>run not recorded</span>") for d in served))
+        + _run_link("recommend_predict", d.get("airflow_run_id"), base,
+                    "<span class=muted>run not recorded</span>") for d in served))
         if served else "no day of recommendations from this model") + "</li>")
 
     if m.get("is_published"):
