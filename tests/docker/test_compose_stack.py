@@ -4,7 +4,8 @@ What a user's first `docker compose up --build -d` does, checked: every service 
 one-shot services done, `recommend_train` and `recommend_predict` triggered through the REST API
 and succeeding with each trainer step in a sibling container (DockerOperator through the engine's
 socket, on the stack's `recsys` network), recommendations in the BigQuery emulator and Slack
-messages in the loopback receiver; then `docker compose down -v` leaves nothing of the project.
+messages in the loopback receiver, the Recommender page in the API server showing
+the models it trained; then `docker compose down -v` leaves nothing of the project.
 
 The images this repository builds (Airflow, BigQuery emulator, trainer) come from the session
 fixtures (docker/build-image.sh: the same Dockerfiles and contexts as the compose file's `build`
@@ -23,6 +24,8 @@ import shutil
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 
 import pytest
 import yaml
@@ -32,7 +35,7 @@ sys.path.insert(0, str(REPO / "tests" / "local"))
 sys.path.insert(0, str(REPO / "docker" / "emulators"))
 from emulators import free_port
 from run_expectations import DEFAULT_N, items_per_user, still_writing, writes
-from stack_client import api, recommendation_days
+from stack_client import api, bigquery_client, recommendation_days
 
 COMPOSE_FILE = REPO / "docker-compose.yaml"
 STANDIN_FILE = REPO / "tests" / "docker" / "compose.standin.yaml"
@@ -299,6 +302,22 @@ def test_train_then_predict_through_the_rest_api_in_sibling_trainer_containers(s
     rows, users = map(int, re.search(r"rows written: (\d+) for (\d+) users", text).groups())
     run_day = dt.date.fromisoformat(manual["run_after"][:10]) - dt.timedelta(days=1)
     assert rows == DEFAULT_N * users == days[run_day][0], (text, days)
+
+    # The Recommender page, in the stack's API server from the mounted plugins/, reads the same
+    # emulators: its models are model_metrics' and it names the model predict served. Nothing
+    # of it without signing in.
+    trained = {r["model_id"] for r in bigquery_client(stack).query(
+        "SELECT model_id FROM `local-project.recsys.model_metrics`").result()}
+    overview = api(stack, "/recommender/api/overview?days=30")
+    assert {m["model_id"] for m in overview["models"]} == trained and trained, overview
+    served = {r["model_id"] for r in bigquery_client(stack).query(
+        "SELECT DISTINCT model_id FROM `local-project.recsys.recommendations`").result()}
+    assert overview["published_model_id"] in served, (overview["published_model_id"], served)
+    page = api(stack, "/recommender/")["text"]
+    assert all(model_id in page for model_id in trained), page[:2000]
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(f"{stack['url']}/recommender/api/overview", timeout=stack["request_timeout_s"])
+    assert refused.value.code in (401, 403)
 
 
 def test_down_removes_every_container_network_and_volume_of_the_project(stack):
