@@ -39,7 +39,7 @@ help:
 	@echo "make cloud-smoke PROJECT=... REGION=...  every step once on Vertex AI in a real project (your credentials)"
 	@echo "make up     Airflow UI + scheduler on this machine (no Docker), emulators seeded"
 	@echo "make down   stop everything make up started (WIPE=1 also deletes its data)"
-	@echo "make bench  10M events through both DAGs against the floor, trainer step figures, start-up and parse times"
+	@echo "make bench  10M events through both DAGs against the floor, trainer step figures, start-up and parse times, the Recommender page's data endpoint"
 	@echo "make bench-scale  pipeline time at 1M, 3M and 10M events, and predict in 1, 2 and 4 shards"
 	@echo "make image  build the trainer, BigQuery emulator and Airflow images (a Docker engine must run: make docker-engine)"
 	@echo "make lint   ruff"
@@ -159,6 +159,7 @@ bench: venvs
 	cd recommend_task && $(TRAINER_PY) benchmarks/bench_pipeline.py
 	$(VENV)/airflow/bin/python tests/dags/bench_startup.py
 	$(VENV)/airflow/bin/python tests/dags/bench_dag_processor.py --runtime vertex
+	$(VENV)/airflow/bin/python tests/dags/bench_recommender_page.py
 
 # Time against events at 1, 3 and 10 million (growth should be linear), and predict in 1, 2, 4 shards.
 bench-scale: venvs
