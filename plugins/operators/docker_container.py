@@ -10,10 +10,13 @@ the task dies (operators/lifeline.py). Imports the Docker provider: never at par
 
 from __future__ import annotations
 
+import contextlib
 import re
+import threading
 
 from airflow.providers.docker.exceptions import DockerContainerFailedException
 from airflow.providers.docker.operators.docker import DockerOperator
+from docker.errors import APIError
 
 from operators.image_refs import DIGEST
 from operators.lifeline import task_dies_with_supervisor
@@ -48,11 +51,24 @@ class TrainerContainer(DockerOperator):
         return super().execute(context)
 
     def on_kill(self) -> None:
-        # The stock on_kill logs before it stops the container; when the worker died, the task's
-        # log goes to a dead supervisor and writing it raises, so stop first.
-        if self.hook.client_created and self.container is not None:
-            self.cli.stop(self.container["Id"])
-        super().on_kill()
+        """Stop the container (``docker stop``: SIGTERM, SIGKILL after the engine's grace) from a
+        thread of its own, and return at once.
+
+        Not the stock on_kill, nor the stop done here: this runs in Airflow's SIGTERM handler, on
+        the main thread, maybe interrupted while it holds the task log's writer lock (a plain
+        lock) or is the reader the engine's log stream waits on. Logging there would wait on the
+        lock forever, and a stop there waits on a stream nobody reads. The thread is not a daemon:
+        a task process ending (its logging raising once the worker died) waits for the stop."""
+        if not self.hook.client_created or self.container is None:
+            return
+        threading.Thread(target=self._stop_container, args=(self.cli, self.container["Id"]),
+                         name=f"stop-{self.step}").start()
+
+    def _stop_container(self, cli, container_id: str) -> None:
+        cli.stop(container_id)
+        if self.auto_remove == "force":
+            with contextlib.suppress(APIError):  # already gone
+                cli.remove_container(container_id, force=True)
 
     def _run_image(self):
         try:

@@ -12,6 +12,10 @@ writing beside the retry. So, while a trainer step runs:
 - :data:`LAUNCHER_PID_ENV`: the local trainer asks for SIGKILL when the task process dies
   (``recommend_task/trainer/lifeline.py``), whatever killed it.
 
+``on_kill`` runs inside Airflow's SIGTERM handler, on the main thread, which the signal may have
+interrupted mid-write holding the task log's writer lock (a plain lock in Airflow 3.3's structlog
+writer): so the launchers' ``on_kill`` never logs and never blocks on what that thread must do.
+
 The Vertex runtime needs neither: its waiting is deferred to the triggerer, and a retry adopts
 the running job (operators/vertex_job.py). Off Linux there is no parent-death signal; nothing is
 tied and the previous behaviour stands.

@@ -10,6 +10,7 @@ pickled callable, not ``python -m trainer.<step> ARGS``, the image's contract in
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -50,6 +51,7 @@ class LocalTrainerOperator(BaseOperator):
         self.image = image
         self.env = env or {}
         self._hook: SubprocessHook | None = None
+        self._killed = False
 
     @property
     def command(self) -> list[str]:
@@ -77,19 +79,27 @@ class LocalTrainerOperator(BaseOperator):
         with task_dies_with_supervisor():
             # The step prints its one-line error last (trainer/cli.py), the one line the hook keeps.
             result = self._hook.run_command(self.command, env=env)
+        if self._killed:
+            self.log.warning("killed trainer.%s (pid %d)", self.step, self._hook.sub_process.pid)
         if result.exit_code != 0:
             raise_for_exit(self.step, result.exit_code, last_error_line([result.output]))
 
     def on_kill(self) -> None:
+        """Stop the trainer: SIGTERM to its process group, SIGKILL after ``KILL_GRACE_S``.
+
+        Runs in Airflow's SIGTERM handler, on the main thread, which may be interrupted while it
+        holds the task log's writer lock (a plain lock): logging here would wait on it forever,
+        so nothing here logs (nor the hook's ``send_sigterm``, which logs first) and nothing
+        waits without a timeout (the interrupted thread may be inside ``Popen.wait``).
+        :meth:`execute` says what happened once the step has ended."""
         proc = self._hook.sub_process if self._hook is not None else None
         if proc is None or proc.poll() is not None:
             return
-        # Kill first, log after: when the worker died, the task's log goes to a dead supervisor
-        # and writing it raises, which must not stop the kill.
-        self._hook.send_sigterm()
+        self._killed = True
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)  # the child leads its own session's group
         try:
             proc.wait(timeout=KILL_GRACE_S)
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        self.log.warning("killed trainer.%s (pid %d)", self.step, proc.pid)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)

@@ -106,9 +106,16 @@ def _described(pids: list[int]) -> str:
     return "; ".join(out)
 
 
-def _script(tmp_path: Path) -> str:
+def _script(tmp_path: Path, python: str = TRAINER_PY) -> str:
     return TASK.format(plugins=str(REPO / "plugins"), artifacts=str(tmp_path / "artifacts"),
-                       python=TRAINER_PY, source=str(REPO / "recommend_task"))
+                       python=python, source=str(REPO / "recommend_task"))
+
+
+def _wchan(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/wchan").read_text()
+    except FileNotFoundError:
+        return ""
 
 
 def test_a_killed_task_process_takes_its_trainer_with_it(unavailable_bigquery, tmp_path):
@@ -139,5 +146,40 @@ def test_a_killed_supervisor_gets_its_task_process_to_kill_the_trainer(unavailab
         assert alive == [], f"the trainer or its task process outlived the supervisor: {_described(alive)}"
     finally:
         for pid in [supervisor.pid, task, *_trainer_pids(str(tmp_path))]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def test_a_kill_while_the_task_log_is_backed_up_still_stops_the_trainer(tmp_path):
+    """SIGTERM the task process while it is blocked writing a trainer line into a full log pipe,
+    holding its log writer's lock (Airflow 3.3's structlog writer uses a plain lock): on_kill,
+    run from inside that write, must kill the trainer without logging, or it waits on that lock
+    forever. Once the log drains, the task ends saying it killed the step. The "trainer" here is
+    a script standing in for the interpreter, writing lines as fast as the pipe takes them."""
+    flood = tmp_path / "python"
+    flood.write_text("#!/bin/sh\necho 'step create_cf_matrices_task starting'\n"
+                     "while :; do echo 'trainer output line that fills the log pipe'; done\n")
+    flood.chmod(0o755)
+    task = subprocess.Popen([sys.executable, "-c", _script(tmp_path, python=str(flood))],
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        for line in task.stdout:  # then read nothing more: the pipe to this test fills
+            if b"step create_cf_matrices_task starting" in line:
+                break
+        [trainer] = _trainer_pids(str(tmp_path))
+        deadline = time.monotonic() + GONE_WITHIN_S
+        while "pipe" not in _wchan(task.pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert "pipe" in _wchan(task.pid), f"the task never blocked on its log: {_described([task.pid])}"
+
+        os.kill(task.pid, signal.SIGTERM)
+        alive = _wait_gone([trainer])
+        assert alive == [], f"on_kill did not stop the trainer: {_described([task.pid, *alive])}"
+        out, _ = task.communicate(timeout=GONE_WITHIN_S)
+        assert task.returncode != 0
+        assert b"killed trainer.create_cf_matrices_task" in out, out[-2000:]
+    finally:
+        for pid in [task.pid, *_trainer_pids(str(tmp_path))]:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)

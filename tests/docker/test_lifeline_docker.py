@@ -26,6 +26,8 @@ from process_tree import SUPERVISOR, TASK_PRELUDE
 
 STOPPED_WITHIN_S = 60  # on_kill's `docker stop`: SIGTERM, then SIGKILL after the engine's 10 s
 STARTED_WITHIN_S = 180  # the container's first line; the supervisor outlives a crashed task
+STEP = ["python", "-m", "trainer.create_cf_matrices_task", "--project", "p", "--artifacts-uri",
+        "/tmp/artifacts", "--run-date", "2026-11-29"]
 
 
 TASK = TASK_PRELUDE + textwrap.dedent("""
@@ -34,8 +36,7 @@ TASK = TASK_PRELUDE + textwrap.dedent("""
 
     op = TrainerDockerOperator(
         task_id="create_cf_matrices", step="create_cf_matrices_task", image={image!r},
-        command=["python", "-m", "trainer.create_cf_matrices_task", "--project", "p",
-                 "--artifacts-uri", "/tmp/artifacts", "--run-date", "2026-11-29"],
+        command={command!r},
         environment={{"BIGQUERY_EMULATOR_HOST": {bigquery!r}, "RECSYS_BQ_RETRY_DEADLINE_S": "600"}},
         container_name={name!r}, docker_url="unix:///var/run/docker.sock", network_mode="host",
         auto_remove="never", mount_tmp_dir=False, tty=False)
@@ -55,13 +56,20 @@ def _alive(pid: int) -> bool:
         return False
 
 
+def _wchan(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/wchan").read_text()
+    except FileNotFoundError:
+        return ""
+
+
 def test_a_dead_worker_stops_its_trainer_container(trainer_image, unavailable_bigquery):
     """SIGKILL the supervisor while the step runs in its container: the task process gets
     SIGTERM, on_kill stops the container, and the task process ends. Without the lifeline the
     container would retry BigQuery for ten minutes beside the task's retry."""
     name = f"recsys-lifeline-test-{os.getpid()}"
     task = TASK.format(plugins=str(REPO / "plugins"), image=trainer_image, bigquery=unavailable_bigquery,
-                       name=name)
+                       name=name, command=STEP)
     supervisor = subprocess.Popen([sys.executable, "-c", SUPERVISOR.format(task=task)],
                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                   start_new_session=True)
@@ -93,4 +101,41 @@ def test_a_dead_worker_stops_its_trainer_container(trainer_image, unavailable_bi
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(supervisor.pid, signal.SIGKILL)
+        subprocess.run(["docker", "rm", "-f", name], capture_output=True)
+
+
+def test_a_kill_while_the_task_log_is_backed_up_stops_the_container_and_the_task_ends(
+        trainer_image, unavailable_bigquery):
+    """SIGTERM the task process while it is blocked writing a container line into a full log
+    pipe, holding its log writer's lock (Airflow 3.3's structlog writer uses a plain lock): on_kill,
+    run from inside that write, stops the container without logging (the stock one logs first and
+    would wait on that lock forever); once the log drains, the task process ends. The container
+    runs the trainer image with a shell writing lines as fast as the pipe takes them."""
+    name = f"recsys-lifeline-flood-{os.getpid()}"
+    flood = ["sh", "-c", "echo 'step create_cf_matrices_task starting'; "
+             "while :; do echo 'trainer output line that fills the log pipe'; done"]
+    task = subprocess.Popen([sys.executable, "-c", TASK.format(
+        plugins=str(REPO / "plugins"), image=trainer_image, bigquery=unavailable_bigquery, name=name,
+        command=flood)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        for line in task.stdout:  # then read nothing more: the pipe to this test fills
+            if b"step create_cf_matrices_task starting" in line:
+                break
+        deadline = time.monotonic() + STARTED_WITHIN_S
+        while "pipe" not in _wchan(task.pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert "pipe" in _wchan(task.pid), f"the task never blocked on its log ({_wchan(task.pid)})"
+
+        os.kill(task.pid, signal.SIGTERM)
+        # Drained from now on, as a live supervisor would: the engine's own stream to the task
+        # holds up the container's exit (and `docker inspect`) while nobody reads it.
+        try:
+            task.communicate(timeout=STOPPED_WITHIN_S)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"the task process hung in on_kill ({_wchan(task.pid)})") from None
+        assert not _container(name)["State"]["Running"], "on_kill did not stop the container"
+        assert task.returncode != 0
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(task.pid, signal.SIGKILL)
         subprocess.run(["docker", "rm", "-f", name], capture_output=True)
