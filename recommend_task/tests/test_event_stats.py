@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+import re
 
 import pytest
 from helpers import load_events, query
@@ -161,3 +162,24 @@ def test_the_rules_limits_are_arguments_and_checked(step, tmp_path):
     assert rc == 2 and err.strip().endswith("--max-item-drift must be in [0, 1], got 1.5")
     rc, err = step("create_cf_matrices_task", *common, "--accept-anomalies", "yes")
     assert rc == 2 and "expected true or false" in err
+
+
+def test_seeding_in_chunks_writes_every_event_once_and_keeps_the_days_anomaly(
+        step, bq_client, project, dataset, tmp_path, monkeypatch):
+    from trainer import synthetic
+
+    monkeypatch.setattr(synthetic, "CHUNK_EVENTS", 9000)  # the 40,000 events in 5 chunks
+    rc, err = step("seed_events", "--end-date", str(DAY), *SEED, "--anomaly", "bot=0.5")
+    assert rc == 0, err
+    assert "generated 36000 of 40000 events" in err, err
+    [row] = query(bq_client, f"""
+        SELECT COUNT(*) AS n, COUNT(DISTINCT event_id) AS ids, COUNTIF(user_id = 'bot') AS bots,
+               COUNTIF(event_date = DATE '{DAY}') AS on_day
+        FROM `{project}.{dataset}.events`""")
+    assert row["n"] == row["ids"] == 40000 + row["bots"], row
+    assert abs(row["bots"] / row["on_day"] - 0.5) < 0.005, row  # each chunk's bot share adds up
+
+    rc, err = step("create_cf_matrices_task", "--run-date", str(DAY), "--lookback-days", "20",
+                   "--artifacts-uri", str(tmp_path))
+    assert rc == 2, err
+    assert re.search(r"user 'bot' made 50 % of the day's events \(limit 10 %\) \[rule bot_user\]", err), err

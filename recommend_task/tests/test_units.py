@@ -17,6 +17,7 @@ from trainer.idmap import IdMap
 from trainer.matrices import CFMatrices, build_csr, build_window, remove_seen
 from trainer.metrics import popularity_ranking, ranking_metrics
 from trainer.model import ModelArtifact, load_model
+from trainer.synthetic import SyntheticSpec, generate, generate_chunks
 from trainer.topk import top_unseen
 from trainer.train_task import fit, model_id_for
 from trainer.verdict import decide
@@ -337,3 +338,30 @@ def test_local_compare_and_swap_detects_a_concurrent_writer(tmp_path):
     with pytest.raises(ConcurrentUpdateError):
         store.compare_and_swap(uri, b"v3", first.generation)  # stale generation
     assert store.read_bytes(uri) == b"v2"
+
+
+def _counts(table: pa.Table, column: str, keys: list[str]) -> np.ndarray:
+    import pyarrow.compute as pc
+
+    found = {d["values"]: d["counts"] for d in pc.value_counts(table[column]).to_pylist()}
+    return np.array([found.get(k, 0) for k in keys])
+
+
+def test_generated_chunks_are_numbered_events_of_one_world_and_one_chunk_is_generate():
+    import pyarrow.compute as pc
+
+    spec = SyntheticSpec(events=60_000)
+    whole = generate(spec)
+    assert [t.equals(whole) for t in generate_chunks(spec)] == [True]
+    chunks = list(generate_chunks(spec, 7000))
+    assert [len(t) for t in chunks] == [7000] * 8 + [4000]
+    chunked = pa.concat_tables(chunks)
+    assert chunked["event_id"].to_pylist() == [f"s42-{i}" for i in range(60_000)]
+    assert pc.min_max(chunked["event_date"]).as_py() == pc.min_max(whole["event_date"]).as_py()
+    # The same users' activity and items' popularity (another seed's world shares neither).
+    other = generate(SyntheticSpec(events=60_000, seed=7))
+    for column in ("user_id", "item_id"):
+        keys = sorted(set(whole[column].to_pylist()) | set(other[column].to_pylist()))
+        reference = _counts(whole, column, keys)
+        assert np.corrcoef(reference, _counts(chunked, column, keys))[0, 1] > 0.9, column
+        assert np.corrcoef(reference, _counts(other, column, keys))[0, 1] < 0.5, column

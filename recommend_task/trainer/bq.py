@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import io
 import logging
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -55,17 +57,22 @@ def to_arrow(client: bigquery.Client, sql: str, params: Mapping[str, Any] | None
     return run(client, sql, params).to_arrow(bqstorage_client=bigquery_read_client())
 
 
-def load_table(client: bigquery.Client, table: pa.Table, destination: str,
+def load_table(client: bigquery.Client, table: pa.Table | Path, destination: str,
                schema: list[bigquery.SchemaField], truncate: bool) -> int:
-    """Load ``table`` with a load job (Parquet, explicit schema); returns rows loaded."""
-    buf = io.BytesIO()
-    pq.write_table(table, buf)
-    buf.seek(0)
+    """Load ``table`` (an Arrow table, or a Parquet file too large to hold in memory) with a
+    load job (Parquet, explicit schema); returns rows loaded."""
     config = bigquery.LoadJobConfig(
         source_format=bigquery.SourceFormat.PARQUET,
         schema=schema,
         write_disposition="WRITE_TRUNCATE" if truncate else "WRITE_APPEND",
     )
-    job = client.load_table_from_file(buf, destination, job_config=config, rewind=True)
+    with contextlib.ExitStack() as stack:
+        if isinstance(table, Path):
+            source = stack.enter_context(table.open("rb"))
+        else:
+            source = io.BytesIO()
+            pq.write_table(table, source)
+            source.seek(0)
+        job = client.load_table_from_file(source, destination, job_config=config, rewind=True)
     job.result(retry=bq_retry())
     return int(job.output_rows or 0)

@@ -13,6 +13,7 @@ import datetime as dt
 import logging
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -27,9 +28,10 @@ STAGING_TTL = dt.timedelta(days=1)
 
 
 @contextlib.contextmanager
-def staging_table(client: bigquery.Client, target: str, rows: pa.Table,
+def staging_table(client: bigquery.Client, target: str, rows: pa.Table | Path,
                   schema: list[bigquery.SchemaField]) -> Iterator[str]:
-    """Load ``rows`` into a uniquely named staging table next to ``target``; drop it afterwards."""
+    """Load ``rows`` (a table or a Parquet file) into a uniquely named staging table next to
+    ``target``; drop it afterwards."""
     project, dataset, name = target.split(".")
     staging = f"{project}.{dataset}._staging_{name}_{uuid.uuid4().hex[:12]}"
     # Created empty with an expiration before any row is loaded: a step killed at any point

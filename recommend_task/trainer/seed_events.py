@@ -11,12 +11,16 @@ import argparse
 import datetime as dt
 import logging
 import sys
+import tempfile
+from pathlib import Path
 
-from trainer import cli, profile, retention, tables
+import pyarrow.parquet as pq
+
+from trainer import cli, profile, retention, synthetic, tables
 from trainer.clients import bigquery_client
 from trainer.errors import TrainerError
 from trainer.partitions import staging_table, swap_days
-from trainer.synthetic import ANOMALIES, SyntheticSpec, corrupt, generate, with_anomaly
+from trainer.synthetic import ANOMALIES, SyntheticSpec, corrupt, generate_chunks, with_anomaly
 from trainer.window import lookback
 
 log = logging.getLogger("trainer.seed_events")
@@ -60,28 +64,48 @@ def main(args: argparse.Namespace) -> None:
     spec = SyntheticSpec(users=args.users, items=args.items, events=args.events, days=args.days,
                          end_date=args.end_date, clusters=args.clusters, affinity=args.affinity,
                          seed=args.seed)
-    with profile.phase("build", "generating events"):
-        events = corrupt(generate(spec), args.corrupt_fraction, args.seed)
-        if args.anomaly:
-            try:
-                events = with_anomaly(events, args.anomaly, args.end_date, args.seed)
-            except ValueError as exc:
-                raise TrainerError(f"--anomaly: {exc}") from None
-    log.info("generated %d events: %d users, %d items, %d days ending %s, seed %d%s",
-             len(events), args.users, args.items, args.days, args.end_date, args.seed,
-             f", {args.end_date} made anomalous: {args.anomaly}" if args.anomaly else "")
+    with tempfile.TemporaryDirectory(prefix="seed-events-") as tmp:
+        # Chunk by chunk into one Parquet file, then one load job: memory stays at a chunk's
+        # whatever --events, and the days are still replaced in one transaction.
+        parquet = Path(tmp) / "events.parquet"
+        with profile.phase("build", "generating events"):
+            rows = _write_events(spec, args, parquet)
+        log.info("generated %d events: %d users, %d items, %d days ending %s, seed %d%s",
+                 rows, args.users, args.items, args.days, args.end_date, args.seed,
+                 f", {args.end_date} made anomalous: {args.anomaly}" if args.anomaly else "")
+        client = bigquery_client(args.project, args.location)
+        tables.ensure_all(client, args.project, args.dataset, args.location,
+                          retention.table_retention(args))
+        target = tables.table_id(args.project, args.dataset, tables.EVENTS)
+        days = lookback(args.end_date, args.days)
+        with profile.phase("write", "loading events"), staging_table(
+            client, target, parquet, list(tables.EVENTS_SPEC.schema)
+        ) as staging:
+            swap_days(client, target, staging, "event_date", days.start, days.end)
+    log.info("rows written=%d to %s for %s", rows, target, days)
 
-    client = bigquery_client(args.project, args.location)
-    tables.ensure_all(client, args.project, args.dataset, args.location,
-                      retention.table_retention(args))
-    target = tables.table_id(args.project, args.dataset, tables.EVENTS)
-    days = lookback(args.end_date, args.days)
-    with profile.phase("write", "loading events"), staging_table(
-        client, target, events, list(tables.EVENTS_SPEC.schema)
-    ) as staging:
-        swap_days(client, target, staging, "event_date", days.start, days.end)
-    log.info("rows written=%d to %s for %s", len(events), target, days)
 
+def _write_events(spec: SyntheticSpec, args: argparse.Namespace, path: Path) -> int:
+    """The spec's events, damaged and made anomalous as asked, written to ``path``; rows written."""
+    writer, drawn, rows = None, 0, 0
+    try:
+        for chunk, events in enumerate(generate_chunks(spec)):
+            drawn += len(events)  # before the anomaly adds or drops rows
+            events = corrupt(events, args.corrupt_fraction, args.seed, chunk)
+            if args.anomaly:
+                try:
+                    events = with_anomaly(events, args.anomaly, args.end_date, args.seed, chunk)
+                except ValueError as exc:
+                    raise TrainerError(f"--anomaly: {exc}") from None
+            writer = writer or pq.ParquetWriter(path, events.schema)
+            writer.write_table(events)
+            rows += len(events)
+            if spec.events > synthetic.CHUNK_EVENTS:
+                log.info("generated %d of %d events", drawn, spec.events)
+    finally:
+        if writer is not None:
+            writer.close()
+    return rows
 
 if __name__ == "__main__":
     sys.exit(cli.run_step("seed_events", main, build_parser()))
