@@ -1,7 +1,7 @@
 """`make audit`: pip-audit over every lock file, with a reviewed ignore file.
 
 Kept out of `make test` on purpose: the advisory feed changes by itself, so CI's verdict would
-too. Run it before a release, when a lock file changes, and weekly (README, "Security audit").
+too. Run it before a release, when a lock file changes, and weekly (docs/development.md, "Security audit").
 
     .venv/audit/bin/python deploy/audit.py [--service pypi|osv] [LOCK ...]
 

@@ -32,7 +32,7 @@ sys.path.insert(0, str(REPO / "docker" / "emulators"))
 from emulators import free_port  # noqa: E402 - stdlib-only launcher
 
 CHROMIUM = os.environ.get("RECSYS_CHROMIUM", "/usr/bin/chromium")
-# Headless Chromium on a machine with no outside network (see README, troubleshooting).
+# Headless Chromium on a machine with no outside network (see docs/troubleshooting.md).
 CHROMIUM_FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 DAG = "recommend_predict"
