@@ -61,14 +61,14 @@ class TrainerContainer(DockerOperator):
         a task process ending (its logging raising once the worker died) waits for the stop."""
         if not self.hook.client_created or self.container is None:
             return
-        threading.Thread(target=self._stop_container, args=(self.cli, self.container["Id"]),
+        threading.Thread(target=self._stop_container, args=(self.container["Id"],),
                          name=f"stop-{self.step}").start()
 
-    def _stop_container(self, cli, container_id: str) -> None:
-        cli.stop(container_id)
+    def _stop_container(self, container_id: str) -> None:
+        self.cli.stop(container_id)
         if self.auto_remove == "force":
             with contextlib.suppress(APIError):  # already gone
-                cli.remove_container(container_id, force=True)
+                self.cli.remove_container(container_id, force=True)
 
     def _run_image(self):
         try:
