@@ -43,6 +43,18 @@ def test_idmap_takes_arrow_columns_and_skips_missing_ids():
     assert len(IdMap([])) == 0 and list(IdMap([]).index_of(["u1"])) == [-1]
 
 
+def test_encoding_a_column_of_many_chunks_gives_each_row_its_index_in_the_sorted_map():
+    # Chunks whose ids first appear in different chunks: the codes must index the one sorted map.
+    column = pa.chunked_array([["u3", "u1"], [], ["u2", "u3", "u0"], ["u1"]])
+    idmap, codes = IdMap.encode(column)
+    assert list(idmap.ids) == ["u0", "u1", "u2", "u3"]
+    assert codes.dtype == np.int32
+    assert list(idmap.id_of(codes)) == ["u3", "u1", "u2", "u3", "u0", "u1"]
+    assert list(codes) == list(idmap.index_of(column))
+    empty, none = IdMap.encode(pa.chunked_array([], pa.string()))
+    assert len(empty) == 0 and len(none) == 0
+
+
 def _popularity_one_by_one(train: sp.csr_matrix, k: int) -> np.ndarray:
     """The definition, user by user: the k most popular items the user has not seen."""
     order = np.argsort(-np.asarray((train > 0).sum(axis=0)).ravel(), kind="stable")

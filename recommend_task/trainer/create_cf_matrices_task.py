@@ -23,7 +23,7 @@ from trainer.day_validation import validate_day
 from trainer.errors import EmptyWindowError, TrainerError
 from trainer.events import EventSource, add_window_args
 from trainer.layout import run_prefix
-from trainer.matrices import CFMatrices, build_window, column, sha256
+from trainer.matrices import CFMatrices, WindowCodes, build_window, sha256
 from trainer.window import split_window
 from trainer.window_snapshot import WINDOW_FILE, WindowInteractions, describe, partitions_version
 
@@ -76,12 +76,14 @@ def main(args: argparse.Namespace) -> None:
         )
 
     profile.count("rows_in", report.rows_read)
-    if not (~column(interactions, "in_holdout", bool)).any():
-        raise EmptyWindowError(f"no valid events in the training days {window.train} "
-                               f"(all {len(interactions)} interactions fall in the holdout {window.holdout})")
-
     with profile.phase("build", "building matrices"):
-        built = build_window(interactions)
+        codes = WindowCodes.encode(interactions)
+        del interactions  # the string ids: most of the read's memory, no longer needed
+        if codes.in_holdout.all():
+            raise EmptyWindowError(f"no valid events in the training days {window.train} (all "
+                                   f"{len(codes.rows)} interactions fall in the holdout {window.holdout})")
+        built = build_window(codes)
+        del codes
     users, items, train, holdout = built.users, built.items, built.train, built.holdout
     cold_users = built.holdout_cold_users
     # Every user of the window, holdout days included, over the items a model of this run

@@ -256,8 +256,6 @@ class EventSource:
 
     def _read_once(self, window: DateRange, weights: dict[str, float],
                    holdout_start=None) -> tuple[QualityReport, pa.Table]:
-        import pyarrow.compute as pc
-
         self.check_exists()
         case, params = weight_case(weights)
         split = "event_timestamp >= @holdout_start_ts" if holdout_start else "FALSE"
@@ -275,14 +273,23 @@ class EventSource:
         if holdout_start:
             params["holdout_start_ts"] = day_start(holdout_start)
         table = bq.to_arrow(self.client, sql, params)
-        reasons, events = table["reasons"], table["events"]
-        valid = pc.equal(reasons, 0)
+        report, valid = _quality_of(table)
+        kept = table.select(["user_id", "item_id", "in_holdout", "weight", "events"])
+        del table  # the counts are taken: free the reasons before any copy
+        # Filtering copies every column; the usual window has no invalid rows to filter out.
+        return report, kept if report.valid_rows == report.rows_read else kept.filter(valid)
 
-        def events_where(mask) -> int:
-            return int(pc.sum(pc.filter(events, mask)).as_py() or 0)
 
-        counts = {name: events_where(pc.not_equal(pc.bit_wise_and(reasons, bit), 0))
-                  for name, bit in REASON_BITS}
-        report = QualityReport(rows_read=int(pc.sum(events).as_py() or 0), valid_rows=events_where(valid),
-                               **counts)
-        return report, table.filter(valid).drop_columns(["reasons"])
+def _quality_of(table: pa.Table) -> tuple[QualityReport, pa.ChunkedArray]:
+    """The quality counts of one-scan groups (``reasons``, ``events``) and which groups are valid."""
+    import pyarrow.compute as pc
+
+    reasons, events = table["reasons"], table["events"]
+    valid = pc.equal(reasons, 0)
+
+    def events_where(mask) -> int:
+        return int(pc.sum(pc.filter(events, mask)).as_py() or 0)
+
+    counts = {name: events_where(pc.not_equal(pc.bit_wise_and(reasons, bit), 0)) for name, bit in REASON_BITS}
+    return QualityReport(rows_read=int(pc.sum(events).as_py() or 0), valid_rows=events_where(valid),
+                         **counts), valid

@@ -18,6 +18,13 @@ def _arrow(values: Iterable[str]) -> pa.Array | pa.ChunkedArray:
     return pa.array(list(values), type=pa.string())
 
 
+def _chunks(encoded: pa.Array | pa.ChunkedArray) -> list[pa.DictionaryArray]:
+    """A dictionary-encoded column's chunks, at least one (an empty column has none)."""
+    if isinstance(encoded, pa.Array):
+        return [encoded]
+    return encoded.chunks or [pa.array([], pa.string()).dictionary_encode()]
+
+
 class IdMap:
     """Sorted unique ids <-> 0..n-1. Sorting makes the mapping independent of input order.
 
@@ -36,18 +43,24 @@ class IdMap:
 
     @classmethod
     def encode(cls, values: Iterable[str]) -> tuple[IdMap, np.ndarray]:
-        """The map of ``values`` (no nulls) and the index of each value in it, from one hash
-        pass (Arrow's dictionary encoding), where a map then :meth:`index_of` hash them twice."""
+        """The map of ``values`` (no nulls) and the index (int32) of each value in it, from one
+        hash pass (Arrow's dictionary encoding), where a map then :meth:`index_of` hash them
+        twice. A column of many chunks is encoded as it is: Arrow gives its chunks one shared
+        dictionary, so the strings are never copied into one array (a gigabyte at 100M
+        events)."""
         array = _arrow(values)
-        if isinstance(array, pa.ChunkedArray):
-            array = array.combine_chunks()  # one dictionary for all the rows
-        encoded = pc.dictionary_encode(array)
-        idmap = cls(encoded.dictionary)
+        chunks = _chunks(pc.dictionary_encode(array))
+        dictionary = chunks[-1].dictionary
+        if any(len(chunk.dictionary) != len(dictionary) for chunk in chunks):  # not shared after all
+            chunks = _chunks(pc.dictionary_encode(array.combine_chunks()))
+            dictionary = chunks[-1].dictionary
+        idmap = cls(dictionary)
         # The dictionary is in order of first appearance; the map is sorted.
-        rank = np.empty(len(idmap), dtype=np.int64)
-        rank[np.argsort(np.asarray(encoded.dictionary.to_numpy(zero_copy_only=False), dtype=str),
-                        kind="stable")] = np.arange(len(idmap))
-        return idmap, rank[encoded.indices.to_numpy()]
+        rank = np.empty(len(idmap), dtype=np.int32)
+        rank[np.argsort(np.asarray(dictionary.to_numpy(zero_copy_only=False), dtype=str),
+                        kind="stable")] = np.arange(len(idmap), dtype=np.int32)
+        indices = np.concatenate([chunk.indices.to_numpy() for chunk in chunks])
+        return idmap, rank[indices]
 
     def __len__(self) -> int:
         return len(self.ids)

@@ -50,17 +50,39 @@ class WindowBuild:
     whole: sp.csr_matrix  # window_users x items: the whole window's weights summed
 
 
-def build_window(table: pa.Table, value: str = "weight") -> WindowBuild:
-    """One pass over the aggregated window (``user_id``, ``item_id``, ``in_holdout``, ``value``):
-    each column of ids is hashed once and the matrices are rows of one another, where building
-    each from its own rows hashed every id again (measured: docs/benchmarks.md)."""
-    in_holdout = column(table, "in_holdout", bool)
-    window_users, rows = IdMap.encode(table["user_id"])
-    all_items, item_codes = IdMap.encode(table["item_id"])
-    trained_item = np.bincount(item_codes[~in_holdout], minlength=len(all_items)) > 0
-    items = IdMap(all_items.ids[trained_item])  # the columns: items of the training days
-    cols = np.where(trained_item, np.cumsum(trained_item) - 1, -1)[item_codes]
-    data = column(table, value, np.float32)
+@dataclasses.dataclass
+class WindowCodes:
+    """The aggregated window as numbers: each row's user and item as an index into its map, its
+    holdout flag and weight. What the matrices are built from, so the string ids, the largest
+    part of a read, can be released before the build (about 30 bytes per interaction)."""
+
+    users: IdMap  # every user of the window
+    rows: np.ndarray  # int32 index into users, one per aggregated row
+    items: IdMap  # every item of the window
+    item_codes: np.ndarray  # int32 index into items
+    in_holdout: np.ndarray  # bool
+    weights: np.ndarray  # float32
+
+    @classmethod
+    def encode(cls, table: pa.Table, value: str = "weight") -> WindowCodes:
+        """Hash each column of ids once (``user_id``, ``item_id``, ``in_holdout``, ``value``)."""
+        users, rows = IdMap.encode(table["user_id"])
+        items, item_codes = IdMap.encode(table["item_id"])
+        return cls(users, rows, items, item_codes, column(table, "in_holdout", bool),
+                   column(table, value, np.float32))
+
+
+def build_window(window: pa.Table | WindowCodes, value: str = "weight") -> WindowBuild:
+    """One pass over the aggregated window (a table of ``user_id``, ``item_id``, ``in_holdout``,
+    ``value``, or its :class:`WindowCodes`): each column of ids is hashed once and the matrices
+    are rows of one another, where building each from its own rows hashed every id again
+    (measured: docs/benchmarks.md)."""
+    codes = window if isinstance(window, WindowCodes) else WindowCodes.encode(window, value)
+    window_users, rows, in_holdout, data = codes.users, codes.rows, codes.in_holdout, codes.weights
+    trained_item = np.bincount(codes.item_codes[~in_holdout], minlength=len(codes.items)) > 0
+    items = IdMap(codes.items.ids[trained_item])  # the columns: items of the training days
+    column_of = np.where(trained_item, np.cumsum(trained_item) - 1, -1).astype(np.int32)
+    cols = column_of[codes.item_codes]
     known = cols >= 0
     shape = (len(window_users), len(items))
 

@@ -1,9 +1,16 @@
-"""`make bench-scale`: the pipeline benchmark (bench_airflow.py) at 1, 3 and 10 million events,
-then predict in 1, 2 and 4 shards at 10 million, one fresh run each. Prints time against events
-(seconds per million events should stay flat if growth is linear) and the per-shard times."""
+"""`make bench-scale`: the pipeline benchmark (bench_airflow.py) at 1, 3, 10 and 100 million
+events, then predict in 1, 2 and 4 shards at 10 million, one fresh run each. Prints time against
+events (seconds per million events should stay flat if growth is linear), every size's peak RSS
+per step, and each shard's time and peak RSS.
+
+    .venv/airflow/bin/python tests/dags/bench_scale.py [--max-events 10000000]
+
+``--max-events`` leaves out the larger sizes (the 100M point takes about 25 minutes of the run's
+hour on 2 cores and needs about 10 GB of free memory for the emulator and a step side by side)."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -11,7 +18,9 @@ import tempfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SIZES = ((1_000_000, 50_000, 10_000), (3_000_000, 100_000, 25_000), (10_000_000, 200_000, 50_000))
+SIZES = ((1_000_000, 50_000, 10_000), (3_000_000, 100_000, 25_000), (10_000_000, 200_000, 50_000),
+         (100_000_000, 1_000_000, 200_000))
+SHARDS_AT = SIZES[2]
 
 
 def bench(events: int, users: int, items: int, shards: int = 1) -> dict:
@@ -23,19 +32,32 @@ def bench(events: int, users: int, items: int, shards: int = 1) -> dict:
 
 
 def main() -> int:
-    results = [bench(*size) for size in SIZES]
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--max-events", type=int, default=SIZES[-1][0])
+    args = parser.parse_args()
+    sizes = [size for size in SIZES if size[0] <= args.max_events]
+    results = [bench(*size) for size in sizes]
     print(f"\n{'events':>12}{'users':>10}{'items':>8}{'total s':>10}{'floor s':>10}{'ratio':>8}"
-          f"{'s per M events':>16}")
-    for (events, users, items), r in zip(SIZES, results, strict=True):
+          f"{'s per M events':>16}{'peak RSS GB':>13}  largest step")
+    for (events, users, items), r in zip(sizes, results, strict=True):
+        largest = max(r["tasks"], key=lambda t: t.get("peak_rss_mib", 0))
         print(f"{events:>12,}{users:>10,}{items:>8,}{r['total']:>10.1f}{r['floor']['floor']:>10.1f}"
-              f"{r['ratio']:>8.2f}{r['total'] / (events / 1e6):>16.1f}")
+              f"{r['ratio']:>8.2f}{r['total'] / (events / 1e6):>16.1f}"
+              f"{largest.get('peak_rss_mib', 0) / 1024:>13.2f}  {largest['task']}")
+    by_events = {size[0]: r for size, r in zip(sizes, results, strict=True)}
+    if 10_000_000 in by_events and 100_000_000 in by_events:
+        growth = by_events[100_000_000]["total"] / by_events[10_000_000]["total"]
+        print(f"total(100M) / total(10M) = {growth:.2f}")
+    if SHARDS_AT not in sizes:
+        return 0
     print("\npredict at 10M events by number of shards (shards run one after another on this machine "
           "under dag.test; on Composer each is its own Vertex job)")
     for shards in (1, 2, 4):
-        r = results[-1] if shards == 1 else bench(*SIZES[-1], shards=shards)
+        r = by_events[SHARDS_AT[0]] if shards == 1 else bench(*SHARDS_AT, shards=shards)
         parts = [t for t in r["tasks"] if t["task"].startswith("predict[")]
         publish = next(t for t in r["tasks"] if t["task"] == "publish_predictions")
-        print(f"{shards} shard(s): " + ", ".join(f"{t['task']} {t['step']:.1f}s" for t in parts)
+        figures = (f"{t['task']} {t['step']:.1f}s {t.get('peak_rss_mib', 0):,.0f} MiB" for t in parts)
+        print(f"{shards} shard(s): " + ", ".join(figures)
               + f"; publish {publish['step']:.1f}s; slowest shard {max(t['step'] for t in parts):.1f}s")
     return 0
 
