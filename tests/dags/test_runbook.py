@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import ast
 import re
-from pathlib import Path
 
 import pytest
 from conftest import REPO
@@ -117,4 +116,4 @@ def test_every_exit_code_of_the_contract_is_explained(runbook):
 
 def test_the_runbook_is_linked_from_the_readme():
     assert "docs/runbook.md" in (REPO / "README.md").read_text()
-    assert Path(RUNBOOK).exists()
+    assert RUNBOOK.exists()
