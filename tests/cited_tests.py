@@ -1,4 +1,5 @@
-"""The tests docs/comparison.md cites, and whether this `make test` run passed every one of them.
+"""The tests docs/comparison.md and docs/reliability.md cite, and whether this `make test` run
+passed every one of them.
 
     python tests/cited_tests.py LOG_DIR
 
@@ -18,6 +19,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 DOC = REPO / "docs" / "comparison.md"
+RELIABILITY = REPO / "docs" / "reliability.md"
+# The tables whose test citations are the documents' proof: (document, its sections).
+CITING = ((DOC, ("Capabilities",)), (RELIABILITY, ("Faults", "Security")))
 _TOKEN = re.compile(r"`([^`\n]+)`")
 _FILE = re.compile(r"^(?:[\w.-]+/)+[\w.-]+$|^(?:Makefile|docker-compose\.yaml|requirements[\w.-]*\.txt)$")
 
@@ -36,19 +40,23 @@ def table(section: str, doc: Path = DOC) -> list[list[str]]:
 
 
 def citations(cell: str) -> tuple[list[str], list[str]]:
-    """(files, test ids ``path::function``) named in backticks in a cell."""
-    files, tests = [], []
+    """(files, test ids ``path::function``) named in backticks in a cell. ``::function`` alone
+    is a test of the file the cell named last."""
+    files, tests, last = [], [], ""
     for token in _TOKEN.findall(cell):
         if "::" in token:
-            tests.append(token)
+            path, _, name = token.partition("::")
+            last = path or last
+            tests.append(f"{last}::{name}")
         elif _FILE.match(token) and not token.startswith(("http", "gs:")):
             files.append(token)
     return files, tests
 
 
-def cited_tests(doc: Path = DOC) -> set[str]:
-    """Every test id the capability table cites."""
-    return {t for row in table("Capabilities", doc) for t in citations(row[-1])[1]}
+def cited_tests() -> set[str]:
+    """Every test id the capability table and the fault and security matrices cite."""
+    return {t for doc, sections in CITING for section in sections for row in table(section, doc)
+            for cell in row for t in citations(cell)[1]}
 
 
 def outcomes(log_dir: Path) -> dict[str, list[str]]:
@@ -79,12 +87,13 @@ def main(argv: list[str]) -> int:
         elif set(results) != {"passed"}:
             problems.append(f"{test}: {', '.join(sorted(set(results) - {'passed'}))}")
     if problems:
-        print(f"ERROR: {len(problems)} test(s) docs/comparison.md cites did not pass in this run:",
+        print(f"ERROR: {len(problems)} test(s) docs/comparison.md or docs/reliability.md cites did not "
+              "pass in this run:",
               file=sys.stderr)
         for line in problems:
             print(f"  {line}", file=sys.stderr)
         return 1
-    print(f"docs/comparison.md: all {len(cited_tests())} cited tests passed in this run")
+    print(f"docs/comparison.md, docs/reliability.md: all {len(cited_tests())} cited tests passed in this run")
     return 0
 
 

@@ -15,11 +15,20 @@ Before the measured runs a one-task DAG (its own bundle in the temporary home) r
 ``dag.test()``: the first task of a process starts the in-process execution API and parses the
 bundles (about 7-10 s here), which a scheduler and its workers pay when they start, not per run.
 Its time is printed on its own line and not counted.
+
+``--shards-at-once`` (with ``--n-shards`` > 1): ``dag.test()`` runs mapped tasks one after another,
+where an executor with free slots (LocalExecutor under ``make up``, Celery or Vertex on Composer)
+runs predict's shards at once. After the measured runs the bench therefore starts each shard's
+trainer step again, all at the same time, with the arguments and environment Airflow rendered
+for it (its rendered fields), first with the CPUs split between them (each process's affinity;
+the scoring runs one thread per CPU it may use), then sharing every CPU, and prints the wall time
+of each batch and each shard's peak RSS.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import os
@@ -94,6 +103,55 @@ def status_record(dag_id: str, task_id: str, map_index: int, run_date: dt.date) 
     return json.loads(blob.download_as_bytes()) if blob.exists() else None
 
 
+def cpu_shares(n: int) -> list[list[int]]:
+    """This process's CPUs split into ``n`` shares; with more shares than CPUs, one CPU each, in turn."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if n >= len(cpus):
+        return [[cpus[i % len(cpus)]] for i in range(n)]
+    size = len(cpus) // n
+    return [cpus[i * size:(i + 1) * size] for i in range(n)]
+
+
+def predict_shards_at_once(dag_id: str, env: dict[str, str], split_cpus: bool) -> dict:
+    """Start every predict shard of the last ``dag_id`` run again, all at once, from the fields
+    Airflow rendered for each; (wall seconds of the batch, each shard's seconds and peak RSS)."""
+    from airflow.models.renderedtifields import RenderedTaskInstanceFields
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        ti = TaskInstance
+        tis = (session.query(ti).filter(ti.dag_id == dag_id, ti.task_id == "predict", ti.map_index >= 0)
+               .order_by(ti.map_index).all())
+        rendered = [RenderedTaskInstanceFields.get_templated_fields(t, session=session) for t in tis]
+    shares = cpu_shares(len(rendered)) if split_cpus else [None] * len(rendered)
+    shards: list[dict | None] = [None] * len(rendered)
+    with contextlib.ExitStack() as stack:
+        procs = []
+        start = time.perf_counter()
+        for fields, share in zip(rendered, shares, strict=True):
+            argv = [str(TRAINER_PY), "-m", "trainer.predict_task", *map(str, fields["arguments"])]
+            proc_env = {**env, **fields["env"], "RECSYS_TRAINER_IMAGE": fields["image"]}
+            err = stack.enter_context(tempfile.TemporaryFile("w+"))
+            pin = (lambda cpus=share: os.sched_setaffinity(0, cpus)) if share else None
+            procs.append((subprocess.Popen(argv, env=proc_env, stdout=subprocess.DEVNULL, stderr=err,
+                                           text=True, preexec_fn=pin), err))
+        by_pid = {proc.pid: i for i, (proc, _) in enumerate(procs)}
+        while by_pid:
+            pid, status, usage = os.wait4(-1, 0)
+            if pid not in by_pid:
+                continue
+            i = by_pid.pop(pid)
+            proc, err = procs[i]
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            if proc.returncode:
+                err.seek(0)
+                raise SystemExit(f"predict shard {i} (at once) failed:\n{err.read()[-3000:]}")
+            shards[i] = {"seconds": time.perf_counter() - start, "peak_rss_mib": usage.ru_maxrss / 1024,
+                         "cpus": shares[i]}
+    return {"wall": time.perf_counter() - start, "shards": shards}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=int(os.environ.get("BENCH_EVENTS", 10_000_000)))
@@ -103,6 +161,8 @@ def main() -> int:
     parser.add_argument("--factors", type=int, default=64)
     parser.add_argument("--iterations", type=int, default=10)
     parser.add_argument("--n-shards", type=int, default=1)
+    parser.add_argument("--shards-at-once", action="store_true",
+                        help="then run predict's shards again, all at once (see above)")
     parser.add_argument("--json", help="also write every figure to this file")
     args = parser.parse_args()
 
@@ -188,6 +248,11 @@ def run(args: argparse.Namespace, home: Path) -> int:
     feedback = run_dag(bag, "recommend_feedback", LOGICAL + dt.timedelta(days=1, minutes=30),
                        {"lookback_days": args.days}, {})
 
+    at_once = {}
+    if args.shards_at_once and args.n_shards > 1:
+        for name, split in (("split", True), ("shared", False)):
+            at_once[name] = predict_shards_at_once("recommend_predict", env, split_cpus=split)
+
     floor_s, _, out = measured([str(TRAINER_PY), str(REPO / "recommend_task" / "benchmarks" / "floor.py"),
                                 "--project", PROJECT, "--dataset", DATASET, "--run-date", str(RUN_DATE),
                                 "--lookback-days", str(args.days), "--factors", str(args.factors),
@@ -218,13 +283,17 @@ def run(args: argparse.Namespace, home: Path) -> int:
     [measure] = [r for r in feedback if r["task"] == "feedback"]
     print(f"feedback step (not in the total): {measure['step']:.1f}s = {measure['step'] / train['step']:.0%} "
           f"of train's {train['step']:.1f}s")
+    for name, batch in at_once.items():
+        cpus = "each on its own CPUs" if name == "split" else "sharing every CPU"
+        each = ", ".join(f"{s['seconds']:.1f}s {s['peak_rss_mib']:,.0f} MiB" for s in batch["shards"])
+        print(f"predict's {args.n_shards} shards at once, {cpus}: {batch['wall']:.1f}s ({each})")
     peak_gb = max(r.get("peak_rss_mib", 0) for r in rows) / 1024
     ratio = total / floor["floor"]
     if args.json:
         figures = {"args": vars(args), "seed": {"seconds": seed_s, "rss_mib": seed_rss}, "tasks": rows,
                    "feedback": feedback,
                    "runs": {k: (end - start).total_seconds() for k, (start, end) in runs.items()},
-                   "total": total, "floor": floor, "ratio": ratio}
+                   "total": total, "floor": floor, "ratio": ratio, "shards_at_once": at_once}
         Path(args.json).write_text(json.dumps(figures, indent=2, default=str))
     print(f"ratio_vs_floor={ratio:.2f} peak_rss_gb={peak_gb:.2f} events={args.events}")
     return 0

@@ -1,7 +1,8 @@
 """`make bench-scale`: the pipeline benchmark (bench_airflow.py) at 1, 3, 10 and 100 million
 events, then predict in 1, 2 and 4 shards at 10 million, one fresh run each. Prints time against
 events (seconds per million events should stay flat if growth is linear), every size's peak RSS
-per step, and each shard's time and peak RSS.
+per step, and each shard's time and peak RSS; for 2 and 4 shards also predict with its shard
+steps started all at once (bench_airflow.py ``--shards-at-once``) against the 1-shard predict.
 
     .venv/airflow/bin/python tests/dags/bench_scale.py [--max-events 10000000]
 
@@ -24,10 +25,11 @@ SHARDS_AT = SIZES[2]
 
 
 def bench(events: int, users: int, items: int, shards: int = 1) -> dict:
+    at_once = ["--shards-at-once"] if shards > 1 else []
     with tempfile.NamedTemporaryFile(suffix=".json") as out:
         subprocess.run([sys.executable, str(HERE / "bench_airflow.py"), "--events", str(events), "--users",
-                        str(users), "--items", str(items), "--n-shards", str(shards), "--json", out.name],
-                       check=True)
+                        str(users), "--items", str(items), "--n-shards", str(shards), *at_once,
+                        "--json", out.name], check=True)
         return json.loads(Path(out.name).read_text())
 
 
@@ -50,15 +52,27 @@ def main() -> int:
         print(f"total(100M) / total(10M) = {growth:.2f}")
     if SHARDS_AT not in sizes:
         return 0
-    print("\npredict at 10M events by number of shards (shards run one after another on this machine "
-          "under dag.test; on Composer each is its own Vertex job)")
+    print("\npredict at 10M events by number of shards (dag.test runs them one after another; then the "
+          "same shard steps all at once, as an executor with free slots runs them)")
+    one_shard = None
     for shards in (1, 2, 4):
         r = by_events[SHARDS_AT[0]] if shards == 1 else bench(*SHARDS_AT, shards=shards)
         parts = [t for t in r["tasks"] if t["task"].startswith("predict[")]
+        wall = {t["task"]: t["wall"] for t in r["tasks"]}
         publish = next(t for t in r["tasks"] if t["task"] == "publish_predictions")
         figures = (f"{t['task']} {t['step']:.1f}s {t.get('peak_rss_mib', 0):,.0f} MiB" for t in parts)
         print(f"{shards} shard(s): " + ", ".join(figures)
               + f"; publish {publish['step']:.1f}s; slowest shard {max(t['step'] for t in parts):.1f}s")
+        around = wall["plan_shards"] + wall["publish_predictions"]
+        if shards == 1:
+            one_shard = around + sum(t["wall"] for t in parts)
+            print(f"  predict (plan + shard + publish, wall): {one_shard:.1f}s")
+        for name, batch in (r.get("shards_at_once") or {}).items():
+            at_once = around + batch["wall"]
+            cpus = "CPUs split between shards" if name == "split" else "every shard on every CPU"
+            print(f"  at once, {cpus}: "
+                  f"plan + shards + publish {at_once:.1f}s = {at_once / one_shard:.2f} x one shard; shards "
+                  + ", ".join(f"{s['seconds']:.1f}s {s['peak_rss_mib']:,.0f} MiB" for s in batch["shards"]))
     return 0
 
 

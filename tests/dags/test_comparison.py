@@ -85,6 +85,24 @@ def test_every_capability_cites_an_existing_file_and_a_collected_test_of_substan
             assert not all(_only_existence(c) for c in checks), f"{test_id} only checks that a file exists"
 
 
+
+def test_every_test_and_file_the_fault_and_security_matrices_cite_exists_and_checks_something():
+    """docs/reliability.md's rows are guarantees only through the tests they name."""
+    for section in ("Faults", "Security"):
+        rows = cited_tests.table(section, cited_tests.RELIABILITY)
+        assert rows, f"docs/reliability.md has no table under ## {section}"
+        for row in rows:
+            cited = [cited_tests.citations(cell) for cell in row]
+            tests = [t for _, ts in cited for t in ts]
+            assert tests or section == "Security" and "operations.md" in row[-1], \
+                f"{section}: {row[0][:60]}: names no test"
+            for path in (f for fs, ts in cited if ts for f in fs):
+                assert (REPO / path).exists(), f"{row[0][:60]}: cited file {path} does not exist"
+            for test_id in tests:
+                checks = _checks(_function(test_id))
+                assert checks, f"{test_id} checks nothing"
+                assert not all(_only_existence(c) for c in checks), f"{test_id} only checks that a file exists"
+
 def test_the_migration_map_covers_every_piece_of_the_kfp_set_up():
     rows = cited_tests.table("Migration map: the KFP set-up, piece by piece")
     text = "\n".join(row[0] for row in rows)
