@@ -88,3 +88,34 @@ def test_every_relative_link_in_the_readme_and_docs_lands_on_a_file_and_heading(
             elif anchor and file.suffix == ".md" and anchor not in _anchors(file):
                 broken.append(f"{page.relative_to(REPO)}: {target} (no heading #{anchor})")
     assert not broken, "broken links:\n" + "\n".join(broken)
+
+
+BENCHMARKS = REPO / "docs" / "benchmarks.md"
+# What a lab diary's headings say; a report's headings name the benchmark.
+DIARY = re.compile(r"\b(morning|afternoon|evening|night|second pass|before|now|latest)\b", re.I)
+
+
+def test_the_benchmark_report_has_one_current_section_per_benchmark_not_a_diary():
+    headings = [line for line in BENCHMARKS.read_text().splitlines() if line.startswith("#")]
+    diary = [h for h in headings if DIARY.search(h)]
+    assert not diary, f"docs/benchmarks.md headings that narrate runs instead of naming a benchmark: {diary}"
+    names = [h for h in headings if h.startswith("## ")]
+    assert len(names) == len(set(names)), "docs/benchmarks.md has two sections of the same name"
+
+
+def test_every_module_that_cites_the_benchmark_report_is_named_in_it():
+    """A docstring or comment that says "measured: docs/benchmarks.md" sends its reader there;
+    the report must then say something about that module."""
+    report = BENCHMARKS.read_text()
+    citing = []
+    for pattern in ("recommend_task/trainer/*.py", "plugins/operators/*.py", "plugins/.airflowignore",
+                    "recommend_task/Dockerfile"):
+        citing += [p for p in REPO.glob(pattern) if "docs/benchmarks.md" in p.read_text()]
+    assert citing, "no module cites docs/benchmarks.md (the glob patterns are stale)"
+    missing = []
+    for path in citing:
+        relative = path.relative_to(REPO).as_posix()
+        names = {relative, relative.removeprefix("recommend_task/"), relative.removeprefix("plugins/")}
+        if not any(f"`{name}" in report or f" {name}" in report for name in names):
+            missing.append(relative)
+    assert not missing, f"cite docs/benchmarks.md, which never names them: {missing}"
