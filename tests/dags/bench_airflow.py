@@ -32,6 +32,7 @@ import contextlib
 import datetime as dt
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -62,16 +63,37 @@ with DAG("bench_warm_up", schedule=None, start_date=dt.datetime(2026, 1, 1, tzin
 
 def measured(argv: list[str], env: dict[str, str]) -> tuple[float, float, str]:
     """Run a command; (wall seconds, peak RSS MiB of that process alone, its stdout)."""
-    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+    return measured_at_once([(argv, env, None)])[0]
+
+
+def measured_at_once(commands: list[tuple[list[str], dict[str, str], list[int] | None]]
+                     ) -> list[tuple[float, float, str]]:
+    """Start every (argv, env, CPUs to pin it to or None) at the same time; per command, in order:
+    (seconds from the common start until it ended, its own peak RSS MiB, its stdout)."""
+    with contextlib.ExitStack() as stack:
+        started, by_pid = [], {}
         start = time.perf_counter()
-        proc = subprocess.Popen(argv, env=env, stdout=out, stderr=err, text=True)
-        _, status, usage = os.wait4(proc.pid, 0)
-        seconds = time.perf_counter() - start
-        out.seek(0)
-        err.seek(0)
-        if os.waitstatus_to_exitcode(status):
-            raise SystemExit(f"{' '.join(argv[:4])} failed:\n{err.read()[-3000:]}")
-        return seconds, usage.ru_maxrss / 1024, out.read()
+        for i, (argv, env, cpus) in enumerate(commands):
+            out, err = (stack.enter_context(tempfile.TemporaryFile("w+")) for _ in range(2))
+            pin = (lambda cpus=cpus: os.sched_setaffinity(0, cpus)) if cpus else None
+            proc = subprocess.Popen(argv, env=env, stdout=out, stderr=err, text=True, preexec_fn=pin)
+            started.append((out, err))
+            by_pid[proc.pid] = i
+        results: list[tuple[float, float, str]] = [(0.0, 0.0, "")] * len(commands)
+        while by_pid:
+            pid, status, usage = os.wait4(-1, 0)
+            if pid not in by_pid:  # not one of these commands
+                continue
+            i = by_pid.pop(pid)
+            out, err = started[i]
+            if os.waitstatus_to_exitcode(status):
+                for other in by_pid:
+                    os.kill(other, signal.SIGKILL)
+                err.seek(0)
+                raise SystemExit(f"{' '.join(commands[i][0][:4])} failed:\n{err.read()[-3000:]}")
+            out.seek(0)
+            results[i] = (time.perf_counter() - start, usage.ru_maxrss / 1024, out.read())
+        return results
 
 
 def start_emulators(data_dir: Path, env: dict[str, str]) -> dict[str, str]:
@@ -119,37 +141,23 @@ def predict_shards_at_once(dag_id: str, env: dict[str, str], split_cpus: bool) -
     from airflow.models.taskinstance import TaskInstance
     from airflow.utils.session import create_session
 
+    from operators.trainer_exit import IMAGE_ENV
+
     with create_session() as session:
-        ti = TaskInstance
-        tis = (session.query(ti).filter(ti.dag_id == dag_id, ti.task_id == "predict", ti.map_index >= 0)
-               .order_by(ti.map_index).all())
-        rendered = [RenderedTaskInstanceFields.get_templated_fields(t, session=session) for t in tis]
+        tis = (session.query(TaskInstance)
+               .filter(TaskInstance.dag_id == dag_id, TaskInstance.task_id == "predict",
+                       TaskInstance.map_index >= 0)
+               .order_by(TaskInstance.map_index).all())
+        rendered = [RenderedTaskInstanceFields.get_templated_fields(ti, session=session) for ti in tis]
     shares = cpu_shares(len(rendered)) if split_cpus else [None] * len(rendered)
-    shards: list[dict | None] = [None] * len(rendered)
-    with contextlib.ExitStack() as stack:
-        procs = []
-        start = time.perf_counter()
-        for fields, share in zip(rendered, shares, strict=True):
-            argv = [str(TRAINER_PY), "-m", "trainer.predict_task", *map(str, fields["arguments"])]
-            proc_env = {**env, **fields["env"], "RECSYS_TRAINER_IMAGE": fields["image"]}
-            err = stack.enter_context(tempfile.TemporaryFile("w+"))
-            pin = (lambda cpus=share: os.sched_setaffinity(0, cpus)) if share else None
-            procs.append((subprocess.Popen(argv, env=proc_env, stdout=subprocess.DEVNULL, stderr=err,
-                                           text=True, preexec_fn=pin), err))
-        by_pid = {proc.pid: i for i, (proc, _) in enumerate(procs)}
-        while by_pid:
-            pid, status, usage = os.wait4(-1, 0)
-            if pid not in by_pid:
-                continue
-            i = by_pid.pop(pid)
-            proc, err = procs[i]
-            proc.returncode = os.waitstatus_to_exitcode(status)
-            if proc.returncode:
-                err.seek(0)
-                raise SystemExit(f"predict shard {i} (at once) failed:\n{err.read()[-3000:]}")
-            shards[i] = {"seconds": time.perf_counter() - start, "peak_rss_mib": usage.ru_maxrss / 1024,
-                         "cpus": shares[i]}
-    return {"wall": time.perf_counter() - start, "shards": shards}
+    start = time.perf_counter()
+    ended = measured_at_once([
+        ([str(TRAINER_PY), "-m", "trainer.predict_task", *map(str, fields["arguments"])],
+         {**env, **fields["env"], IMAGE_ENV: fields["image"]}, share)
+        for fields, share in zip(rendered, shares, strict=True)])
+    return {"wall": time.perf_counter() - start,
+            "shards": [{"seconds": seconds, "peak_rss_mib": rss, "cpus": share}
+                       for (seconds, rss, _), share in zip(ended, shares, strict=True)]}
 
 
 def main() -> int:

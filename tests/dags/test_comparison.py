@@ -68,6 +68,13 @@ def _only_existence(check: ast.AST) -> bool:
     return name in ("exists", "is_file", "is_dir", "isfile", "isdir")
 
 
+def _assert_of_substance(test_id: str) -> None:
+    """The cited test exists in a suite `make test` runs and checks more than that a file exists."""
+    checks = _checks(_function(test_id))
+    assert checks, f"{test_id} checks nothing"
+    assert not all(_only_existence(c) for c in checks), f"{test_id} only checks that a file exists"
+
+
 def test_every_capability_cites_an_existing_file_and_a_collected_test_of_substance():
     rows = cited_tests.table("Capabilities")
     names = [row[0].lower() for row in rows]
@@ -80,10 +87,7 @@ def test_every_capability_cites_an_existing_file_and_a_collected_test_of_substan
         for path in files:
             assert (REPO / path).exists(), f"{row[0]}: cited file {path} does not exist"
         for test_id in tests:
-            checks = _checks(_function(test_id))
-            assert checks, f"{test_id} checks nothing"
-            assert not all(_only_existence(c) for c in checks), f"{test_id} only checks that a file exists"
-
+            _assert_of_substance(test_id)
 
 
 def test_every_test_and_file_the_fault_and_security_matrices_cite_exists_and_checks_something():
@@ -99,10 +103,7 @@ def test_every_test_and_file_the_fault_and_security_matrices_cite_exists_and_che
             for path in (f for fs, ts in cited if ts for f in fs):
                 assert (REPO / path).exists(), f"{row[0][:60]}: cited file {path} does not exist"
             for test_id in tests:
-                checks = _checks(_function(test_id))
-                assert checks, f"{test_id} checks nothing"
-                assert not all(_only_existence(c) for c in checks), \
-                    f"{test_id} only checks that a file exists"
+                _assert_of_substance(test_id)
 
 
 def test_the_migration_map_covers_every_piece_of_the_kfp_set_up():
