@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 
 RUN_DATE = dt.date(2026, 11, 29)
 # Small enough to be quick, big enough that planted clusters are learnable.
@@ -51,7 +52,8 @@ def load_events(client, project: str, dataset: str, rows: list[dict]) -> None:
     arrow = pa.schema([("event_id", pa.string()), ("user_id", pa.string()), ("item_id", pa.string()),
                        ("event_type", pa.string()), ("event_timestamp", pa.timestamp("us", tz="UTC")),
                        pa.field("event_date", pa.date32(), nullable=False)])
-    full = [{"event_id": f"hand-{i}", **row} for i, row in enumerate(rows)]
+    batch = uuid.uuid4().hex[:8]  # ids unique across calls: two loads never duplicate an event
+    full = [{"event_id": f"hand-{batch}-{i}", **row} for i, row in enumerate(rows)]
     bq.load_table(client, pa.Table.from_pylist(full, schema=arrow),
                   tables.table_id(project, dataset, tables.EVENTS), list(tables.EVENTS_SPEC.schema),
                   truncate=False)
