@@ -94,7 +94,7 @@ def test_a_day_replayed_whole_or_in_part_trains_and_predicts_exactly_as_the_clea
     partly = _pipeline(step, bq_client, project, dataset, tmp_path / "part")
     assert whole > 500 and part > 0
 
-    for run, copies in ((replayed, whole), (partly, whole + part)):
+    for run in (replayed, partly):
         for name in ("matrices", "window", "model"):
             _same_arrays(clean[name], run[name])
         assert run["recommendations"] == clean["recommendations"]
@@ -305,7 +305,7 @@ _ID = st.text(st.characters(blacklist_categories=("Cs", "Cc")), min_size=1, max_
 @settings(max_examples=4, derandomize=True, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(users=st.lists(_ID, min_size=3, max_size=6, unique=True),
-       items=st.lists(_ID, min_size=4, max_size=6, unique=True))
+       items=st.lists(_ID, min_size=6, max_size=8, unique=True))
 def test_every_id_without_control_characters_round_trips_to_the_recommendations(
         users, items, step, bq_client, project, tmp_path):
     """emulator -> matrices -> model -> predict -> ``recommendations``: every user gets exactly
@@ -317,7 +317,7 @@ def test_every_id_without_control_characters_round_trips_to_the_recommendations(
     rows = []
     for u, user in enumerate(users):
         for i, item in enumerate(items):
-            if (u + i) % 3 != 2:
+            if (u + i) % 3 == 0:  # a third of the items: every user has some left to recommend
                 rows.append(_row(f"p{u}-{i}", user, item, "complete" if i % 2 else "view",
                                  _at(train_day, 1 + i)))
         rows.append(_row(f"h{u}", user, items[u % len(items)], "view", _at(holdout_day, 1)))

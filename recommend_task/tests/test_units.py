@@ -368,7 +368,8 @@ def test_generated_chunks_are_numbered_events_of_one_world_and_one_chunk_is_gene
     chunks = list(generate_chunks(spec, 7000))
     assert [len(t) for t in chunks] == [7000] * 8 + [4000]
     chunked = pa.concat_tables(chunks)
-    assert chunked["event_id"].to_pylist() == [f"s42-{i}" for i in range(60_000)]
+    assert chunked["event_id"].to_pylist() == [f"{spec.id_prefix}{i}" for i in range(60_000)]
+    assert spec.id_prefix.startswith("s42-") and SyntheticSpec(days=29).id_prefix != spec.id_prefix
     assert pc.min_max(chunked["event_date"]).as_py() == pc.min_max(whole["event_date"]).as_py()
     # The same users' activity and items' popularity (another seed's world shares neither).
     other = generate(SyntheticSpec(events=60_000, seed=7))

@@ -20,8 +20,8 @@ import sys
 from trainer import anomalies, artifacts, cli, profile, retention, tables
 from trainer.clients import bigquery_client
 from trainer.day_validation import validate_day
-from trainer.errors import EmptyWindowError, TrainerError
-from trainer.events import EventSource, add_window_args
+from trainer.errors import EmptyWindowError
+from trainer.events import EventSource, add_window_args, check_window_args
 from trainer.layout import run_prefix
 from trainer.matrices import CFMatrices, WindowCodes, build_window, sha256
 from trainer.window import split_window
@@ -45,8 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
 def validate(args: argparse.Namespace) -> None:
     """The arguments' own rules, before anything is read."""
     cli.require(args, "project", "artifacts_uri")
-    if not 0 <= args.max_bad_fraction <= 1:
-        raise TrainerError(f"--max-bad-fraction must be in [0, 1], got {args.max_bad_fraction}")
+    check_window_args(args)
     anomalies.rules_from(args)
     retention.table_retention(args)
     split_window(args.run_date, args.lookback_days, args.holdout_days)
@@ -56,14 +55,16 @@ def main(args: argparse.Namespace) -> None:
     validate(args)
     window = split_window(args.run_date, args.lookback_days, args.holdout_days)
     client = bigquery_client(args.project, args.location)
-    source = EventSource(client, tables.table_id(args.project, args.dataset, tables.EVENTS))
+    source = EventSource(client, tables.table_id(args.project, args.dataset, tables.EVENTS),
+                         args.max_id_bytes)
     store = artifacts.ArtifactStore(args.project)
 
     with profile.phase("check", "checking the run date's events"):
         source.check_exists()
         day = validate_day(client, store, project=args.project, dataset=args.dataset,
                            events_table=source.table, run_date=args.run_date,
-                           weights=args.event_weights, valid_from=window.full.start,
+                           weights=args.event_weights, max_id_bytes=args.max_id_bytes,
+                           valid_from=window.full.start,
                            rules=anomalies.rules_from(args), accept=args.accept_anomalies,
                            artifacts_uri=args.artifacts_uri,
                            metrics_retention_days=retention.table_retention(args).metrics_days)

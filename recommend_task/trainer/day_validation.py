@@ -42,7 +42,7 @@ def stats_row(stats: DayStats, rules: Rules, found: list[Anomaly], accepted: boo
             "events", "trailing_days", "trailing_median_events", "active_users", "active_items",
             "events_per_user_median", "events_per_user_p99", "events_per_user_max", "top_user_id",
             "top_user_share", "new_users", "new_user_event_share", "new_items", "new_item_event_share",
-            "item_drift", "type_drift", "rows_read")},
+            "item_drift", "type_drift", "rows_read", "duplicate_rows", "conflicting_rows")},
         "rules": json.dumps(rules.to_dict(), sort_keys=True),
         "airflow_run_id": os.environ.get("RECSYS_AIRFLOW_RUN_ID") or None,
         "image": os.environ.get("RECSYS_TRAINER_IMAGE") or None,
@@ -50,11 +50,12 @@ def stats_row(stats: DayStats, rules: Rules, found: list[Anomaly], accepted: boo
 
 
 def validate_day(client, store: artifacts.ArtifactStore, *, project: str, dataset: str, events_table: str,
-                 run_date: dt.date, weights: dict[str, float], valid_from: dt.date, rules: Rules,
+                 run_date: dt.date, weights: dict[str, float], max_id_bytes: int, valid_from: dt.date,
+                 rules: Rules,
                  accept: bool, artifacts_uri: str, metrics_retention_days: int) -> dict[str, Any]:
     """Check the run date's events; returns what was recorded, raises AnomalyError for a day
     that broke a rule without ``accept``."""
-    stats = event_stats.read_day_stats(client, events_table, run_date, weights, valid_from)
+    stats = event_stats.read_day_stats(client, events_table, run_date, weights, valid_from, max_id_bytes)
     for line in event_stats.summary_lines(stats):
         log.info("%s", line)
     if stats.rows_read == 0:  # nothing to describe; the window read names the empty window

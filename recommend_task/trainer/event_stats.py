@@ -37,7 +37,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from trainer import bq
-from trainer.events import REASON_BITS, day_start, reason_bits, weight_case
+from trainer.events import COPY_BITS, REASON_BITS, check_params, checked_rows, day_start
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +91,8 @@ class DayStats:
     type_drift: float | None
     rows_read: int
     bad_rows: dict[str, int]
+    duplicate_rows: int = 0  # copies of the day's events (not in ``events``, nor bad)
+    conflicting_rows: int = 0  # those whose content differs from the event's
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
@@ -99,10 +101,12 @@ class DayStats:
 
 
 def statistics_query(table: str, run_date: dt.date, weights: dict[str, float],
-                     valid_from: dt.date) -> tuple[str, dict[str, object]]:
+                     valid_from: dt.date, max_id_bytes: int) -> tuple[str, dict[str, object]]:
     """The query of :func:`read_day_stats`; a row is valid with a timestamp in
-    ``[valid_from, run_date + 1)`` (the run's window, or the trailing days if they reach further)."""
-    _, params = weight_case(weights)
+    ``[valid_from, run_date + 1)`` (the run's window, or the trailing days if they reach further)
+    and counts once per event id (:func:`trainer.events.checked_rows`)."""
+    params = check_params(weights, max_id_bytes)
+    rows = checked_rows(table, weights, "event_date BETWEEN @trailing_start AND @day")
     sql = f"""
         SELECT CASE WHEN GROUPING(v_user) = 0 THEN 'user' WHEN GROUPING(v_item) = 0 THEN 'item'
                     ELSE 'day' END AS kind,
@@ -112,10 +116,7 @@ def statistics_query(table: str, run_date: dt.date, weights: dict[str, float],
           SELECT event_date, reasons, IF(reasons = 0, event_type, NULL) AS v_type,
                  IF(reasons = 0, user_id, NULL) AS v_user, IF(reasons = 0, item_id, NULL) AS v_item,
                  event_date = @day AS on_day
-          FROM (
-            SELECT event_date, event_type, user_id, item_id, {reason_bits(weights)} AS reasons
-            FROM `{table}`
-            WHERE event_date BETWEEN @trailing_start AND @day))
+          FROM ({rows}))
         GROUP BY GROUPING SETS ((event_date, v_type, reasons), (v_user, on_day), (v_item, on_day))
     """
     params.update({"day": run_date, "trailing_start": run_date - dt.timedelta(days=TRAILING_DAYS),
@@ -125,9 +126,9 @@ def statistics_query(table: str, run_date: dt.date, weights: dict[str, float],
 
 
 def read_day_stats(client, table: str, run_date: dt.date, weights: dict[str, float],
-                   valid_from: dt.date) -> DayStats:
+                   valid_from: dt.date, max_id_bytes: int) -> DayStats:
     """Query and compute the run date's statistics."""
-    sql, params = statistics_query(table, run_date, weights, valid_from)
+    sql, params = statistics_query(table, run_date, weights, valid_from, max_id_bytes)
     result = bq.to_arrow(client, sql, params)
     return compute(result, run_date, sorted(weights))
 
@@ -154,12 +155,13 @@ def compute(table: pa.Table, run_date: dt.date, known_types: list[str]) -> DaySt
     days = table.filter(pc.equal(table["kind"], "day")).to_pylist()
     valid_by_day: dict[dt.date, dict[str, int]] = {}
     rows_read, bad = 0, {name: 0 for name, _ in REASON_BITS}
+    copies = {name: 0 for name, _ in COPY_BITS}
     for row in days:
         if row["event_date"] == run_date:
             rows_read += row["events"]
-            for name, bit in REASON_BITS:
+            for name, bit in REASON_BITS + COPY_BITS:
                 if row["reasons"] & bit:
-                    bad[name] += row["events"]
+                    (copies if name in copies else bad)[name] += row["events"]
         if row["reasons"] == 0:
             per_type = valid_by_day.setdefault(row["event_date"], {})
             per_type[row["event_type"]] = per_type.get(row["event_type"], 0) + row["events"]
@@ -211,6 +213,7 @@ def compute(table: pa.Table, run_date: dt.date, known_types: list[str]) -> DaySt
         new_items=int(new_item.sum()) if new_item is not None else None,
         new_item_event_share=share(new_item, item_events),
         item_drift=item_drift, type_drift=type_drift, rows_read=int(rows_read), bad_rows=bad,
+        duplicate_rows=copies["duplicate_rows"], conflicting_rows=copies["conflicting_rows"],
     )
 
 
@@ -220,7 +223,8 @@ def summary_lines(stats: DayStats) -> list[str]:
     first = (f"events {stats.run_date}: {stats.events:,} ({types}) from {stats.active_users:,} users on "
              f"{stats.active_items:,} items; per user median {_num(stats.events_per_user_median)}, "
              f"p99 {_num(stats.events_per_user_p99)}, max {_num(stats.events_per_user_max)}; "
-             f"{sum(stats.bad_rows.values()):,} of {stats.rows_read:,} rows invalid")
+             f"{sum(stats.bad_rows.values()):,} of {stats.rows_read:,} rows invalid, "
+             f"{stats.duplicate_rows:,} duplicate copies ({stats.conflicting_rows:,} conflicting)")
     if not stats.trailing_days:
         return [first, "no trailing day with events: drift and new users/items not computed"]
     second = (f"vs the {stats.trailing_days} days before: new users {_pct(stats.new_user_event_share)} "

@@ -25,7 +25,7 @@ import dataclasses
 import datetime as dt
 
 from trainer import bq
-from trainer.events import day_start, valid_condition, weight_case
+from trainer.events import DEFAULT_MAX_ID_BYTES, check_params, checked_rows, day_start
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,7 +69,8 @@ HEAD = 64
 
 
 def feedback_query(recommendations: str, events: str, served: dt.date, lookback_days: int,
-                   weights: dict[str, float], head: int = HEAD) -> tuple[str, dict[str, object]]:
+                   weights: dict[str, float], head: int = HEAD,
+                   max_id_bytes: int = DEFAULT_MAX_ID_BYTES) -> tuple[str, dict[str, object]]:
     """The SQL of :func:`measure` and its parameters.
 
     The history is never aggregated per (user, item): that is a pass over the whole window's
@@ -78,7 +79,7 @@ def feedback_query(recommendations: str, events: str, served: dt.date, lookback_
     seen items among the ``k + head`` most popular: with fewer than ``head`` of them seen, at
     least k unseen items lie inside, so nothing past it can be served. Users who have seen
     more (heavy users, bots) are ranked over their whole history."""
-    _, params = weight_case(weights)
+    params = check_params(weights, max_id_bytes)
     history_start = served - dt.timedelta(days=lookback_days - 1)
     following = served + dt.timedelta(days=1)
     params.update({
@@ -93,13 +94,14 @@ def feedback_query(recommendations: str, events: str, served: dt.date, lookback_
         served_users AS (SELECT DISTINCT user_id FROM served),
         served_k AS (SELECT MAX(rank) AS k FROM served),
         following AS (
-          SELECT DISTINCT user_id, item_id FROM `{events}`
-          WHERE event_date = @following AND {valid_condition(weights, "next_start_ts", "next_end_ts")}
-            AND user_id IN (SELECT user_id FROM served_users)),
+          SELECT DISTINCT user_id, item_id
+          FROM ({checked_rows(events, weights, "event_date = @following", "next_start_ts", "next_end_ts")})
+          WHERE reasons = 0 AND user_id IN (SELECT user_id FROM served_users)),
         history AS (
-          SELECT user_id, item_id FROM `{events}`
-          WHERE event_date BETWEEN @history_start AND @served
-            AND {valid_condition(weights, "history_start_ts", "history_end_ts")}),
+          SELECT user_id, item_id
+          FROM ({checked_rows(events, weights, "event_date BETWEEN @history_start AND @served",
+                              "history_start_ts", "history_end_ts")})
+          WHERE reasons = 0),
         seen_following AS (
           SELECT DISTINCT h.user_id, h.item_id FROM history h
           JOIN following f ON f.user_id = h.user_id AND f.item_id = h.item_id),
@@ -156,9 +158,10 @@ def feedback_query(recommendations: str, events: str, served: dt.date, lookback_
 
 
 def measure(client, recommendations: str, events: str, served: dt.date, lookback_days: int,
-            weights: dict[str, float], head: int = HEAD) -> ServedDay:
+            weights: dict[str, float], head: int = HEAD,
+            max_id_bytes: int = DEFAULT_MAX_ID_BYTES) -> ServedDay:
     """Run the query for ``served``; a day without recommendations has ``users_served`` 0."""
-    sql, params = feedback_query(recommendations, events, served, lookback_days, weights, head)
+    sql, params = feedback_query(recommendations, events, served, lookback_days, weights, head, max_id_bytes)
     row = next(iter(bq.run(client, sql, params)))
     return ServedDay(
         served_date=served, k=int(row["k"] or 0),

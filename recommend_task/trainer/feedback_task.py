@@ -24,7 +24,7 @@ from typing import Any
 from trainer import artifacts, bq, cli, layout, profile, retention, tables
 from trainer.clients import bigquery_client
 from trainer.errors import TrainerError
-from trainer.events import DEFAULT_EVENT_WEIGHTS, parse_event_weights
+from trainer.events import DEFAULT_EVENT_WEIGHTS, add_max_id_bytes, check_max_id_bytes, parse_event_weights
 from trainer.feedback import ServedDay, measure
 from trainer.partitions import upsert_row
 
@@ -46,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--event-weights", type=parse_event_weights,
                         default=",".join(f"{k}={v:g}" for k, v in DEFAULT_EVENT_WEIGHTS.items()),
                         help="the event types that count (their weights are not used here)")
+    add_max_id_bytes(parser)
     parser.add_argument("--max-drop", type=float, default=0.2,
                         help="alert when the hit rate falls more than this share below its median of the "
                         f"{TRAILING_DAYS} served days before (needs {MIN_TRAILING} of them)")
@@ -60,6 +61,7 @@ def validate(args: argparse.Namespace) -> None:
     retention.table_retention(args)
     if not 1 <= args.lookback_days <= 365:
         raise TrainerError(f"--lookback-days must be in [1, 365], got {args.lookback_days}")
+    check_max_id_bytes(args.max_id_bytes)
     if not 0 < args.max_drop < 1:
         raise TrainerError(f"--max-drop must be in (0, 1), got {args.max_drop}")
     if args.alert_min_users < 1:
@@ -141,7 +143,7 @@ def main(args: argparse.Namespace) -> None:
         tables.ensure_all(client, args.project, args.dataset, args.location, retention.table_retention(args))
         day = measure(client, tables.table_id(args.project, args.dataset, tables.RECOMMENDATIONS),
                       tables.table_id(args.project, args.dataset, tables.EVENTS), served,
-                      args.lookback_days, args.event_weights)
+                      args.lookback_days, args.event_weights, max_id_bytes=args.max_id_bytes)
     profile.count("rows_in", day.users_served)
     if day.users_served == 0:
         reason = f"no recommendations were served for {served}: nothing to measure, no row written"

@@ -127,7 +127,7 @@ class CFMatrices:
     holdout: sp.csr_matrix | None
 
     def to_bytes(self) -> bytes:
-        arrays = {"user_ids": self.users.ids, "item_ids": self.items.ids}
+        arrays = {**self.users.to_arrays("user_ids"), **self.items.to_arrays("item_ids")}
         for name, m in (("train", self.train), ("holdout", self.holdout)):
             if m is None:
                 continue
@@ -148,7 +148,7 @@ class CFMatrices:
                     shape=tuple(npz[f"{name}_shape"]),
                 )
 
-            users, items = IdMap(npz["user_ids"]), IdMap(npz["item_ids"])
+            users, items = IdMap.from_arrays(npz, "user_ids"), IdMap.from_arrays(npz, "item_ids")
             train = csr("train")
             if train is None:
                 raise TrainerError("matrices artifact has no train matrix")

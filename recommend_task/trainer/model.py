@@ -131,7 +131,7 @@ class ModelArtifact:
     def to_bytes(self) -> bytes:
         buf = io.BytesIO()
         np.savez(  # uncompressed: compressing float32 factors costs seconds and saves little
-            buf, user_ids=self.users.ids, item_ids=self.items.ids,
+            buf, **self.users.to_arrays("user_ids"), **self.items.to_arrays("item_ids"),
             user_factors=self.user_factors, item_factors=self.item_factors,
             item_popularity=self.item_popularity,
         )
@@ -189,7 +189,8 @@ def load_model(store: artifacts.ArtifactStore, uri: str) -> ModelArtifact:
         raise TrainerError(f"checksum mismatch for {uri}/model.npz: file does not match model.json")
     with np.load(io.BytesIO(payload), allow_pickle=False) as npz:
         return ModelArtifact(
-            model_id=meta["model_id"], users=IdMap(npz["user_ids"]), items=IdMap(npz["item_ids"]),
+            model_id=meta["model_id"], users=IdMap.from_arrays(npz, "user_ids"),
+            items=IdMap.from_arrays(npz, "item_ids"),
             user_factors=npz["user_factors"], item_factors=npz["item_factors"],
             item_popularity=npz["item_popularity"], params=meta["params"],
             metadata=meta["metadata"],

@@ -31,7 +31,7 @@ import pyarrow as pa
 from trainer import artifacts, bq, cli, layout, profile, retention, tables
 from trainer.clients import bigquery_client
 from trainer.errors import TrainerError, ValidationError, VerdictFailedError
-from trainer.events import EventSource, add_window_args
+from trainer.events import EventSource, add_window_args, check_window_args
 from trainer.idmap import IdMap
 from trainer.matrices import build_csr
 from trainer.model import ModelArtifact, load_model
@@ -130,8 +130,7 @@ def validate(args: argparse.Namespace) -> None:
     retention.table_retention(args)
     if not 1 <= args.n_recommendations <= 1000:
         raise TrainerError(f"--n-recommendations must be in [1, 1000], got {args.n_recommendations}")
-    if not 0 <= args.max_bad_fraction <= 1:
-        raise TrainerError(f"--max-bad-fraction must be in [0, 1], got {args.max_bad_fraction}")
+    check_window_args(args)
     lookback(args.run_date, args.lookback_days)
     shard_of(args)
 
@@ -196,7 +195,8 @@ def main(args: argparse.Namespace) -> None:
     tables.ensure_all(client, args.project, args.dataset, args.location,
                       retention.table_retention(args))
     window = lookback(args.run_date, args.lookback_days)
-    source = EventSource(client, tables.table_id(args.project, args.dataset, tables.EVENTS))
+    source = EventSource(client, tables.table_id(args.project, args.dataset, tables.EVENTS),
+                         args.max_id_bytes)
     with profile.phase("read", "reading events"):
         report = source.checked_quality(window, args.event_weights, args.max_bad_fraction)
         profile.count("rows_in", report.rows_read)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import hashlib
 from collections.abc import Iterator
 
 import numpy as np
@@ -31,6 +32,14 @@ class SyntheticSpec:
     affinity: float = 0.85
     popularity_exponent: float = 0.9
     seed: int = 42
+
+    @property
+    def id_prefix(self) -> str:
+        """What every event id of this spec starts with: its seed and a digest of the whole spec,
+        so that seeding other days (an overlapping range, a later end date) with the same seed
+        never writes an id that events left from an earlier seeding already have."""
+        digest = hashlib.sha256(repr(dataclasses.astuple(self)).encode()).hexdigest()[:12]
+        return f"s{self.seed}-{digest}-"
 
 
 # Events generated at a time by generate_chunks: about 0.6 GB of columns and scratch arrays.
@@ -85,7 +94,7 @@ def _events(spec: SyntheticSpec, world: _World, rng: np.random.Generator, n: int
     event_types = rng.choice(3, size=n, p=EVENT_TYPE_P)
     return pa.table({
         "event_id": pc.binary_join_element_wise(
-            f"s{spec.seed}-", pc.cast(pa.array(np.arange(first_id, first_id + n)), pa.string()), ""),
+            spec.id_prefix, pc.cast(pa.array(np.arange(first_id, first_id + n)), pa.string()), ""),
         "user_id": world.user_ids.take(users),
         "item_id": world.item_ids.take(items),
         "event_type": pa.array(EVENT_TYPES.astype(object), pa.string()).take(event_types),
@@ -180,7 +189,7 @@ def with_anomaly(events: pa.Table, anomaly: str, day: dt.date, seed: int, chunk:
         start = int(dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC).timestamp())
         seconds = start + rng.integers(0, 86_400, size=n)
         bot = pa.table({
-            "event_id": pc.binary_join_element_wise("bot-" if chunk == 0 else f"bot{chunk}-",
+            "event_id": pc.binary_join_element_wise(f"bot-{day:%Y%m%d}-{seed}-{chunk}-",
                                                     pc.cast(pa.array(np.arange(n)), pa.string()), ""),
             "user_id": pa.repeat(pa.scalar("bot"), n), "item_id": items,
             "event_type": pa.repeat(pa.scalar("view"), n),

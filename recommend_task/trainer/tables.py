@@ -54,7 +54,7 @@ class TableSpec:
 EVENTS_SPEC = TableSpec(
     name=EVENTS,
     schema=(
-        F("event_id", "STRING", description="unique id of the event (for de-duplication upstream)"),
+        F("event_id", "STRING", description="unique id of the event: rows sharing one count once"),
         F("user_id", "STRING", description="learner id; rows without one are dropped"),
         F("item_id", "STRING", description="lesson/course id; rows without one are dropped"),
         F("event_type", "STRING", description="view | start | complete (weights per type)"),
@@ -148,6 +148,8 @@ EVENT_STATS_SPEC = TableSpec(
         F("rows_read", "INT64", mode="REQUIRED", description="rows of the day's partition"),
         F("bad_rows", "RECORD", mode="REPEATED", description="invalid rows of the day per reason", fields=(
             F("reason", "STRING", mode="REQUIRED"), F("rows", "INT64", mode="REQUIRED"))),
+        F("duplicate_rows", "INT64", description="copies of the day's events (same event_id): not counted"),
+        F("conflicting_rows", "INT64", description="those copies whose content differs from the event's"),
         F("rules", "STRING", description="the limits the day was judged by, as JSON"),
         F("airflow_run_id", "STRING"),
         F("image", "STRING", description="the trainer image that computed the row"),

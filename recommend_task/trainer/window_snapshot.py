@@ -76,7 +76,7 @@ class WindowInteractions:
     def to_bytes(self) -> bytes:
         buf = io.BytesIO()
         m = self.matrix
-        np.savez(buf, user_ids=self.users.ids, item_ids=self.items.ids, data=m.data,
+        np.savez(buf, **self.users.to_arrays("user_ids"), **self.items.to_arrays("item_ids"), data=m.data,
                  indices=m.indices, indptr=m.indptr, shape=np.array(m.shape))
         return buf.getvalue()
 
@@ -87,7 +87,8 @@ class WindowInteractions:
         with np.load(io.BytesIO(data), allow_pickle=False) as npz:
             matrix = sp.csr_matrix((npz["data"], npz["indices"], npz["indptr"]),
                                    shape=tuple(npz["shape"]))
-            return cls(users=IdMap(npz["user_ids"]), items=IdMap(npz["item_ids"]), matrix=matrix)
+            return cls(users=IdMap.from_arrays(npz, "user_ids"), items=IdMap.from_arrays(npz, "item_ids"),
+                       matrix=matrix)
 
 
 def describe(uri: str, payload: bytes, table: str, window: DateRange, weights: dict[str, float],
