@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import html
 import io
+import os
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -75,12 +76,14 @@ def holds(data: bytes, needle: str) -> list[str]:
 
 
 def objects(artifacts_uri: str, project: str) -> Iterator[tuple[str, bytes]]:
-    """(uri, bytes) of every object under a ``gs://`` or local artifacts root."""
+    """(uri, bytes) of every object under a ``gs://`` (the emulator's) or local artifacts root."""
     if artifacts_uri.startswith("gs://"):
-        from trainer.clients import storage_client
+        from google.auth.credentials import AnonymousCredentials
+        from google.cloud import storage
 
         bucket, _, prefix = artifacts_uri[len("gs://"):].partition("/")
-        client = storage_client(project)
+        client = storage.Client(project=project, credentials=AnonymousCredentials(),
+                                client_options={"api_endpoint": os.environ["STORAGE_EMULATOR_HOST"]})
         for blob in client.list_blobs(bucket, prefix=prefix.rstrip("/") + "/"):
             yield f"gs://{bucket}/{blob.name}", blob.download_as_bytes()
         return

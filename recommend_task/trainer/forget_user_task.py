@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import logging
 import os
 import sys
@@ -37,15 +38,33 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--user-id", action="append", default=[], metavar="LEARNER_ID",
                         help="a learner to forget, as in events.user_id (repeat for several, at most "
                         f"{MAX_IDS})")
+    parser.add_argument("--user-ids-json", metavar="JSON",
+                        help="learners to forget as a JSON list of strings (what the DAG's user_ids "
+                        "param renders to); added to --user-id")
     return parser
+
+
+def _from_json(value: str | None) -> list[str]:
+    if value is None:
+        return []
+    try:
+        ids = json.loads(value)
+    except json.JSONDecodeError as exc:
+        raise TrainerError(f"--user-ids-json is not JSON ({exc.msg} at character {exc.pos})") from None
+    if ids is None:
+        return []
+    if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+        raise TrainerError("--user-ids-json must be a JSON list of strings")
+    return ids
 
 
 def learner_ids(args: argparse.Namespace) -> list[str]:
     """The ids to forget, each once, matched exactly; an empty or oversized one is refused
     without echoing it (the error line goes to logs and Slack)."""
-    ids = list(dict.fromkeys(args.user_id))
+    ids = list(dict.fromkeys([*args.user_id, *_from_json(args.user_ids_json)]))
     if not ids:
-        raise TrainerError("no learner to forget: give --user-id at least once")
+        raise TrainerError("no learner to forget: give --user-id or --user-ids-json (the DAG's user_ids "
+                           "param) at least once")
     if len(ids) > MAX_IDS:
         raise TrainerError(f"at most {MAX_IDS} learners per run, got {len(ids)}")
     for n, value in enumerate(ids, 1):

@@ -11,7 +11,7 @@ import pytest
 from conftest import DAGS, load_dagbag
 
 EXPECTED = {"recommend_train", "recommend_predict", "recommend_rollback", "recommend_freshness",
-            "recommend_feedback"}
+            "recommend_feedback", "recommend_forget"}
 
 
 class ParseTimeAccess(AssertionError):
@@ -165,6 +165,7 @@ def test_every_param_has_a_schema(dagbag):
         "recommend_feedback": {"image_uri", "lookback_days"},
         "recommend_predict": {"image_uri", "lookback_days", "n_recommendations", "n_shards"},
         "recommend_rollback": {"image_uri", "model_id"},
+        "recommend_forget": {"image_uri", "user_ids"},
     }
     for dag_id, names in expected.items():
         params = dagbag.dags[dag_id].params

@@ -13,6 +13,7 @@ TRAINER_TASKS = {
                         "evaluate": "evaluate_task", "promote_model": "promote_model_task"},
     "recommend_predict": {"predict": "predict_task", "publish_predictions": "publish_predictions_task"},
     "recommend_rollback": {"rollback": "promote_model_task"},
+    "recommend_forget": {"forget": "forget_user_task"},
     "recommend_feedback": {"feedback": "feedback_task"},
 }
 
