@@ -69,3 +69,12 @@ ROLLBACK_PARAMS = {
                       description="Id of an earlier model that passed evaluation, e.g. "
                       "als-20261129-ff0958af2f (model_metrics.model_id)."),
 }
+FORGET_PARAMS = {
+    "image_uri": IMAGE_URI,
+    # Nullable for the same reason as model_id; the forget step refuses a run without an id.
+    "user_ids": param(None, type=["null", "array"], minItems=1, maxItems=1000,
+                      items={"type": "string", "minLength": 1, "maxLength": 1024},
+                      title="Learners to forget",
+                      description="Ids of the learners to erase, exactly as in events.user_id, one per "
+                      "line. Their events, recommendations and every artifact holding them are erased."),
+}

@@ -64,5 +64,16 @@ def feedback_alerts(read: Reader, run: str) -> str:
     return "\n".join(result["alerts"]) + f"\n{result['summary']}"
 
 
+def forget(read: Reader, run: str) -> str:
+    """How much was erased where (the forget step's record holds counts, never an id)."""
+    f = read(join(run, "forget.json"))
+    if not f:
+        return "no forget record found"
+    if not f.get("total"):
+        return f"forgot {f['learners']} learner(s): nothing left to erase"
+    return (f"forgot {f['learners']} learner(s), erased: "
+            + "; ".join(f"{place} {n:,}" for place, n in f["erased"].items()))
+
+
 SUMMARIES: dict[str, Callable[[Reader, str], str]] = {
-    "train": train, "predict": predict, "feedback": feedback_alerts}
+    "train": train, "predict": predict, "feedback": feedback_alerts, "forget": forget}

@@ -88,7 +88,7 @@ def run_started(dag_run: Any) -> dt.datetime | None:
 class RecsysSlackNotifier(BaseNotifier):
     """The stock Slack webhook notifier, made never to raise, plus ``recsys.*`` template values:
     ``run_date``, ``duration``, ``error``, ``link``, ``image`` (the run's pinned trainer image)
-    and (for ``summary="train"|"predict"|"feedback"``) a ``summary`` of the run's results. With
+    and (for ``summary="train"|"predict"|"feedback"|"forget"``) a ``summary`` of the run's results. With
     ``only_with_summary``, a run whose summary is empty sends nothing (an alert-only message)."""
 
     template_fields = ("text",)
@@ -158,7 +158,7 @@ class RecsysSlackNotifier(BaseNotifier):
         except Exception as exc:
             self.log.debug("no XCom in this callback: %s", type(exc).__name__)
         last_task = {"train": "promote_model", "predict": "publish_predictions",
-                     "feedback": "feedback"}.get(self.summary or "")
+                     "feedback": "feedback", "forget": "forget"}.get(self.summary or "")
         if not last_task:
             return ""
         cfg = self.recsys_config

@@ -165,16 +165,22 @@ def _read_meta(store: artifacts.ArtifactStore, uri: str) -> dict[str, Any]:
         raise TrainerError(f"model metadata at {uri}/model.json is not valid JSON") from None
 
 
+def model_file(uri: str, meta: dict[str, Any]) -> str:
+    """The model's array file: ``model.npz``, or the file ``model.json`` names once erasing a
+    learner rewrote it under a new name (:mod:`trainer.erasure`)."""
+    return artifacts.join(uri, meta.get("file") or "model.npz")
+
+
 def check_model(store: artifacts.ArtifactStore, uri: str) -> ModelInfo:
     """:func:`load_model`'s refusals (missing, damaged) without reading the factors: on Cloud
     Storage the file's checksum comes from the object's metadata (promote: 50 MB not downloaded)."""
     meta = _read_meta(store, uri)
     try:
-        intact = store.matches(artifacts.join(uri, "model.npz"), meta["sha256"], meta.get("md5"))
+        intact = store.matches(model_file(uri, meta), meta["sha256"], meta.get("md5"))
     except FileNotFoundError as exc:
         raise ModelNotFoundError(f"no model at {uri} ({exc} not found)") from None
     if not intact:
-        raise TrainerError(f"checksum mismatch for {uri}/model.npz: file does not match model.json")
+        raise TrainerError(f"checksum mismatch for {model_file(uri, meta)}: file does not match model.json")
     return ModelInfo(model_id=meta["model_id"], params=meta["params"], metadata=meta["metadata"])
 
 
@@ -182,11 +188,11 @@ def load_model(store: artifacts.ArtifactStore, uri: str) -> ModelArtifact:
     """Load a model saved by :meth:`ModelArtifact.save`; a missing or damaged one is an error."""
     meta = _read_meta(store, uri)
     try:
-        payload = store.read_bytes(artifacts.join(uri, "model.npz"))
+        payload = store.read_bytes(model_file(uri, meta))
     except FileNotFoundError as exc:
         raise ModelNotFoundError(f"no model at {uri} ({exc} not found)") from None
     if sha256(payload) != meta["sha256"]:
-        raise TrainerError(f"checksum mismatch for {uri}/model.npz: file does not match model.json")
+        raise TrainerError(f"checksum mismatch for {model_file(uri, meta)}: file does not match model.json")
     with np.load(io.BytesIO(payload), allow_pickle=False) as npz:
         return ModelArtifact(
             model_id=meta["model_id"], users=IdMap.from_arrays(npz, "user_ids"),

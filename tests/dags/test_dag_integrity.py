@@ -11,7 +11,7 @@ import pytest
 from conftest import DAGS, load_dagbag
 
 EXPECTED = {"recommend_train", "recommend_predict", "recommend_rollback", "recommend_freshness",
-            "recommend_feedback"}
+            "recommend_feedback", "recommend_forget"}
 
 
 class ParseTimeAccess(AssertionError):
@@ -165,6 +165,7 @@ def test_every_param_has_a_schema(dagbag):
         "recommend_feedback": {"image_uri", "lookback_days"},
         "recommend_predict": {"image_uri", "lookback_days", "n_recommendations", "n_shards"},
         "recommend_rollback": {"image_uri", "model_id"},
+        "recommend_forget": {"image_uri", "user_ids"},
     }
     for dag_id, names in expected.items():
         params = dagbag.dags[dag_id].params
@@ -196,7 +197,10 @@ def test_params_reject_out_of_range_values(dagbag):
 # The predict shards only stage their parts: they run in parallel, outside the pool; and
 # create_cf_matrices and feedback upsert one row each with MERGE (event_stats, serving_metrics),
 # which concurrent runs of other days do not conflict on.
-WRITERS = {("recommend_train", "evaluate"), ("recommend_predict", "publish_predictions")}
+WRITERS = {("recommend_train", "evaluate"), ("recommend_predict", "publish_predictions"),
+           ("recommend_forget", "forget")}
+# On demand and not part of `make bench`: its budget is its own execution_timeout.
+UNBENCHMARKED = {"forget_user_task"}
 
 
 def test_bigquery_writers_share_one_pool_of_one_slot_that_counts_deferred_tasks(dagbag):
@@ -254,10 +258,11 @@ def test_time_budgets_fit_the_run_and_the_day_and_leave_room_over_the_benchmark(
             step = _trainer_step(task)
             if step:
                 steps_seen.add(step)
-                assert task.execution_timeout >= timedelta(seconds=3 * bench[step]["seconds"]), step
+                if step not in UNBENCHMARKED:
+                    assert task.execution_timeout >= timedelta(seconds=3 * bench[step]["seconds"]), step
         assert max(longest.values()) <= dag.dagrun_timeout, (dag.dag_id, max(longest.values()))
     assert steps_seen == {"create_cf_matrices_task", "train_task", "evaluate_task", "promote_model_task",
-                          "predict_task", "publish_predictions_task", "feedback_task"}
+                          "predict_task", "publish_predictions_task", "feedback_task", "forget_user_task"}
 
 
 def test_a_rollback_needs_a_well_formed_model_id(dagbag):
