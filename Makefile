@@ -157,6 +157,7 @@ down:
 bench: venvs
 	$(VENV)/airflow/bin/python tests/dags/bench_airflow.py
 	cd recommend_task && $(TRAINER_PY) benchmarks/bench_pipeline.py
+	cd recommend_task && $(TRAINER_PY) benchmarks/bench_long_id.py
 	$(VENV)/airflow/bin/python tests/dags/bench_startup.py
 	$(VENV)/airflow/bin/python tests/dags/bench_dag_processor.py --runtime vertex
 	$(VENV)/airflow/bin/python tests/dags/bench_recommender_page.py

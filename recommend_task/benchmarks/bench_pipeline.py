@@ -13,12 +13,14 @@ commit the file after a run at the scale you budget for.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -38,6 +40,28 @@ def run_measured(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
     return seconds, usage.ru_maxrss / 1024
 
 
+@contextlib.contextmanager
+def emulators(tmp: Path, ports: tuple[int, int, int] = (9150, 9160, 9125)) -> Iterator[dict[str, str]]:
+    """Emulators of their own under ``tmp`` (BigQuery REST, gRPC and GCS ports); yields the
+    environment a step needs to reach them."""
+    data_dir = tmp / "emulators"
+    env = {**os.environ, "RECSYS_BQ_EMULATOR_PORT": str(ports[0]),
+           "RECSYS_BQ_EMULATOR_GRPC_PORT": str(ports[1]), "RECSYS_GCS_EMULATOR_PORT": str(ports[2]),
+           "RECSYS_GCP_PROJECT": "bench-project"}
+    subprocess.run([sys.executable, str(EMULATORS), "start", "--data-dir", str(data_dir)],
+                   env=env, check=True, stdout=subprocess.DEVNULL)
+    try:
+        out = subprocess.run([sys.executable, str(EMULATORS), "env"], env=env, check=True,
+                             capture_output=True, text=True).stdout
+        for line in out.splitlines():
+            key, _, value = line.removeprefix("export ").partition("=")
+            env[key] = value
+        yield env
+    finally:
+        subprocess.run([sys.executable, str(EMULATORS), "stop", "--data-dir", str(data_dir)],
+                       env=env, check=False, stdout=subprocess.DEVNULL)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=1_000_000)
@@ -48,60 +72,47 @@ def main() -> int:
     parser.add_argument("--iterations", type=int, default=15)
     args = parser.parse_args()
 
-    with tempfile.TemporaryDirectory(prefix="recsys-bench-") as tmp:
-        data_dir, artifacts = Path(tmp) / "emulators", Path(tmp) / "artifacts"
-        env = {**os.environ, "RECSYS_BQ_EMULATOR_PORT": "9150", "RECSYS_BQ_EMULATOR_GRPC_PORT": "9160",
-               "RECSYS_GCS_EMULATOR_PORT": "9125", "RECSYS_GCP_PROJECT": "bench-project"}
-        subprocess.run([sys.executable, str(EMULATORS), "start", "--data-dir", str(data_dir)],
-                       env=env, check=True, stdout=subprocess.DEVNULL)
-        try:
-            out = subprocess.run([sys.executable, str(EMULATORS), "env"], env=env, check=True,
-                                 capture_output=True, text=True).stdout
-            for line in out.splitlines():
-                key, _, value = line.removeprefix("export ").partition("=")
-                env[key] = value
-            run_date, next_day = "2026-11-29", "2026-11-30"
-            common = ["--project", "bench-project", "--dataset", "bench", "--run-date", run_date,
-                      "--artifacts-uri", str(artifacts), "--lookback-days", str(args.days)]
-            seed = ["--project", "bench-project", "--dataset", "bench", "--users", str(args.users),
-                    "--items", str(args.items), "--clusters", "20"]
-            # (label, step, arguments); the next day's events are what feedback_task measures.
-            steps = [
-                ("seed_events", "seed_events", [*seed, "--end-date", run_date, "--days", str(args.days),
-                                                "--events", str(args.events)]),
-                ("create_cf_matrices_task", "create_cf_matrices_task", common),
-                ("train_task", "train_task", [*common[:-2], "--factors", str(args.factors),
-                                              "--iterations", str(args.iterations)]),
-                ("evaluate_task", "evaluate_task", common[:-2]),
-                ("promote_model_task", "promote_model_task", common[:-2]),
-                ("predict_task", "predict_task", [*common, "--shard", "0", "--n-shards", "1"]),
-                ("publish_predictions_task", "publish_predictions_task", [*common[:-2], "--n-shards", "1"]),
-                ("seed_events (next day)", "seed_events", [*seed, "--end-date", next_day, "--days", "1",
-                                                           "--events", str(args.events // args.days)]),
-                ("feedback_task", "feedback_task", [*common[:4], "--run-date", next_day, *common[6:]]),
-            ]
-            print(f"\nbenchmark: {args.events:,} events, {args.users:,} users, {args.items:,} items, "
-                  f"{args.days} days, ALS factors={args.factors} iterations={args.iterations}, "
-                  f"{os.cpu_count()} CPUs")
-            print(f"{'step':<26}{'seconds':>10}{'peak RSS MiB':>15}{'events/s':>14}")
-            total = 0.0
-            figures = {}
-            for label, name, argv in steps:
-                seconds, rss = run_measured([sys.executable, "-m", f"trainer.{name}", *argv], env)
-                total += seconds
-                figures[label] = {"seconds": round(seconds, 2), "peak_rss_mib": round(rss)}
-                rate = f"{args.events / seconds:,.0f}" if label in ("seed_events", "create_cf_matrices_task",
-                                                                     "predict_task") else ""
-                print(f"{label:<26}{seconds:>10.2f}{rss:>15.0f}{rate:>14}", flush=True)
-            print(f"{'total':<26}{total:>10.2f}")
-            RESULTS.write_text(json.dumps({
-                "events": args.events, "users": args.users, "items": args.items, "days": args.days,
-                "factors": args.factors, "iterations": args.iterations, "cpus": os.cpu_count(),
-                "steps": figures}, indent=2) + "\n")
-            print(f"figures written to {RESULTS}")
-        finally:
-            subprocess.run([sys.executable, str(EMULATORS), "stop", "--data-dir", str(data_dir)],
-                           env=env, check=False, stdout=subprocess.DEVNULL)
+    with tempfile.TemporaryDirectory(prefix="recsys-bench-") as tmp, emulators(Path(tmp)) as env:
+        artifacts = Path(tmp) / "artifacts"
+        run_date, next_day = "2026-11-29", "2026-11-30"
+        common = ["--project", "bench-project", "--dataset", "bench", "--run-date", run_date,
+                  "--artifacts-uri", str(artifacts), "--lookback-days", str(args.days)]
+        seed = ["--project", "bench-project", "--dataset", "bench", "--users", str(args.users),
+                "--items", str(args.items), "--clusters", "20"]
+        # (label, step, arguments); the next day's events are what feedback_task measures.
+        steps = [
+            ("seed_events", "seed_events", [*seed, "--end-date", run_date, "--days", str(args.days),
+                                            "--events", str(args.events)]),
+            ("create_cf_matrices_task", "create_cf_matrices_task", common),
+            ("train_task", "train_task", [*common[:-2], "--factors", str(args.factors),
+                                          "--iterations", str(args.iterations)]),
+            ("evaluate_task", "evaluate_task", common[:-2]),
+            ("promote_model_task", "promote_model_task", common[:-2]),
+            ("predict_task", "predict_task", [*common, "--shard", "0", "--n-shards", "1"]),
+            ("publish_predictions_task", "publish_predictions_task", [*common[:-2], "--n-shards", "1"]),
+            ("seed_events (next day)", "seed_events", [*seed, "--end-date", next_day, "--days", "1",
+                                                       "--events", str(args.events // args.days)]),
+            ("feedback_task", "feedback_task", [*common[:4], "--run-date", next_day, *common[6:]]),
+        ]
+        print(f"\nbenchmark: {args.events:,} events, {args.users:,} users, {args.items:,} items, "
+              f"{args.days} days, ALS factors={args.factors} iterations={args.iterations}, "
+              f"{os.cpu_count()} CPUs")
+        print(f"{'step':<26}{'seconds':>10}{'peak RSS MiB':>15}{'events/s':>14}")
+        total = 0.0
+        figures = {}
+        for label, name, argv in steps:
+            seconds, rss = run_measured([sys.executable, "-m", f"trainer.{name}", *argv], env)
+            total += seconds
+            figures[label] = {"seconds": round(seconds, 2), "peak_rss_mib": round(rss)}
+            rate = f"{args.events / seconds:,.0f}" if label in ("seed_events", "create_cf_matrices_task",
+                                                                 "predict_task") else ""
+            print(f"{label:<26}{seconds:>10.2f}{rss:>15.0f}{rate:>14}", flush=True)
+        print(f"{'total':<26}{total:>10.2f}")
+        RESULTS.write_text(json.dumps({
+            "events": args.events, "users": args.users, "items": args.items, "days": args.days,
+            "factors": args.factors, "iterations": args.iterations, "cpus": os.cpu_count(),
+            "steps": figures}, indent=2) + "\n")
+        print(f"figures written to {RESULTS}")
     return 0
 
 

@@ -72,7 +72,8 @@ def test_the_statistics_of_a_hand_made_day_are_the_hand_computed_ones(step, bq_c
     assert row["type_drift"] == pytest.approx(jensenshannon([1, 2, 3], [1, 1, 4], base=2))
     assert row["rows_read"] == 9
     assert {b["reason"]: b["rows"] for b in row["bad_rows"]} == {
-        "null_user_id": 1, "null_item_id": 0, "unknown_event_type": 1, "timestamp_outside_window": 1}
+        "null_user_id": 1, "null_item_id": 0, "unknown_event_type": 1, "timestamp_outside_window": 1,
+        "null_event_id": 0, "id_too_long": 0, "control_character_in_id": 0}
     assert row["anomalies"] == [] and row["accepted"] is False
     assert json.loads(row["rules"])["min_events"] == 1000
     record = json.loads((tmp_path / "runs" / str(DAY) / "event_stats.json").read_text())

@@ -45,6 +45,7 @@ from google.cloud import bigquery
 from trainer import artifacts, bq, tables
 from trainer.clients import bq_retry
 from trainer.errors import ConcurrentUpdateError, TrainerError
+from trainer.idmap import IdMap
 from trainer.partitions import query_parameter
 
 log = logging.getLogger(__name__)
@@ -266,14 +267,28 @@ def _user_ids(store: artifacts.ArtifactStore, uri: str) -> np.ndarray | None:
     else:
         reader = open(uri, "rb")  # noqa: SIM115 - closed below
     with reader, zipfile.ZipFile(reader) as archive:
-        if "user_ids.npy" not in archive.namelist():
+        members = {name.removesuffix(".npy") for name in archive.namelist()}
+        wanted = [m for m in (*IdMap.array_names("user_ids"), "user_ids") if m in members]
+        if not wanted:
             return None
-        with archive.open("user_ids.npy") as member:
-            return np.load(io.BytesIO(member.read()), allow_pickle=False)
+        arrays = {}
+        for name in wanted:
+            with archive.open(f"{name}.npy") as member:
+                arrays[name] = np.load(io.BytesIO(member.read()), allow_pickle=False)
+        return IdMap.from_arrays(arrays, "user_ids").ids
+
+
+def _among(user_ids: np.ndarray, ids: list[str]) -> np.ndarray:
+    """Which of ``user_ids`` are ``ids``, byte for byte (Arrow: numpy's isin misses ids with NULs)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    found = pc.is_in(pa.array(user_ids, pa.string()), value_set=pa.array(ids, pa.string()))
+    return found.to_numpy(zero_copy_only=False).astype(bool)
 
 
 def _holds(user_ids: np.ndarray | None, ids: list[str]) -> bool:
-    return user_ids is not None and bool(np.isin(user_ids, np.asarray(ids, dtype=str)).any())
+    return user_ids is not None and bool(_among(user_ids, ids).any())
 
 
 def _without_users(payload: bytes, ids: list[str]) -> tuple[bytes, dict[str, Any], int]:
@@ -284,11 +299,12 @@ def _without_users(payload: bytes, ids: list[str]) -> tuple[bytes, dict[str, Any
 
     with np.load(io.BytesIO(payload), allow_pickle=False) as npz:
         arrays = {name: npz[name] for name in npz.files}
-    users = arrays["user_ids"]
-    keep = ~np.isin(users, np.asarray(ids, dtype=str))
+    users = IdMap.from_arrays(arrays, "user_ids").ids
+    keep = ~_among(users, ids)
     removed = int((~keep).sum())
-    out = dict(arrays)
-    out["user_ids"] = users[keep]
+    out = {name: array for name, array in arrays.items()
+           if name not in ("user_ids", *IdMap.array_names("user_ids"))}
+    out.update(IdMap(users[keep]).to_arrays("user_ids"))
     if "user_factors" in arrays:
         out["user_factors"] = arrays["user_factors"][keep]
     prefixes = [name[: -len("indptr")] for name in arrays if name.endswith("indptr")]
@@ -398,7 +414,7 @@ class ArtifactEraser:
             holdout_rows = np.diff(arrays["holdout_indptr"]) if "holdout_indptr" in arrays else None
             manifest.update(matrices_uri=new_uri, sha256=artifacts.sha256(payload), bytes=len(payload))
             manifest.setdefault("counts", {}).update(
-                users=len(arrays["user_ids"]), train_nnz=len(arrays["train_data"]),
+                users=len(arrays["user_ids_offsets"]) - 1, train_nnz=len(arrays["train_data"]),
                 holdout_nnz=len(arrays["holdout_data"]) if "holdout_data" in arrays else 0,
                 holdout_users=int((holdout_rows > 0).sum()) if holdout_rows is not None else 0)
             superseded.append(matrices)

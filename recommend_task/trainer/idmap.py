@@ -68,15 +68,22 @@ class IdMap:
         offsets = np.frombuffer(strings.buffers()[1], dtype=np.int64, count=len(strings) + 1)
         data = strings.buffers()[2]
         utf8 = np.frombuffer(data, dtype=np.uint8, count=int(offsets[-1])) if data else np.zeros(0, np.uint8)
-        return {f"{name}_utf8": utf8, f"{name}_offsets": offsets}
+        utf8_name, offsets_name = self.array_names(name)
+        return {utf8_name: utf8, offsets_name: offsets}
+
+    @staticmethod
+    def array_names(name: str) -> tuple[str, str]:
+        """The names of :meth:`to_arrays`' arrays for ``name``."""
+        return f"{name}_utf8", f"{name}_offsets"
 
     @classmethod
     def from_arrays(cls, npz, name: str) -> IdMap:
         """The map :meth:`to_arrays` stored under ``name`` in ``npz``, or an earlier image's
         fixed-width array ``name``."""
-        if f"{name}_utf8" not in npz:
+        utf8_name, offsets_name = cls.array_names(name)
+        if utf8_name not in npz:
             return cls(np.asarray(npz[name]))
-        offsets, utf8 = npz[f"{name}_offsets"], npz[f"{name}_utf8"]
+        offsets, utf8 = npz[offsets_name], npz[utf8_name]
         strings = pa.LargeStringArray.from_buffers(len(offsets) - 1, pa.py_buffer(offsets),
                                                    pa.py_buffer(utf8))
         return cls._of_sorted(_strings(strings))
