@@ -450,6 +450,59 @@ def test_stale_recommendations_alert_slack_within_the_hourly_check_and_fresh_one
     assert "try 1/1" in texts[0]  # no retry: the next hourly run looks again
 
 
+def _queue_future_run(dag_id: str, logical_date: dt.datetime) -> str:
+    """Trigger ``dag_id`` for ``logical_date`` as `airflow dags trigger --logical-date` does: a
+    queued run (no scheduler runs here, so it stays queued). Returns its run id."""
+    from airflow.api.common.trigger_dag import trigger_dag
+    from airflow.utils.types import DagRunTriggeredByType
+
+    run = trigger_dag(dag_id, logical_date=logical_date, triggered_by=DagRunTriggeredByType.TEST,
+                      run_id=f"manual__future_{logical_date:%Y%m%d}")
+    assert str(run.state) == "queued"
+    return run.run_id
+
+
+def _delete_run(dag_id: str, run_id: str) -> None:
+    from airflow.models.dagrun import DagRun
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        for run in session.query(DagRun).filter_by(dag_id=dag_id, run_id=run_id):
+            session.delete(run)
+
+
+def test_a_future_day_never_makes_stale_recommendations_look_fresh_and_the_alert_names_future_runs(
+        pipeline, slack):
+    """Issue 38: a day after today in ``recommendations`` (as a predict run dated 19 days ahead
+    wrote it before the trainer refused such dates) and a recommend_predict run queued for a
+    logical date 19 days ahead (Airflow 3.3 never schedules its tasks; with max_active_runs=1 it
+    blocks every later run). The check at 08:30 on 2026-12-02 (2026-12-01 due, RUN_DATE the
+    newest real day) fails, and its one Slack alert names the day due and the queued run. The
+    future day lies after both the check's day and the real date, which the view's
+    CURRENT_DATE() reads."""
+    checked = dt.datetime(2026, 12, 2, 8, 30, tzinfo=dt.UTC)
+    future = max(checked.date(), dt.datetime.now(dt.UTC).date()) + dt.timedelta(days=19)
+    table = "test-project.recsys_e2e.recommendations"
+    _bq().query(f"""INSERT INTO `{table}` (run_date, user_id, rank, item_id, score, model_id, generated_at)
+                    VALUES ('{future}', 'u-future', 1, 'i1', 1.0, 'm-future', CURRENT_TIMESTAMP())""").result()
+    queued_at = dt.datetime.combine(future, dt.time(5), tzinfo=dt.UTC)
+    run_id = _queue_future_run("recommend_predict", queued_at)
+    try:
+        slack.messages.clear()
+        check = _run("recommend_freshness", checked, {})
+        assert str(check.state) == "failed", _states(check)
+        texts = slack.texts()
+        assert len(texts) == 1, texts
+        assert ("Error: recommendations are stale: the newest day in "
+                f"test-project.recsys_e2e.recommendations_latest is {RUN_DATE}; 2026-12-01 was due by "
+                "2026-12-02 08:00 UTC") in texts[0], texts[0]
+        assert (f"future-dated runs block the pipeline: recommend_predict {run_id} (queued, logical date "
+                f"{queued_at.isoformat()})") in texts[0], texts[0]
+    finally:
+        _delete_run("recommend_predict", run_id)
+        _bq().query(f"DELETE FROM `{table}` WHERE run_date = '{future}'").result()
+
+
 def test_no_secret_appears_in_any_log_xcom_rendered_field_message_or_source(
         pipeline, slack, google_credentials, capfd):
     """The Slack connection's token (a recognisable value, conftest.SLACK_TOKEN) and the Google
