@@ -77,6 +77,20 @@ def split_window(run_date: dt.date, lookback_days: int, holdout_days: int) -> Wi
     return Window(full=full, train=train, holdout=holdout)
 
 
+def check_run_date(run_date: dt.date) -> dt.date:
+    """Refuse a run date on or after today (:mod:`trainer.clock`): the day's events are not all
+    in yet, and a day written ahead of time would be served before its turn. Permanent: the
+    same arguments fail the same way until the date has passed, and a retry should not wait
+    for that."""
+    from trainer.clock import today
+
+    now = today()
+    if run_date >= now:
+        raise TrainerError(f"run date {run_date} is not before today ({now}, UTC): a day is "
+                           "processed once it has ended (a future-dated Airflow run: see docs/runbook.md)")
+    return run_date
+
+
 def parse_date(value: str) -> dt.date:
     """Parse ``YYYY-MM-DD`` (what Airflow's ``{{ ds }}`` renders) with a clear error."""
     try:
