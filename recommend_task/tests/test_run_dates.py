@@ -91,3 +91,37 @@ def test_the_clock_is_the_utc_date_unless_the_environment_sets_it(monkeypatch):
     monkeypatch.setenv("RECSYS_TODAY", "tomorrow")
     with pytest.raises(TrainerError, match="RECSYS_TODAY='tomorrow' is not a date"):
         clock.today()
+
+
+@pytest.mark.parametrize("module_name", RUN_DATE_STEPS)
+def test_out_of_range_run_dates_are_one_line_permanent_errors(module_name, step, tmp_path, monkeypatch):
+    """``--run-date 0001-01-15`` (the issue's case: a window reaching before year 1 raised
+    OverflowError, a crash, retried) and every day before 1970-01-01, the earliest run date
+    (trainer/window.py says why): the one-line permanent error of any other bad argument."""
+    monkeypatch.setenv("RECSYS_TODAY", TODAY.isoformat())
+    for day in ("0001-01-15", "0001-01-01", "1969-12-31"):
+        rc, err = step(module_name, *_argv(module_name, day, tmp_path))
+        assert rc == 2, err
+        assert "Traceback" not in err and "OverflowError" not in err, err
+        assert err.strip().splitlines()[-1] == (
+            f"ERROR: {module_name}: bad arguments: argument --run-date: run date {day} is before "
+            "1970-01-01, the earliest run date"), err
+
+
+@pytest.mark.parametrize("module_name, argv", [
+    ("create_cf_matrices_task", ["--run-date", "2027-03-01", "--lookback-days", "1000000"]),
+    ("create_cf_matrices_task", ["--run-date", "2027-03-01", "--lookback-days", str(10 ** 30)]),
+    ("predict_task", ["--run-date", "2027-03-01", "--lookback-days", "1000000"]),
+    ("seed_events", ["--end-date", "0001-01-15"]),
+    ("seed_events", ["--end-date", "2027-03-01", "--days", "1000000"]),
+])
+def test_a_window_reaching_out_of_range_is_a_one_line_permanent_error(module_name, argv, step, tmp_path):
+    """The same for a valid run date whose window (``--lookback-days``, seed_events' ``--days``)
+    would start before 1970-01-01, or before year 1."""
+    if "--run-date" in argv:
+        argv = [*argv, "--artifacts-uri", str(tmp_path)]
+    rc, err = step(module_name, *argv)
+    assert rc == 2, err
+    assert "Traceback" not in err and "OverflowError" not in err, err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith(f"ERROR: {module_name}: ") and "starts before 1970-01-01, the earliest" in last, err
