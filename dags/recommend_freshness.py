@@ -7,7 +7,7 @@ sensor, a failed step, a run that never started. `check_recommendations_fresh`
 * **hourly** at :30 UTC: the day D must be in `recommendations_latest` from 08:00 UTC on D + 1
   (`RECSYS_FRESHNESS_DEADLINE_HOUR`); otherwise the check fails and Slack gets the task's failure
   alert with the newest day found. The alert repeats every hour until the day arrives. A day
-  dated after the check's own is ignored.
+  dated after today (BigQuery's `CURRENT_DATE`) is ignored.
 * It also fails, naming them, while a run of the pipeline's DAGs is queued or running with a
   logical date after the check's time: Airflow 3.3 never schedules such a run's tasks, and with
   `max_active_runs=1` it holds back every later run (docs/runbook.md: clearing it).

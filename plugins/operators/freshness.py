@@ -97,21 +97,19 @@ class RecommendationsFreshnessCheck(BaseOperator):
         self.deadline_hour = deadline_hour
         self.watched_dag_ids = tuple(watched_dag_ids)
 
-    def newest_day(self, today: dt.date) -> dt.date | None:
-        """The newest day in the view up to ``today``: a day after it (written ahead of its date,
-        or a view still defined by older code) does not make the recommendations fresh."""
+    def newest_day(self) -> dt.date | None:
+        """The newest day in the view up to today (BigQuery's CURRENT_DATE, as the view itself
+        reads it): a day after it, written ahead of its date and shown by a view still defined
+        by older code, does not make the recommendations fresh."""
         from airflow.providers.google.cloud.hooks.bigquery import BigQueryHook
         from google.api_core.exceptions import NotFound
-        from google.cloud import bigquery
 
         client = BigQueryHook(gcp_conn_id=self.gcp_conn_id, location=self.location,
                               use_legacy_sql=False).get_client(project_id=self.view.split(".")[0],
                                                                location=self.location)
-        config = bigquery.QueryJobConfig(
-            query_parameters=[bigquery.ScalarQueryParameter("today", "DATE", today)])
-        sql = f"SELECT MAX(run_date) AS day FROM `{self.view}` WHERE run_date <= @today"
+        sql = f"SELECT MAX(run_date) AS day FROM `{self.view}` WHERE run_date <= CURRENT_DATE"
         try:
-            rows = list(client.query(sql, job_config=config).result())
+            rows = list(client.query(sql).result())
         except NotFound:
             return None
         return rows[0]["day"] if rows else None
@@ -120,7 +118,7 @@ class RecommendationsFreshnessCheck(BaseOperator):
         dag_run = context["dag_run"]
         checked_at = dag_run.logical_date or dag_run.run_after  # the run's time, not the clock's
         due = due_day(checked_at, self.deadline_hour)
-        newest = self.newest_day(checked_at.astimezone(dt.UTC).date())
+        newest = self.newest_day()
         ahead = future_runs(self.watched_dag_ids, checked_at, self.log)
         blocked = f"; future-dated runs block the pipeline: {describe_future_runs(ahead)}" if ahead else ""
         if newest is None or newest < due:
