@@ -24,6 +24,9 @@ PASS_THROUGH_ENV = (
     "RECSYS_BQ_RETRY_DEADLINE_S",
     "RECSYS_GCS_RETRY_DEADLINE_S",
     "RECSYS_LOG_LEVEL",
+    # The trainer's clock (recommend_task/trainer/clock.py): set by the test suites, whose fixed
+    # run dates must precede "today" in every runtime; unset in a deployment.
+    "RECSYS_TODAY",
 )
 
 

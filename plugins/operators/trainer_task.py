@@ -83,8 +83,9 @@ def _operator(step: str, arguments: Sequence[str], *, config: RecsysConfig, imag
             labels={"app": "recsys", "dag": "{{ recsys_label(dag.dag_id) }}",
                     "task": recsys_label(task_id), "run": "{{ recsys_label(run_id) }}",
                     "try": "{{ ti.try_number }}", **shard},
+            # Not the emulator hosts: a Vertex job reaches the real services.
             environment_variables={**{k: v for k, v in config.passthrough_env().items()
-                                      if k == "RECSYS_LOG_LEVEL"}, **attempt_env(image)},
+                                      if k in ("RECSYS_LOG_LEVEL", "RECSYS_TODAY")}, **attempt_env(image)},
             gcp_conn_id=config.gcp_conn_id,
             deferrable=True,
             poll_interval=30,

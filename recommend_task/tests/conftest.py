@@ -14,6 +14,10 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 EMULATORS = REPO / "docker" / "emulators" / "emulators.py"
 BUCKET = "test-artifacts"
+# The trainer's clock (trainer/clock.py): steps refuse run dates on or after today. The tests'
+# days are fixed (2026 and 2027) so that they mean the same on any date; this "today" lies after
+# all of them. Subprocesses of the tests (real step processes) inherit it.
+os.environ["RECSYS_TODAY"] = "2028-01-01"
 
 
 sys.path.insert(0, str(EMULATORS.parent))

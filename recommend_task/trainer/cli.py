@@ -15,7 +15,7 @@ from collections.abc import Callable
 from trainer import lifeline, profile, status
 from trainer.errors import TrainerError
 from trainer.outcome import EXIT_CRASH, EXIT_OK, EXIT_PERMANENT, classify
-from trainer.window import parse_date
+from trainer.window import check_run_date, parse_date
 
 log = logging.getLogger("trainer")
 
@@ -65,8 +65,8 @@ def base_parser(description: str) -> argparse.ArgumentParser:
 
 def add_run_date(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--run-date", required=True, type=parse_date_arg,
-        help="last day (UTC, YYYY-MM-DD) of the event window",
+        "--run-date", required=True, type=parse_run_date_arg,
+        help="last day (UTC, YYYY-MM-DD) of the event window; before today",
     )
 
 
@@ -82,6 +82,14 @@ def add_artifacts_uri(parser: argparse.ArgumentParser) -> None:
 def parse_date_arg(value: str):
     try:
         return parse_date(value)
+    except TrainerError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def parse_run_date_arg(value: str):
+    """``--run-date``: a date before today (:func:`trainer.window.check_run_date`)."""
+    try:
+        return check_run_date(parse_date(value))
     except TrainerError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 

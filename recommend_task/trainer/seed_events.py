@@ -61,6 +61,7 @@ def main(args: argparse.Namespace) -> None:
             raise TrainerError(f"--{name} must be >= 1, got {getattr(args, name)}")
     if not 0 <= args.affinity <= 1 or not 0 <= args.corrupt_fraction < 1:
         raise TrainerError("--affinity must be in [0, 1] and --corrupt-fraction in [0, 1)")
+    days = lookback(args.end_date, args.days)  # refuses days before window.EARLIEST_DATE
     spec = SyntheticSpec(users=args.users, items=args.items, events=args.events, days=args.days,
                          end_date=args.end_date, clusters=args.clusters, affinity=args.affinity,
                          seed=args.seed)
@@ -77,7 +78,6 @@ def main(args: argparse.Namespace) -> None:
         tables.ensure_all(client, args.project, args.dataset, args.location,
                           retention.table_retention(args))
         target = tables.table_id(args.project, args.dataset, tables.EVENTS)
-        days = lookback(args.end_date, args.days)
         with profile.phase("write", "loading events"), staging_table(
             client, target, parquet, list(tables.EVENTS_SPEC.schema)
         ) as staging:

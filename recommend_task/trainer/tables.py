@@ -4,7 +4,7 @@
 ``model_metrics``     one row per evaluated model; partitioned by ``run_date``.
 ``recommendations``   top-N per user and day, one row per (run_date, user_id, rank);
                       partitioned by ``run_date``, clustered by ``user_id``.
-``recommendations_latest``  view: the newest complete day of ``recommendations``.
+``recommendations_latest``  view: the newest day of ``recommendations`` up to today.
 ``event_stats``       one row per run date: the day's event statistics and anomaly verdict;
                       partitioned by ``run_date``.
 ``serving_metrics``   one row per served day: what the served recommendations hit the next day,
@@ -20,6 +20,7 @@ A column added to a spec is added to an existing table on the next :func:`ensure
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 
 from google.cloud import bigquery
@@ -247,17 +248,37 @@ def ensure_table(client: bigquery.Client, project: str, dataset: str, spec: Tabl
     return tid
 
 
+def latest_view_query(recommendations: str) -> str:
+    """The newest day of ``recommendations`` that is not after today (BigQuery's UTC
+    CURRENT_DATE): a day written ahead of its date (by a run dated in the future, which the steps
+    refuse since issue 38) is never what the web app reads."""
+    # CURRENT_DATE without parentheses (BigQuery accepts both): the emulator stores the view's
+    # query that way, and an unchanged query must compare equal on the next run.
+    return (f"SELECT * FROM `{recommendations}` WHERE run_date = (SELECT MAX(run_date) "
+            f"FROM `{recommendations}` WHERE run_date <= CURRENT_DATE)")
+
+
+LATEST_VIEW_DESCRIPTION = "Newest day of recommendations up to today (what the web app reads)."
+
+
 def ensure_latest_view(client: bigquery.Client, project: str, dataset: str) -> str:
-    """``recommendations_latest``: the newest day only, so a failed day leaves the previous one
-    visible to readers."""
+    """``recommendations_latest``: the newest day only (see :func:`latest_view_query`), so a
+    failed day leaves the previous one visible to readers. A view created by older code with
+    another query gets this one (``create_table(exists_ok=True)`` alone would keep the old one),
+    by ``CREATE OR REPLACE VIEW``: readers never find the view missing."""
+    from trainer import bq
+
     recs = table_id(project, dataset, RECOMMENDATIONS)
     view_id = table_id(project, dataset, RECOMMENDATIONS_LATEST)
     view = bigquery.Table(view_id)
-    view.view_query = (
-        f"SELECT * FROM `{recs}` WHERE run_date = (SELECT MAX(run_date) FROM `{recs}`)"
-    )
-    view.description = "Newest day of recommendations (what the web app reads)."
-    client.create_table(view, exists_ok=True, retry=bq_retry())
+    view.view_query = latest_view_query(recs)
+    view.description = LATEST_VIEW_DESCRIPTION
+    existing = client.create_table(view, exists_ok=True, retry=bq_retry())
+    if " ".join((existing.view_query or "").split()) != " ".join(view.view_query.split()):
+        log.info("redefining %s (was: %s)", view_id, " ".join((existing.view_query or "").split()))
+        # A literal: DDL options take no query parameters (the description is a constant).
+        bq.run(client, f"CREATE OR REPLACE VIEW `{view_id}` OPTIONS (description = "
+               f"{json.dumps(LATEST_VIEW_DESCRIPTION)}) AS {view.view_query}")
     return view_id
 
 

@@ -12,6 +12,13 @@ import datetime as dt
 
 from trainer.errors import TrainerError
 
+# The earliest day a run date or a window may reach: no learning app's event predates the Unix
+# epoch, and every date the steps compute from a run date (a year of lookback, a week of trailing
+# days) stays inside what Python, pandas' nanosecond timestamps (1677..2262) and BigQuery's
+# day partitions (1960-01-01..2159-12-31) all represent. Without it, a window reaching before
+# year 1 raised OverflowError: a crash, retried, instead of a bad argument.
+EARLIEST_DATE = dt.date(1970, 1, 1)
+
 
 @dataclasses.dataclass(frozen=True)
 class DateRange:
@@ -58,7 +65,15 @@ def lookback(run_date: dt.date, lookback_days: int) -> DateRange:
     """The ``lookback_days`` days ending at (and including) ``run_date``."""
     if lookback_days < 1:
         raise TrainerError(f"lookback_days must be >= 1, got {lookback_days}")
-    return DateRange(run_date - dt.timedelta(days=lookback_days - 1), run_date)
+    too_early = TrainerError(f"the {lookback_days}-day window ending {run_date} starts before "
+                             f"{EARLIEST_DATE}, the earliest date")
+    try:
+        start = run_date - dt.timedelta(days=lookback_days - 1)
+    except OverflowError:  # before year 1, or more days than a timedelta holds
+        raise too_early from None
+    if start < EARLIEST_DATE:
+        raise too_early
+    return DateRange(start, run_date)
 
 
 def split_window(run_date: dt.date, lookback_days: int, holdout_days: int) -> Window:
@@ -75,6 +90,22 @@ def split_window(run_date: dt.date, lookback_days: int, holdout_days: int) -> Wi
     holdout = DateRange(run_date - dt.timedelta(days=holdout_days - 1), run_date)
     train = DateRange(full.start, holdout.start - dt.timedelta(days=1))
     return Window(full=full, train=train, holdout=holdout)
+
+
+def check_run_date(run_date: dt.date) -> dt.date:
+    """Refuse a run date before :data:`EARLIEST_DATE`, or on or after today
+    (:mod:`trainer.clock`): that day's events are not all in yet, and a day written ahead of
+    time would be served before its turn. Permanent: the same arguments fail the same way until
+    the date has passed, and a retry should not wait for that."""
+    from trainer.clock import today
+
+    if run_date < EARLIEST_DATE:
+        raise TrainerError(f"run date {run_date} is before {EARLIEST_DATE}, the earliest run date")
+    now = today()
+    if run_date >= now:
+        raise TrainerError(f"run date {run_date} is not before today ({now}, UTC): a day is "
+                           "processed once it has ended (a future-dated Airflow run: see docs/runbook.md)")
+    return run_date
 
 
 def parse_date(value: str) -> dt.date:

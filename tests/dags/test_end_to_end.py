@@ -450,6 +450,91 @@ def test_stale_recommendations_alert_slack_within_the_hourly_check_and_fresh_one
     assert "try 1/1" in texts[0]  # no retry: the next hourly run looks again
 
 
+def _trigger_future_run(dag_id: str, logical_date: dt.datetime, started: bool) -> str:
+    """Trigger ``dag_id`` for ``logical_date`` as `airflow dags trigger --logical-date` does: a
+    queued run. ``started``: then started as the scheduler starts a queued run once a slot is
+    free (state running, a start date), after which it never schedules a future run's tasks.
+    Returns the run id."""
+    from airflow.api.common.trigger_dag import trigger_dag
+    from airflow.models.dagrun import DagRun
+    from airflow.utils.session import create_session
+    from airflow.utils.state import DagRunState
+    from airflow.utils.types import DagRunTriggeredByType
+
+    run = trigger_dag(dag_id, logical_date=logical_date, triggered_by=DagRunTriggeredByType.TEST,
+                      run_id=f"manual__future_{logical_date:%Y%m%d}")
+    assert str(run.state) == "queued"
+    if started:
+        with create_session() as session:
+            row = session.query(DagRun).filter_by(dag_id=dag_id, run_id=run.run_id).one()
+            row.state, row.start_date = DagRunState.RUNNING, dt.datetime.now(dt.UTC)
+    return run.run_id
+
+
+def _delete_run(dag_id: str, run_id: str) -> None:
+    from airflow.models.dagrun import DagRun
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        for run in session.query(DagRun).filter_by(dag_id=dag_id, run_id=run_id):
+            session.delete(run)
+
+
+def test_a_future_day_never_makes_stale_recommendations_look_fresh_and_the_alert_names_future_runs(
+        pipeline, slack):
+    """Issue 38: a day after today in ``recommendations`` (as a predict run dated 19 days ahead
+    wrote it before the trainer refused such dates), a recommend_train run dated 19 days ahead
+    that the scheduler started (Airflow never schedules its tasks; with max_active_runs=1 it
+    blocks every later run) and a recommend_predict run queued for such a date.
+
+    The check at 08:30 on 2027-06-02 (2027-06-01 due, after every day the module writes) fails,
+    its one Slack alert naming a day served before the future one and the future-dated runs;
+    at 09:30 the day after RUN_DATE (that day served) the future-dated runs alone fail it. The
+    future day lies after both checks' days and the real date, which the view's CURRENT_DATE
+    reads (the other tests' days are before the real date: the newest one is what it serves).
+
+    Airflow 3.1's API server cannot return a run that never started (operators/freshness.py):
+    there the queued run is not named, the started one is."""
+    import airflow
+
+    checked = dt.datetime(2027, 6, 2, 8, 30, tzinfo=dt.UTC)
+    future = max(checked.date(), dt.datetime.now(dt.UTC).date()) + dt.timedelta(days=19)
+    table = "test-project.recsys_e2e.recommendations"
+    _bq().query(f"""INSERT INTO `{table}` (run_date, user_id, rank, item_id, score, model_id, generated_at)
+        VALUES ('{future}', 'u-future', 1, 'i1', 1.0, 'm-future', CURRENT_TIMESTAMP())""").result()
+    at = dt.datetime.combine(future, dt.time(3), tzinfo=dt.UTC)
+    runs = {"recommend_train": _trigger_future_run("recommend_train", at, started=True),
+            "recommend_predict": _trigger_future_run("recommend_predict", at, started=False)}
+    started = f"recommend_train {runs['recommend_train']} (running, logical date {at.isoformat()})"
+    queued = f"recommend_predict {runs['recommend_predict']} (queued, logical date {at.isoformat()})"
+    try:
+        slack.messages.clear()
+        check = _run("recommend_freshness", checked, {})
+        assert str(check.state) == "failed", _states(check)
+        [text] = slack.texts()
+        stale = re.search(r"Error: recommendations are stale: the newest day in "
+                          r"test-project\.recsys_e2e\.recommendations_latest is (\d{4}-\d{2}-\d{2}); "
+                          r"2027-06-01 was due by 2027-06-02 08:00 UTC; "
+                          r"future-dated runs block the pipeline: " + re.escape(started), text)
+        assert stale, text
+        assert RUN_DATE <= dt.date.fromisoformat(stale.group(1)) < future
+        if tuple(int(n) for n in airflow.__version__.split(".")[:2]) >= (3, 3):
+            assert queued in text, text
+        else:
+            assert queued not in text, text
+
+        slack.messages.clear()
+        check = _run("recommend_freshness", dt.datetime(2026, 11, 30, 9, 30, tzinfo=dt.UTC), {})
+        assert str(check.state) == "failed", _states(check)
+        [text] = slack.texts()
+        assert f"Error: future-dated runs block the pipeline: {started}" in text, text
+        assert "(recommendations are fresh so far: newest day " in text, text
+    finally:
+        for dag_id, run_id in runs.items():
+            _delete_run(dag_id, run_id)
+        _bq().query(f"DELETE FROM `{table}` WHERE run_date = '{future}'").result()
+
+
 def test_no_secret_appears_in_any_log_xcom_rendered_field_message_or_source(
         pipeline, slack, google_credentials, capfd):
     """The Slack connection's token (a recognisable value, conftest.SLACK_TOKEN) and the Google

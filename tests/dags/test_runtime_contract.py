@@ -220,3 +220,19 @@ def test_a_gpu_setting_is_refused_since_the_image_cannot_use_one(monkeypatch):
     monkeypatch.setenv("RECSYS_VERTEX_ACCELERATORS", '{"train_task": "NVIDIA_TESLA_T4:1"}')
     with pytest.raises(config.ConfigError, match=r"RECSYS_VERTEX_ACCELERATORS is not supported: .*CPU-only"):
         config.load()
+
+
+@pytest.mark.parametrize("runtime", ["docker", "vertex"])
+def test_the_trainers_clock_reaches_every_step_in_every_runtime(runtime, monkeypatch):
+    """``RECSYS_TODAY`` (the trainer's "today", which run dates must precede; set by the test
+    suites, unset in production) reaches each trainer step's environment. Docker and Vertex
+    steps get an allowlisted environment, which must name it; the local launcher passes its
+    whole environment (the end-to-end tests' 2027 run dates run under it)."""
+    monkeypatch.setenv("RECSYS_TODAY", "2031-02-03")
+    monkeypatch.setenv("RECSYS_RUNTIME", runtime)
+    bag = load_dagbag()
+    for dag_id, tasks in TRAINER_TASKS.items():
+        for task_id in tasks:
+            task = shard_task(bag.dags[dag_id].get_task(task_id))
+            env = task.environment_variables if runtime == "vertex" else task.environment
+            assert env.get("RECSYS_TODAY") == "2031-02-03", (dag_id, task_id)
