@@ -224,7 +224,7 @@ def test_a_manual_run_id_labelled_like_a_backfill_never_adopts_its_pipeline(vert
     from airflow.providers.common.compat.sdk import TaskDeferred
 
     backfill, manual = "backfill__2026-11-01T03:00:00+00:00", "backfill__2026-11-01t03-00-00-00-00"
-    assert re.match(conf.get("core", "allowed_run_id_pattern"), manual)
+    assert re.match(conf.get("scheduler", "allowed_run_id_pattern"), manual)
     task, context, _ = _predict_for_run(monkeypatch, backfill, try_number=1)
     with pytest.raises(TaskDeferred) as first:
         task.execute(context)
