@@ -55,8 +55,8 @@ def test_no_rendered_field_of_any_task_carries_a_credential(runtime, monkeypatch
     template field of every task of every DAG, rendered as a worker renders it (and as the UI's
     Rendered Template tab shows it), names neither the file nor its key nor the token. The
     Docker and Vertex steps get an allowlisted environment (config.PASS_THROUGH_ENV), so the
-    credentials never travel with a container spec; the local step is a child process that
-    inherits the worker's environment, which no rendered field copies."""
+    credentials never travel with a container spec; the local step is a child process given
+    an allowlisted part of the worker's environment, which no rendered field copies."""
     creds = tmp_path / "recsys-sa-5ec7e7.json"
     key = fake_service_account_key(creds)
     monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(creds))
