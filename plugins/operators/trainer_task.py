@@ -72,6 +72,7 @@ def _operator(step: str, arguments: Sequence[str], *, config: RecsysConfig, imag
             project_id=config.project,
             region=config.region,
             staging_bucket=config.staging_bucket,
+            allowlist=config.image_allowlist,
             service_account=config.service_account,
             display_name=f"recsys-{{{{ dag.dag_id }}}}-{task_id}{'-{{ task.shard }}' if mapped else ''}"
             "-{{ recsys_label(run_id) }}-try{{ ti.try_number }}",
@@ -98,6 +99,7 @@ def _operator(step: str, arguments: Sequence[str], *, config: RecsysConfig, imag
             step=step,
             image=image,
             command=command,
+            allowlist=config.image_allowlist,
             environment={**config.passthrough_env(), **attempt_env(image)},
             docker_url=config.docker_url,
             network_mode=config.docker_network,

@@ -13,6 +13,7 @@ file's top level, which would cost every other parse instead). Measured: docs/be
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from airflow.sdk import BaseOperator, BaseOperatorLink
@@ -48,7 +49,7 @@ class TrainerVertexJobOperator(BaseOperator):
     template_fields = TEMPLATED
     operator_extra_links = (VertexTrainingLink(),)
 
-    def __init__(self, *, step: str, project_id: str, region: str,
+    def __init__(self, *, step: str, project_id: str, region: str, allowlist: Sequence[str],
                  display_name: str, container_uri: str, command: list[str], machine_type: str,
                  labels: dict[str, str], environment_variables: dict[str, str],
                  staging_bucket: str | None = None, service_account: str | None = None,
@@ -58,6 +59,7 @@ class TrainerVertexJobOperator(BaseOperator):
                  **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.step, self.shard = step, shard
+        self.allowlist = tuple(allowlist)
         self.project_id, self.region, self.display_name = project_id, region, display_name
         self.container_uri, self.command, self.machine_type = container_uri, command, machine_type
         self.labels, self.environment_variables = labels, environment_variables
@@ -81,6 +83,11 @@ class TrainerVertexJobOperator(BaseOperator):
             execution_timeout=self.execution_timeout, **{name: getattr(self, name) for name in JOB_ARGUMENTS})
 
     def execute(self, context: Any) -> Any:
+        from operators.images import check_pinned
+
+        # The image comes from resolve_image's XCom, which a user who may edit XCom can change:
+        # checked before anything is submitted or adopted.
+        check_pinned(self.container_uri, self.allowlist)
         self._job = self.job()
         return self._job.execute(context)
 

@@ -60,13 +60,14 @@ def test_registry_pinning_asks_for_what_docker_pulls_and_refuses_unknown_tags(mo
     registry = LoopbackRegistry({"p/recsys/trainer:prod": DIGEST})
     try:
         image = f"{registry.host}/p/recsys/trainer"
-        assert registry_digest(f"{image}:prod", "google_cloud_default") == f"{image}@{DIGEST}"
+        allowed = (f"{image}:",)
+        assert registry_digest(f"{image}:prod", "google_cloud_default", allowed) == f"{image}@{DIGEST}"
         path, accept = registry.requests[-1]
         assert path == "/v2/p/recsys/trainer/manifests/prod"
         assert [a.strip() for a in accept.split(",")] == list(MANIFEST_TYPES)
-        assert registry_digest(f"{image}@{DIGEST}", "google_cloud_default") == f"{image}@{DIGEST}"
+        assert registry_digest(f"{image}@{DIGEST}", "google_cloud_default", allowed) == f"{image}@{DIGEST}"
         with pytest.raises(ImageNotFoundError, match=r"trainer:gone not found in registry .* \(HTTP 404\)"):
-            registry_digest(f"{image}:gone", "google_cloud_default")
+            registry_digest(f"{image}:gone", "google_cloud_default", allowed)
     finally:
         registry.close()
 
