@@ -135,10 +135,14 @@ def _predict_task(monkeypatch, try_number: int):
 def test_a_retry_waits_for_the_running_pipeline_instead_of_submitting_another(vertex, monkeypatch):
     from airflow.providers.common.compat.sdk import TaskDeferred
 
-    vertex.add({**LABELS, "try": "1"}, "PIPELINE_STATE_FAILED")  # an earlier, finished attempt
+    from operators.vertex import pipeline_key
+
+    mine = {**LABELS, "key": pipeline_key("recommend_predict", RUN_ID, "predict", -1)}
+    vertex.add({**mine, "try": "1"}, "PIPELINE_STATE_FAILED")  # an earlier, finished attempt
     # Try 1 timed out on Airflow's side while its pipeline kept running.
-    running = vertex.add({**LABELS, "try": "1"}, "PIPELINE_STATE_RUNNING")
-    vertex.add({**LABELS, "run": "another-run", "try": "1"}, "PIPELINE_STATE_RUNNING")
+    running = vertex.add({**mine, "try": "1"}, "PIPELINE_STATE_RUNNING")
+    other = pipeline_key("recommend_predict", "another-run", "predict", -1)
+    vertex.add({**LABELS, "run": "another-run", "try": "1", "key": other}, "PIPELINE_STATE_RUNNING")
     task, context, pushed = _predict_task(monkeypatch, try_number=2)
     with pytest.raises(TaskDeferred) as deferred:
         task.execute(context)
@@ -226,10 +230,11 @@ def test_a_manual_run_id_labelled_like_a_backfill_never_adopts_its_pipeline(vert
     backfill, manual = "backfill__2026-11-01T03:00:00+00:00", "backfill__2026-11-01t03-00-00-00-00"
     assert re.match(conf.get("scheduler", "allowed_run_id_pattern"), manual)
     task, context, _ = _predict_for_run(monkeypatch, backfill, try_number=1)
+    readable = dict(task.labels)
     with pytest.raises(TaskDeferred) as first:
         task.execute(context)
     colliding, context, _ = _predict_for_run(monkeypatch, manual, try_number=1)
-    assert colliding.labels == task.labels  # the readable labels do collide
+    assert colliding.labels == readable  # the readable labels do collide
     with pytest.raises(TaskDeferred) as second:
         colliding.execute(context)
     assert len(vertex.submitted) == 2, "the manual run adopted the backfill run's pipeline"
