@@ -63,8 +63,8 @@ def _operator(step: str, arguments: Sequence[str], *, config: RecsysConfig, imag
     if config.runtime == "vertex":
         from operators.vertex import TrainerVertexJobOperator
 
-        # One pipeline per shard: the shard is part of the name and of the labels a retry
-        # adopts a running pipeline by (operators.vertex_job.RUN_LABELS).
+        # One pipeline per shard: the shard is part of the name and the labels; a retry adopts
+        # a running pipeline by a key label of the exact task instance (operators/vertex.py).
         shard = {"shard": "{{ task.shard }}"} if mapped else {}
         return TrainerVertexJobOperator, dict(
             task_id=task_id,
