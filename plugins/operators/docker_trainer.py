@@ -11,6 +11,7 @@ under the dag-processor (every file, every 30 s) 0.1-0.17 s (docs/benchmarks.md)
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from airflow.sdk import BaseOperator
@@ -29,13 +30,14 @@ class TrainerDockerOperator(BaseOperator):
 
     template_fields = TEMPLATED
 
-    def __init__(self, *, step: str, image: str, command: list[str],
+    def __init__(self, *, step: str, image: str, command: list[str], allowlist: Sequence[str],
                  environment: dict[str, str] | None = None, container_name: str | None = None,
                  docker_url: str | None = None, network_mode: str | None = None,
                  auto_remove: str = "never", mount_tmp_dir: bool = True, tty: bool = False,
                  shard: int | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.step, self.shard = step, shard
+        self.allowlist = tuple(allowlist)
         self.image, self.command, self.environment = image, command, environment or {}
         self.container_name, self.docker_url, self.network_mode = container_name, docker_url, network_mode
         self.auto_remove, self.mount_tmp_dir, self.tty = auto_remove, mount_tmp_dir, tty
@@ -50,6 +52,10 @@ class TrainerDockerOperator(BaseOperator):
                                 **{name: getattr(self, name) for name in CONTAINER_ARGUMENTS})
 
     def execute(self, context: Any) -> Any:
+        from operators.images import check_docker_image
+
+        # The image comes from resolve_image's XCom, which a user who may edit XCom can change.
+        check_docker_image(self.image, self.allowlist, self.docker_url or "")
         self._container = self.container()
         return self._container.execute(context)
 

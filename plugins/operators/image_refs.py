@@ -65,19 +65,28 @@ class ImageRef(NamedTuple):  # immutable, and cheaper to define at each parse th
 
 
 def is_allowed(ref: str, allowlist: Sequence[str]) -> bool:
-    """Allowed if the reference starts with an allowed prefix, or if it is pinned by digest and
-    its repository does (``REPO/trainer:`` allows ``REPO/trainer:any`` and ``REPO/trainer@sha256:…``).
-    A bare image ID names no repository, so no allowlist entry can allow it."""
+    """Whether an allowlist entry names the reference's repository (any tag or digest of it):
+
+    * ``REPO:`` the repository ``REPO`` exactly (``recsys-trainer:`` allows
+      ``recsys-trainer:dev`` and ``recsys-trainer@sha256:…``, never ``recsys-trainer:5000/…``,
+      a registry host of that name, nor ``recsys-trainer-evil``);
+    * ``PATH/`` every repository under that path, on that path's registry;
+    * ``REPO@`` the repository ``REPO``, pinned by digest only.
+
+    Compared on the parsed repository, never on the raw string: a string prefix cannot tell a
+    tag's ``:`` from a port's. A bare image ID names no repository, so no entry allows it."""
     try:
         parsed = ImageRef.parse(ref)
     except ValueError:
         return False
-    if any(ref.startswith(prefix) for prefix in allowlist):
-        return True
-    if parsed.digest is None:
-        return False
-    named = parsed.repository + ":" + (parsed.tag or "")
-    return any(named.startswith(prefix) for prefix in allowlist)
+    for entry in allowlist:
+        if entry.endswith(":") and parsed.repository == entry[:-1]:
+            return True
+        if entry.endswith("/") and parsed.repository.startswith(entry):
+            return True
+        if entry.endswith("@") and parsed.repository == entry[:-1] and parsed.digest is not None:
+            return True
+    return False
 
 
 def trainer_fingerprint(source: Path) -> str:

@@ -47,20 +47,38 @@ def check_image(image: str, allowlist: Sequence[str]) -> str:
     return image
 
 
-def registry_digest(image: str, gcp_conn_id: str) -> str:
+def check_pinned(image: str, allowlist: Sequence[str]) -> str:
+    """What a launcher runs: ``image`` if it is allowed and pinned by digest, else raise naming it.
+
+    Launchers take the image from ``resolve_image``'s XCom, which a user who may edit XCom can
+    replace before clearing a step: checked again here, before anything starts."""
+    check_image(image, allowlist)
+    if ImageRef.parse(image).digest is None:
+        raise ImageNotAllowedError(
+            f"trainer image {image!r} is not pinned by digest (REPOSITORY@sha256:...): steps run only "
+            "what resolve_image pinned; clear the whole run, resolve_image included")
+    return image
+
+
+def registry_digest(image: str, gcp_conn_id: str, allowlist: Sequence[str]) -> str:
     """``REPOSITORY@sha256:...`` for ``image`` from its registry's Docker API (Artifact Registry
-    accepts the Google connection's OAuth token), the digest `docker pull` would fetch."""
+    accepts the Google connection's OAuth token), the digest `docker pull` would fetch.
+
+    The token goes only to a registry the allowlist names: ``image`` is checked first, so its
+    host is an allowed repository's host, and redirects are not followed."""
     import requests
     from airflow.providers.google.common.hooks.base_google import GoogleBaseHook
     from google.auth.transport.requests import AuthorizedSession
 
+    check_image(image, allowlist)
     ref = ImageRef.parse(image)
     host = ref.registry
     scheme = "http" if host.rsplit(":", 1)[0] in LOOPBACK else "https"
     url = f"{scheme}://{host}/v2/{ref.path}/manifests/{ref.digest or ref.tag or 'latest'}"
     session = AuthorizedSession(GoogleBaseHook(gcp_conn_id=gcp_conn_id).get_credentials())
     try:
-        response = session.head(url, headers={"Accept": ", ".join(MANIFEST_TYPES)}, timeout=30)
+        response = session.head(url, headers={"Accept": ", ".join(MANIFEST_TYPES)}, timeout=30,
+                                allow_redirects=False)
     except requests.RequestException as exc:
         raise AirflowException(
             f"registry {host} unreachable resolving {image}: {type(exc).__name__}") from None
@@ -80,12 +98,26 @@ def registry_digest(image: str, gcp_conn_id: str) -> str:
     return ref.pinned(digest)
 
 
-def docker_image_id(image: str, docker_url: str) -> str:
-    """The Docker engine's ID (``sha256:...``) of ``image``, which must be present there."""
+def _docker_client(docker_url: str):
     from airflow.providers.docker.hooks.docker import DockerHook
+
+    return DockerHook(docker_conn_id=None, base_url=docker_url).api_client
+
+
+def pin_tag(repository: str, image_id: str) -> tuple[str, str]:
+    """The tag ``resolve_image`` gives the image it pinned: ``(repository, "pinned-<id hex>")``."""
+    return repository, "pinned-" + image_id.removeprefix("sha256:")
+
+
+def docker_image_id(image: str, docker_url: str) -> str:
+    """The Docker engine's ID (``sha256:...``) of ``image``, which must be present there.
+
+    The image is also tagged ``REPOSITORY:pinned-<id>`` (:func:`pin_tag`): the launchers accept
+    an image ID only while the engine names it with an allowed reference, and that tag keeps
+    naming it when the run's tag moves to a newer build mid-run."""
     from docker.errors import ImageNotFound
 
-    client = DockerHook(docker_conn_id=None, base_url=docker_url).api_client
+    client = _docker_client(docker_url)
     try:
         image_id = client.inspect_image(image)["Id"]
     except ImageNotFound:
@@ -93,7 +125,31 @@ def docker_image_id(image: str, docker_url: str) -> str:
                                  "(build it: make image, or docker compose build)") from None
     if not DIGEST.fullmatch(image_id):
         raise ImageNotFoundError(f"the Docker engine gave no sha256 image ID for {image}")
+    repository, tag = pin_tag(ImageRef.parse(image).repository, image_id)
+    client.tag(image_id, repository, tag)
     return image_id
+
+
+def check_docker_image(image: str, allowlist: Sequence[str], docker_url: str) -> str:
+    """What the docker launcher runs: an allowed reference pinned by digest (:func:`check_pinned`),
+    or an image ID (``sha256:...``, what ``resolve_image`` pins to) that the engine names with
+    an allowed tag or registry digest; else raise naming it."""
+    if not DIGEST.fullmatch(image or ""):
+        return check_pinned(image, allowlist)
+    from docker.errors import ImageNotFound
+
+    try:
+        found = _docker_client(docker_url).inspect_image(image)
+    except ImageNotFound:
+        raise ImageNotFoundError(
+            f"trainer image {image} is not in the Docker engine at {docker_url}") from None
+    names = [*(found.get("RepoTags") or []), *(found.get("RepoDigests") or [])]
+    # The full ID, not a prefix of another image's: the engine resolves short IDs too.
+    if found.get("Id") != image or not any(is_allowed(name, allowlist) for name in names):
+        raise ImageNotAllowedError(
+            f"trainer image {image!r} is not allowed: the Docker engine names it "
+            f"{', '.join(names) or 'nothing (untagged)'}, none of them allowed by {', '.join(allowlist)}")
+    return image
 
 
 def local_fingerprint(image: str, trainer_source: Path) -> str:
@@ -134,7 +190,7 @@ class ResolveTrainerImageOperator(BaseOperator):
 
     def pin(self, image: str) -> str:
         if self.runtime == "vertex":
-            return registry_digest(image, self.gcp_conn_id)
+            return registry_digest(image, self.gcp_conn_id, self.allowlist)
         if self.runtime == "docker":
             return docker_image_id(image, self.docker_url)
         return local_fingerprint(image, Path(self.trainer_source))

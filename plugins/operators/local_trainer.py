@@ -14,13 +14,14 @@ import contextlib
 import os
 import signal
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from airflow.sdk import BaseOperator, Context
 from airflow.sdk.exceptions import AirflowException
 
+from operators.config import PASS_THROUGH_ENV
 from operators.image_refs import ImageRef, trainer_fingerprint
 from operators.lifeline import LAUNCHER_PID_ENV, task_dies_with_supervisor
 from operators.trainer_exit import IMAGE_ENV, TrainerStepFailed, last_error_line, raise_for_exit
@@ -29,6 +30,24 @@ if TYPE_CHECKING:
     from airflow.providers.standard.hooks.subprocess import SubprocessHook
 
 KILL_GRACE_S = 10
+# What a local step inherits from the worker's environment: the trainer's own settings (every
+# RECSYS_* variable) and what a process and Google's clients need. Nothing else: a worker's
+# environment holds Airflow's secrets (AIRFLOW_CONN_*, the API server's JWT secret, the metadata
+# DB's URL, the Fernet key), and the trainer runs whatever image or code a run was given.
+INHERITED_PREFIX = "RECSYS_"
+INHERITED_ENV = frozenset({
+    "PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR",
+    # Google's clients: credentials (a key file, or gcloud's user login under CLOUDSDK_CONFIG),
+    # project, and a CA bundle where outbound TLS is re-signed by a local CA.
+    "GOOGLE_APPLICATION_CREDENTIALS", "GOOGLE_CLOUD_PROJECT", "CLOUDSDK_CONFIG",
+    "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "GRPC_DEFAULT_SSL_ROOTS_FILE_PATH",
+    *PASS_THROUGH_ENV,  # the emulators' hosts (config.py)
+})
+
+
+def inherited_env(environ: Mapping[str, str]) -> dict[str, str]:
+    """The part of ``environ`` a local trainer step may see (:data:`INHERITED_ENV`)."""
+    return {k: v for k, v in environ.items() if k in INHERITED_ENV or k.startswith(INHERITED_PREFIX)}
 
 
 class LocalTrainerOperator(BaseOperator):
@@ -74,7 +93,7 @@ class LocalTrainerOperator(BaseOperator):
 
         self._check_pinned_sources()
         self._hook = SubprocessHook()
-        env = {**os.environ, **self.env, IMAGE_ENV: self.image, "PYTHONUNBUFFERED": "1",
+        env = {**inherited_env(os.environ), **self.env, IMAGE_ENV: self.image, "PYTHONUNBUFFERED": "1",
                LAUNCHER_PID_ENV: str(os.getpid())}  # the step dies with this process (lifeline.py)
         with task_dies_with_supervisor():
             # The step prints its one-line error last (trainer/cli.py), the one line the hook keeps.

@@ -63,8 +63,8 @@ def _operator(step: str, arguments: Sequence[str], *, config: RecsysConfig, imag
     if config.runtime == "vertex":
         from operators.vertex import TrainerVertexJobOperator
 
-        # One pipeline per shard: the shard is part of the name and of the labels a retry
-        # adopts a running pipeline by (operators.vertex_job.RUN_LABELS).
+        # One pipeline per shard: the shard is part of the name and the labels; a retry adopts
+        # a running pipeline by a key label of the exact task instance (operators/vertex.py).
         shard = {"shard": "{{ task.shard }}"} if mapped else {}
         return TrainerVertexJobOperator, dict(
             task_id=task_id,
@@ -72,6 +72,7 @@ def _operator(step: str, arguments: Sequence[str], *, config: RecsysConfig, imag
             project_id=config.project,
             region=config.region,
             staging_bucket=config.staging_bucket,
+            allowlist=config.image_allowlist,
             service_account=config.service_account,
             display_name=f"recsys-{{{{ dag.dag_id }}}}-{task_id}{'-{{ task.shard }}' if mapped else ''}"
             "-{{ recsys_label(run_id) }}-try{{ ti.try_number }}",
@@ -99,6 +100,7 @@ def _operator(step: str, arguments: Sequence[str], *, config: RecsysConfig, imag
             step=step,
             image=image,
             command=command,
+            allowlist=config.image_allowlist,
             environment={**config.passthrough_env(), **attempt_env(image)},
             docker_url=config.docker_url,
             network_mode=config.docker_network,

@@ -13,6 +13,9 @@ file's top level, which would cost every other parse instead). Measured: docs/be
 
 from __future__ import annotations
 
+import hashlib
+import json
+from collections.abc import Sequence
 from typing import Any
 
 from airflow.sdk import BaseOperator, BaseOperatorLink
@@ -25,6 +28,19 @@ JOB_ARGUMENTS = ("project_id", "region", "staging_bucket", "service_account", "d
                  "deferrable", "poll_interval")
 TEMPLATED = ("region", "command", "display_name", "gcp_conn_id", "impersonation_chain", "container_uri",
              "labels", "environment_variables")
+
+
+# The label a try adopts a running pipeline by (operators/vertex_job.py). The readable labels
+# (dag, task, run) are lowercased and cut to 63 characters, so two runs can share them: a manual
+# run id "backfill__2026-11-01t03-00-00-00-00" labels like the backfill of that date.
+PIPELINE_KEY_LABEL = "key"
+
+
+def pipeline_key(dag_id: str, run_id: str, task_id: str, map_index: int | None) -> str:
+    """A label value naming exactly one task instance: 252 bits of the sha256 of its exact DAG id,
+    run id, task id and map index (a label value holds at most 63 characters)."""
+    exact = json.dumps([dag_id, run_id, task_id, -1 if map_index is None else int(map_index)])
+    return hashlib.sha256(exact.encode()).hexdigest()[:63]
 
 
 class VertexTrainingLink(BaseOperatorLink):
@@ -48,7 +64,7 @@ class TrainerVertexJobOperator(BaseOperator):
     template_fields = TEMPLATED
     operator_extra_links = (VertexTrainingLink(),)
 
-    def __init__(self, *, step: str, project_id: str, region: str,
+    def __init__(self, *, step: str, project_id: str, region: str, allowlist: Sequence[str],
                  display_name: str, container_uri: str, command: list[str], machine_type: str,
                  labels: dict[str, str], environment_variables: dict[str, str],
                  staging_bucket: str | None = None, service_account: str | None = None,
@@ -58,6 +74,7 @@ class TrainerVertexJobOperator(BaseOperator):
                  **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.step, self.shard = step, shard
+        self.allowlist = tuple(allowlist)
         self.project_id, self.region, self.display_name = project_id, region, display_name
         self.container_uri, self.command, self.machine_type = container_uri, command, machine_type
         self.labels, self.environment_variables = labels, environment_variables
@@ -81,6 +98,14 @@ class TrainerVertexJobOperator(BaseOperator):
             execution_timeout=self.execution_timeout, **{name: getattr(self, name) for name in JOB_ARGUMENTS})
 
     def execute(self, context: Any) -> Any:
+        from operators.images import check_pinned
+
+        # The image comes from resolve_image's XCom, which a user who may edit XCom can change:
+        # checked before anything is submitted or adopted.
+        check_pinned(self.container_uri, self.allowlist)
+        ti = context["ti"]
+        self.labels = {**self.labels,
+                       PIPELINE_KEY_LABEL: pipeline_key(ti.dag_id, ti.run_id, ti.task_id, ti.map_index)}
         self._job = self.job()
         return self._job.execute(context)
 

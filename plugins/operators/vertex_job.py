@@ -18,11 +18,14 @@ from airflow.providers.google.cloud.operators.vertex_ai.custom_job import (
 from airflow.providers.google.cloud.triggers.vertex_ai import CustomContainerTrainingJobTrigger
 
 from operators.trainer_exit import TrainerStepRetriable, raise_for_exit, read_status_record
+from operators.vertex import PIPELINE_KEY_LABEL
 from operators.vertex_trigger import CancellingTrainingPipelineTrigger
 
 # Pipelines still doing the step: a retry waits for one of these instead of submitting another.
 ACTIVE_STATES = frozenset({"PIPELINE_STATE_QUEUED", "PIPELINE_STATE_PENDING", "PIPELINE_STATE_RUNNING"})
-RUN_LABELS = ("dag", "task", "run", "shard")  # "shard" only on a mapped (sharded) task
+# A try adopts only a pipeline of its own task instance, by the collision-proof key label
+# (operators/vertex.py); the readable dag/task/run/shard labels are for people filtering jobs.
+RUN_LABELS = (PIPELINE_KEY_LABEL,)
 
 
 class VertexTrainingJob(CreateCustomContainerTrainingJobOperator):
@@ -31,8 +34,9 @@ class VertexTrainingJob(CreateCustomContainerTrainingJobOperator):
     * it never orphans a pipeline: the deferral carries the task's ``execution_timeout``, and
       the trigger cancels the pipeline when the task stops waiting for it (timeout, kill,
       clear, mark) — see :mod:`operators.vertex_trigger`;
-    * it never duplicates one: a try first looks for an active pipeline of the same DAG, task
-      and run (by labels) and waits for that instead of submitting another;
+    * it never duplicates one: a try first looks for an active pipeline of the same task
+      instance (by its key label: exact DAG id, run id, task id and map index) and waits for
+      that instead of submitting another;
     * a failed pipeline is reported with the step's own error from its status record, under
       the trainer's exit-code rule (exit 2 fails at once), with a link to the job's logs.
     """
@@ -42,8 +46,10 @@ class VertexTrainingJob(CreateCustomContainerTrainingJobOperator):
         self.step = step
 
     def find_active_pipeline(self) -> Any | None:
-        """The newest active training pipeline labelled with this DAG, task and run, if any."""
+        """The newest active training pipeline of this task instance (its key label), if any."""
         keys = [key for key in RUN_LABELS if key in self.labels]
+        if not keys:  # no key, nothing can be told apart: submit
+            return None
         wanted = " AND ".join(f'labels.{key}="{self.labels[key]}"' for key in keys)
         pipelines = self.hook.list_training_pipelines(project_id=self.project_id, region=self.region,
                                                       filter=wanted)

@@ -144,13 +144,19 @@ class FakeDockerEngine:
         return "sha256:" + hashlib.sha256(name.encode()).hexdigest()
 
     def inspect_image(self, ref: str) -> dict:
+        """As the engine answers: the image's ID and every tag naming it (no registry digests:
+        nothing here was pulled)."""
         from docker.errors import ImageNotFound
 
-        if ref in self.images_by_ref.values():
-            return {"Id": ref}
-        if ref not in self.images_by_ref:
+        image_id = ref if ref in self.images_by_ref.values() else self.images_by_ref.get(ref)
+        if image_id is None:
             raise ImageNotFound(f"No such image: {ref}")
-        return {"Id": self.images_by_ref[ref]}
+        return {"Id": image_id, "RepoTags": [r for r, i in self.images_by_ref.items() if i == image_id],
+                "RepoDigests": []}
+
+    def tag(self, image: str, repository: str, tag: str | None = None, **_: Any) -> bool:
+        self.images_by_ref[f"{repository}:{tag or 'latest'}"] = self.inspect_image(image)["Id"]
+        return True
 
     def images(self, name: str | None = None) -> list:
         return [{"Id": self.images_by_ref[name]}] if name in self.images_by_ref else []
@@ -203,11 +209,14 @@ class LoopbackRegistry:
 
         self.tags = dict(tags)  # "path:tag" -> digest
         self.requests: list[tuple[str, str]] = []
+        self.authorizations: list[str] = []  # every Authorization header it was sent
         registry = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_HEAD(self):
                 registry.requests.append((self.path, self.headers.get("Accept", "")))
+                if self.headers.get("Authorization"):
+                    registry.authorizations.append(self.headers["Authorization"])
                 path, _, reference = self.path.removeprefix("/v2/").partition("/manifests/")
                 if reference in registry.tags.values():  # asked by digest
                     digest = reference

@@ -55,8 +55,8 @@ def test_no_rendered_field_of_any_task_carries_a_credential(runtime, monkeypatch
     template field of every task of every DAG, rendered as a worker renders it (and as the UI's
     Rendered Template tab shows it), names neither the file nor its key nor the token. The
     Docker and Vertex steps get an allowlisted environment (config.PASS_THROUGH_ENV), so the
-    credentials never travel with a container spec; the local step is a child process that
-    inherits the worker's environment, which no rendered field copies."""
+    credentials never travel with a container spec; the local step is a child process given
+    an allowlisted part of the worker's environment, which no rendered field copies."""
     creds = tmp_path / "recsys-sa-5ec7e7.json"
     key = fake_service_account_key(creds)
     monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(creds))
@@ -123,3 +123,47 @@ def test_no_launcher_or_dag_uses_a_shell():
     # The guard itself sees each of them.
     sample = 'import os\nfrom x import BashOperator\nos.system("a")\nrun(["sh", "-c", "a"], shell=True)'
     assert sorted(_shell_uses(ast.parse(sample))) == ["BashOperator", "os.system", "sh -c", "shell=True"]
+
+
+def test_a_local_step_gets_none_of_the_workers_secrets_in_its_environment(unavailable_bigquery, tmp_path,
+                                                                          monkeypatch):
+    """A worker's environment holds Airflow's secrets (connections, the API server's JWT secret,
+    the metadata DB's URL, the Fernet key). The local runtime's trainer process, started as a
+    worker starts it and held mid-step by a BigQuery that answers 503 (as in test_lifeline.py),
+    gets none of them: its environment as the kernel gave it (/proc/PID/environ) holds only the
+    pass-through list (RECSYS_*, PATH, HOME, locale, TZ, TMPDIR, Google credentials, emulators)."""
+    import contextlib
+    import os
+    import signal
+
+    from test_lifeline import _script, _start, _trainer_pids
+
+    secrets = {
+        "AIRFLOW_CONN_SLACK_RECSYS": json.dumps({"conn_type": "slackwebhook", "password": SLACK_TOKEN}),
+        "AIRFLOW__API_AUTH__JWT_SECRET": "jwt-secret-5ec7e7",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": "postgresql+psycopg2://airflow:db-pw-5ec7e7@db/airflow",
+        "AIRFLOW__CORE__FERNET_KEY": "fernet-key-5ec7e7",
+        "SLACK_API_TOKEN": "xoxb-5ec7e7",
+    }
+    for name, value in secrets.items():
+        monkeypatch.setenv(name, value)
+    creds = tmp_path / "sa.json"
+    fake_service_account_key(creds)
+    needed = {"GOOGLE_APPLICATION_CREDENTIALS": str(creds), "RECSYS_TODAY": "2026-11-30", "TZ": "UTC",
+              "LANG": "C.UTF-8", "TMPDIR": str(tmp_path)}
+    for name, value in needed.items():
+        monkeypatch.setenv(name, value)
+    task, trainer = _start(_script(tmp_path), unavailable_bigquery, tmp_path)
+    try:
+        raw = Path(f"/proc/{trainer}/environ").read_bytes().decode()
+    finally:
+        for pid in [task.pid, *_trainer_pids(str(tmp_path))]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        task.wait()
+    environ = dict(entry.split("=", 1) for entry in raw.split("\0") if entry)
+    assert sorted(set(secrets) & set(environ)) == []
+    assert [v for v in secrets.values() if v in raw] == []
+    assert sorted(name for name in environ if name.startswith("AIRFLOW")) == []
+    assert {name: environ.get(name) for name in needed} == needed
+    assert environ["BIGQUERY_EMULATOR_HOST"] == unavailable_bigquery and environ["PATH"] == os.environ["PATH"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import re
 from types import SimpleNamespace
 
 import pytest
@@ -134,10 +135,14 @@ def _predict_task(monkeypatch, try_number: int):
 def test_a_retry_waits_for_the_running_pipeline_instead_of_submitting_another(vertex, monkeypatch):
     from airflow.providers.common.compat.sdk import TaskDeferred
 
-    vertex.add({**LABELS, "try": "1"}, "PIPELINE_STATE_FAILED")  # an earlier, finished attempt
+    from operators.vertex import pipeline_key
+
+    mine = {**LABELS, "key": pipeline_key("recommend_predict", RUN_ID, "predict", -1)}
+    vertex.add({**mine, "try": "1"}, "PIPELINE_STATE_FAILED")  # an earlier, finished attempt
     # Try 1 timed out on Airflow's side while its pipeline kept running.
-    running = vertex.add({**LABELS, "try": "1"}, "PIPELINE_STATE_RUNNING")
-    vertex.add({**LABELS, "run": "another-run", "try": "1"}, "PIPELINE_STATE_RUNNING")
+    running = vertex.add({**mine, "try": "1"}, "PIPELINE_STATE_RUNNING")
+    other = pipeline_key("recommend_predict", "another-run", "predict", -1)
+    vertex.add({**LABELS, "run": "another-run", "try": "1", "key": other}, "PIPELINE_STATE_RUNNING")
     task, context, pushed = _predict_task(monkeypatch, try_number=2)
     with pytest.raises(TaskDeferred) as deferred:
         task.execute(context)
@@ -178,3 +183,63 @@ def test_a_failed_pipeline_without_this_trys_record_is_retried_with_its_logs(ver
     record.write_text(json.dumps({"exit_code": 2, "error": "bad input", "try": 2, "airflow_run_id": RUN_ID}))
     with pytest.raises(TrainerStepFailed, match=r"^predict_task: bad input \(exit 2: permanent, not retried"):
         task.execute_complete(context, event)
+
+
+@pytest.mark.parametrize("image, why", [
+    ("europe-west1-docker.pkg.dev/project-evil/recsys/trainer@sha256:" + "0" * 64, "is not allowed"),
+    ("europe-west1-docker.pkg.dev/test-project/recsys/trainer:prod", "is not pinned"),  # a movable tag
+])
+def test_a_vertex_step_refuses_an_image_edited_into_xcom_before_submitting(vertex, monkeypatch, image, why):
+    """Every step runs what resolve_image's XCom holds, which a user who may edit XCom can
+    replace before clearing the task: the launcher checks it again before it submits (or adopts)
+    anything, and fails naming it."""
+    from operators.images import ImageNotAllowedError
+    from operators.trainer_task import IMAGE_FROM_XCOM
+
+    task, context, _ = _predict_task(monkeypatch, try_number=2)
+    task.container_uri = task.render_template(IMAGE_FROM_XCOM,
+                                              {"ti": SimpleNamespace(xcom_pull=lambda task_ids: image)})
+    assert task.container_uri == image
+    with pytest.raises(ImageNotAllowedError, match=f"^trainer image '{re.escape(image)}' .*{why}"):
+        task.execute(context)
+    assert vertex.submitted == []
+
+
+def _predict_for_run(monkeypatch, run_id: str, try_number: int):
+    """The first shard of predict's Vertex task in ``run_id``, its labels rendered as a worker
+    renders them."""
+    from operators.macros import MACROS
+
+    task, context, pushed = _predict_task(monkeypatch, try_number)
+    template = shard_task(load_dagbag().dags["recommend_predict"].get_task("predict")).labels
+    context["ti"].run_id, context["ti"].map_index = run_id, 0
+    context.update(run_id=run_id, dag=SimpleNamespace(dag_id="recommend_predict"),
+                   dag_run=SimpleNamespace(run_id=run_id), **MACROS)
+    task.labels = task.render_template(template, context)
+    return task, context, pushed
+
+
+def test_a_manual_run_id_labelled_like_a_backfill_never_adopts_its_pipeline(vertex, monkeypatch):
+    """Label values are lowercased and cut to 63 characters: a manual run id that Airflow's
+    ``allowed_run_id_pattern`` accepts gets the same labels as the backfill run of that date.
+    It must submit its own pipeline, not wait for the backfill's; the backfill's own retry still
+    adopts it."""
+    from airflow.configuration import conf
+    from airflow.providers.common.compat.sdk import TaskDeferred
+
+    backfill, manual = "backfill__2026-11-01T03:00:00+00:00", "backfill__2026-11-01t03-00-00-00-00"
+    assert re.match(conf.get("scheduler", "allowed_run_id_pattern"), manual)
+    task, context, _ = _predict_for_run(monkeypatch, backfill, try_number=1)
+    readable = dict(task.labels)
+    with pytest.raises(TaskDeferred) as first:
+        task.execute(context)
+    colliding, context, _ = _predict_for_run(monkeypatch, manual, try_number=1)
+    assert colliding.labels == readable  # the readable labels do collide
+    with pytest.raises(TaskDeferred) as second:
+        colliding.execute(context)
+    assert len(vertex.submitted) == 2, "the manual run adopted the backfill run's pipeline"
+    assert second.value.trigger.job_id != first.value.trigger.job_id
+    retry, context, _ = _predict_for_run(monkeypatch, backfill, try_number=2)
+    with pytest.raises(TaskDeferred) as adopted:
+        retry.execute(context)
+    assert len(vertex.submitted) == 2 and adopted.value.trigger.job_id == first.value.trigger.job_id

@@ -64,6 +64,41 @@ def test_the_image_runs_every_step_as_its_user_with_consistent_dependencies(trai
               f"docker run to the step's first log line: {to_first_line:.2f}s")
 
 
+def test_an_image_the_engine_names_outside_the_allowlist_is_refused_before_any_container(trainer_image):
+    """What a user who may edit XCom can put in resolve_image's place, against the real engine:
+    an image ID whose only tag is outside the allowlist, that tag, and the allowed but movable
+    tag are each refused before any container exists, naming the image; the ID resolve_image
+    pinned runs."""
+    import re
+
+    from operators.docker_trainer import TrainerDockerOperator
+    from operators.images import ImageNotAllowedError, docker_image_id
+
+    url = "unix:///var/run/docker.sock"
+    other = subprocess.run(["docker", "build", "-q", "--network", "none", "-t", "evil/payload:v1", "-"],
+                           input=f"FROM {trainer_image}\nLABEL recsys.test=evil\n", capture_output=True,
+                           text=True, check=True).stdout.strip()
+    pinned = docker_image_id(trainer_image, url)  # what resolve_image publishes
+    assert other != pinned
+    containers = _docker("ps", "-aq").stdout.split()
+
+    def step(image: str) -> TrainerDockerOperator:
+        return TrainerDockerOperator(task_id="predict", step="predict_task", image=image,
+                                     command=["python", "-m", "trainer.predict_task", "--help"],
+                                     allowlist=("recsys-trainer:",), docker_url=url, network_mode="none",
+                                     auto_remove="success", mount_tmp_dir=False)
+
+    try:
+        for image, why in ((other, "the Docker engine names it evil/payload:v1"),
+                           ("evil/payload:v1", "is not allowed"), (trainer_image, "is not pinned")):
+            with pytest.raises(ImageNotAllowedError, match=f"^trainer image '{re.escape(image)}' .*{why}"):
+                step(image).execute({})
+        assert _docker("ps", "-aq").stdout.split() == containers
+        step(pinned).execute({})
+    finally:
+        _docker("rmi", "evil/payload:v1")
+
+
 @pytest.fixture
 def docker_runtime(trainer_image, emulators, airflow_db, slack, monkeypatch):
     monkeypatch.setenv("RECSYS_RUNTIME", "docker")
