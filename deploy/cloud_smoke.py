@@ -126,6 +126,8 @@ def steps(s: Settings) -> list[tuple[str, list[str]]]:
         # The day after: what the served recommendations did (recommend_feedback).
         ("feedback_task", [*common, "--artifacts-uri", s.artifacts_uri, "--run-date", next_day.isoformat(),
                            "--lookback-days", "20"]),
+        # A learner's erasure (recommend_forget): one seeded learner, from every table and file.
+        ("forget_user_task", [*run, "--user-id", "u000"]),
     ]
 
 

@@ -62,8 +62,8 @@ def test_a_forgotten_learner_is_nowhere_the_product_reads_and_everyone_else_is_s
     before = _everywhere(bq_client, project, dataset, gcs_artifacts)
     # The scan sees the id wherever the product wrote it, so finding none afterwards means something.
     for place in ("events.user_id", "recommendations.user_id", "recommendations_latest.user_id",
-                  "event_stats.top_user_id", "event_stats.anomalies", "/matrices.npz:user_ids.npy",
-                  "/window.npz:user_ids.npy", "/model.npz:user_ids.npy", "/event_stats.json",
+                  "event_stats.top_user_id", "event_stats.anomalies", "/matrices.npz:user_ids_utf8.npy",
+                  "/window.npz:user_ids_utf8.npy", "/model.npz:user_ids_utf8.npy", "/event_stats.json",
                   "/manifest.json"):
         assert any(found.endswith(place) for found in before), (place, before)
     assert any(found.startswith(f"_part_recommendations_{RUN_DATE:%Y%m%d}_") for found in before), before

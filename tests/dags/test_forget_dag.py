@@ -87,8 +87,8 @@ def test_the_forget_dag_runs_in_the_writers_pool_with_the_ids_as_one_inert_argum
 
 def test_one_trigger_forgets_a_learner_everywhere_and_slack_gets_counts_not_ids(served, slack):
     before = _everywhere()
-    for place in ("events.user_id", "recommendations.user_id", "/model.npz:user_ids.npy",
-                  "/matrices.npz:user_ids.npy", "/window.npz:user_ids.npy"):
+    for place in ("events.user_id", "recommendations.user_id", "/model.npz:user_ids_utf8.npy",
+                  "/matrices.npz:user_ids_utf8.npy", "/window.npz:user_ids_utf8.npy"):
         assert any(found.endswith(place) for found in before), (place, before)
     dag = load_dagbag().dags["recommend_forget"]
 
