@@ -59,12 +59,13 @@ def _unavailable(exc: Unavailable, json: bool = False) -> Response:
 
 def create_app() -> FastAPI:
     from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity
-    from airflow.api_fastapi.core_api.security import GetUserDep, requires_access_dag
+    from airflow.api_fastapi.core_api.security import get_user, requires_access_dag
 
     app = FastAPI(title="Recommender", docs_url=None, redoc_url=None, openapi_url=None,
                   dependencies=[Depends(requires_access_dag("GET", DagAccessEntity.RUN,
                                                             param_dag_id="recommend_train"))])
     days_query = Query(30, ge=1, le=366, description="days of history, ending today (UTC)")
+    signed_in = Depends(get_user)  # the user the app-level check let in
 
     def allowed(request: Request, user, method: str, dag_id: str) -> bool:
         # Airflow's own check, as its REST API makes it for that DAG's runs.
@@ -95,7 +96,7 @@ def create_app() -> FastAPI:
                         headers={"Cache-Control": "private, max-age=86400"})
 
     @app.get("/api/overview")
-    def overview_json(request: Request, user: GetUserDep, days: int = days_query) -> Response:
+    def overview_json(request: Request, user=signed_in, days: int = days_query) -> Response:
         """The charts' and the model table's data (what the page draws), as JSON."""
         try:
             return JSONResponse(store().overview(days, readable=readable(request, user)))
@@ -103,7 +104,7 @@ def create_app() -> FastAPI:
             return _unavailable(exc, json=True)
 
     @app.get("/", response_class=HTMLResponse)
-    def overview(request: Request, user: GetUserDep, days: int = days_query) -> Response:
+    def overview(request: Request, user=signed_in, days: int = days_query) -> Response:
         try:
             data = store().overview(days, readable=readable(request, user))
         except Unavailable as exc:
@@ -119,7 +120,7 @@ def create_app() -> FastAPI:
         return found
 
     @app.get("/api/models/{model_id}")
-    def model_json(request: Request, user: GetUserDep, model_id: str, days: int = days_query) -> Response:
+    def model_json(model_id: str, request: Request, user=signed_in, days: int = days_query) -> Response:
         try:
             model = find(request, user, model_id, days)
         except Unavailable as exc:
@@ -129,7 +130,7 @@ def create_app() -> FastAPI:
         return JSONResponse(model)
 
     @app.get("/models/{model_id}", response_class=HTMLResponse)
-    def model(request: Request, user: GetUserDep, model_id: str, days: int = days_query) -> Response:
+    def model(model_id: str, request: Request, user=signed_in, days: int = days_query) -> Response:
         try:
             found = find(request, user, model_id, days)
         except Unavailable as exc:

@@ -205,7 +205,7 @@ def test_the_report_is_served_as_written_the_extra_link_finds_it_and_a_missing_o
     report = _get(api, f"/models/{model}/report")
     written = _gcs_blob(f"models/{model}/report.html").download_as_bytes()
     assert report.status_code == 200 and report.content == written
-    assert report.headers["content-security-policy"] == "script-src 'none'"
+    assert report.headers["content-security-policy"].startswith("sandbox; default-src 'none'")
 
     ti_key = types.SimpleNamespace(run_id=run_id("recommend_train", OLDER))
     link = EvaluationReportLink().get_link(None, ti_key=ti_key)
@@ -350,8 +350,8 @@ def test_a_query_past_the_pages_deadline_is_cancelled_not_left_running(history, 
     from operators import config as recsys_config
 
     # Billions of rows: seconds of DuckDB work, far past the deadline.
-    slow = ("SELECT SUM(a.x * b.y) AS s FROM UNNEST(GENERATE_ARRAY(1, 300000)) AS a(x) "
-            "CROSS JOIN UNNEST(GENERATE_ARRAY(1, 300000)) AS b(y)")
+    slow = ("SELECT SUM(x * y) AS s FROM UNNEST(GENERATE_ARRAY(1, 300000)) AS x "
+            "CROSS JOIN UNNEST(GENERATE_ARRAY(1, 300000)) AS y")
     monkeypatch.setattr(page_store, "DEADLINE_S", 1.0)
     reads = page_store.RecommenderStore(recsys_config.load())
     with pytest.raises(page_store.Unavailable) as refused:
@@ -417,7 +417,8 @@ def _user(name: str, role: str) -> dict[str, str]:
     from airflow.api_fastapi.app import get_auth_manager
     from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
 
-    return {"Authorization": f"Bearer {get_auth_manager().generate_jwt(SimpleAuthManagerUser(name, role))}"}
+    jwt = get_auth_manager().generate_jwt(SimpleAuthManagerUser(username=name, role=role))
+    return {"Authorization": f"Bearer {jwt}"}
 
 
 def _table(name: str) -> str:
