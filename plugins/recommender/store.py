@@ -21,6 +21,7 @@ from operators.config import RecsysConfig
 log = logging.getLogger(__name__)
 
 DEADLINE_S = 8.0  # per call, retries included: the page answers within it even when a service is down
+CANCEL_S = 3.0  # what a page that gave up waits more, for its job's cancellation to be accepted
 METRICS = ("recall", "ndcg", "coverage")
 MODEL_COLUMNS = (
     "model_id", "run_date", "evaluated_at", "k", "eval_users", "verdict", "reasons", "params",
@@ -131,7 +132,7 @@ class RecommenderStore:
         if job is None or job.done(reload=False):
             return ""
         try:
-            job.cancel(timeout=DEADLINE_S / 4)
+            job.cancel(timeout=CANCEL_S)
         except Exception as exc:  # the outage may be why: say so, the job's own timeout remains
             log.warning("Recommender page: could not cancel BigQuery job %s: %s", job.job_id, _one_line(exc))
             return f" (job {job.job_id} could not be cancelled)"
