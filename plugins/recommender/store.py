@@ -12,6 +12,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -112,10 +114,11 @@ class RecommenderStore:
             bigquery.ScalarQueryParameter(name, types[type(value)], value)
             for name, value in (params or {}).items()])
         retry = bigquery.DEFAULT_RETRY.with_deadline(DEADLINE_S)
-        job = None
+        # Our own id: a job whose insert timed out can still be cancelled by it.
+        job_id = f"recommender_page_{uuid.uuid4().hex}"
         try:
             job = self.bigquery().query(sql, job_config=config, retry=retry, job_retry=None,
-                                        timeout=DEADLINE_S)
+                                        timeout=DEADLINE_S, job_id=job_id)
             return [dict(row.items()) for row in job.result(retry=retry, timeout=DEADLINE_S)]
         except NotFound as exc:
             if "Not found: Table" in str(exc) or "was not found" in str(exc):
@@ -123,20 +126,33 @@ class RecommenderStore:
             raise Unavailable(f"BigQuery: {_one_line(exc)}") from None
         except Exception as exc:  # any client or transport failure is an outage here
             # A job the page stopped waiting for would go on scanning (and billing) for no one.
-            cancelled = self._cancel(job)
+            cancelled = self._cancel(job_id)
             raise Unavailable(f"BigQuery did not answer: {_one_line(exc)}{cancelled}") from None
 
-    @staticmethod
-    def _cancel(job) -> str:
-        """Cancel ``job`` if it is still running; what to add to the page's message."""
-        if job is None or job.done(reload=False):
-            return ""
-        try:
-            job.cancel(timeout=CANCEL_S)
-        except Exception as exc:  # the outage may be why: say so, the job's own timeout remains
-            log.warning("Recommender page: could not cancel BigQuery job %s: %s", job.job_id, _one_line(exc))
-            return f" (job {job.job_id} could not be cancelled)"
-        return f" (job {job.job_id} cancelled)"
+    def _cancel(self, job_id: str) -> str:
+        """Cancel the job if it exists and still runs; what to add to the page's message."""
+        from google.api_core.exceptions import NotFound
+
+        # Cancellation is a request, not a guarantee (BigQuery's and the emulator's alike: one that
+        # lands while the job is starting can be missed): asked again until the job is done,
+        # within CANCEL_S.
+        deadline = time.monotonic() + CANCEL_S
+        while True:
+            try:
+                job = self.bigquery().cancel_job(job_id, location=self.config.location,
+                                                 timeout=max(0.1, deadline - time.monotonic()))
+            except NotFound:
+                return ""  # never created: nothing runs
+            except Exception as exc:  # the outage may be why: say so
+                log.warning("Recommender page: could not cancel BigQuery job %s: %s", job_id, _one_line(exc))
+                return f" (job {job_id} could not be cancelled)"
+            if job.state == "DONE":
+                return f" (job {job_id} cancelled)" if job.error_result else ""
+            if time.monotonic() > deadline:
+                log.warning("Recommender page: BigQuery job %s still %s after its cancellation", job_id,
+                            job.state)
+                return f" (job {job_id} asked to cancel)"
+            time.sleep(0.2)
 
     def read_object(self, uri: str) -> bytes | None:
         """The object's bytes, None when there is none; :class:`Unavailable` on an outage."""
