@@ -132,6 +132,7 @@ class RecommenderStore:
     def _cancel(self, job_id: str) -> str:
         """Cancel the job if it exists and still runs; what to add to the page's message."""
         from google.api_core.exceptions import NotFound
+        from google.cloud import bigquery
 
         # Cancellation is a request, not a guarantee (BigQuery's and the emulator's alike: one that
         # lands while the job is starting can be missed): asked again until the job is done,
@@ -139,8 +140,9 @@ class RecommenderStore:
         deadline = time.monotonic() + CANCEL_S
         while True:
             try:
-                job = self.bigquery().cancel_job(job_id, location=self.config.location,
-                                                 timeout=max(0.1, deadline - time.monotonic()))
+                left = max(0.1, deadline - time.monotonic())
+                job = self.bigquery().cancel_job(job_id, location=self.config.location, timeout=left,
+                                                 retry=bigquery.DEFAULT_RETRY.with_deadline(left))
             except NotFound:
                 return ""  # never created: nothing runs
             except Exception as exc:  # the outage may be why: say so
