@@ -4,9 +4,13 @@ Airflow's API server.
 Airflow does not apply its authentication to a plugin's app by itself: the app depends, for
 every route, on Airflow's own ``requires_access_dag`` (GET on recommend_train's runs), which
 reads the signed-in user's token (the UI's cookie, or a bearer token). Without one, 401; a user
-who may not read the DAG's runs, 403. Read-only: the rollback button calls Airflow's REST API
-from the browser, as the user. A BigQuery or Cloud Storage outage is a 503 with a one-line
-message, never a stack trace.
+who may not read the DAG's runs, 403. Each figure is then checked against its own DAG, with the
+same check: predict's served days, feedback's hit rates and rollbacks are neither read nor shown
+to a user who may not read that DAG's runs, and the rollback button shows only to a user who may
+trigger recommend_rollback. Read-only: the rollback button calls Airflow's REST API from the
+browser, as the user. A BigQuery or Cloud Storage outage is a 503 with a one-line message, never
+a stack trace. Every response carries a Content-Security-Policy (pages.PAGE_POLICY; the stored
+report a sandboxing one).
 """
 
 from __future__ import annotations
@@ -16,18 +20,22 @@ import re
 import urllib.parse
 from functools import cache
 
-from fastapi import Depends, FastAPI, Query
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
 from operators import config as recsys_config
 from operators import ui_links
 from recommender import pages
-from recommender.store import RecommenderStore, Unavailable
+from recommender.store import FIGURE_DAGS, RecommenderStore, Unavailable
 
 log = logging.getLogger(__name__)
 
 MODEL_ID = re.compile(r"als-[0-9]{8}-[0-9a-f]{10}")
 HTML = "text/html; charset=utf-8"
+# The stored report: no script at all, and a sandbox (an opaque origin) for whatever it holds; its
+# own inline styles are the one thing it may use.
+REPORT_POLICY = ("sandbox; default-src 'none'; style-src 'unsafe-inline'; img-src data:; "
+                 "frame-ancestors 'self'")
 
 
 @cache
@@ -51,33 +59,70 @@ def _unavailable(exc: Unavailable, json: bool = False) -> Response:
 
 def create_app() -> FastAPI:
     from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity
-    from airflow.api_fastapi.core_api.security import requires_access_dag
+    from airflow.api_fastapi.core_api.security import get_user, requires_access_dag
 
     app = FastAPI(title="Recommender", docs_url=None, redoc_url=None, openapi_url=None,
                   dependencies=[Depends(requires_access_dag("GET", DagAccessEntity.RUN,
                                                             param_dag_id="recommend_train"))])
     days_query = Query(30, ge=1, le=366, description="days of history, ending today (UTC)")
+    signed_in = Depends(get_user)  # the user the app-level check let in
+
+    def allowed(request: Request, user, method: str, dag_id: str) -> bool:
+        # Airflow's own check, as its REST API makes it for that DAG's runs.
+        try:
+            requires_access_dag(method, DagAccessEntity.RUN, param_dag_id=dag_id)(request, user)
+        except HTTPException as exc:
+            if exc.status_code == 403:
+                return False
+            raise
+        return True
+
+    def readable(request: Request, user) -> frozenset[str]:
+        return frozenset(d for d in FIGURE_DAGS if allowed(request, user, "GET", d))
+
+    @app.middleware("http")
+    async def policy(request: Request, call_next):
+        response = await call_next(request)
+        response.headers.setdefault("Content-Security-Policy", pages.PAGE_POLICY)
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        return response
+
+    @app.get("/static/{name}")
+    def static(name: str) -> Response:
+        """The page's script and stylesheet (their URLs carry a digest of their content)."""
+        if name not in pages.STATIC_FILES:
+            return Response(status_code=404)
+        return Response((pages.STATIC / name).read_bytes(), media_type=pages.STATIC_FILES[name],
+                        headers={"Cache-Control": "private, max-age=86400"})
 
     @app.get("/api/overview")
-    def overview_json(days: int = days_query) -> Response:
+    def overview_json(request: Request, user=signed_in, days: int = days_query) -> Response:
         """The charts' and the model table's data (what the page draws), as JSON."""
         try:
-            return JSONResponse(store().overview(days))
+            return JSONResponse(store().overview(days, readable=readable(request, user)))
         except Unavailable as exc:
             return _unavailable(exc, json=True)
 
     @app.get("/", response_class=HTMLResponse)
-    def overview(days: int = days_query) -> Response:
+    def overview(request: Request, user=signed_in, days: int = days_query) -> Response:
         try:
-            data = store().overview(days)
+            data = store().overview(days, readable=readable(request, user))
         except Unavailable as exc:
             return _unavailable(exc)
         return HTMLResponse(pages.overview_page(data, ui_links.base_url()))
 
+    def find(request: Request, user, model_id: str, days: int) -> dict | None:
+        if not MODEL_ID.fullmatch(model_id):
+            return None
+        found = store().model(model_id, days, readable=readable(request, user))
+        if found is not None:
+            found["may_rollback"] = allowed(request, user, "POST", "recommend_rollback")
+        return found
+
     @app.get("/api/models/{model_id}")
-    def model_json(model_id: str) -> Response:
+    def model_json(model_id: str, request: Request, user=signed_in, days: int = days_query) -> Response:
         try:
-            model = store().model(model_id) if MODEL_ID.fullmatch(model_id) else None
+            model = find(request, user, model_id, days)
         except Unavailable as exc:
             return _unavailable(exc, json=True)
         if model is None:
@@ -85,9 +130,9 @@ def create_app() -> FastAPI:
         return JSONResponse(model)
 
     @app.get("/models/{model_id}", response_class=HTMLResponse)
-    def model(model_id: str) -> Response:
+    def model(model_id: str, request: Request, user=signed_in, days: int = days_query) -> Response:
         try:
-            found = store().model(model_id) if MODEL_ID.fullmatch(model_id) else None
+            found = find(request, user, model_id, days)
         except Unavailable as exc:
             return _unavailable(exc)
         if found is None:
@@ -106,8 +151,8 @@ def create_app() -> FastAPI:
             return HTMLResponse(pages.not_found_page(f"No evaluation report for {model_id} (models "
                                                     "evaluated before reports existed have none)."),
                                 status_code=404)
-        # The report is ours, but it is a file in a bucket: it may not run script on this origin.
-        return Response(body, media_type=HTML, headers={"Content-Security-Policy": "script-src 'none'"})
+        # The report is ours, but it is a file in a bucket: it runs no script, on no origin of ours.
+        return Response(body, media_type=HTML, headers={"Content-Security-Policy": REPORT_POLICY})
 
     @app.get("/runs/{run_id}/report")
     def run_report(run_id: str) -> Response:

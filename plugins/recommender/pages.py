@@ -1,59 +1,53 @@
 """The Recommender page's HTML: the overview (charts and the model table) and a page per model
 (lineage, report, rollback). Server-rendered from :class:`recommender.store.RecommenderStore`'s
-data; the only script is the rollback button's call to Airflow's own REST API."""
+data; the only script (static/page.js) routes Airflow links and makes the rollback button's call
+to Airflow's own REST API."""
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
+import urllib.parse
+from functools import cache
 from html import escape
+from pathlib import Path
 from typing import Any
 
-from operators.ui_links import run_url, task_url
+from operators.ui_links import RECOMMENDER_PREFIX, run_url, task_url
+from operators.ui_links import base_url as ui_base_url
 from recommender.charts import Marker, Point, Series, line_chart
 
 DAY_CHOICES = (30, 90, 365)
-STYLE = """
-body{font:14px/1.45 system-ui,sans-serif;margin:16px 20px;color:#1b1f24}
-h1{font-size:22px;margin:0 0 4px}h2{font-size:17px;margin:22px 0 6px}
-.muted{color:#5b6470}.banner{padding:10px 12px;border-radius:6px;margin:10px 0}
-.error{background:#fde8e8;border:1px solid #f5b5b5}.note{background:#eef4fb;border:1px solid #c8dcf0}
-.chart{width:100%;max-width:900px;display:block;margin:6px 0 14px;background:#fafbfc;border-radius:6px}
-.chart .title{font-weight:600;font-size:13px}.chart .axis,.chart .legend{font-size:11px;fill:#5b6470}
-.chart .grid{stroke:#e3e6ea}.chart .marker{stroke:#2ca02c;stroke-width:1.5;stroke-dasharray:2 3}
-.chart .marker.rollback{stroke:#ff7f0e}.chart .empty{fill:#98a1ab}
-table{border-collapse:collapse;font-size:13px}th,td{padding:4px 8px;border-bottom:1px solid #e3e6ea;
-text-align:left;vertical-align:top}th{background:#f3f5f7}
-.pass{color:#1a7f37;font-weight:600}.fail{color:#cf222e;font-weight:600}
-.days a{margin-right:10px}.days a.on{font-weight:700;text-decoration:none;color:#1b1f24}
-ol.lineage li{margin:6px 0}button{font:inherit;padding:6px 14px;border-radius:6px;border:1px solid #bf8700;
-background:#fff8c5;cursor:pointer}iframe.report{width:100%;height:900px;border:1px solid #e3e6ea}
-"""
 
 
-# Airflow's UI shows this page in a frame sandboxed without allow-top-navigation, so a link to one
-# of its own pages would open the whole UI inside the frame. The frame is same-origin: a click on
-# an Airflow link asks the UI's router to go there instead (a history entry and a popstate, what
-# the browser's back button sends it). Opened on its own, the page's links work as plain links.
-AIRFLOW_LINKS_SCRIPT = """<script>
-document.addEventListener('click', (event) => {
-  const link = event.target.closest('a[data-airflow]');
-  if (!link || window.parent === window || event.button !== 0 || event.ctrlKey || event.metaKey
-      || event.shiftKey) return;
-  try {
-    const to = new URL(link.href), top = window.parent;
-    if (to.origin !== top.location.origin) return;
-    top.history.pushState({}, '', to.pathname + to.search + to.hash);
-    top.dispatchEvent(new PopStateEvent('popstate', {state: {}}));
-    event.preventDefault();
-  } catch (e) { /* not Airflow's frame: the link navigates as usual */ }
-});
-</script>"""
+
+
+STATIC = Path(__file__).resolve().parent / "static"
+STATIC_FILES = {"page.css": "text/css; charset=utf-8", "page.js": "text/javascript; charset=utf-8"}
+# Every page's policy: nothing inline, nothing from elsewhere. Its one script and one stylesheet
+# come from the app's own static route; the charts are inline SVG (presentation attributes, no
+# style attributes); the model page frames its report, on this origin.
+PAGE_POLICY = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+               "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'self'")
+
+
+@cache
+def static_version(name: str) -> str:
+    """A digest of the static file, in its URL: a deployment's new file is fetched, not a cached one."""
+    return hashlib.sha256((STATIC / name).read_bytes()).hexdigest()[:12]
+
+
+def static_url(name: str) -> str:
+    """The path of one of the app's static files, below Airflow's [api] base_url."""
+    root = urllib.parse.urlsplit(ui_base_url()).path.rstrip("/")
+    return f"{root}{RECOMMENDER_PREFIX}/static/{name}?v={static_version(name)}"
 
 
 def _page(title: str, body: str) -> str:
     return (f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{escape(title)}</title>"
-            f"<style>{STYLE}</style></head><body>{body}{AIRFLOW_LINKS_SCRIPT}</body></html>")
+            f'<link rel="stylesheet" href="{escape(static_url("page.css"))}"></head><body>{body}'
+            f'<script src="{escape(static_url("page.js"))}"></script></body></html>')
 
 
 def _fmt(value: Any, digits: int = 4) -> str:
@@ -134,6 +128,10 @@ def overview_page(data: dict[str, Any], base: str, model_href: str = "models/") 
     head = (f"<h1>Recommender</h1><p class=muted>{escape(data['since'])} to {escape(data['today'])} (UTC). "
             f"Published now: {_link(model_href + published, published) if published else 'no model'}.</p>"
             f'<p class="days">{choices}</p>')
+    hidden = data.get("hidden") or []
+    if hidden:
+        head += (f'<p class=muted id=hidden>Not shown: the figures of {escape(", ".join(hidden))} '
+                 "(you may not read their runs).</p>")
     empty = "" if models or serving or stats else (
         '<div class="banner note" id="empty">Nothing recorded in these days yet: the charts fill in as '
         "recommend_train, recommend_predict and recommend_feedback run.</div>")
@@ -187,31 +185,6 @@ def publications_table(spans: list[dict[str, Any]], base: str, model_href: str) 
             "<th>replaced</th><th>Airflow run</th></tr>" + "".join(rows) + "</table>")
 
 
-ROLLBACK_SCRIPT = """
-<script>
-document.getElementById('rollback').addEventListener('click', async (event) => {
-  const button = event.target, out = document.getElementById('rollback-result');
-  button.disabled = true; out.textContent = 'triggering recommend_rollback…';
-  const response = await fetch(button.dataset.api, {method: 'POST', credentials: 'same-origin',
-    headers: {'Content-Type': 'application/json'},
-    body: JSON.stringify({logical_date: null, conf: {model_id: button.dataset.model}})});
-  const body = await response.json().catch(() => ({}));
-  if (response.ok) {
-    out.dataset.runId = body.dag_run_id;
-    out.innerHTML = 'recommend_rollback triggered: <a data-airflow href="' + button.dataset.runs
-      + encodeURIComponent(body.dag_run_id) + '">' + body.dag_run_id + '</a>';
-    // A paused DAG keeps the run queued: say so rather than leave the user waiting.
-    const dag = await fetch(button.dataset.dag, {credentials: 'same-origin'}).then((r) => r.json())
-      .catch(() => ({}));
-    if (dag.is_paused) out.append(' (queued: recommend_rollback is paused; unpause it to run)');
-  } else {
-    out.dataset.refused = response.status;
-    out.textContent = 'Airflow refused the rollback (HTTP ' + response.status + '): '
-      + (typeof body.detail === 'string' ? body.detail : JSON.stringify(body.detail || body));
-    button.disabled = false;
-  }
-});
-</script>"""
 
 
 def model_page(m: dict[str, Any], base: str, api_base: str) -> str:
@@ -252,13 +225,18 @@ def model_page(m: dict[str, Any], base: str, api_base: str) -> str:
                     base) for s in pubs))
         if pubs else "never published") + "</li>")
     served = m.get("served_days", [])
-    lineage.append("<li><b>Served by predict</b> " + ((", ".join(
+    since = f" since {escape(m['served_since'])}" if m.get("served_since") else ""
+    lineage.append(f"<li><b>Served by predict</b>{since} " + (
+        "<span class=muted>(you may not read recommend_predict's runs)</span>"
+        if "recommend_predict" in m.get("hidden", []) else (", ".join(
         f"{escape(d['run_date'])} ({_fmt(d['users'])} users): "
         + _run_link("recommend_predict", d.get("airflow_run_id"), base,
                     "<span class=muted>run not recorded</span>") for d in served))
         if served else "no day of recommendations from this model") + "</li>")
 
-    if m.get("is_published"):
+    if not m.get("may_rollback", True):
+        action = "<p class=muted id=no-rollback-permission>You may not trigger recommend_rollback.</p>"
+    elif m.get("is_published"):
         action = "<p class=muted>This model is published now.</p>"
     elif verdict != "pass":
         action = ("<p class=muted id=no-rollback>This model failed evaluation: it cannot be published "
@@ -270,7 +248,7 @@ def model_page(m: dict[str, Any], base: str, api_base: str) -> str:
                   f'data-runs="{escape(base)}/dags/recommend_rollback/runs/">'
                   "Roll back to this model</button> "
                   '<span id="rollback-result" class=muted>Triggers recommend_rollback with this model id, '
-                  "as you.</span></p>" + ROLLBACK_SCRIPT)
+                  "as you.</span></p>")
     report = (f'<iframe class="report" src="{escape(m["model_id"])}/report" '
               'title="evaluation report"></iframe>'
               if m.get("has_report") else

@@ -12,6 +12,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -21,6 +23,7 @@ from operators.config import RecsysConfig
 log = logging.getLogger(__name__)
 
 DEADLINE_S = 8.0  # per call, retries included: the page answers within it even when a service is down
+CANCEL_S = 3.0  # what a page that gave up waits more, for its job's cancellation to be accepted
 METRICS = ("recall", "ndcg", "coverage")
 MODEL_COLUMNS = (
     "model_id", "run_date", "evaluated_at", "k", "eval_users", "verdict", "reasons", "params",
@@ -41,6 +44,17 @@ LINEAGE_STEPS = (
     ("recommend_train", "evaluate", "model → evaluation"),
     ("recommend_train", "promote_model", "evaluation → publication"),
 )
+
+
+# The DAG whose runs write each figure: a user sees a figure only if they may read that DAG's runs.
+FIGURE_DAGS = ("recommend_train", "recommend_predict", "recommend_feedback", "recommend_rollback")
+# What the model page reads of `recommendations`: the days it shows, these columns (run_date and
+# model_id for the filter, rank to count users: every user served has a rank 1).
+SERVED_COLUMNS = ("run_date", "model_id", "rank")
+SERVED_DAYS_SQL = """
+    SELECT run_date, COUNT(*) AS rows_written, COUNTIF(rank = 1) AS users
+    FROM `{table}.recommendations` WHERE run_date BETWEEN @first AND @last AND model_id = @id
+    GROUP BY run_date ORDER BY run_date"""
 
 
 class Unavailable(RuntimeError):
@@ -100,16 +114,47 @@ class RecommenderStore:
             bigquery.ScalarQueryParameter(name, types[type(value)], value)
             for name, value in (params or {}).items()])
         retry = bigquery.DEFAULT_RETRY.with_deadline(DEADLINE_S)
+        # Our own id: a job whose insert timed out can still be cancelled by it.
+        job_id = f"recommender_page_{uuid.uuid4().hex}"
         try:
             job = self.bigquery().query(sql, job_config=config, retry=retry, job_retry=None,
-                                        timeout=DEADLINE_S)
+                                        timeout=DEADLINE_S, job_id=job_id)
             return [dict(row.items()) for row in job.result(retry=retry, timeout=DEADLINE_S)]
         except NotFound as exc:
             if "Not found: Table" in str(exc) or "was not found" in str(exc):
                 return []
             raise Unavailable(f"BigQuery: {_one_line(exc)}") from None
         except Exception as exc:  # any client or transport failure is an outage here
-            raise Unavailable(f"BigQuery did not answer: {_one_line(exc)}") from None
+            # A job the page stopped waiting for would go on scanning (and billing) for no one.
+            cancelled = self._cancel(job_id)
+            raise Unavailable(f"BigQuery did not answer: {_one_line(exc)}{cancelled}") from None
+
+    def _cancel(self, job_id: str) -> str:
+        """Cancel the job if it exists and still runs; what to add to the page's message."""
+        from google.api_core.exceptions import NotFound
+        from google.cloud import bigquery
+
+        # Cancellation is a request, not a guarantee (BigQuery's and the emulator's alike: one that
+        # lands while the job is starting can be missed): asked again until the job is done,
+        # within CANCEL_S.
+        deadline = time.monotonic() + CANCEL_S
+        while True:
+            try:
+                left = max(0.1, deadline - time.monotonic())
+                job = self.bigquery().cancel_job(job_id, location=self.config.location, timeout=left,
+                                                 retry=bigquery.DEFAULT_RETRY.with_deadline(left))
+            except NotFound:
+                return ""  # never created: nothing runs
+            except Exception as exc:  # the outage may be why: say so
+                log.warning("Recommender page: could not cancel BigQuery job %s: %s", job_id, _one_line(exc))
+                return f" (job {job_id} could not be cancelled)"
+            if job.state == "DONE":
+                return f" (job {job_id} cancelled)" if job.error_result else ""
+            if time.monotonic() > deadline:
+                log.warning("Recommender page: BigQuery job %s still %s after its cancellation", job_id,
+                            job.state)
+                return f" (job {job_id} asked to cancel)"
+            time.sleep(0.2)
 
     def read_object(self, uri: str) -> bytes | None:
         """The object's bytes, None when there is none; :class:`Unavailable` on an outage."""
@@ -130,8 +175,10 @@ class RecommenderStore:
 
     # --- the overview --------------------------------------------------------------------------
 
-    def overview(self, days: int, today: dt.date | None = None) -> dict[str, Any]:
-        """The charts' and the model table's data for the ``days`` ending today (UTC)."""
+    def overview(self, days: int, today: dt.date | None = None,
+                 readable: frozenset[str] = frozenset(FIGURE_DAGS)) -> dict[str, Any]:
+        """The charts' and the model table's data for the ``days`` ending today (UTC), of the
+        DAGs in ``readable`` only (the others' figures are neither read nor shown)."""
         today = today or dt.datetime.now(dt.UTC).date()
         since = today - dt.timedelta(days=days - 1)
         t = self._table
@@ -147,6 +194,8 @@ class RecommenderStore:
             "publications": (f"SELECT {', '.join(PUBLICATION_COLUMNS)} FROM `{t}.publications` "
                              "ORDER BY published_at"),
         }
+        if "recommend_feedback" not in readable:
+            del queries["serving"]
         with ThreadPoolExecutor(len(queries) + 1) as pool:
             futures = {name: pool.submit(self.query, sql, {"since": since} if "@since" in sql else None)
                        for name, sql in queries.items()}
@@ -154,48 +203,59 @@ class RecommenderStore:
             data = {name: [{k: _plain(v) for k, v in row.items()} for row in f.result()]
                     for name, f in futures.items()}
             latest = pointer.result()
-        data["published_spans"] = published_spans(data.pop("publications"), latest)
+        data.setdefault("serving", [])
+        data["published_spans"] = readable_spans(published_spans(data.pop("publications"), latest), readable)
         spans = data["published_spans"]
         for model in data["models"]:
             model["published"] = [s for s in spans if s["model_id"] == model["model_id"]]
         data["publications"] = [s for s in spans if (s["to"] or today.isoformat()) >= since.isoformat()]
         data.update(since=since.isoformat(), today=today.isoformat(), days=days,
-                    published_model_id=latest and latest.get("model_id"))
+                    published_model_id=latest and latest.get("model_id"),
+                    hidden=sorted(set(FIGURE_DAGS) - readable))
         return data
 
     # --- one model -----------------------------------------------------------------------------
 
-    def model(self, model_id: str) -> dict[str, Any] | None:
-        """The model's row, publications, lineage records and the days it served; None when
-        ``model_metrics`` has no row for it."""
+    def model(self, model_id: str, days: int = 30, today: dt.date | None = None,
+              readable: frozenset[str] = frozenset(FIGURE_DAGS)) -> dict[str, Any] | None:
+        """The model's row, publications, lineage records and the days it served among the
+        ``days`` ending today (UTC); None when ``model_metrics`` has no row for it. A view reads
+        the model's own ``model_metrics`` partition (its id carries its run date), the small
+        ``publications`` table and the ``recommendations`` partitions of the days shown only:
+        its cost does not grow with the model's age. Figures of DAGs outside ``readable`` are
+        neither read nor shown."""
         t = self._table
+        run_date = model_run_date(model_id)
         rows = self.query(f"SELECT {', '.join(MODEL_COLUMNS)}, model_uri FROM `{t}.model_metrics` "
-                          "WHERE model_id = @id ORDER BY evaluated_at DESC LIMIT 1", {"id": model_id})
+                          "WHERE run_date = @run_date AND model_id = @id ORDER BY evaluated_at DESC LIMIT 1",
+                          {"run_date": run_date, "id": model_id})
         if not rows:
             return None
         model = {k: _plain(v) for k, v in rows[0].items()}
         run_date = dt.date.fromisoformat(model["run_date"])
+        today = today or dt.datetime.now(dt.UTC).date()
+        first, last = max(run_date, today - dt.timedelta(days=days - 1)), today
         with ThreadPoolExecutor(4) as pool:
             pubs = pool.submit(self.query, f"SELECT {', '.join(PUBLICATION_COLUMNS)} FROM `{t}.publications` "
                                            "ORDER BY published_at")
-            served = pool.submit(self.query, f"""
-                SELECT run_date, COUNT(*) AS rows_written, COUNT(DISTINCT user_id) AS users
-                FROM `{t}.recommendations` WHERE run_date >= @since AND model_id = @id
-                GROUP BY run_date ORDER BY run_date""", {"since": run_date, "id": model_id})
+            served = (pool.submit(self.query, SERVED_DAYS_SQL.format(table=t),
+                                  {"first": first, "last": last, "id": model_id})
+                      if "recommend_predict" in readable and first <= last else None)
             latest = pool.submit(self.read_json, join(self.config.artifacts_uri, "models", "LATEST"))
             statuses = pool.submit(self._statuses, run_date)
-            spans = published_spans([{k: _plain(v) for k, v in r.items()} for r in pubs.result()],
-                                    latest.result())
+            rows = [{k: _plain(v) for k, v in r.items()} for r in pubs.result()]
+            spans = readable_spans(published_spans(rows, latest.result()), readable)
             model["published"] = [s for s in spans if s["model_id"] == model_id]
             model["is_published"] = bool(latest.result()) and latest.result().get("model_id") == model_id
             model["lineage"] = statuses.result()
-            days = [{k: _plain(v) for k, v in r.items()} for r in served.result()]
-        with ThreadPoolExecutor(max(1, min(8, len(days)))) as pool:
+            served_days = [{k: _plain(v) for k, v in r.items()} for r in (served.result() if served else [])]
+        with ThreadPoolExecutor(max(1, min(8, len(served_days)))) as pool:
             runs = pool.map(lambda d: self.read_json(join(self.config.artifacts_uri, "runs", d["run_date"],
-                                                          "predictions.json")), days)
-            for day, predictions in zip(days, runs, strict=True):
+                                                          "predictions.json")), served_days)
+            for day, predictions in zip(served_days, runs, strict=True):
                 day["airflow_run_id"] = (predictions or {}).get("airflow_run_id")
-        model["served_days"] = days
+        model["served_days"] = served_days
+        model.update(served_since=first.isoformat(), days=days, hidden=sorted(set(FIGURE_DAGS) - readable))
         manifest = self.read_json(join(self.config.artifacts_uri, "runs", run_date.isoformat(),
                                        "manifest.json"))
         model["manifest"] = manifest and {k: manifest.get(k)
@@ -225,6 +285,17 @@ class RecommenderStore:
     def report(self, model_id: str) -> bytes | None:
         """The model's report.html, None for a model without one (older models)."""
         return self.read_object(join(self.config.artifacts_uri, "models", model_id, "report.html"))
+
+
+def model_run_date(model_id: str) -> dt.date:
+    """The run date a model id carries (``als-YYYYMMDD-<hash>``, the app's MODEL_ID)."""
+    return dt.datetime.strptime(model_id.split("-")[1], "%Y%m%d").date()
+
+
+def readable_spans(spans: list[dict[str, Any]], readable: frozenset[str]) -> list[dict[str, Any]]:
+    """The publication spans whose DAG (recommend_rollback for a rollback, else recommend_train)
+    the user may read."""
+    return [s for s in spans if ("recommend_rollback" if s["rollback"] else "recommend_train") in readable]
 
 
 def published_spans(publications: list[dict[str, Any]],

@@ -14,8 +14,10 @@ is the endpoint's work (auth, the BigQuery queries and the GCS read, the JSON), 
     .venv/airflow/bin/python tests/dags/bench_recommender_page.py [--repeat 10]
 
 Prints the first request's time and the median and slowest of ``--repeat`` more, for
-``/recommender/api/overview`` at 365 and 30 days and for the page itself at 365 days. The
-last line is exactly ``overview_365d_median_s=S overview_365d_max_s=S models=N``.
+``/recommender/api/overview`` at 365 and 30 days and for the page itself at 365 days. Then the
+bytes one model page view would bill on BigQuery (computed from the partitions and columns it reads;
+the emulator reports 0). The last line is exactly ``overview_365d_median_s=S overview_365d_max_s=S
+models=N``.
 """
 
 from __future__ import annotations
@@ -132,6 +134,56 @@ def _anonymous():
     return AnonymousCredentials()
 
 
+FIXED = {"INT64": 8, "INTEGER": 8, "FLOAT64": 8, "FLOAT": 8, "TIMESTAMP": 8, "DATE": 8, "BOOL": 1,
+         "BOOLEAN": 1}
+
+
+def _value_bytes(kind: str, value) -> int:
+    """BigQuery's documented on-demand size of one value (STRING: 2 + UTF-8 bytes)."""
+    if value is None:
+        return 0
+    if isinstance(value, list):
+        return sum(_value_bytes(kind, v) for v in value)
+    return 2 + len(str(value).encode()) if kind == "STRING" else FIXED[kind]
+
+
+def read_bytes(reads, table: str, columns, where: str = "", params: dict | None = None) -> tuple[int, int]:
+    """(bytes, partitions) a query reading ``columns`` of the partitions ``where`` selects would
+    bill: whole partitions, those columns (the emulator reports 0 bytes)."""
+    schema = {f.name: f.field_type for f in reads.bigquery().get_table(f"{reads._table}.{table}").schema}
+    partition = {"recommendations": "run_date", "model_metrics": "run_date",
+                 "publications": "published_date"}[table]
+    rows = reads.query(f"SELECT {', '.join(dict.fromkeys([*columns, partition]))} FROM "
+                       f"`{reads._table}.{table}` {where}", params)
+    return (sum(_value_bytes(schema[c], r[c]) for r in rows for c in columns),
+            len({r[partition] for r in rows}))
+
+
+def page_view_bytes(reads, model_id: str, today: dt.date) -> None:
+    """What one model page view would bill on BigQuery, computed from the partitions and columns
+    it reads, against what the page read before issue 39 (every recommendations partition since
+    the model's run date, user_id included). The bench's recommendations hold one real day: a
+    year's partitions are that day's bytes times the days (a day of a deployment is alike)."""
+    from recommender.store import MODEL_COLUMNS, PUBLICATION_COLUMNS, SERVED_COLUMNS, model_run_date
+
+    run_date = model_run_date(model_id)
+    metrics, _ = read_bytes(reads, "model_metrics", [*MODEL_COLUMNS, "model_uri"], "WHERE run_date = @d",
+                            {"d": run_date})
+    pubs, _ = read_bytes(reads, "publications", PUBLICATION_COLUMNS)
+    day_now, days = read_bytes(reads, "recommendations", SERVED_COLUMNS)
+    day_before, _ = read_bytes(reads, "recommendations", ("run_date", "model_id", "user_id"))
+    per_day_now, per_day_before = day_now // max(days, 1), day_before // max(days, 1)
+    age = (today - run_date).days + 1
+    now = metrics + pubs + per_day_now * 30
+    before = metrics + pubs + per_day_before * age  # and model_metrics unbounded before: all partitions
+    minimum = 3 * 10 * 2**20  # on-demand: at least 10 MB per table referenced
+    print(f"model page of a model {age} days old: model_metrics {metrics:,} B (1 partition), publications "
+          f"{pubs:,} B, recommendations {per_day_now:,} B/day x 30 days; before: {per_day_before:,} B/day x "
+          f"{age} days", flush=True)
+    print(f"page_view_bytes={now} page_view_bytes_before={before} page_view_billed_min_bytes="
+          f"{max(now, minimum)}", flush=True)
+
+
 def timed(client, path: str, headers: dict, repeat: int) -> tuple[float, list[float], bytes]:
     """(first request's seconds, the next ``repeat`` requests' seconds, the last body)."""
     times = []
@@ -178,6 +230,7 @@ def measure(repeat: int) -> int:
             floor.append(time.perf_counter() - start)
         print(f"SELECT 1       median {statistics.median(floor):6.3f} s   (the emulator's cost of a query)",
               flush=True)
+        page_view_bytes(store(), data["models"][0]["model_id"], dt.datetime.now(dt.UTC).date())
     _, median, slowest = figures["overview_365d"]
     print(f"overview_365d_median_s={median:.3f} overview_365d_max_s={slowest:.3f} models={models}")
     return 0

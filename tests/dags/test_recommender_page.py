@@ -205,7 +205,7 @@ def test_the_report_is_served_as_written_the_extra_link_finds_it_and_a_missing_o
     report = _get(api, f"/models/{model}/report")
     written = _gcs_blob(f"models/{model}/report.html").download_as_bytes()
     assert report.status_code == 200 and report.content == written
-    assert report.headers["content-security-policy"] == "script-src 'none'"
+    assert report.headers["content-security-policy"].startswith("sandbox; default-src 'none'")
 
     ti_key = types.SimpleNamespace(run_id=run_id("recommend_train", OLDER))
     link = EvaluationReportLink().get_link(None, ti_key=ti_key)
@@ -262,3 +262,218 @@ def _get_plugins(api) -> list[dict]:
     return [p for p in body["plugins"] if p["name"] == "recommender_plugin"]
 
 
+
+
+# --- issue 39: the pages' policy, a view's BigQuery cost, per-DAG permissions ------------------
+
+def _policy(header: str) -> dict[str, list[str]]:
+    directives = {}
+    for part in header.split(";"):
+        if words := part.split():
+            directives[words[0].lower()] = words[1:]
+    return directives
+
+
+class _Inline(HTMLParser):
+    """What a page loads and what it carries inline: scripts, styles, handlers."""
+
+    def __init__(self, html: str) -> None:
+        super().__init__()
+        self.scripts: list[str] = []
+        self.sheets: list[str] = []
+        self.inline: list[str] = []
+        self._in_script = False
+        self.feed(html)
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        for name in a:
+            if name == "style" or name.startswith("on"):
+                self.inline.append(f"<{tag} {name}>")
+        if tag == "script":
+            self._in_script = "src" not in a
+            if "src" in a:
+                self.scripts.append(a["src"])
+        elif tag == "style":
+            self.inline.append("<style>")
+        elif tag == "link" and a.get("rel") == "stylesheet":
+            self.sheets.append(a["href"])
+
+    def handle_endtag(self, tag):
+        if tag == "script":
+            self._in_script = False
+
+    def handle_data(self, data):
+        if self._in_script and data.strip():
+            self.inline.append(f"<script>{data.strip()[:40]}")
+
+
+def test_every_page_has_a_strict_policy_loads_only_the_apps_static_files_and_nothing_inline(history, api):
+    models = history["models"]
+    pages = ["/", "/?days=90", f"/models/{models[OLDER]['model_id']}", f"/models/{models[DAY]['model_id']}",
+             f"/models/{models[FAILED]['model_id']}", "/models/als-20000101-0000000000"]
+    for path in pages:
+        page = _get(api, path)
+        assert page.status_code in (200, 404), path
+        policy = _policy(page.headers.get("content-security-policy", ""))
+        assert policy.get("default-src") == ["'self'"], (path, policy)
+        for kind in ("script-src", "style-src"):
+            allowed = policy.get(kind, policy.get("default-src"))
+            assert all(s == "'self'" or s.startswith("'nonce-") for s in allowed), (path, kind, allowed)
+        assert policy.get("frame-ancestors") == ["'self'"], (path, policy)
+        found = _Inline(page.text)
+        assert found.inline == [], (path, found.inline)
+        assert found.scripts and found.sheets, path
+        for url in found.scripts + found.sheets:
+            assert url.startswith(f"{ROOT}/recommender/static/"), (path, url)
+            static = api.get(url.removeprefix(ROOT), headers=ADMIN)  # the client's base has ROOT
+            assert static.status_code == 200, url
+            assert static.headers["content-type"].startswith(("text/javascript", "text/css")), url
+            assert "innerHTML" not in static.text, url  # data reaches the page as text only
+
+    report = _get(api, f"/models/{models[OLDER]['model_id']}/report")
+    policy = _policy(report.headers["content-security-policy"])
+    assert policy.get("sandbox") == [] and policy.get("frame-ancestors") == ["'self'"], policy
+    assert policy.get("default-src") == ["'none'"] and "script-src" not in policy, policy
+
+
+def _job_of(sql: str):
+    """The emulator's job that ran ``sql`` (the newest)."""
+    jobs = [j for j in _bq().list_jobs(max_results=200) if getattr(j, "query", None) == sql]
+    assert jobs, f"no job ran {sql!r}"
+    return _bq().get_job(jobs[0].job_id)
+
+
+def test_a_query_past_the_pages_deadline_is_cancelled_not_left_running(history, monkeypatch):
+    from recommender import store as page_store
+
+    from operators import config as recsys_config
+
+    # Billions of rows: seconds of DuckDB work, far past the deadline.
+    slow = ("SELECT SUM(x * y) AS s FROM UNNEST(GENERATE_ARRAY(1, 300000)) AS x "
+            "CROSS JOIN UNNEST(GENERATE_ARRAY(1, 300000)) AS y")
+    monkeypatch.setattr(page_store, "DEADLINE_S", 1.0)
+    reads = page_store.RecommenderStore(recsys_config.load())
+    with pytest.raises(page_store.Unavailable) as refused:
+        reads.query(slow)
+    assert "\n" not in str(refused.value)
+    job = _job_of(slow)
+    assert job.state == "DONE", job.state  # cancelled, not still running for no one
+    assert job.error_result and job.error_result["reason"] == "stopped", job.error_result
+
+
+def test_a_model_page_reads_only_the_partitions_of_the_days_it_shows(history, monkeypatch):
+    from recommender import store as page_store
+
+    from operators import config as recsys_config
+
+    model = history["models"][DAY]["model_id"]
+    reads = page_store.RecommenderStore(recsys_config.load())
+    ran: list[tuple[str, dict]] = []
+    query = reads.query
+    monkeypatch.setattr(reads, "query", lambda sql, params=None: ran.append((sql, params or {}))
+                        or query(sql, params))
+
+    shown = reads.model(model, days=30, today=DAY + dt.timedelta(days=1))
+    assert [d["run_date"] for d in shown["served_days"]] == [DAY.isoformat()]
+    late = reads.model(model, days=30, today=DAY + dt.timedelta(days=200))
+    assert late["served_days"] == []  # served, but before the days shown
+    for sql, params in ran:
+        if ".recommendations`" in sql:
+            assert "run_date BETWEEN @first AND @last" in sql and "user_id" not in sql, sql
+            assert (params["last"] - params["first"]).days < 30, params
+        if ".model_metrics`" in sql:
+            assert "run_date = @run_date" in sql, sql  # the model's own partition
+    recs = [p for sql, p in ran if ".recommendations`" in sql]
+    assert [p["first"] for p in recs] == [DAY, DAY + dt.timedelta(days=171)]
+
+
+@pytest.fixture
+def dag_scoped_api(history):
+    """Airflow's app with an auth manager that knows DAG ids (tests/dags/dag_scoped_auth.py)."""
+    from airflow.api_fastapi import app as airflow_app
+    from fastapi.testclient import TestClient
+    from recommender import app as page_app
+
+    saved = os.environ.get("AIRFLOW__CORE__AUTH_MANAGER")
+    os.environ["AIRFLOW__CORE__AUTH_MANAGER"] = "dag_scoped_auth.DagScopedAuthManager"
+    airflow_app.purge_cached_app()
+    page_app.store.cache_clear()
+    try:
+        with TestClient(airflow_app.create_app("core"), base_url=BASE) as client:
+            assert type(airflow_app.get_auth_manager()).__name__ == "DagScopedAuthManager"
+            yield client
+    finally:
+        if saved is None:
+            os.environ.pop("AIRFLOW__CORE__AUTH_MANAGER")
+        else:
+            os.environ["AIRFLOW__CORE__AUTH_MANAGER"] = saved
+        airflow_app.purge_cached_app()
+        airflow_app.create_app("core")  # the module's app: SimpleAuthManager again
+        page_app.store.cache_clear()
+
+
+def _user(name: str, role: str) -> dict[str, str]:
+    from airflow.api_fastapi.app import get_auth_manager
+    from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
+
+    jwt = get_auth_manager().generate_jwt(SimpleAuthManagerUser(username=name, role=role))
+    return {"Authorization": f"Bearer {jwt}"}
+
+
+def _table(name: str) -> str:
+    return f"`{os.environ['RECSYS_GCP_PROJECT']}.recsys_page.{name}`"
+
+
+def test_a_user_who_may_read_recommend_train_only_sees_no_other_dags_runs_or_figures(history, dag_scoped_api):
+    api, models = dag_scoped_api, history["models"]
+    train_only, admin = _user("train-only", "ADMIN"), _user("admin", "ADMIN")
+    # The auth manager is what the test says: it refuses this user every DAG but recommend_train.
+    from airflow.api_fastapi.app import get_auth_manager
+    from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity, DagDetails
+    from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
+
+    who = SimpleAuthManagerUser(username="train-only", role="ADMIN")
+    assert {dag: get_auth_manager().is_authorized_dag(method="GET", access_entity=DagAccessEntity.RUN,
+                                                      details=DagDetails(id=dag), user=who)
+            for dag in ("recommend_train", "recommend_predict", "recommend_feedback", "recommend_rollback")
+            } == {"recommend_train": True, "recommend_predict": False, "recommend_feedback": False,
+                  "recommend_rollback": False}
+
+    # A rollback publication, so that there is a rollback run to hide.
+    rollback_run = "manual__rollback-for-the-permission-test"
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    _bq().query(f"INSERT INTO {_table('publications')} (published_date, published_at, model_id, "
+                "model_run_date, previous_model_id, is_rollback, airflow_run_id) VALUES "
+                f"(DATE '{now.date()}', TIMESTAMP '{now.isoformat()}', '{models[OLDER]['model_id']}', "
+                f"DATE '{OLDER}', '{models[DAY]['model_id']}', TRUE, '{rollback_run}')").result()
+    try:
+        seen = api.get("/recommender/api/overview?days=30", headers=admin).json()
+        assert seen["serving"] and any(s["airflow_run_id"] == rollback_run for s in seen["publications"])
+        data = api.get("/recommender/api/overview?days=30", headers=train_only)
+        assert data.status_code == 200
+        data = data.json()
+        assert [m["model_id"] for m in data["models"]] == [
+            models[d]["model_id"] for d in (FAILED, OLDER, DAY)]
+        assert data["serving"] == []  # recommend_feedback's figures
+        assert not any(s["rollback"] for s in data["publications"]), data["publications"]
+        assert rollback_run not in str(data)
+        page = api.get("/recommender/", headers=train_only).text
+        assert "chart-serving" in page and "chart-serving" not in _Points(page).points
+        for dag in ("recommend_predict", "recommend_feedback", "recommend_rollback"):
+            assert f"/dags/{dag}/" not in page, dag
+        assert rollback_run not in page
+
+        served = api.get(f"/recommender/api/models/{models[DAY]['model_id']}", headers=admin).json()
+        assert served["served_days"]
+        detail = api.get(f"/recommender/api/models/{models[DAY]['model_id']}", headers=train_only).json()
+        assert detail["served_days"] == []  # recommend_predict's runs
+        for model in (models[DAY], models[OLDER]):
+            page = api.get(f"/recommender/models/{model['model_id']}", headers=train_only).text
+            for dag in ("recommend_predict", "recommend_rollback"):
+                assert f"/dags/{dag}/" not in page, (model["model_id"], dag)
+            assert 'id="rollback"' not in page  # may not trigger recommend_rollback
+        older = f"/recommender/models/{models[OLDER]['model_id']}"
+        assert 'id="rollback"' in api.get(older, headers=admin).text
+    finally:
+        _bq().query(f"DELETE FROM {_table('publications')} WHERE airflow_run_id = '{rollback_run}'").result()

@@ -453,6 +453,7 @@ def test_the_recommender_page_charts_the_models_links_their_runs_and_rolls_back(
     """Runs before the dead-worker test, which leaves the stack without a scheduler."""
     runs = _train_history(stack)
     assert sorted(r["state"] for r in runs).count("failed") == 1, runs
+    violations, policies = _watch_the_content_security_policy(page)
     sign_in(page, stack)
     page.get_by_role("button", name="Browse").click()
     page.get_by_role("menuitem", name="Recommender").click()
@@ -460,6 +461,15 @@ def test_the_recommender_page_charts_the_models_links_their_runs_and_rolls_back(
     points = frame.locator("#chart-recall circle.point")
     points.first.wait_for()
     shot(page, "10-recommender-overview")
+    # The watch sees a violation when there is one: an inline script added to the page is refused.
+    page.frame_locator("iframe[title=Recommender]").locator("body").evaluate(
+        "b => { const s = document.createElement('script'); s.textContent = 'window.ran = 1'; b.append(s); }")
+    deadline = time.monotonic() + UI_STEP_TIMEOUT_MS / 1000
+    while len(violations) < 2 and time.monotonic() < deadline:
+        page.wait_for_timeout(100)  # the event and the console line arrive asynchronously
+    assert {v["how"] for v in violations} == {"event", "console"}, violations
+    assert frame.locator("body").evaluate("() => window.ran") is None
+    violations.clear()
 
     # Every model of the last 30 days is drawn, at its run date, with the value model_metrics holds.
     since = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=30)
@@ -511,6 +521,40 @@ def test_the_recommender_page_charts_the_models_links_their_runs_and_rolls_back(
     frame.locator("#no-rollback").wait_for()
     assert frame.locator("#rollback").count() == 0
     shot(page, "14-recommender-failed-model")
+
+    # Every page and the report came with its policy, and nothing on them broke it.
+    kinds = {kind for kind, _ in policies}
+    assert kinds >= {"overview", "model", "report"}, policies
+    for kind, policy in policies:
+        assert "frame-ancestors 'self'" in policy, (kind, policy)
+        if kind == "report":  # a stored file: no script at all, its inline styles in a sandbox
+            assert "sandbox" in policy and "default-src 'none'" in policy, policy
+        else:
+            assert "default-src 'self'" in policy and "unsafe" not in policy, (kind, policy)
+    assert violations == [], violations
+
+
+def _watch_the_content_security_policy(page) -> tuple[list[dict], list[tuple[str, str]]]:
+    """Every ``securitypolicyviolation`` event of any frame of ``page`` (an init script runs in
+    each frame), every console line about the policy (a frame without script, the report, logs
+    them too), and the policy each Recommender document came with."""
+    violations: list[dict] = []
+    policies: list[tuple[str, str]] = []
+    page.expose_binding("recsysViolation", lambda source, v: violations.append({"how": "event", **v}))
+    page.add_init_script("""document.addEventListener('securitypolicyviolation', (e) =>
+        window.recsysViolation({directive: e.violatedDirective, blocked: e.blockedURI,
+                                page: document.location.pathname}));""")
+    page.on("console", lambda m: violations.append({"how": "console", "text": m.text})
+            if "Content Security Policy" in m.text else None)
+
+    def document(response) -> None:
+        path = response.url.split("?")[0]
+        if response.request.resource_type == "document" and "/recommender/" in path:
+            kind = "report" if path.endswith("/report") else "model" if "/models/" in path else "overview"
+            policies.append((kind, response.headers.get("content-security-policy", "")))
+
+    page.on("response", document)
+    return violations, policies
 
 
 def _since(day: dt.date):
