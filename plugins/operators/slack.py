@@ -25,6 +25,7 @@ from airflow.sdk import BaseNotifier
 from operators.artifacts import ArtifactsHook, join
 from operators.config import RecsysConfig
 from operators.macros import run_date_for
+from operators.redaction import error_line, redact
 from operators.run_summaries import SUMMARIES
 from operators.ui_links import run_url
 
@@ -55,6 +56,14 @@ _URL = re.compile(r"https?://\S+")
 # An anomaly refusal names every broken rule with its figure and limit: keep all of it, but
 # bound what an arbitrary exception can put in a message.
 _ERROR_CHARS = 800
+
+
+def _error(exception: BaseException) -> str:
+    """The error's last line (a trainer step's ``ERROR:`` line), never naming a credentials file."""
+    if isinstance(exception, OSError) and (exception.filename or exception.filename2):
+        return error_line(exception)
+    lines = str(exception).strip().splitlines() or [type(exception).__name__]
+    return redact(lines[-1])[:_ERROR_CHARS]
 
 
 def _duration(start: dt.datetime | None, end: dt.datetime | None = None) -> str:
@@ -136,7 +145,7 @@ class RecsysSlackNotifier(BaseNotifier):
         dag_run, ti = context["dag_run"], context.get("ti")
         base = run_url(dag_run.dag_id, dag_run.run_id)
         exception = context.get("exception")
-        error = str(exception).strip().splitlines()[-1][:_ERROR_CHARS] if exception else "unknown"
+        error = _error(exception) if exception else "unknown"
         if self.level == "task" and ti is not None:
             link = ti.log_url
             duration = _duration(getattr(ti, "start_date", None))

