@@ -1,8 +1,9 @@
 """Slack markup injection (issue 39 item 3): text a trigger or the data carries reaches Slack
 escaped (``&`` ``<`` ``>``), so it can neither ping the channel nor disguise a link as one of
 the notifier's own. Real DAG runs (dag.test, local runtime, the trainer in its virtualenv, the
-emulators) and the real Slack provider posting to the loopback receiver; this module has its own
-dataset and artifacts root."""
+emulators) and the real Slack provider posting to the loopback receiver. This module has its own
+dataset and days; it keeps the suite's artifacts root, whose URI names the published-model asset:
+a parse with another root would leave that asset inactive for the modules that run after it."""
 
 from __future__ import annotations
 
@@ -19,7 +20,6 @@ HOSTILE = "<!here> <https://example.invalid/login|Open in Airflow>"
 ESCAPED = "&lt;!here&gt; &lt;https://example.invalid/login|Open in Airflow&gt;"
 TRAINER_PY = str(REPO / ".venv" / "trainer" / "bin" / "python")
 DATASET = "recsys_markup"
-ARTIFACTS = "gs://recsys-test/markup"
 ANOMALY_DAY = dt.date(2027, 9, 20)  # its 20-day window and the feedback one do not overlap
 FEEDBACK_RUN_DATE = dt.date(2027, 10, 21)  # measures the day before, served by the hostile model id
 NOTIFIER_LINKS = ("Open in Airflow", "Evaluation report")
@@ -109,7 +109,6 @@ def _assert_inert(messages: list[dict]) -> None:
 def markup_env(emulators, airflow_db, slack):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("RECSYS_BQ_DATASET", DATASET)
-        mp.setenv("RECSYS_ARTIFACTS_URI", ARTIFACTS)
         mp.setenv("AIRFLOW_VAR_RECSYS_TRAINER_IMAGE", "recsys-trainer:dev")
         yield mp
 
