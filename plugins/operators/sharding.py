@@ -12,8 +12,8 @@ from typing import Any
 
 from airflow.sdk import BaseOperator, Context
 
-SHARD_ARGUMENTS = ("--shard", "{{ task.shard }}", "--n-shards", "{{ params.n_shards }}")
-SHARD_LABEL = "shard {{ task.shard }} of {{ params.n_shards }}"  # the UI's name for a mapped try
+SHARD_ARGUMENTS = ("--shard", "{{ task.shard }}", "--n-shards", "{{ params.n_shards | int }}")
+SHARD_LABEL = "shard {{ task.shard }} of {{ params.n_shards | int }}"  # the UI's name for a mapped try
 
 
 def shard_indexes(params: dict[str, Any] | None) -> list[int]:

@@ -6,8 +6,11 @@ fail, block or slow a run (an unconfigured or broken Slack is a logged warning, 
 timeout and no retries), and success messages carry a run summary (the day's data, evaluation
 metrics, rows written, the served model's alerts: :mod:`operators.run_summaries`) from the run's
 artifacts (read by :class:`operators.artifacts.ArtifactsHook`), which are not in the template
-context; an alert-only notifier sends nothing when its summary is empty. Links come from
-Airflow's own ``[api] base_url``, as the task instance's ``log_url`` does. The message texts
+context; an alert-only notifier sends nothing when its summary is empty. Every value a
+template puts into a message is escaped for Slack (:mod:`operators.mrkdwn`): a run id, an image,
+an error line or an id from the data is shown as text, never as a ping or a link; only the
+notifier's own links and the run summaries, built as markup from escaped parts, are not. Links
+come from Airflow's own ``[api] base_url``, as the task instance's ``log_url`` does. The message texts
 themselves are ordinary notifier templates. It builds the stock notifier only when it sends:
 importing the Slack provider (slack-sdk, aiohttp) costs every fresh parse of a DAG file
 0.4-0.8 s, for callbacks that run once per run or failure.
@@ -25,6 +28,8 @@ from airflow.sdk import BaseNotifier
 from operators.artifacts import ArtifactsHook, join
 from operators.config import RecsysConfig
 from operators.macros import run_date_for
+from operators.mrkdwn import Mrkdwn, escape, link
+from operators.redaction import error_line, redact
 from operators.run_summaries import SUMMARIES
 from operators.ui_links import run_url
 
@@ -35,26 +40,34 @@ _RUN = ("run `{{ dag_run.run_id }}` | run date {{ recsys.run_date }} | "
 
 TASK_FAILED = (":red_circle: Task *{{ ti.task_id }}* of " + _HEAD + " failed "
                "(try {{ ti.try_number }}/{{ ti.max_tries + 1 }}, {{ recsys.duration }})\n"
-               + _RUN + "\nError: {{ recsys.error }}\n<{{ recsys.link }}|Open in Airflow>")
+               + _RUN + "\nError: {{ recsys.error }}\n{{ recsys.link }}")
 TASK_RETRY = (":large_orange_circle: Task *{{ ti.task_id }}* of " + _HEAD + " will be retried "
               "(try {{ ti.try_number }}/{{ ti.max_tries + 1 }}, {{ recsys.duration }})\n"
-              + _RUN + "\nError: {{ recsys.error }}\n<{{ recsys.link }}|Open in Airflow>")
+              + _RUN + "\nError: {{ recsys.error }}\n{{ recsys.link }}")
 DAG_SUCCEEDED = (":white_check_mark: " + _HEAD + " succeeded in {{ recsys.duration }}\n" + _RUN
                  + "{% if recsys.summary %}\n{{ recsys.summary }}{% endif %}"
-                 "\n<{{ recsys.link }}|Open in Airflow>")
+                 "\n{{ recsys.link }}")
 # recommend_feedback's success: sent only when the served model did worse (an alert, not a failure).
 SERVING_ALERT = (":warning: " + _HEAD + ": the served recommendations did worse than they should\n"
                  + _RUN + "\n{{ recsys.summary }}\nLook at the model's evaluation (model_metrics, "
                  "serving_metrics) or roll back: trigger recommend_rollback with an earlier model_id."
-                 "\n<{{ recsys.link }}|Open in Airflow>")
+                 "\n{{ recsys.link }}")
 DAG_FAILED = (":x: " + _HEAD + " failed after {{ recsys.duration }}"
               "{% if reason %} ({{ reason }}){% endif %}\n" + _RUN
-              + "\n<{{ recsys.link }}|Open in Airflow>")
+              + "\n{{ recsys.link }}")
 
 _URL = re.compile(r"https?://\S+")
 # An anomaly refusal names every broken rule with its figure and limit: keep all of it, but
 # bound what an arbitrary exception can put in a message.
 _ERROR_CHARS = 800
+
+
+def _error(exception: BaseException) -> str:
+    """The error's last line (a trainer step's ``ERROR:`` line), never naming a credentials file."""
+    if isinstance(exception, OSError) and (exception.filename or exception.filename2):
+        return error_line(exception)
+    lines = str(exception).strip().splitlines() or [type(exception).__name__]
+    return redact(lines[-1])[:_ERROR_CHARS]
 
 
 def _duration(start: dt.datetime | None, end: dt.datetime | None = None) -> str:
@@ -126,7 +139,9 @@ class RecsysSlackNotifier(BaseNotifier):
             notifier._update_context(context)
             # Our texts need no DAG-level macros (recsys.* is precomputed), and DAG callbacks may
             # get a serialized DAG that cannot build a template environment.
-            notifier.render_template_fields(context, jinja_env=notifier.get_template_env())
+            env = notifier.get_template_env()
+            env.finalize = escape  # every {{ value }} is text to Slack, unless built as Mrkdwn
+            notifier.render_template_fields(context, jinja_env=env)
             notifier.notify(context)
         except Exception as exc:
             message = _URL.sub("<url>", str(exc))[:300]
@@ -136,15 +151,16 @@ class RecsysSlackNotifier(BaseNotifier):
         dag_run, ti = context["dag_run"], context.get("ti")
         base = run_url(dag_run.dag_id, dag_run.run_id)
         exception = context.get("exception")
-        error = str(exception).strip().splitlines()[-1][:_ERROR_CHARS] if exception else "unknown"
+        error = _error(exception) if exception else "unknown"
         if self.level == "task" and ti is not None:
-            link = ti.log_url
+            url = ti.log_url
             duration = _duration(getattr(ti, "start_date", None))
         else:
-            link = base
+            url = base
             duration = _duration(run_started(dag_run), dag_run.end_date)
         run_date = run_date_for(dag_run)
-        return {"run_date": run_date, "duration": duration, "error": error, "link": link,
+        return {"run_date": run_date, "duration": duration, "error": error,
+                "link": link(url, "Open in Airflow"),
                 "image": self._image(ti, dag_run, run_date),
                 "summary": self._summary(run_date) if self.summary else ""}
 
@@ -175,13 +191,13 @@ class RecsysSlackNotifier(BaseNotifier):
     def _artifacts(self) -> ArtifactsHook:
         return ArtifactsHook(gcp_conn_id=self.recsys_config.gcp_conn_id)
 
-    def _summary(self, run_date: str) -> str:
+    def _summary(self, run_date: str) -> Mrkdwn:
         try:
             run = join(self.recsys_config.artifacts_uri, "runs", run_date)
             return SUMMARIES[self.summary](self._artifacts().read_json, run)
         except Exception as exc:
             self.log.warning("run summary unavailable: %s", type(exc).__name__)
-            return "" if self.only_with_summary else "run summary unavailable"
+            return Mrkdwn("" if self.only_with_summary else "run summary unavailable")
 
 
 def task_callbacks(config: RecsysConfig) -> dict[str, Any]:

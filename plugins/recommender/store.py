@@ -19,6 +19,7 @@ from typing import Any
 
 from operators.artifacts import join, split_gcs_uri
 from operators.config import RecsysConfig
+from operators.redaction import error_line
 
 log = logging.getLogger(__name__)
 
@@ -72,8 +73,7 @@ def _plain(value: Any) -> Any:
 
 
 def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0][:300]}" if text else type(exc).__name__
+    return error_line(exc)  # never a credentials file's path or name
 
 
 class RecommenderStore:

@@ -1,10 +1,12 @@
 """The trigger form's limits equal what the trainer accepts.
 
 Every numeric param of each DAG is set to its minimum and to its maximum (the others at their
-defaults); every trainer step of that DAG then checks the arguments the run would pass it with
-its own rules (``--validate-only`` of the real entry point, in the trainer's virtualenv), and
-must accept them. Just outside those limits the form itself must refuse the value, so no run
-can start with arguments its steps will refuse.
+defaults), an integer one also as a whole-number float (``64.0``: JSON Schema counts it as an
+integer, so the form accepts it, and a REST client's JSON may carry it); every trainer step of
+that DAG then checks the arguments the run would pass it with its own rules (``--validate-only``
+of the real entry point, in the trainer's virtualenv), and must accept them. Just outside those
+limits the form itself must refuse the value, so no run can start with arguments its steps will
+refuse.
 """
 
 from __future__ import annotations
@@ -52,6 +54,17 @@ def _cases() -> list[tuple[str, str, str, object]]:
             for bound in ("minimum", "maximum")]
 
 
+def _accepted_values() -> list[tuple[str, str, str, object]]:
+    """Each bound of ``_cases``, and for an integer param the same bound as a float."""
+    bag = load_dagbag()
+    values = []
+    for dag_id, name, bound, value in _cases():
+        values.append((dag_id, name, bound, value))
+        if bag.dags[dag_id].params.get_param(name).schema["type"] == "integer":
+            values.append((dag_id, name, f"{bound} as a float", float(value)))
+    return values
+
+
 def _rendered_steps(dag, values: dict) -> list[tuple[str, list[str]]]:
     run = SimpleNamespace(logical_date=LOGICAL_DATE, run_after=LOGICAL_DATE)
     steps = []
@@ -68,9 +81,11 @@ def test_every_step_accepts_each_param_at_its_minimum_and_maximum():
         pytest.fail(f"{TRAINER_PY} missing: run `make venvs`")
     bag = load_dagbag()
     cases, calls = [], []
-    for dag_id, name, bound, value in _cases():
+    for dag_id, name, bound, value in _accepted_values():
         dag = bag.dags[dag_id]
-        values = {**{k: dag.params[k] for k in dag.params}, name: value}
+        form = copy.deepcopy(dag.params)
+        form[name] = value  # the form accepts it (raises otherwise)
+        values = {**{k: dag.params[k] for k in dag.params}, name: form[name]}
         for step, argv in _rendered_steps(dag, values):
             cases.append((dag_id, name, bound, value, step))
             calls.append((step, argv))

@@ -477,3 +477,45 @@ def test_a_user_who_may_read_recommend_train_only_sees_no_other_dags_runs_or_fig
         assert 'id="rollback"' in api.get(older, headers=admin).text
     finally:
         _bq().query(f"DELETE FROM {_table('publications')} WHERE airflow_run_id = '{rollback_run}'").result()
+
+
+@pytest.mark.parametrize("named_by", ["GOOGLE_APPLICATION_CREDENTIALS", "the connection's key_path"])
+def test_a_missing_credentials_file_is_a_503_that_never_names_its_path(named_by, history, api, monkeypatch,
+                                                                     tmp_path, caplog, capfd):
+    """A service-account key file that is not there (a secret's mount gone), named by the
+    environment or by the Google connection's ``key_path``: the page and its data endpoint answer
+    503 with a one-line reason, and neither they nor any log line name the file's path or name
+    (the secrets test treats both as secret). The connection is a real project's, not the
+    emulators' anonymous one, so the hook does look for the file."""
+    import json
+
+    from recommender import app as page_app
+
+    missing = tmp_path / "keys" / "recsys-sa-5ec7e7.json"
+    extra = {"project": os.environ["RECSYS_GCP_PROJECT"]}
+    if named_by == "GOOGLE_APPLICATION_CREDENTIALS":
+        monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(missing))
+    else:
+        extra["key_path"] = str(missing)
+    monkeypatch.setenv("RECSYS_GCP_CONN_ID", "recsys_page_real")
+    monkeypatch.setenv("AIRFLOW_CONN_RECSYS_PAGE_REAL",
+                       json.dumps({"conn_type": "google_cloud_platform", "extra": extra}))
+    page_app.store.cache_clear()
+    capfd.readouterr()
+    try:
+        # At the API server's log level (INFO): google.auth itself names the file it checks at
+        # DEBUG, which a server does not log.
+        with caplog.at_level("INFO"):
+            page, detail = _get(api, "/"), _get(api, "/api/overview")
+    finally:
+        monkeypatch.undo()
+        page_app.store.cache_clear()
+    assert (page.status_code, detail.status_code) == (503, 503), page.text[-2000:]
+    assert "unavailable" in _Points(page.text).ids and "Traceback" not in page.text
+    assert "credentials" in detail.json()["detail"].lower(), detail.json()  # still says what is wrong
+    logs = capfd.readouterr()
+    shown = {"page": page.text, "data endpoint": detail.text, "log records": caplog.text,
+             "process output": logs.out + logs.err}
+    for where, text in shown.items():
+        for part in (str(missing), missing.name, str(missing.parent)):
+            assert part not in text, f"{part} appears in the {where}"
