@@ -45,7 +45,7 @@ with DAG(
     image = resolve_image(config)
     events = events_complete_sensor(config)
     feedback = trainer_task("feedback_task", trainer_args(
-        config, "--lookback-days", "{{ params.lookback_days | int }}", *table_retention_args(config)),
+        config, "--lookback-days", "{{ recsys_whole(params.lookback_days) }}", *table_retention_args(config)),
         config=config, execution_timeout=timedelta(minutes=30))  # upserts serving_metrics: no pool
 
     image >> events >> feedback

@@ -62,13 +62,13 @@ with DAG(
     )
     shards = PlanShardsOperator(task_id="plan_shards", execution_timeout=timedelta(minutes=5))
     predict = trainer_task("predict_task", trainer_args(
-        config, "--lookback-days", "{{ params.lookback_days | int }}",
-        "--n-recommendations", "{{ params.n_recommendations | int }}", *table_retention_args(config),
+        config, "--lookback-days", "{{ recsys_whole(params.lookback_days) }}",
+        "--n-recommendations", "{{ recsys_whole(params.n_recommendations) }}", *table_retention_args(config),
         *SHARD_ARGUMENTS), config=config,
         shards=shards.output, map_index_template=SHARD_LABEL, execution_timeout=timedelta(hours=2))
     publish = trainer_task("publish_predictions_task", trainer_args(
-        config, "--n-shards", "{{ params.n_shards | int }}",
-        "--n-recommendations", "{{ params.n_recommendations | int }}"), config=config,
+        config, "--n-shards", "{{ recsys_whole(params.n_shards) }}",
+        "--n-recommendations", "{{ recsys_whole(params.n_recommendations) }}"), config=config,
         execution_timeout=timedelta(minutes=30),
         pool=config.writers_pool)  # writes recommendations
 

@@ -63,11 +63,12 @@ with DAG(
     image = resolve_image(config)
     events = events_complete_sensor(config)
     matrices = trainer_task("create_cf_matrices_task", trainer_args(
-        config, "--lookback-days", "{{ params.lookback_days | int }}",
+        config, "--lookback-days", "{{ recsys_whole(params.lookback_days) }}",
         "--accept-anomalies", "{{ params.accept_anomalies | lower }}", *table_retention_args(config)),
         config=config, execution_timeout=timedelta(hours=1))  # writes event_stats (upserts: no pool)
     train = trainer_task("train_task", trainer_args(
-        config, "--factors", "{{ params.factors | int }}", "--iterations", "{{ params.iterations | int }}",
+        config, "--factors", "{{ recsys_whole(params.factors) }}",
+        "--iterations", "{{ recsys_whole(params.iterations) }}",
         "--regularization", "{{ params.regularization }}"), config=config,
         execution_timeout=timedelta(hours=3))
     evaluate = trainer_task("evaluate_task", trainer_args(config, *table_retention_args(config)),

@@ -26,4 +26,13 @@ def recsys_label(value: Any) -> str:
     return re.sub(r"[^a-z0-9_-]+", "-", str(value).lower()).strip("-")[:63]
 
 
-MACROS = {"recsys_run_date": run_date_for, "recsys_label": recsys_label}
+def recsys_whole(value: Any) -> Any:
+    """An integer param as a template renders it: a whole-number float as an int (JSON Schema's
+    integer admits 64.0, from a REST client's JSON, which would render "64.0" and a step refuse
+    it); any other value as it is, one argument for the step to judge."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+MACROS = {"recsys_run_date": run_date_for, "recsys_label": recsys_label, "recsys_whole": recsys_whole}

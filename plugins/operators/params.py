@@ -25,8 +25,9 @@ IMAGE_URI = param(
     "Empty: the environment's image. Must match the configured registry allowlist.",
 )
 # Limits are what the trainer steps accept (tests/dags/test_params.py runs their own checks).
-# Templates render an integer param with `| int`: JSON Schema's integer type admits a whole-number
-# float (64.0, from a REST client's JSON), which would render as "64.0" and be refused by a step.
+# Templates render an integer param with the `recsys_whole` macro: JSON Schema's integer type admits
+# a whole-number float (64.0, from a REST client's JSON), which would render as "64.0" and be
+# refused by a step (operators/macros.py).
 # Training keeps the window's last 2 days apart for evaluation, so it needs at least 3.
 TRAIN_LOOKBACK_DAYS = param(30, type="integer", minimum=3, maximum=365, title="Lookback days",
                             description="Days of events used, ending at the run date; the last 2 "

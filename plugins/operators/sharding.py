@@ -12,7 +12,7 @@ from typing import Any
 
 from airflow.sdk import BaseOperator, Context
 
-SHARD_ARGUMENTS = ("--shard", "{{ task.shard }}", "--n-shards", "{{ params.n_shards | int }}")
+SHARD_ARGUMENTS = ("--shard", "{{ task.shard }}", "--n-shards", "{{ recsys_whole(params.n_shards) }}")
 SHARD_LABEL = "shard {{ task.shard }} of {{ params.n_shards | int }}"  # the UI's name for a mapped try
 
 

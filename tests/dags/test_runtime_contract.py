@@ -40,11 +40,11 @@ def test_module_and_arguments_are_identical_in_all_runtimes(monkeypatch):
     for (dag_id, task_id), command in local.items():
         assert command[:3] == ["python", "-m", f"trainer.{TRAINER_TASKS[dag_id][task_id]}"]
         assert "--run-date" in command and "--artifacts-uri" in command and "--project" in command
-    assert "{{ params.factors | int }}" in local[("recommend_train", "train")]
-    assert "{{ params.n_recommendations | int }}" in local[("recommend_predict", "predict")]
+    assert "{{ recsys_whole(params.factors) }}" in local[("recommend_train", "train")]
+    assert "{{ recsys_whole(params.n_recommendations) }}" in local[("recommend_predict", "predict")]
     assert " ".join(local[("recommend_predict", "predict")]).endswith(
-        "--shard {{ task.shard }} --n-shards {{ params.n_shards | int }}")
-    assert "{{ params.n_shards | int }}" in local[("recommend_predict", "publish_predictions")]
+        "--shard {{ task.shard }} --n-shards {{ recsys_whole(params.n_shards) }}")
+    assert "{{ recsys_whole(params.n_shards) }}" in local[("recommend_predict", "publish_predictions")]
 
 
 def test_plan_shards_lists_one_index_per_shard_and_refuses_less_than_one():
