@@ -39,5 +39,6 @@ def test_the_dags_import_inside_the_airflow_image_in_the_docker_runtime(airflow_
         "-e", "PYTHONPATH=/opt/airflow/plugins"))
     assert parsed.returncode == 0, parsed.stderr[-3000:]
     result = json.loads(parsed.stdout.strip().splitlines()[-1])
-    assert result == {"dags": ["recommend_feedback", "recommend_freshness", "recommend_predict",
-                               "recommend_rollback", "recommend_train"], "errors": {}, "runtime": "docker"}
+    assert result == {"dags": ["recommend_feedback", "recommend_forget", "recommend_freshness",
+                               "recommend_predict", "recommend_rollback", "recommend_train"],
+                      "errors": {}, "runtime": "docker"}

@@ -36,12 +36,19 @@ TASK = TASK_PRELUDE + textwrap.dedent("""
 
     op = TrainerDockerOperator(
         task_id="create_cf_matrices", step="create_cf_matrices_task", image={image!r},
-        command={command!r},
+        command={command!r}, allowlist=("recsys-trainer:",),
         environment={{"BIGQUERY_EMULATOR_HOST": {bigquery!r}, "RECSYS_BQ_RETRY_DEADLINE_S": "600"}},
         container_name={name!r}, docker_url="unix:///var/run/docker.sock", network_mode="host",
         auto_remove="never", mount_tmp_dir=False, tty=False)
     run(op)
 """)
+
+
+def _image_id(image: str) -> str:
+    """What resolve_image pins a Docker-runtime step to: the engine's image ID."""
+    out = subprocess.run(["docker", "image", "inspect", "--format", "{{.Id}}", image],
+                         capture_output=True, text=True, check=True)
+    return out.stdout.strip()
 
 
 def _container(name: str) -> dict | None:
@@ -68,8 +75,8 @@ def test_a_dead_worker_stops_its_trainer_container(trainer_image, unavailable_bi
     SIGTERM, on_kill stops the container, and the task process ends. Without the lifeline the
     container would retry BigQuery for ten minutes beside the task's retry."""
     name = f"recsys-lifeline-test-{os.getpid()}"
-    task = TASK.format(plugins=str(REPO / "plugins"), image=trainer_image, bigquery=unavailable_bigquery,
-                       name=name, command=STEP)
+    task = TASK.format(plugins=str(REPO / "plugins"), image=_image_id(trainer_image),
+                       bigquery=unavailable_bigquery, name=name, command=STEP)
     supervisor = subprocess.Popen([sys.executable, "-c", SUPERVISOR.format(task=task)],
                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                   start_new_session=True)
@@ -115,8 +122,8 @@ def test_a_kill_while_the_task_log_is_backed_up_stops_the_container_and_the_task
     flood = ["sh", "-c", "echo 'step create_cf_matrices_task starting'; "
              "while :; do echo 'trainer output line that fills the log pipe'; done"]
     task = subprocess.Popen([sys.executable, "-c", TASK.format(
-        plugins=str(REPO / "plugins"), image=trainer_image, bigquery=unavailable_bigquery, name=name,
-        command=flood)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+        plugins=str(REPO / "plugins"), image=_image_id(trainer_image), bigquery=unavailable_bigquery,
+        name=name, command=flood)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         for line in task.stdout:  # then read nothing more: the pipe to this test fills
             if b"step create_cf_matrices_task starting" in line:
