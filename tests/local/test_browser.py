@@ -469,6 +469,9 @@ def test_the_recommender_page_charts_the_models_links_their_runs_and_rolls_back(
         page.wait_for_timeout(100)  # the event and the console line arrive asynchronously
     assert {v["how"] for v in violations} == {"event", "console"}, violations
     assert frame.locator("body").evaluate("() => window.ran") is None
+    # The injected script's own reports may still arrive: its console line names the script's
+    # hash, which no other inline script shares, so exactly those are set aside.
+    injected = {v["text"] for v in violations if v["how"] == "console"}
     violations.clear()
 
     # Every model of the last 30 days is drawn, at its run date, with the value model_metrics holds.
@@ -531,7 +534,8 @@ def test_the_recommender_page_charts_the_models_links_their_runs_and_rolls_back(
             assert "sandbox" in policy and "default-src 'none'" in policy, policy
         else:
             assert "default-src 'self'" in policy and "unsafe" not in policy, (kind, policy)
-    assert violations == [], violations
+    late = [v for v in violations if v.get("text") in injected]  # the injected script's, arriving late
+    assert [v for v in violations if v not in late] == [], violations
 
 
 def _watch_the_content_security_policy(page) -> tuple[list[dict], list[tuple[str, str]]]:
