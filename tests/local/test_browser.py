@@ -600,17 +600,21 @@ def _descendants(pid: int) -> list[int]:
     return found
 
 
-def _predict_trainer(state: Path) -> tuple[int, str] | None:
-    """(pid, run id) of a predict trainer step of the stack, if one is running."""
+def _predict_trainer(state: Path) -> tuple[int, str, int] | None:
+    """(pid, run id, try number) of a predict trainer step of the stack, if one is running.
+
+    The step sees only the trainer's environment (local_trainer.INHERITED_ENV), so the stack is
+    recognised by its task process's AIRFLOW_HOME and the run by the step's RECSYS_ variables."""
     for proc in Path("/proc").iterdir():
         try:
             if not proc.name.isdigit() or b"trainer.predict_task" not in (proc / "cmdline").read_bytes():
                 continue
             env = _environ(int(proc.name))
-        except OSError:
+            task_env = _environ(int(_proc_field(int(proc.name), 1)))
+        except (OSError, IndexError, ValueError):
             continue
-        if str(state) in env.get("AIRFLOW_HOME", "") and "AIRFLOW_CTX_DAG_RUN_ID" in env:
-            return int(proc.name), env["AIRFLOW_CTX_DAG_RUN_ID"]
+        if str(state) in task_env.get("AIRFLOW_HOME", "") and "RECSYS_AIRFLOW_RUN_ID" in env:
+            return int(proc.name), env["RECSYS_AIRFLOW_RUN_ID"], int(env["RECSYS_TRY_NUMBER"])
     return None
 
 
@@ -638,9 +642,9 @@ def test_a_dead_worker_and_scheduler_leave_no_trainer_and_airflow_reruns_the_tas
         while (found := _predict_trainer(stack["state"])) is None:
             assert time.monotonic() < deadline, f"no predict started within {UI_TIMEOUT_S}s"
             time.sleep(0.2)
-        trainer, run_id = found
+        trainer, run_id, first_try = found
         log = (stack["state"] / "airflow" / "logs" / f"dag_id={DAG}" / f"run_id={run_id}" / "task_id=predict"
-               / "map_index=0" / f"attempt={_environ(trainer)['AIRFLOW_CTX_TRY_NUMBER']}.log")
+               / "map_index=0" / f"attempt={first_try}.log")
         while not (log.exists() and "step predict_task starting" in log.read_text()):  # tied to its task
             assert time.monotonic() < deadline, f"predict of {run_id} did not log its start: {log}"
             time.sleep(0.2)
@@ -649,7 +653,6 @@ def test_a_dead_worker_and_scheduler_leave_no_trainer_and_airflow_reruns_the_tas
         scheduler = int(_proc_field(supervisor, 1))
         assert b"scheduler" in Path(f"/proc/{scheduler}/cmdline").read_bytes(), "not LocalExecutor's tree"
         env, cwd = _environ(scheduler), os.readlink(f"/proc/{scheduler}/cwd")
-        first_try = int(_environ(trainer)["AIRFLOW_CTX_TRY_NUMBER"])
 
         os.kill(scheduler, signal.SIGSTOP)  # forks no worker to replace the dead one
         os.kill(supervisor, signal.SIGKILL)
