@@ -24,6 +24,7 @@ PASS_THROUGH_ENV = (
     "RECSYS_BQ_RETRY_DEADLINE_S",
     "RECSYS_GCS_RETRY_DEADLINE_S",
     "RECSYS_LOG_LEVEL",
+    "RECSYS_STEP_MEMORY_GIB",  # the memory a step's pre-flight plans for on a shared machine
     # The trainer's clock (recommend_task/trainer/clock.py): set by the test suites, whose fixed
     # run dates must precede "today" in every runtime; unset in a deployment.
     "RECSYS_TODAY",

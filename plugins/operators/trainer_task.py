@@ -29,6 +29,11 @@ from operators.trainer_exit import attempt_env
 IMAGE_FROM_XCOM = "{{ ti.xcom_pull(task_ids='resolve_image') }}"
 
 
+# Steps that estimate their own run time before the work (trainer/preflight.py): told their
+# task's timeout, they refuse a run that cannot finish in it instead of being killed at its end.
+TIME_BUDGETED_STEPS = frozenset({"train_task"})
+
+
 def trainer_command(step: str, arguments: Sequence[str]) -> list[str]:
     """What the container (or subprocess) runs: identical in every runtime."""
     return ["python", "-m", f"trainer.{step}", *arguments]
@@ -44,6 +49,8 @@ def trainer_task(step: str, arguments: Sequence[str], *, config: RecsysConfig,
     """The task that runs ``python -m trainer.<step> <arguments>`` in the configured runtime;
     mapped over ``shards`` when given. ``extra_links`` join the runtime operator's own links."""
     task_id = task_id or default_task_id(step)
+    if step in TIME_BUDGETED_STEPS and kwargs.get("execution_timeout"):
+        arguments = [*arguments, "--time-budget-s", str(int(kwargs["execution_timeout"].total_seconds()))]
     operator, arguments = _operator(step, arguments, config=config, image=image, task_id=task_id,
                                     mapped=shards is not None, **kwargs)
     if shards is None:

@@ -17,7 +17,7 @@ import datetime as dt
 import logging
 import sys
 
-from trainer import anomalies, artifacts, cli, profile, retention, tables
+from trainer import anomalies, artifacts, cli, preflight, profile, retention, tables
 from trainer.clients import bigquery_client
 from trainer.day_validation import validate_day
 from trainer.errors import EmptyWindowError
@@ -71,6 +71,10 @@ def main(args: argparse.Namespace) -> None:
     with profile.phase("read", "reading events"):
         # Before the read: a change during it then shows as a different version later.
         version = partitions_version(client, source.table, window.full)
+        events = (sum(rows for partition, rows, _ in version if partition != "__NULL__")
+                  if version is not None else source.count(window.full))
+        preflight.check("create_cf_matrices_task", preflight.create_cf_estimate(events=events),
+                        preflight.Machine.detect(), time_budget_s=None)
         report, interactions = source.read_checked(
             window.full, args.event_weights, args.max_bad_fraction,
             holdout_start=window.holdout.start if window.holdout else None,

@@ -8,6 +8,7 @@ same training writes the same model and never overwrites a different (e.g. publi
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import hashlib
 import json
@@ -19,7 +20,7 @@ import numpy as np
 from implicit.cpu.als import AlternatingLeastSquares, calculate_loss
 from threadpoolctl import threadpool_limits
 
-from trainer import artifacts, cli, layout, profile
+from trainer import artifacts, cli, layout, preflight, profile
 from trainer.errors import TrainerError
 from trainer.model import ModelArtifact
 
@@ -37,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--random-seed", type=int, default=42, help="factor initialisation seed")
     parser.add_argument("--num-threads", type=int, default=0,
                         help="threads for ALS (0 = all cores); BLAS is always pinned to 1")
+    preflight.add_time_budget(parser)
     return parser
 
 
@@ -44,7 +46,7 @@ def validate_params(args: argparse.Namespace) -> dict:
     checks = {
         "factors": (args.factors, 1, 1024), "iterations": (args.iterations, 1, 500),
         "regularization": (args.regularization, 0.0, 1e3), "alpha": (args.alpha, 1e-6, 1e4),
-        "num_threads": (args.num_threads, 0, 1024),
+        "num_threads": (args.num_threads, 0, 1024), "time_budget_s": (args.time_budget_s, 0, 1e7),
     }
     for name, (value, low, high) in checks.items():
         if not low <= value <= high:
@@ -101,6 +103,12 @@ def main(args: argparse.Namespace) -> None:
     profile.count("rows_in", matrices.train.nnz)
     log.info("training on %s: users=%d items=%d nnz=%d", manifest["matrices_uri"],
              len(matrices.users), len(matrices.items), matrices.train.nnz)
+    machine = preflight.Machine.detect()
+    if params["num_threads"]:
+        machine = dataclasses.replace(machine, vcpus=min(machine.vcpus, params["num_threads"]))
+    preflight.check("train_task", preflight.train_estimate(
+        nnz=matrices.train.nnz, users=len(matrices.users), items=len(matrices.items),
+        factors=params["factors"], iterations=params["iterations"]), machine, args.time_budget_s)
 
     started = time.perf_counter()
     with profile.phase("fit", "ALS fit"):

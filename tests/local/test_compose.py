@@ -53,6 +53,8 @@ OPTIONAL_ENV = {
     "RECSYS_TRAINER_SOURCE": "local runtime only: the sources its image reference is pinned to",
     "RECSYS_STATUS_NAME": "set per step by the operators (the Airflow attempt), never by a deployment",
     "RECSYS_TODAY": "the trainer's clock, set by the test suites only; unset it is the real UTC date",
+    "RECSYS_STEP_MEMORY_GIB": "lowers the memory a step's pre-flight plans for; unset it is the "
+    "container's or machine's",
     "GOOGLE_APPLICATION_CREDENTIALS": "passed on to a local-runtime step where set (Composer: the "
     "environment's identity); the compose stack uses the emulators' anonymous credentials",
     "RECSYS_AIRFLOW_RUN_ID": "set per step by the operators (the Airflow attempt)",
