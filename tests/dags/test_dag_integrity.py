@@ -199,18 +199,36 @@ def test_params_reject_out_of_range_values(dagbag):
 # which concurrent runs of other days do not conflict on.
 WRITERS = {("recommend_train", "evaluate"), ("recommend_predict", "publish_predictions"),
            ("recommend_forget", "forget")}
+# Every other trainer step: one slot each of the pool that bounds an environment's trainer jobs.
+TRAINER_POOL = "recsys_trainer_jobs"
 # On demand and not part of `make bench`: its budget is its own execution_timeout.
 UNBENCHMARKED = {"forget_user_task"}
+
+
+def _local_pools() -> dict[str, dict]:
+    """docker/airflow/pools.json: what `make up` and docker compose create."""
+    import json
+
+    from conftest import REPO
+
+    return json.loads((REPO / "docker" / "airflow" / "pools.json").read_text())
+
+
+def _production_pool_slots() -> dict[str, int]:
+    """deploy/composer/pool-slots.env: the slots deploy/composer/setup.sh gives each pool on Composer."""
+    from conftest import REPO
+
+    path = REPO / "deploy" / "composer" / "pool-slots.env"
+    assert path.is_file(), f"{path.relative_to(REPO)}: deploy/composer sizes no pool for production"
+    lines = [line.strip() for line in path.read_text().splitlines()]
+    return {name: int(slots) for name, slots in
+            (line.split("=", 1) for line in lines if line and not line.startswith("#"))}
 
 
 def test_bigquery_writers_share_one_pool_of_one_slot_that_counts_deferred_tasks(dagbag):
     """Backfills have their own max_active_runs, so only a pool keeps two runs from writing one
     table at once; on Vertex the writers wait deferred, so the pool must count deferred tasks."""
-    import json
-
-    from conftest import REPO
-
-    pools = json.loads((REPO / "docker" / "airflow" / "pools.json").read_text())
+    pools = _local_pools()
     for dag in dagbag.dags.values():
         for task in dag.tasks:
             if (dag.dag_id, task.task_id) in WRITERS:
@@ -218,8 +236,38 @@ def test_bigquery_writers_share_one_pool_of_one_slot_that_counts_deferred_tasks(
                 assert pools[task.pool]["slots"] == 1, pools
                 # Without include_deferred a deferred writer (Vertex) would free its slot.
                 assert pools[task.pool]["include_deferred"] is True, pools
-            else:
+            elif not _trainer_step(task):
                 assert task.pool == "default_pool", (dag.dag_id, task.task_id, task.pool)
+    assert _production_pool_slots()["recsys_bigquery_writers"] == 1
+
+
+def test_every_other_trainer_step_takes_a_slot_of_one_pool_that_bounds_the_environments_jobs(dagbag):
+    """Backfills ignore the DAG's max_active_runs, predict fans out to n_shards jobs, and a deferred
+    Vertex step holds no worker slot: only a pool bounds how many trainer jobs (Vertex jobs,
+    containers, processes) one environment runs at once. Deferred tasks count, since a deferred
+    step's job keeps running; the local stacks rehearse production's size."""
+    from operators import config as recsys_config
+
+    in_pool = set()
+    for dag in dagbag.dags.values():
+        for task in dag.tasks:
+            if _trainer_step(task) and (dag.dag_id, task.task_id) not in WRITERS:
+                where = (dag.dag_id, task.task_id, task.pool)
+                assert (task.pool, task.pool_slots) == (TRAINER_POOL, 1), where
+                in_pool.add((dag.dag_id, task.task_id))
+    assert ("recommend_predict", "predict") in in_pool and ("recommend_train", "train") in in_pool
+    assert recsys_config.load().trainer_pool == TRAINER_POOL
+    pools, production = _local_pools(), _production_pool_slots()
+    assert pools[TRAINER_POOL]["include_deferred"] is True, pools
+    assert pools[TRAINER_POOL]["slots"] == production[TRAINER_POOL] > 0, (pools, production)
+    assert set(production) == set(pools), "every pool is sized for production, none is left over"
+
+
+def test_the_trainer_pool_is_named_by_the_environment(monkeypatch):
+    from operators import config as recsys_config
+
+    monkeypatch.setenv("RECSYS_TRAINER_POOL", "other_trainer_jobs")
+    assert recsys_config.load().trainer_pool == "other_trainer_jobs"
 
 
 def _budget(task):
@@ -238,9 +286,22 @@ def _trainer_step(task) -> str | None:
     return getattr(task, "partial_kwargs", {}).get("step") or getattr(task, "step", None)
 
 
+def _waves(dag, task, slots: dict[str, int]) -> int:
+    """How many rounds of its pool a task's widest run takes: a mapped step runs the maximum
+    ``n_shards`` of its DAG's params, ``slots // pool_slots`` at a time; anything else, once."""
+    import math
+
+    if not hasattr(task, "partial_kwargs"):
+        return 1
+    assert task.pool in slots, f"{dag.dag_id}.{task.task_id}: a mapped step outside a sized pool"
+    width = dag.params.get_param("n_shards").schema["maximum"]
+    return math.ceil(width / (slots[task.pool] // task.pool_slots))
+
+
 def test_time_budgets_fit_the_run_and_the_day_and_leave_room_over_the_benchmark(dagbag):
-    """The longest path (sensor timeout plus each step's execution_timeout, one try each) fits in
-    dagrun_timeout; dagrun_timeout stays under a day, so a stuck run never blocks the next one;
+    """The longest path (sensor timeout plus each step's execution_timeout, one try each, a mapped
+    step's times the waves its maximum fan-out takes through its pool at production's size) fits
+    in dagrun_timeout; dagrun_timeout stays under a day, so a stuck run never blocks the next one;
     every step may take at least 3 times its time in `make bench` (benchmarks/results.json)."""
     import json
     from datetime import timedelta
@@ -248,13 +309,16 @@ def test_time_budgets_fit_the_run_and_the_day_and_leave_room_over_the_benchmark(
     from conftest import REPO
 
     bench = json.loads((REPO / "recommend_task" / "benchmarks" / "results.json").read_text())["steps"]
-    steps_seen = set()
+    slots = _production_pool_slots()
+    steps_seen, waves_seen = set(), {}
     for dag in dagbag.dags.values():
         assert dag.dagrun_timeout < timedelta(hours=24), dag.dag_id
         longest: dict[str, timedelta] = {}
         for task in dag.topological_sort():
             before = max((longest[u] for u in task.upstream_task_ids), default=timedelta(0))
-            longest[task.task_id] = before + _budget(task)
+            waves = _waves(dag, task, slots)
+            waves_seen[(dag.dag_id, task.task_id)] = waves
+            longest[task.task_id] = before + _budget(task) * waves
             step = _trainer_step(task)
             if step:
                 steps_seen.add(step)
@@ -263,6 +327,8 @@ def test_time_budgets_fit_the_run_and_the_day_and_leave_room_over_the_benchmark(
         assert max(longest.values()) <= dag.dagrun_timeout, (dag.dag_id, max(longest.values()))
     assert steps_seen == {"create_cf_matrices_task", "train_task", "evaluate_task", "promote_model_task",
                           "predict_task", "publish_predictions_task", "feedback_task", "forget_user_task"}
+    # 64 shards (the param's maximum) over the trainer pool's 16 production slots: 4 waves.
+    assert {k: w for k, w in waves_seen.items() if w > 1} == {("recommend_predict", "predict"): 4}
 
 
 def test_train_is_told_its_timeout_so_it_refuses_a_run_that_cannot_finish_in_it(dagbag):
