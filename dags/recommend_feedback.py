@@ -46,6 +46,6 @@ with DAG(
     events = events_complete_sensor(config)
     feedback = trainer_task("feedback_task", trainer_args(
         config, "--lookback-days", "{{ recsys_whole(params.lookback_days) }}", *table_retention_args(config)),
-        config=config, execution_timeout=timedelta(minutes=30))  # upserts serving_metrics: no pool
+        config=config, execution_timeout=timedelta(minutes=30))  # upserts serving_metrics: no writers' pool
 
     image >> events >> feedback

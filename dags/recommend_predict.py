@@ -9,7 +9,9 @@ Writes the day's top-N recommendations per learner to BigQuery with the publishe
   (asset `recsys_published_model`).
 * **run date**: the last complete UTC day before the run; asset-triggered runs use the trigger time.
 * `predict` is mapped over `n_shards` (param, default 1): each shard scores the users of its
-  stable hash bucket in its own job and stages them; the shards run in parallel.
+  stable hash bucket in its own job and stages them; the shards run in parallel, one slot each
+  of the pool `recsys_trainer_jobs` that bounds the environment's trainer jobs (16 in
+  production: 64 shards run in 4 waves).
 * `publish_predictions` validates all staged parts together and swaps the run date's rows in
   one transaction: a failed shard publishes nothing, a failed or repeated run never leaves
   partial or duplicated recommendations; `recommendations_latest` keeps showing the last good
@@ -46,8 +48,9 @@ with DAG(
     params=PREDICT_PARAMS,
     tags=["recsys", "prediction"],
     doc_md=__doc__,
-    # Budget: image 10 min + sensor 30 min + plan 5 min + a shard 2 h + publish 30 min = 3 h 15 min.
-    **dag_kwargs(config, dagrun_timeout=timedelta(hours=3, minutes=30)),
+    # Budget: image 10 min + sensor 30 min + plan 5 min + 4 waves of 2 h shards (64 shards, the
+    # maximum, through the trainer pool's 16 slots) + publish 30 min = 9 h 15 min.
+    **dag_kwargs(config, dagrun_timeout=timedelta(hours=9, minutes=30)),
     **dag_callbacks(config, summary="predict"),
 ):
     image = resolve_image(config)

@@ -17,6 +17,8 @@ Trains the learning-app recommender once a day and publishes it if it is good en
 * **runtime**: `RECSYS_RUNTIME` = `vertex` | `docker` | `local`; same steps and arguments in each.
 * `evaluate` (writes `model_metrics`) runs in the one-slot pool `recsys_bigquery_writers`, shared
   with `recommend_predict`'s writer, so no two runs (backfills included) write a table at once.
+  The other steps take one slot each of the pool `recsys_trainer_jobs`, which bounds the trainer
+  jobs the environment runs at once, backfills included.
 * `promote_model` fails when the model does not beat popularity (see `model_metrics`); on success
   it updates the asset `recsys_published_model`, which triggers `recommend_predict`.
 * Slack: run success (with metrics, verdict and a link to the evaluation report) and failure,
@@ -65,7 +67,7 @@ with DAG(
     matrices = trainer_task("create_cf_matrices_task", trainer_args(
         config, "--lookback-days", "{{ recsys_whole(params.lookback_days) }}",
         "--accept-anomalies", "{{ params.accept_anomalies | lower }}", *table_retention_args(config)),
-        config=config, execution_timeout=timedelta(hours=1))  # writes event_stats (upserts: no pool)
+        config=config, execution_timeout=timedelta(hours=1))  # upserts event_stats: no writers' pool
     train = trainer_task("train_task", trainer_args(
         config, "--factors", "{{ recsys_whole(params.factors) }}",
         "--iterations", "{{ recsys_whole(params.iterations) }}",

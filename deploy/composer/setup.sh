@@ -7,7 +7,8 @@
 # What it does, in the order the DAGs need it:
 #   1. PyPI packages: requirements-composer.txt (never pins Airflow or Composer's own providers);
 #   2. environment variables: deploy/composer/environment.env, placeholders filled in;
-#   3. the writers' pool (docker/airflow/pools.json), before any DAG can queue a writer;
+#   3. the pools (docker/airflow/pools.json at the sizes of deploy/composer/pool-slots.env): the
+#      writers' and the trainer jobs', before any DAG can queue a task in them;
 #   4. Variables (deploy/composer/variables.json) and Connections (deploy/composer/connections.json):
 #      uploaded to the environment bucket's data/ folder, then `airflow variables import` /
 #      `airflow connections import` (existing ones are kept: --overwrite is never passed);
@@ -48,11 +49,21 @@ pairs=$(fill deploy/composer/environment.env | grep -v '^\s*#' | grep -v '^\s*$'
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 fill deploy/composer/variables.json >"$tmp/variables.json"
 fill deploy/composer/connections.json >"$tmp/connections.json"
-cp docker/airflow/pools.json "$tmp/pools.json"
+python3 - docker/airflow/pools.json deploy/composer/pool-slots.env >"$tmp/pools.json" <<'PY'
+import json, sys
+pools = json.load(open(sys.argv[1]))
+sizes = dict(line.strip().split("=", 1) for line in open(sys.argv[2])
+             if line.strip() and not line.lstrip().startswith("#"))
+if set(sizes) != set(pools):  # a pool left unsized, or a size for no pool, is a mistake
+    sys.exit(f"ERROR: {sys.argv[2]} sizes {sorted(sizes)}, {sys.argv[1]} defines {sorted(pools)}")
+for name, slots in sizes.items():
+    pools[name]["slots"] = int(slots)
+print(json.dumps(pools, indent=2))
+PY
 for file in pools.json variables.json connections.json; do
     "${composer[@]}" storage data import "$ENVIRONMENT" "${where[@]}" --source "$tmp/$file" --destination recsys
 done
-echo "3/5 pool"
+echo "3/5 pools"
 "${composer[@]}" run "$ENVIRONMENT" "${where[@]}" pools -- import /home/airflow/gcs/data/recsys/pools.json
 echo "4/5 Variables and Connections"
 "${composer[@]}" run "$ENVIRONMENT" "${where[@]}" variables import -- /home/airflow/gcs/data/recsys/variables.json

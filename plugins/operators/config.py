@@ -63,6 +63,7 @@ class RecsysConfig(NamedTuple):
     gcp_conn_id: str
     slack_conn_id: str
     writers_pool: str
+    trainer_pool: str
     # vertex
     region: str
     staging_bucket: str
@@ -135,6 +136,9 @@ def load() -> RecsysConfig:
         slack_conn_id=env.get("RECSYS_SLACK_CONN_ID", "slack_recsys"),
         # One slot, counting deferred tasks: docker/airflow/pools.json, which deployments import.
         writers_pool=env.get("RECSYS_BQ_WRITERS_POOL", "recsys_bigquery_writers"),
+        # Every other trainer step: backfills ignore max_active_runs and deferred Vertex steps hold
+        # no worker, so only this pool bounds an environment's concurrent jobs (pools.json).
+        trainer_pool=env.get("RECSYS_TRAINER_POOL", "recsys_trainer_jobs"),
         region=region,
         staging_bucket=env.get("RECSYS_VERTEX_STAGING_BUCKET", "gs://recsys-vertex-staging"),
         service_account=env.get("RECSYS_VERTEX_SERVICE_ACCOUNT") or None,

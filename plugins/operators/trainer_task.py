@@ -12,7 +12,8 @@ contract (2 fails at once, 75 and crashes are retried) and report the step's own
 (:mod:`operators.trainer_exit`). Provider modules are imported only for the runtime in use,
 so DAG files parse fast. Given ``shards`` (an XComArg of shard indexes), the step becomes a
 mapped task: one task instance, hence one job, container or process, per shard, each with its
-index as ``{{ task.shard }}`` in its arguments (:mod:`operators.sharding`).
+index as ``{{ task.shard }}`` in its arguments (:mod:`operators.sharding`). Every step takes a
+slot of the trainer pool (``RECSYS_TRAINER_POOL``), unless it names another (the writers' pool).
 """
 
 from __future__ import annotations
@@ -49,6 +50,9 @@ def trainer_task(step: str, arguments: Sequence[str], *, config: RecsysConfig,
     """The task that runs ``python -m trainer.<step> <arguments>`` in the configured runtime;
     mapped over ``shards`` when given. ``extra_links`` join the runtime operator's own links."""
     task_id = task_id or default_task_id(step)
+    # One slot each of the pool that bounds the environment's trainer jobs, unless the step runs
+    # in the writers' pool (a task has one pool; that one admits a single job at a time anyway).
+    kwargs.setdefault("pool", config.trainer_pool)
     if step in TIME_BUDGETED_STEPS and kwargs.get("execution_timeout"):
         arguments = [*arguments, "--time-budget-s", str(int(kwargs["execution_timeout"].total_seconds()))]
     operator, arguments = _operator(step, arguments, config=config, image=image, task_id=task_id,

@@ -231,12 +231,14 @@ def test_every_service_is_healthy_and_the_one_shots_succeeded(stack):
     services = set(yaml.safe_load(COMPOSE_FILE.read_text())["services"])
     assert set(containers) == services
     assert not _not_ready(containers)
-    # The stack's Airflow is the locked one, runs the project's DAGs and has its writers' pool.
+    # The stack's Airflow is the locked one, runs the project's DAGs and has its pools.
     locked = re.search(r"^apache-airflow==(\S+)", (REPO / "requirements.lock").read_text(), re.MULTILINE)
     assert api(stack, "/api/v2/version")["version"] == locked.group(1)
     _wait_for_dag(stack, "recommend_predict")
     assert api(stack, "/api/v2/importErrors")["import_errors"] == []
     assert api(stack, "/api/v2/pools/recsys_bigquery_writers")["slots"] == 1
+    trainer = api(stack, "/api/v2/pools/recsys_trainer_jobs")
+    assert (trainer["slots"], trainer["include_deferred"]) == (16, True), trainer
     # The scheduler runs as the image's airflow user, in the socket's group (it starts the trainer).
     scheduler = containers["airflow-scheduler"]
     assert scheduler["Config"]["User"].split(":")[0] == "50000"

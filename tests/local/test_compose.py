@@ -63,6 +63,7 @@ OPTIONAL_ENV = {
     "RECSYS_LAUNCHER_PID": "set per step by the local launcher (its own pid), never by a deployment",
     "RECSYS_SLACK_TIMEOUT_S": "the 5 s default is what every environment uses",
     "RECSYS_BQ_WRITERS_POOL": "the default is the pool airflow-init imports from pools.json",
+    "RECSYS_TRAINER_POOL": "the default is the pool airflow-init imports from pools.json",
     "RECSYS_LOG_LEVEL": "trainer log level; INFO by default",
     "RECSYS_GCS_RETRY_DEADLINE_S": "the client's own 2-minute default suits the emulator too",
     "RECSYS_RECOMMENDATIONS_RETENTION_DAYS": "retention: the 90-day default suits a local stack too",
