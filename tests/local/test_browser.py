@@ -603,17 +603,18 @@ def _descendants(pid: int) -> list[int]:
 def _predict_trainer(state: Path) -> tuple[int, str, int] | None:
     """(pid, run id, try number) of a predict trainer step of the stack, if one is running.
 
-    The step sees only the trainer's environment (local_trainer.INHERITED_ENV), so the stack is
-    recognised by its task process's AIRFLOW_HOME and the run by the step's RECSYS_ variables."""
+    The step sees only the trainer's environment (local_trainer.INHERITED_ENV: RECSYS_*, no
+    AIRFLOW_*), so the stack is recognised by RECSYS_STACK_DIR and the run by the attempt's
+    RECSYS_ variables."""
     for proc in Path("/proc").iterdir():
         try:
             if not proc.name.isdigit() or b"trainer.predict_task" not in (proc / "cmdline").read_bytes():
                 continue
             env = _environ(int(proc.name))
-            task_env = _environ(int(_proc_field(int(proc.name), 1)))
-        except (OSError, IndexError, ValueError):
+        except OSError:
             continue
-        if str(state) in task_env.get("AIRFLOW_HOME", "") and "RECSYS_AIRFLOW_RUN_ID" in env:
+        ours = Path(env.get("RECSYS_STACK_DIR", "/")).resolve() == state.resolve()
+        if ours and "RECSYS_AIRFLOW_RUN_ID" in env:
             return int(proc.name), env["RECSYS_AIRFLOW_RUN_ID"], int(env["RECSYS_TRY_NUMBER"])
     return None
 
