@@ -19,6 +19,7 @@ slot of the trainer pool (``RECSYS_TRAINER_POOL``), unless it names another (the
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import timedelta
 from typing import Any
 
 from airflow.sdk import BaseOperator, BaseOperatorLink
@@ -32,7 +33,17 @@ IMAGE_FROM_XCOM = "{{ ti.xcom_pull(task_ids='resolve_image') }}"
 
 # Steps that estimate their own run time before the work (trainer/preflight.py): told their
 # task's timeout, they refuse a run that cannot finish in it instead of being killed at its end.
+# An environment variable, not a flag: an image from before the pre-flight ignores it.
 TIME_BUDGETED_STEPS = frozenset({"train_task"})
+TIME_BUDGET_ENV = "RECSYS_TIME_BUDGET_S"
+
+
+def step_env(step: str, image: str, execution_timeout: timedelta | None) -> dict[str, str]:
+    """What every runtime tells the step about its attempt (and its time budget, where it uses one)."""
+    env = attempt_env(image)
+    if step in TIME_BUDGETED_STEPS and execution_timeout:
+        env[TIME_BUDGET_ENV] = str(int(execution_timeout.total_seconds()))
+    return env
 
 
 def trainer_command(step: str, arguments: Sequence[str]) -> list[str]:
@@ -53,8 +64,6 @@ def trainer_task(step: str, arguments: Sequence[str], *, config: RecsysConfig,
     # One slot each of the pool that bounds the environment's trainer jobs, unless the step runs
     # in the writers' pool (a task has one pool; that one admits a single job at a time anyway).
     kwargs.setdefault("pool", config.trainer_pool)
-    if step in TIME_BUDGETED_STEPS and kwargs.get("execution_timeout"):
-        arguments = [*arguments, "--time-budget-s", str(int(kwargs["execution_timeout"].total_seconds()))]
     operator, arguments = _operator(step, arguments, config=config, image=image, task_id=task_id,
                                     mapped=shards is not None, **kwargs)
     if shards is None:
@@ -71,6 +80,7 @@ def _operator(step: str, arguments: Sequence[str], *, config: RecsysConfig, imag
               mapped: bool, **kwargs: Any) -> tuple[type[BaseOperator], dict[str, Any]]:
     """The runtime's operator class and its arguments."""
     command = trainer_command(step, arguments)
+    attempt = step_env(step, image, kwargs.get("execution_timeout"))
     if config.runtime == "vertex":
         from operators.vertex import TrainerVertexJobOperator
 
@@ -97,7 +107,7 @@ def _operator(step: str, arguments: Sequence[str], *, config: RecsysConfig, imag
                     "try": "{{ ti.try_number }}", **shard},
             # Not the emulator hosts: a Vertex job reaches the real services.
             environment_variables={**{k: v for k, v in config.passthrough_env().items()
-                                      if k in ("RECSYS_LOG_LEVEL", "RECSYS_TODAY")}, **attempt_env(image)},
+                                      if k in ("RECSYS_LOG_LEVEL", "RECSYS_TODAY")}, **attempt},
             gcp_conn_id=config.gcp_conn_id,
             deferrable=True,
             poll_interval=30,
@@ -112,7 +122,7 @@ def _operator(step: str, arguments: Sequence[str], *, config: RecsysConfig, imag
             image=image,
             command=command,
             allowlist=config.image_allowlist,
-            environment={**config.passthrough_env(), **attempt_env(image)},
+            environment={**config.passthrough_env(), **attempt},
             docker_url=config.docker_url,
             network_mode=config.docker_network,
             auto_remove="success",
@@ -125,5 +135,5 @@ def _operator(step: str, arguments: Sequence[str], *, config: RecsysConfig, imag
     return LocalTrainerOperator, dict(
         task_id=task_id, step=step, arguments=arguments, python=config.trainer_python,
         trainer_source=config.trainer_source, image=image,
-        env={**config.passthrough_env(), **attempt_env(image)}, **kwargs,
+        env={**config.passthrough_env(), **attempt}, **kwargs,
     )

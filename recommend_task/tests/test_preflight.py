@@ -72,7 +72,7 @@ def _matrices(step, artifacts: str) -> None:
     assert rc == 0, err
 
 
-def test_train_refuses_before_fitting_a_run_its_timeout_cannot_hold(step, tmp_path):
+def test_train_refuses_before_fitting_a_run_its_timeout_cannot_hold(step, tmp_path, monkeypatch):
     _matrices(step, str(tmp_path))
     common = ("--run-date", str(RUN_DATE), "--artifacts-uri", str(tmp_path), "--num-threads", "1")
     rc, err = step("train_task", *common, "--factors", "1024", "--iterations", "200",
@@ -86,7 +86,12 @@ def test_train_refuses_before_fitting_a_run_its_timeout_cannot_hold(step, tmp_pa
     status = json.loads((run / "status" / "train_task.json").read_text())
     assert status["exit_code"] == 2, status  # permanent: Airflow does not retry it
 
-    rc, err = step("train_task", *common, "--factors", "8", "--iterations", "2", "--time-budget-s", "600")
+    # The launchers pass the task's timeout in the environment (an older image ignores it).
+    monkeypatch.setenv("RECSYS_TIME_BUDGET_S", "0.001")
+    rc, err = step("train_task", *common, "--factors", "1024", "--iterations", "200")
+    assert rc == 2 and "timeout" in err, err
+    monkeypatch.setenv("RECSYS_TIME_BUDGET_S", "600")
+    rc, err = step("train_task", *common, "--factors", "8", "--iterations", "2")
     assert rc == 0, err
     assert "pre-flight: train_task" in err  # the estimate is logged when the run goes ahead
 

@@ -118,10 +118,14 @@ def check(step: str, estimate: Estimate, machine: Machine, time_budget_s: float 
              _gb(machine.memory_bytes), timing, estimate.basis)
 
 
+TIME_BUDGET_ENV = "RECSYS_TIME_BUDGET_S"  # how the launchers pass the task's timeout
+
+
 def add_time_budget(parser) -> None:
-    parser.add_argument("--time-budget-s", type=float, default=0,
-                        help="seconds the step may take (its task's timeout; 0 = no limit): a run "
-                             "estimated to take longer is refused before it starts")
+    parser.add_argument("--time-budget-s", type=float, default=os.environ.get(TIME_BUDGET_ENV, "0"),
+                        help=f"seconds the step may take (default ${TIME_BUDGET_ENV}, which the DAGs set "
+                             "to the task's timeout; 0 = no limit): a run estimated to take longer is "
+                             "refused before it starts")
 
 
 def _gb(count: int) -> str:

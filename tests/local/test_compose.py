@@ -52,6 +52,7 @@ OPTIONAL_ENV = {
     "RECSYS_TRAINER_PYTHON": "local runtime only (the trainer runs in its image here)",
     "RECSYS_TRAINER_SOURCE": "local runtime only: the sources its image reference is pinned to",
     "RECSYS_STATUS_NAME": "set per step by the operators (the Airflow attempt), never by a deployment",
+    "RECSYS_TIME_BUDGET_S": "set per step by the operators (the task's timeout), never by a deployment",
     "RECSYS_TODAY": "the trainer's clock, set by the test suites only; unset it is the real UTC date",
     "RECSYS_STEP_MEMORY_GIB": "lowers the memory a step's pre-flight plans for; unset it is the "
     "container's or machine's",
