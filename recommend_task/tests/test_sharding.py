@@ -124,3 +124,48 @@ def test_parts_that_fail_validation_together_publish_nothing(step, bq_client, pr
 def test_bad_shard_arguments_fail_before_anything_is_read(step, tmp_path, argv, message):
     rc, err = step("predict_task", "--run-date", str(RUN_DATE), "--artifacts-uri", str(tmp_path), *argv)
     assert rc == 2 and err.strip().splitlines()[-1] == f"ERROR: predict_task: {message}"
+
+
+def _event_scans(project: str, art: str, name: str) -> int:
+    """Window scans of the events table the last run of step ``name`` made (its status record)."""
+    record = artifacts.ArtifactStore(project).read_json(f"{art}/runs/{RUN_DATE}/status/{name}.json")
+    return int(record["profile"]["counts"].get("event_scans", 0))
+
+
+def test_predict_reads_the_window_once_whatever_the_number_of_shards(
+        step, bq_client, project, dataset, trained):
+    """BigQuery bills a query by the columns of the partitions it reads, whatever rows its WHERE
+    keeps: a shard that filters the window by its users' hash is billed the whole window. So the
+    window is read once per run (predict_window_task: quality counts, then the aggregation or
+    create_cf_matrices' saved window) and each shard loads it and keeps its users: the scans,
+    and the bytes a real BigQuery would bill for them, are the same for 1 and 4 shards, and a
+    shard scans nothing. A window that changed after it was prepared is read by the shard itself."""
+    common = ("--run-date", str(RUN_DATE), "--artifacts-uri", trained)
+    scans, published = {}, {}
+    for n in (1, 4):
+        rc, err = step("predict_window_task", *common, "--lookback-days", "20")
+        assert rc == 0, err
+        per_shard = []
+        for i in range(n):
+            rc, err = step("predict_task", *common, *PREDICT, "--shard", str(i), "--n-shards", str(n))
+            assert rc == 0 and "using the window prepared for" in err, err
+            per_shard.append(_event_scans(project, trained, "predict_task"))
+        assert per_shard == [0] * n
+        scans[n] = _event_scans(project, trained, "predict_window_task")
+        assert _publish(step, trained, n)[0] == 0
+        published[n] = _rows(bq_client, project, dataset)
+    assert scans[1] == scans[4] >= 1
+    assert _same(published[4], published[1])
+
+    # An event arrives for a new user after the window was prepared: the shard reads by itself.
+    from helpers import load_events
+
+    load_events(bq_client, project, dataset, [{
+        "user_id": "late-user", "item_id": next(iter(published[1]))[2], "event_type": "view",
+        "event_timestamp": dt.datetime(RUN_DATE.year, RUN_DATE.month, RUN_DATE.day, 12, tzinfo=dt.UTC),
+        "event_date": RUN_DATE}])
+    for i in range(2):
+        rc, err = step("predict_task", *common, *PREDICT, "--shard", str(i), "--n-shards", "2")
+        assert rc == 0 and "the window's partitions changed since" in err, err
+    assert _publish(step, trained, 2)[0] == 0
+    assert "late-user" in {key[0] for key in _rows(bq_client, project, dataset)}
