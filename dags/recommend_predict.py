@@ -3,13 +3,17 @@
 
 Writes the day's top-N recommendations per learner to BigQuery with the published model.
 
-`resolve_image` → `wait_for_published_model` → `plan_shards` → `predict` ×`n_shards` → `publish_predictions`
+`resolve_image` → `wait_for_published_model` → `predict_window` → `plan_shards` → `predict` ×`n_shards`
+→ `publish_predictions`
 
 * **schedule**: daily at 05:00 UTC, and whenever `recommend_train` publishes a new model
   (asset `recsys_published_model`).
 * **run date**: the last complete UTC day before the run; asset-triggered runs use the trigger time.
-* `predict` is mapped over `n_shards` (param, default 1): each shard scores the users of its
-  stable hash bucket in its own job and stages them; the shards run in parallel, one slot each
+* `predict_window` reads the window's events once (quality counts and the aggregation, or the
+  window `create_cf_matrices` saved when nothing changed) into `runs/<date>/predict-window.npz`.
+* `predict` is mapped over `n_shards` (param, default 1): each shard loads that window, scores
+  the users of its stable hash bucket in its own job and stages them (BigQuery bills one read
+  of the window whatever `n_shards` is); the shards run in parallel, one slot each
   of the pool `recsys_trainer_jobs` that bounds the environment's trainer jobs (16 in
   production: 64 shards run in 4 waves).
 * `publish_predictions` validates all staged parts together and swaps the run date's rows in
@@ -48,9 +52,9 @@ with DAG(
     params=PREDICT_PARAMS,
     tags=["recsys", "prediction"],
     doc_md=__doc__,
-    # Budget: image 10 min + sensor 30 min + plan 5 min + 4 waves of 2 h shards (64 shards, the
-    # maximum, through the trainer pool's 16 slots) + publish 30 min = 9 h 15 min.
-    **dag_kwargs(config, dagrun_timeout=timedelta(hours=9, minutes=30)),
+    # Budget: image 10 min + sensor 30 min + window 1 h + plan 5 min + 4 waves of 2 h shards (64
+    # shards, the maximum, through the trainer pool's 16 slots) + publish 30 min = 10 h 15 min.
+    **dag_kwargs(config, dagrun_timeout=timedelta(hours=10, minutes=30)),
     **dag_callbacks(config, summary="predict"),
 ):
     image = resolve_image(config)
@@ -63,6 +67,9 @@ with DAG(
         poke_interval=120,
         timeout=timedelta(minutes=30).total_seconds(),
     )
+    window = trainer_task("predict_window_task", trainer_args(
+        config, "--lookback-days", "{{ recsys_whole(params.lookback_days) }}"), config=config,
+        execution_timeout=timedelta(hours=1))
     shards = PlanShardsOperator(task_id="plan_shards", execution_timeout=timedelta(minutes=5))
     predict = trainer_task("predict_task", trainer_args(
         config, "--lookback-days", "{{ recsys_whole(params.lookback_days) }}",
@@ -75,4 +82,4 @@ with DAG(
         execution_timeout=timedelta(minutes=30),
         pool=config.writers_pool)  # writes recommendations
 
-    image >> model >> shards >> predict >> publish
+    image >> model >> window >> shards >> predict >> publish

@@ -88,6 +88,7 @@ def main() -> int:
                                           "--iterations", str(args.iterations)]),
             ("evaluate_task", "evaluate_task", common[:-2]),
             ("promote_model_task", "promote_model_task", common[:-2]),
+            ("predict_window_task", "predict_window_task", common),
             ("predict_task", "predict_task", [*common, "--shard", "0", "--n-shards", "1"]),
             ("publish_predictions_task", "publish_predictions_task", [*common[:-2], "--n-shards", "1"]),
             ("seed_events (next day)", "seed_events", [*seed, "--end-date", next_day, "--days", "1",

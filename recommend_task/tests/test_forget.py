@@ -51,6 +51,8 @@ def test_a_forgotten_learner_is_nowhere_the_product_reads_and_everyone_else_is_s
                         ("train_task", TRAIN_ARGS[2:]), ("evaluate_task", ()), ("promote_model_task", ())):
         rc, err = step(name, *common, *extra)
         assert rc == 0, f"{name}: {err}"
+    rc, err = step("predict_window_task", *common, "--lookback-days", "20")  # the DAG's path
+    assert rc == 0, err
     for shard in (0, 1):
         rc, err = step("predict_task", *common, "--lookback-days", "20", "--shard", str(shard),
                        "--n-shards", "2")
@@ -63,7 +65,8 @@ def test_a_forgotten_learner_is_nowhere_the_product_reads_and_everyone_else_is_s
     # The scan sees the id wherever the product wrote it, so finding none afterwards means something.
     for place in ("events.user_id", "recommendations.user_id", "recommendations_latest.user_id",
                   "event_stats.top_user_id", "event_stats.anomalies", "/matrices.npz:user_ids_utf8.npy",
-                  "/window.npz:user_ids_utf8.npy", "/model.npz:user_ids_utf8.npy", "/event_stats.json",
+                  "/window.npz:user_ids_utf8.npy", "/predict-window.npz:user_ids_utf8.npy",
+                  "/model.npz:user_ids_utf8.npy", "/event_stats.json",
                   "/manifest.json"):
         assert any(found.endswith(place) for found in before), (place, before)
     assert any(found.startswith(f"_part_recommendations_{RUN_DATE:%Y%m%d}_") for found in before), before

@@ -13,7 +13,7 @@ from helpers import RUN_DATE, TRAIN_ARGS, query, recommendation_counts, run_trai
 from trainer import artifacts
 
 STEPS = ("seed_events", "create_cf_matrices_task", "train_task", "evaluate_task",
-         "promote_model_task", "predict_task", "publish_predictions_task", "report")
+         "promote_model_task", "predict_window_task", "predict_task", "publish_predictions_task", "report")
 
 
 @pytest.mark.parametrize("module", STEPS)

@@ -17,7 +17,8 @@ import trainer
 
 # Every step that takes --run-date; test_the_run_date_steps_are_all_covered keeps it complete.
 RUN_DATE_STEPS = ("create_cf_matrices_task", "train_task", "evaluate_task", "promote_model_task",
-                  "predict_task", "publish_predictions_task", "feedback_task", "forget_user_task", "report")
+                  "predict_window_task", "predict_task", "publish_predictions_task", "feedback_task",
+                  "forget_user_task", "report")
 REQUIRED = {"publish_predictions_task": ["--n-shards", "1"],  # beyond --run-date
             "forget_user_task": ["--user-id", "u1"]}
 TODAY = dt.date(2027, 4, 1)  # the clock of these tests; the real date plays no part

@@ -169,3 +169,18 @@ def test_predict_reads_the_window_once_whatever_the_number_of_shards(
         assert rc == 0 and "the window's partitions changed since" in err, err
     assert _publish(step, trained, 2)[0] == 0
     assert "late-user" in {key[0] for key in _rows(bq_client, project, dataset)}
+
+
+def test_a_model_that_does_not_load_leaves_the_error_to_predict(step, project, trained):
+    """predict_window only prepares a cache over the model's items: a damaged published model
+    prepares nothing (a warning), and predict_task fails on it with the model's own error."""
+    from trainer import publishing
+
+    store = artifacts.ArtifactStore(project)
+    model_file = f"{publishing.published_model_uri(store, trained)}/model.npz"
+    store.write_bytes(model_file, b"damaged")
+    common = ("--run-date", str(RUN_DATE), "--artifacts-uri", trained)
+    rc, err = step("predict_window_task", *common, "--lookback-days", "20")
+    assert rc == 0 and "no window prepared, the model does not load" in err, err
+    rc, err = step("predict_task", *common, *PREDICT, "--shard", "0", "--n-shards", "1")
+    assert rc == 2 and "checksum" in err.strip().splitlines()[-1], err

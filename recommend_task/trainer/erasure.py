@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 from google.cloud import bigquery
 
-from trainer import artifacts, bq, tables
+from trainer import artifacts, bq, layout, tables
 from trainer.clients import bq_retry
 from trainer.errors import ConcurrentUpdateError, TrainerError
 from trainer.idmap import IdMap
@@ -345,6 +345,8 @@ class ArtifactEraser:
                 self._model(uri)
             elif uri.endswith("/manifest.json"):
                 self._run_manifest(uri)
+            elif uri.endswith("/" + layout.PREPARED_WINDOW_RECORD):
+                self._prepared_window(uri)
         for uri in _objects(self.store, self.root):  # again: the rewrites above named new files
             if uri.endswith(".npz"):
                 if _holds(_user_ids(self.store, uri), self.ids):
@@ -356,6 +358,10 @@ class ArtifactEraser:
         """An array file holding an id that no metadata names any more (left by a step killed
         between the swap and the delete): nothing reads it, so it goes. One still named would be
         an array file of a kind this step does not know: refused rather than left."""
+        if uri.endswith("/" + layout.PREPARED_WINDOW_FILE):  # a cache, read again when gone
+            _delete(self.store, uri)
+            self.tally.add("prepared predict windows deleted", 1)
+            return
         named = set()
         directory = uri.rpartition("/")[0]
         for meta in ("model.json", "manifest.json"):
@@ -434,6 +440,22 @@ class ArtifactEraser:
         for old in superseded:
             if old not in (manifest.get("matrices_uri"), window.get("uri")):
                 _delete(self.store, old)
+
+    def _prepared_window(self, record_uri: str) -> None:
+        """predict_window_task's window, a cache for the run's predict shards: deleted with its
+        record when it holds a learner (a shard then reads the window again)."""
+        record = self.store.read_json(record_uri)
+        uri = record.get("uri") or ""
+        from google.api_core.exceptions import NotFound
+
+        try:
+            holds = _holds(_user_ids(self.store, uri), self.ids)
+        except (FileNotFoundError, NotFound):  # a record left by a step killed before its file
+            holds = False
+        if holds:
+            _delete(self.store, record_uri)
+            _delete(self.store, uri)
+            self.tally.add("prepared predict windows deleted", 1)
 
     def _scrub(self, uri: str) -> None:
         """A JSON or text object: the ids replaced (compare-and-swap: a concurrent writer wins and

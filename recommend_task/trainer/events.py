@@ -26,7 +26,7 @@ import pyarrow as pa
 from google.api_core.exceptions import NotFound
 from google.cloud import bigquery
 
-from trainer import bq
+from trainer import bq, profile
 from trainer.clients import bq_retry
 from trainer.errors import EmptyWindowError, TooManyBadRowsError, TrainerError
 from trainer.shards import Shard
@@ -255,6 +255,7 @@ class EventSource:
         rows, params = self._checked(weights)
         sql = (f"SELECT COUNT(*) AS rows_read, {count_columns()}, COUNTIF(reasons = 0) AS valid_rows "
                f"FROM ({rows})")
+        profile.count("event_scans", 1)  # the window's checked columns, every partition
         row = next(iter(bq.run(self.client, sql, {**params, **window_params(window)})))
         return QualityReport(**{k: int(v or 0) for k, v in row.items()})
 
@@ -286,6 +287,7 @@ class EventSource:
         """Valid events aggregated per (user, item[, in holdout]): summed weight and count;
         only the users of ``shard`` when one is given."""
         sql, params = self.interactions_query(window, weights, holdout_start, shard)
+        profile.count("event_scans", 1)  # the window's checked columns, every partition
         return bq.to_arrow(self.client, sql, params)
 
     def checked_quality(self, window: DateRange, weights: dict[str, float],
@@ -354,6 +356,7 @@ class EventSource:
         params = {**params, **window_params(window)}
         if holdout_start:
             params["holdout_start_ts"] = day_start(holdout_start)
+        profile.count("event_scans", 1)  # the window's checked columns, every partition
         table = bq.to_arrow(self.client, sql, params)
         report, valid = _quality_of(table)
         kept = table.select(["user_id", "item_id", "in_holdout", "weight", "events"])

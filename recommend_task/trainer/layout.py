@@ -27,6 +27,14 @@ def latest_pointer(artifacts_uri: str) -> str:
     return artifacts.join(artifacts_uri, LATEST_POINTER)
 
 
+# predict_window_task's window for the run's predict shards, and its record (written last).
+PREPARED_WINDOW_FILE, PREPARED_WINDOW_RECORD = "predict-window.npz", "predict-window.json"
+
+
+def prepared_window_record(artifacts_uri: str, run_date: dt.date) -> str:
+    return artifacts.join(run_prefix(artifacts_uri, run_date), PREPARED_WINDOW_RECORD)
+
+
 def candidate_record(artifacts_uri: str, run_date: dt.date) -> str:
     """The hand-off from train_task to evaluate/promote: which model a run produced."""
     return artifacts.join(run_prefix(artifacts_uri, run_date), "candidate.json")

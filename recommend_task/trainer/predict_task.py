@@ -1,8 +1,8 @@
 """Write top-N recommendations for every user active in the window to BigQuery.
 
 Loads the published model (or ``--model-uri``), recomputes each active user's factors from
-their interactions in the window ending at ``--run-date`` (the window create_cf_matrices_task
-read for that date when it is unchanged: :mod:`trainer.window_snapshot`), recommends ``--n-recommendations``
+their interactions in the window ending at ``--run-date`` (the window predict_window_task
+prepared for the run, else read here: :mod:`trainer.predict_window_task`), recommends ``--n-recommendations``
 unseen items per user (popular items for users with no known item), then:
 
 1. stages the rows in a temporary table (load job),
@@ -33,13 +33,12 @@ from trainer.clients import bigquery_client
 from trainer.errors import TrainerError, ValidationError, VerdictFailedError
 from trainer.events import EventSource, add_window_args, check_window_args
 from trainer.idmap import IdMap
-from trainer.matrices import build_csr
 from trainer.model import ModelArtifact, load_model
 from trainer.partitions import staging_table, swap_days, union_of, write_part_table
+from trainer.predict_window_task import load_prepared, read_window
 from trainer.publishing import published_model_uri
-from trainer.shards import MAX_SHARDS, Shard, shard_mask
+from trainer.shards import MAX_SHARDS, Shard
 from trainer.window import lookback
-from trainer.window_snapshot import WindowInteractions, partitions_version, why_not_reuse
 
 log = logging.getLogger("trainer.predict_task")
 
@@ -144,43 +143,6 @@ def shard_of(args: argparse.Namespace) -> Shard | None:
     return Shard(args.shard, args.n_shards)
 
 
-def reuse_window(store: artifacts.ArtifactStore, client, args: argparse.Namespace, source: EventSource,
-                 window, report, model: ModelArtifact, shard: Shard | None):
-    """The window's users and their interactions over the model's items as create_cf_matrices
-    read them for this run date, when nothing it was read from has changed and the model knows
-    exactly its items; None (read BigQuery again) otherwise, with the reason logged."""
-    try:
-        manifest = store.read_json(artifacts.join(layout.run_prefix(args.artifacts_uri, args.run_date),
-                                                  "manifest.json"))
-    except FileNotFoundError:
-        log.info("reading the window from BigQuery: no matrices for run date %s", args.run_date)
-        return None
-    entry = manifest.get("window_interactions")
-    version = partitions_version(client, source.table, window) if entry else None
-    reason = why_not_reuse(entry, source.table, window, args.event_weights, report.to_dict(), version)
-    if reason is None and manifest.get("counts", {}).get("items") != len(model.items):
-        reason = f"model {model.model_id} was not trained on these items"
-    if reason is None:
-        payload = store.read_bytes(entry["uri"])
-        if artifacts.sha256(payload) != entry["sha256"]:  # a damaged copy only costs the read
-            reason = f"checksum mismatch for {entry['uri']}: file does not match its manifest"
-        else:
-            whole = WindowInteractions.from_bytes(payload)
-            if whole.items != model.items:
-                reason = f"model {model.model_id} was not trained on these items"
-    if reason is not None:
-        log.info("reading the window from BigQuery: %s", reason)
-        return None
-    users, matrix = whole.users, whole.matrix
-    if shard is not None and shard.count > 1:
-        rows = np.flatnonzero(shard_mask(users.ids, shard))
-        users, matrix = IdMap(users.ids[rows]), matrix[rows]
-    log.info("reusing the window create_cf_matrices read for %s (%s: partitions and quality "
-             "counts unchanged): %d users, %d interactions%s", args.run_date, entry["uri"],
-             len(users), matrix.nnz, f" ({shard}'s users)" if shard else "")
-    return users, matrix
-
-
 def main(args: argparse.Namespace) -> None:
     validate(args)
     shard = shard_of(args)
@@ -198,19 +160,11 @@ def main(args: argparse.Namespace) -> None:
     source = EventSource(client, tables.table_id(args.project, args.dataset, tables.EVENTS),
                          args.max_id_bytes)
     with profile.phase("read", "reading events"):
-        report = source.checked_quality(window, args.event_weights, args.max_bad_fraction)
-        profile.count("rows_in", report.rows_read)
-        reused = reuse_window(store, client, args, source, window, report, model, shard)
-        if reused is None:
-            aggregated = source.interactions(window, args.event_weights, shard=shard)
-            log.info("aggregated %d (user, item) interactions from %d events%s", len(aggregated),
-                     report.valid_rows, f" ({shard}'s users)" if shard else "")
-    if reused is not None:
-        users, interactions = reused
-    else:
-        with profile.phase("build", "building the interaction matrix"):
-            users = IdMap(aggregated["user_id"])
-            interactions = build_csr(aggregated, users, model.items)
+        prepared = load_prepared(store, client, args, source, window, model, shard)
+        if prepared is None:
+            _, users, interactions = read_window(store, client, args, source, window, model, shard)
+        else:
+            users, interactions = prepared
     cold = int((interactions.getnnz(axis=1) == 0).sum())
     log.info("active users=%d (of which %d with no item known to the model get popular items), "
              "interaction matrix shape=%s nnz=%d", len(users), cold, interactions.shape,

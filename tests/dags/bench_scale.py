@@ -63,7 +63,10 @@ def main() -> int:
         figures = (f"{t['task']} {t['step']:.1f}s {t.get('peak_rss_mib', 0):,.0f} MiB" for t in parts)
         print(f"{shards} shard(s): " + ", ".join(figures)
               + f"; publish {publish['step']:.1f}s; slowest shard {max(t['step'] for t in parts):.1f}s")
-        around = wall["plan_shards"] + wall["publish_predictions"]
+        billed = r["predict_bytes"]
+        print(f"  predict's reads of events: {billed['event_scans']} scan(s) of the window, "
+              f"{billed['billed_bytes']:,} bytes a real BigQuery would bill")
+        around = wall["predict_window"] + wall["plan_shards"] + wall["publish_predictions"]
         if shards == 1:
             one_shard = around + sum(t["wall"] for t in parts)
             print(f"  predict (plan + shard + publish, wall): {one_shard:.1f}s")

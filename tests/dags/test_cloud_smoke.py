@@ -127,14 +127,14 @@ def test_a_passing_run_runs_every_step_on_the_built_image_then_deletes_all_it_cr
     assert code == 0
     steps = [j["step"] for j in cloud.jobs.values()]
     every_task = {p.stem for p in (REPO / "recommend_task" / "trainer").glob("*_task.py")}
-    assert steps[0] == "seed_events" and set(steps[1:]) == every_task and len(steps) == 9
+    assert steps[0] == "seed_events" and set(steps[1:]) == every_task and len(steps) == 10
     image = "europe-west1-docker.pkg.dev/acme-learn/recsys/trainer:smoke-20261201103000abc123"
     for job in cloud.jobs.values():
         assert job["image"] == image and job["command"][:2] == ["python", "-m"]
         assert job["service_account"] == SETTINGS["service_account"]
         assert job["labels"]["recsys-smoke"] == SETTINGS["run_id"]
         assert "recsys_smoke_20261201103000abc123" in job["command"]  # the throwaway dataset only
-    assert cloud.names() == ["create_dataset", "build_image", *["start_job"] * 9, "query", "query",
+    assert cloud.names() == ["create_dataset", "build_image", *["start_job"] * 10, "query", "query",
                              "delete_image", "delete_prefix", "delete_dataset"]
     assert cloud.left_behind() == []
     assert cloud.objects == {"gs://acme-recsys/recsys/models/LATEST"}  # the bucket's own objects stay
@@ -150,7 +150,7 @@ def test_a_passing_run_reports_each_steps_vertex_start_up_and_their_median(caplo
                                enumerate(cloud_smoke.steps(cloud_smoke.Settings(**SETTINGS)), 1)}
     assert "train_task succeeded: 90s from submission to start (machine, image pull), then ran 30s" \
         in caplog.text
-    assert "; median 110s" in caplog.text  # 70..150 s over the nine jobs
+    assert "; median 115s" in caplog.text  # 70..160 s over the ten jobs
 
 
 def test_a_failed_step_stops_the_plan_and_everything_created_is_deleted(caplog):

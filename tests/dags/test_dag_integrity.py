@@ -113,7 +113,8 @@ def test_no_cycles_and_tasks_in_pipeline_order(dagbag):
         "resolve_image", "wait_for_events", "create_cf_matrices", "train", "evaluate", "promote_model"]
     predict = dagbag.dags["recommend_predict"]
     assert [t.task_id for t in predict.topological_sort()] == [
-        "resolve_image", "wait_for_published_model", "plan_shards", "predict", "publish_predictions"]
+        "resolve_image", "wait_for_published_model", "predict_window", "plan_shards", "predict",
+        "publish_predictions"]
     feedback = dagbag.dags["recommend_feedback"]
     assert [t.task_id for t in feedback.topological_sort()] == [
         "resolve_image", "wait_for_events", "feedback"]
@@ -326,7 +327,8 @@ def test_time_budgets_fit_the_run_and_the_day_and_leave_room_over_the_benchmark(
                     assert task.execution_timeout >= timedelta(seconds=3 * bench[step]["seconds"]), step
         assert max(longest.values()) <= dag.dagrun_timeout, (dag.dag_id, max(longest.values()))
     assert steps_seen == {"create_cf_matrices_task", "train_task", "evaluate_task", "promote_model_task",
-                          "predict_task", "publish_predictions_task", "feedback_task", "forget_user_task"}
+                          "predict_window_task", "predict_task", "publish_predictions_task", "feedback_task",
+                          "forget_user_task"}
     # 64 shards (the param's maximum) over the trainer pool's 16 production slots: 4 waves.
     assert {k: w for k, w in waves_seen.items() if w > 1} == {("recommend_predict", "predict"): 4}
 

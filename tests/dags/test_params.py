@@ -91,7 +91,7 @@ def test_every_step_accepts_each_param_at_its_minimum_and_maximum():
             calls.append((step, argv))
     assert {c[0] for c in cases} == {"recommend_train", "recommend_predict", "recommend_feedback"}
     predict_steps = {c[4] for c in cases if c[0] == "recommend_predict"}
-    assert predict_steps == {"predict_task", "publish_predictions_task"}
+    assert predict_steps == {"predict_window_task", "predict_task", "publish_predictions_task"}
     done = subprocess.run([str(TRAINER_PY), "-c", VALIDATE], input=json.dumps(calls),
                           capture_output=True, text=True, check=True)
     codes = json.loads(done.stdout.split("CODES=")[1])

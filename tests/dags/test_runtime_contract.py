@@ -11,7 +11,8 @@ from conftest import load_dagbag, shard_task
 TRAINER_TASKS = {
     "recommend_train": {"create_cf_matrices": "create_cf_matrices_task", "train": "train_task",
                         "evaluate": "evaluate_task", "promote_model": "promote_model_task"},
-    "recommend_predict": {"predict": "predict_task", "publish_predictions": "publish_predictions_task"},
+    "recommend_predict": {"predict_window": "predict_window_task", "predict": "predict_task",
+                          "publish_predictions": "publish_predictions_task"},
     "recommend_rollback": {"rollback": "promote_model_task"},
     "recommend_forget": {"forget": "forget_user_task"},
     "recommend_feedback": {"feedback": "feedback_task"},

@@ -21,8 +21,9 @@ RUN_DATE = dt.date(2026, 11, 29)
 DATASET = "recsys_docker"
 ARTIFACTS = "gs://recsys-test/docker"
 TRAINER_PY = str(REPO / ".venv" / "trainer" / "bin" / "python")
-STEPS = ("create_cf_matrices_task", "train_task", "evaluate_task", "promote_model_task", "predict_task",
-         "publish_predictions_task", "feedback_task", "seed_events", "report")
+STEPS = ("create_cf_matrices_task", "train_task", "evaluate_task", "promote_model_task",
+         "predict_window_task", "predict_task", "publish_predictions_task", "feedback_task", "seed_events",
+         "report")
 
 
 def _docker(*args: str, **kwargs) -> subprocess.CompletedProcess:

@@ -600,15 +600,19 @@ def _descendants(pid: int) -> list[int]:
     return found
 
 
+STEP = b"trainer.predict_window_task"
+
+
 def _predict_trainer(state: Path) -> tuple[int, str, int] | None:
-    """(pid, run id, try number) of a predict trainer step of the stack, if one is running.
+    """(pid, run id, try number) of the predict DAG's first step that reads BigQuery
+    (predict_window) in the stack, if one is running.
 
     The step sees only the trainer's environment (local_trainer.INHERITED_ENV: RECSYS_*, no
     AIRFLOW_*), so the stack is recognised by RECSYS_STACK_DIR and the run by the attempt's
     RECSYS_ variables."""
     for proc in Path("/proc").iterdir():
         try:
-            if not proc.name.isdigit() or b"trainer.predict_task" not in (proc / "cmdline").read_bytes():
+            if not proc.name.isdigit() or STEP not in (proc / "cmdline").read_bytes():
                 continue
             env = _environ(int(proc.name))
         except OSError:
@@ -620,7 +624,7 @@ def _predict_trainer(state: Path) -> tuple[int, str, int] | None:
 
 
 def test_a_dead_worker_and_scheduler_leave_no_trainer_and_airflow_reruns_the_task(stack):
-    """A predict's worker process (the task's supervisor) is SIGKILLed mid-step, then the
+    """predict_window's worker process (the task's supervisor) is SIGKILLed mid-step, then the
     scheduler. The trainer, in its own session, must not live on (operators/lifeline.py); a new
     scheduler (with a short orphan check, as Composer's restarted scheduler would run it at its
     defaults) finds the task orphaned by Airflow's own heartbeat handling and runs it again; the
@@ -638,16 +642,16 @@ def test_a_dead_worker_and_scheduler_leave_no_trainer_and_airflow_reruns_the_tas
     os.kill(emulator, signal.SIGSTOP)
     try:
         api(stack, f"/api/v2/dags/{DAG}/dagRuns", {"logical_date": None, "conf": {}})
-        # Whichever run's predict starts first (a 05:00 run may be ahead of this one).
+        # Whichever run's step starts first (a 05:00 run may be ahead of this one).
         deadline = time.monotonic() + UI_TIMEOUT_S
         while (found := _predict_trainer(stack["state"])) is None:
-            assert time.monotonic() < deadline, f"no predict started within {UI_TIMEOUT_S}s"
+            assert time.monotonic() < deadline, f"no predict_window started within {UI_TIMEOUT_S}s"
             time.sleep(0.2)
         trainer, run_id, first_try = found
-        log = (stack["state"] / "airflow" / "logs" / f"dag_id={DAG}" / f"run_id={run_id}" / "task_id=predict"
-               / "map_index=0" / f"attempt={first_try}.log")
-        while not (log.exists() and "step predict_task starting" in log.read_text()):  # tied to its task
-            assert time.monotonic() < deadline, f"predict of {run_id} did not log its start: {log}"
+        log = (stack["state"] / "airflow" / "logs" / f"dag_id={DAG}" / f"run_id={run_id}"
+               / "task_id=predict_window" / f"attempt={first_try}.log")
+        while not (log.exists() and "step predict_window_task starting" in log.read_text()):  # tied to it
+            assert time.monotonic() < deadline, f"predict_window of {run_id} did not log its start: {log}"
             time.sleep(0.2)
         task = int(_proc_field(trainer, 1))
         supervisor = int(_proc_field(task, 1))
@@ -683,15 +687,15 @@ def test_a_dead_worker_and_scheduler_leave_no_trainer_and_airflow_reruns_the_tas
     try:
         deadline = time.monotonic() + UI_TIMEOUT_S + 60
         while (run := api(stack, f"/api/v2/dags/{DAG}/dagRuns/{run_id}"))["state"] != "success":
-            assert run["state"] != "failed", _states_of(stack, run_id)
+            assert run["state"] != "failed", _failed_logs(stack, run_id)
             assert time.monotonic() < deadline, (
                 f"{run_id} not done: {_states_of(stack, run_id)}; the restarted scheduler "
                 f"(exit {restarted.poll()}) logged:\n"
                 + "\n".join(line for line in (stack["state"] / "scheduler-restarted.log").read_text()
                             .splitlines() if "Adopting or resetting orphaned" not in line)[-8000:])
             time.sleep(2)
-        predict = api(stack, f"/api/v2/dags/{DAG}/dagRuns/{run_id}/taskInstances/predict/0")
-        assert predict["try_number"] > first_try, predict  # Airflow ran it again, not the dead try
+        step = api(stack, f"/api/v2/dags/{DAG}/dagRuns/{run_id}/taskInstances/predict_window")
+        assert step["try_number"] > first_try, step  # Airflow ran it again, not the dead try
         scheduler_log = (stack["state"] / "scheduler-restarted.log").read_text()
         assert "orphaned" in scheduler_log or "without a heartbeat" in scheduler_log, scheduler_log[-3000:]
 
@@ -699,7 +703,7 @@ def test_a_dead_worker_and_scheduler_leave_no_trainer_and_airflow_reruns_the_tas
         nxt = api(stack, f"/api/v2/dags/{DAG}/dagRuns", {"logical_date": None, "conf": {}})["dag_run_id"]
         deadline = time.monotonic() + UI_TIMEOUT_S
         while (run := api(stack, f"/api/v2/dags/{DAG}/dagRuns/{nxt}"))["state"] != "success":
-            assert run["state"] != "failed", _states_of(stack, nxt)
+            assert run["state"] != "failed", _failed_logs(stack, nxt)
             assert time.monotonic() < deadline, f"{nxt} not done: {_states_of(stack, nxt)}"
             time.sleep(2)
         days_match_the_runs(stack)
@@ -711,6 +715,19 @@ def test_a_dead_worker_and_scheduler_leave_no_trainer_and_airflow_reruns_the_tas
         except subprocess.TimeoutExpired:
             os.killpg(restarted.pid, signal.SIGKILL)
         scheduler_out.close()
+
+
+def _failed_logs(stack, run_id: str) -> str:
+    """The last lines of each failed task's log in ``run_id``: what a failed assertion needs."""
+    tis = api(stack, f"/api/v2/dags/{DAG}/dagRuns/{run_id}/taskInstances")["task_instances"]
+    out = [str(_states_of(stack, run_id))]
+    for t in tis:
+        if t["state"] == "failed":
+            folder = (stack["state"] / "airflow" / "logs" / f"dag_id={DAG}" / f"run_id={run_id}"
+                      / f"task_id={t['task_id']}")
+            for log in sorted(folder.rglob("attempt=*.log")):
+                out += [f"--- {log.relative_to(folder)}", *log.read_text(errors="replace").splitlines()[-30:]]
+    return "\n".join(out)
 
 
 def _states_of(stack, run_id: str) -> dict[str, str]:
