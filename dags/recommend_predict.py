@@ -10,8 +10,8 @@ Writes the day's top-N recommendations per learner to BigQuery with the publishe
   (asset `recsys_published_model`).
 * **run date**: the last complete UTC day before the run; asset-triggered runs use the trigger time.
 * `predict_window` reads the window's events once (quality counts and the aggregation, or the
-  window `create_cf_matrices` saved when nothing changed) into `runs/<date>/predict-window.npz`.
-* `predict` is mapped over `n_shards` (param, default 1): each shard loads that window, scores
+  window `create_cf_matrices` saved when nothing changed) into one file per shard.
+* `predict` is mapped over `n_shards` (param, default 1): each shard loads its file, scores
   the users of its stable hash bucket in its own job and stages them (BigQuery bills one read
   of the window whatever `n_shards` is); the shards run in parallel, one slot each
   of the pool `recsys_trainer_jobs` that bounds the environment's trainer jobs (16 in
@@ -68,7 +68,8 @@ with DAG(
         timeout=timedelta(minutes=30).total_seconds(),
     )
     window = trainer_task("predict_window_task", trainer_args(
-        config, "--lookback-days", "{{ recsys_whole(params.lookback_days) }}"), config=config,
+        config, "--lookback-days", "{{ recsys_whole(params.lookback_days) }}",
+        "--n-shards", "{{ recsys_whole(params.n_shards) }}"), config=config,
         execution_timeout=timedelta(hours=1))
     shards = PlanShardsOperator(task_id="plan_shards", execution_timeout=timedelta(minutes=5))
     predict = trainer_task("predict_task", trainer_args(

@@ -119,7 +119,7 @@ def steps(s: Settings) -> list[tuple[str, list[str]]]:
         ("train_task", [*run, "--factors", "16", "--iterations", "8"]),
         ("evaluate_task", run),
         ("promote_model_task", run),
-        ("predict_window_task", [*run, "--lookback-days", "20"]),
+        ("predict_window_task", [*run, "--lookback-days", "20", "--n-shards", "1"]),
         ("predict_task", [*run, "--lookback-days", "20", "--n-recommendations", str(N_RECOMMENDATIONS),
                           "--shard", "0", "--n-shards", "1"]),
         ("publish_predictions_task", [*run, "--n-shards", "1",

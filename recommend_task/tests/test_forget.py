@@ -51,7 +51,7 @@ def test_a_forgotten_learner_is_nowhere_the_product_reads_and_everyone_else_is_s
                         ("train_task", TRAIN_ARGS[2:]), ("evaluate_task", ()), ("promote_model_task", ())):
         rc, err = step(name, *common, *extra)
         assert rc == 0, f"{name}: {err}"
-    rc, err = step("predict_window_task", *common, "--lookback-days", "20")  # the DAG's path
+    rc, err = step("predict_window_task", *common, "--lookback-days", "20", "--n-shards", "2")  # the DAG's
     assert rc == 0, err
     for shard in (0, 1):
         rc, err = step("predict_task", *common, "--lookback-days", "20", "--shard", str(shard),
@@ -65,7 +65,7 @@ def test_a_forgotten_learner_is_nowhere_the_product_reads_and_everyone_else_is_s
     # The scan sees the id wherever the product wrote it, so finding none afterwards means something.
     for place in ("events.user_id", "recommendations.user_id", "recommendations_latest.user_id",
                   "event_stats.top_user_id", "event_stats.anomalies", "/matrices.npz:user_ids_utf8.npy",
-                  "/window.npz:user_ids_utf8.npy", "/predict-window.npz:user_ids_utf8.npy",
+                  "/window.npz:user_ids_utf8.npy", "-of-2.npz:user_ids_utf8.npy",
                   "/model.npz:user_ids_utf8.npy", "/event_stats.json",
                   "/manifest.json"):
         assert any(found.endswith(place) for found in before), (place, before)

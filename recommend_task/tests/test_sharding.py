@@ -143,7 +143,7 @@ def test_predict_reads_the_window_once_whatever_the_number_of_shards(
     common = ("--run-date", str(RUN_DATE), "--artifacts-uri", trained)
     scans, published = {}, {}
     for n in (1, 4):
-        rc, err = step("predict_window_task", *common, "--lookback-days", "20")
+        rc, err = step("predict_window_task", *common, "--lookback-days", "20", "--n-shards", str(n))
         assert rc == 0, err
         per_shard = []
         for i in range(n):

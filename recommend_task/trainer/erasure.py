@@ -358,7 +358,7 @@ class ArtifactEraser:
         """An array file holding an id that no metadata names any more (left by a step killed
         between the swap and the delete): nothing reads it, so it goes. One still named would be
         an array file of a kind this step does not know: refused rather than left."""
-        if uri.endswith("/" + layout.PREPARED_WINDOW_FILE):  # a cache, read again when gone
+        if f"/{layout.PREPARED_WINDOW_DIR}/" in uri:  # a cache, read again when gone
             _delete(self.store, uri)
             self.tally.add("prepared predict windows deleted", 1)
             return
@@ -443,18 +443,18 @@ class ArtifactEraser:
 
     def _prepared_window(self, record_uri: str) -> None:
         """predict_window_task's window, a cache for the run's predict shards: deleted with its
-        record when it holds a learner (a shard then reads the window again)."""
-        record = self.store.read_json(record_uri)
-        uri = record.get("uri") or ""
+        record when a part holds a learner (the shards then read the window again)."""
         from google.api_core.exceptions import NotFound
 
-        try:
-            holds = _holds(_user_ids(self.store, uri), self.ids)
-        except (FileNotFoundError, NotFound):  # a record left by a step killed before its file
-            holds = False
+        uris = [part.get("uri") or "" for part in self.store.read_json(record_uri).get("parts", [])]
+        holds = False
+        for uri in uris:
+            with contextlib.suppress(FileNotFoundError, NotFound):  # a step killed before its files
+                holds = holds or _holds(_user_ids(self.store, uri), self.ids)
         if holds:
             _delete(self.store, record_uri)
-            _delete(self.store, uri)
+            for uri in uris:
+                _delete(self.store, uri)
             self.tally.add("prepared predict windows deleted", 1)
 
     def _scrub(self, uri: str) -> None:

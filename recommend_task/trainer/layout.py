@@ -27,8 +27,14 @@ def latest_pointer(artifacts_uri: str) -> str:
     return artifacts.join(artifacts_uri, LATEST_POINTER)
 
 
-# predict_window_task's window for the run's predict shards, and its record (written last).
-PREPARED_WINDOW_FILE, PREPARED_WINDOW_RECORD = "predict-window.npz", "predict-window.json"
+# predict_window_task's window for the run's predict shards (a file each), and its record
+# (written last).
+PREPARED_WINDOW_DIR, PREPARED_WINDOW_RECORD = "predict-window", "predict-window.json"
+
+
+def prepared_window_file(index: int, count: int) -> str:
+    """Shard ``index`` of ``count``'s part of the prepared window, under the run's prefix."""
+    return f"{PREPARED_WINDOW_DIR}/{index}-of-{count}.npz"
 
 
 def prepared_window_record(artifacts_uri: str, run_date: dt.date) -> str:

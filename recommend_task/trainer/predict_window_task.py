@@ -2,12 +2,13 @@
 
 Checks the quality of the events in the window of ``--lookback-days`` ending at ``--run-date``
 (the same rules and ``--max-bad-fraction`` as predict_task), aggregates them per (user, item)
-over the published model's items (or ``--model-uri``'s) and writes
-``runs/<run_date>/predict-window.npz`` and, last, ``predict-window.json``. Every predict shard
-then loads that file and keeps its own users (:func:`load_prepared`): BigQuery scans the window
-once whatever ``--n-shards`` is, not once per shard, and an event sent twice with different
-users counts once across shards as it does in one process. The window create_cf_matrices read
-for the date is reused when nothing it was read from has changed (:mod:`trainer.window_snapshot`).
+over the published model's items (or ``--model-uri``'s) and writes one file per shard of
+``--n-shards`` (``runs/<run_date>/predict-window/<i>-of-<n>.npz``) and, last,
+``predict-window.json``. Each predict shard then loads its own file (:func:`load_prepared`):
+BigQuery scans the window once whatever ``--n-shards`` is, not once per shard; a shard holds
+only its users; and an event sent twice with different users counts once across shards, as it
+does in one process. The window create_cf_matrices read for the date is reused when nothing it
+was read from has changed (:mod:`trainer.window_snapshot`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import datetime as dt
 import logging
 import sys
 
+import numpy as np
+
 from trainer import artifacts, cli, layout, profile
 from trainer.clients import bigquery_client
 from trainer.errors import TrainerError, TransientError
@@ -24,7 +27,7 @@ from trainer.events import EventSource, add_window_args, check_window_args
 from trainer.idmap import IdMap
 from trainer.model import ModelArtifact, load_model
 from trainer.publishing import published_model_uri
-from trainer.shards import Shard, shard_mask
+from trainer.shards import MAX_SHARDS, Shard, all_shards, shard_mask, shard_of_user
 from trainer.tables import EVENTS, table_id
 from trainer.window import DateRange, lookback
 from trainer.window_snapshot import WindowInteractions, partitions_version, why_not_reuse
@@ -38,6 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_window_args(parser)
     parser.add_argument("--model-uri", help="model whose items the window is read over "
                         "(default: the published one)")
+    parser.add_argument("--n-shards", type=int, default=1,
+                        help=f"predict's shards (1..{MAX_SHARDS}): one file of users each")
     return parser
 
 
@@ -46,6 +51,7 @@ def validate(args: argparse.Namespace) -> None:
     cli.require(args, "project", "artifacts_uri")
     check_window_args(args)
     lookback(args.run_date, args.lookback_days)
+    Shard(0, args.n_shards)  # the count's own rule
 
 
 def _request(args: argparse.Namespace, source: EventSource, window: DateRange) -> dict:
@@ -111,8 +117,6 @@ def read_window(store: artifacts.ArtifactStore, client, args: argparse.Namespace
 
 
 def _own_users(users: IdMap, matrix, shard: Shard):
-    import numpy as np
-
     rows = np.flatnonzero(shard_mask(users.ids, shard))
     return IdMap(users.ids[rows]), matrix[rows]
 
@@ -136,24 +140,25 @@ def load_prepared(store: artifacts.ArtifactStore, client, args: argparse.Namespa
     elif record.get("partitions") is None or record["partitions"] != partitions_version(
             client, source.table, window):
         reason = "the window's partitions changed since"
+    count = shard.count if shard is not None else 1
+    if reason is None and record.get("n_shards") != count:
+        reason = f"it was split for {record.get('n_shards')} shard(s), not {count}"
+    part = record["parts"][shard.index if shard is not None else 0] if reason is None else {}
     if reason is None:
         try:
-            payload = store.read_bytes(record["uri"])
+            payload = store.read_bytes(part["uri"])
         except FileNotFoundError:  # forget_user_task deletes it: a cache, read again here
             payload = None
-            reason = f"{record['uri']} is gone"
-        if payload is not None and artifacts.sha256(payload) != record["sha256"]:
-            reason = f"checksum mismatch for {record['uri']}: file does not match its record"
+            reason = f"{part['uri']} is gone"
+        if payload is not None and artifacts.sha256(payload) != part["sha256"]:
+            reason = f"checksum mismatch for {part['uri']}: file does not match its record"
     if reason is not None:
         log.info("not using the window prepared for %s (%s): reading it here", args.run_date, reason)
         return None
     prepared = WindowInteractions.from_bytes(payload)
-    users, matrix = prepared.users, prepared.matrix
-    if shard is not None and shard.count > 1:
-        users, matrix = _own_users(users, matrix, shard)
     log.info("using the window prepared for %s (%s): %d users, %d interactions%s", args.run_date,
-             record["uri"], len(users), matrix.nnz, f" ({shard}'s users)" if shard else "")
-    return users, matrix
+             part["uri"], len(prepared.users), prepared.matrix.nnz, f" ({shard}'s users)" if shard else "")
+    return prepared.users, prepared.matrix
 
 
 def main(args: argparse.Namespace) -> None:
@@ -177,21 +182,31 @@ def main(args: argparse.Namespace) -> None:
         # Before the read: a change during it then shows as a different version to the shards.
         version = partitions_version(client, source.table, window)
         report, users, interactions = read_window(store, client, args, source, window, model)
-    with profile.phase("write", "serialising the window"):
-        payload = WindowInteractions(users, model.items, interactions).to_bytes()
     prefix = layout.run_prefix(args.artifacts_uri, args.run_date)
-    record = {"uri": artifacts.join(prefix, layout.PREPARED_WINDOW_FILE), "sha256": artifacts.sha256(payload),
-              "bytes": len(payload), "model_id": model.model_id, "model_uri": model_uri,
-              **_request(args, source, window), "quality": report.to_dict(), "partitions": version,
-              "users": len(users), "interactions": int(interactions.nnz),
+    parts = []
+    owners = np.fromiter((shard_of_user(u, args.n_shards) for u in users.ids), dtype=np.int32,
+                         count=len(users))
+    # One file per shard: a shard loads its own users only, so its memory shrinks with n_shards.
+    for shard in all_shards(args.n_shards):
+        rows = np.flatnonzero(owners == shard.index)
+        own_users, own = IdMap(users.ids[rows]), interactions[rows]
+        with profile.phase("write", f"serialising {shard}'s window"):
+            payload = WindowInteractions(own_users, model.items, own).to_bytes()
+        uri = artifacts.join(prefix, layout.prepared_window_file(shard.index, shard.count))
+        with profile.phase("write", f"writing {len(payload)} bytes of {shard}'s window"):
+            store.write_bytes(uri, payload)
+        parts.append({"uri": uri, "sha256": artifacts.sha256(payload), "bytes": len(payload),
+                      "users": len(own_users), "interactions": int(own.nnz)})
+    record = {"model_id": model.model_id, "model_uri": model_uri, **_request(args, source, window),
+              "quality": report.to_dict(), "partitions": version, "n_shards": args.n_shards,
+              "parts": parts, "users": len(users), "interactions": int(interactions.nnz),
               "created_at": dt.datetime.now(dt.UTC).isoformat()}
-    # The window first, its record last: a record always describes a complete file.
-    with profile.phase("write", f"writing {len(payload)} bytes of window"):
-        store.write_bytes(record["uri"], payload)
-        store.write_json(layout.prepared_window_record(args.artifacts_uri, args.run_date), record)
+    # The parts first, their record last: a record always describes complete files.
+    store.write_json(layout.prepared_window_record(args.artifacts_uri, args.run_date), record)
     profile.count("rows_out", int(interactions.nnz))
-    log.info("prepared the window %s for predict: %d users, %d interactions over %d items of model %s",
-             window, len(users), interactions.nnz, len(model.items), model.model_id)
+    log.info("prepared the window %s for predict in %d part(s): %d users, %d interactions over %d "
+             "items of model %s", window, args.n_shards, len(users), interactions.nnz, len(model.items),
+             model.model_id)
 
 
 if __name__ == "__main__":
