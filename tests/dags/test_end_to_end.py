@@ -194,7 +194,8 @@ def test_a_permanent_error_fails_at_once_with_the_trainers_message(pipeline, sla
 
 def test_a_transient_error_is_retried_and_keeps_previous_recommendations(pipeline, slack, monkeypatch,
                                                                          unavailable_bigquery):
-    """BigQuery answering 503 (exit code 75): the try fails and Airflow retries it."""
+    """BigQuery answering 503 (exit code 75): the try fails and Airflow retries it (the run's
+    first step to query BigQuery, predict_window, meets it)."""
     before = _recommendation_days()
     monkeypatch.setenv("BIGQUERY_EMULATOR_HOST", unavailable_bigquery)
     monkeypatch.setenv("RECSYS_BQ_RETRY_DEADLINE_S", "2")
@@ -202,10 +203,11 @@ def test_a_transient_error_is_retried_and_keeps_previous_recommendations(pipelin
     run = _run("recommend_predict", LOGICAL_DATE + dt.timedelta(days=7), PREDICT_CONF)
     monkeypatch.undo()
 
-    assert str(run.state) == "failed" and _states(run)["predict"] == "failed"
+    assert str(run.state) == "failed" and _states(run)["predict_window"] == "failed"
+    assert _states(run)["predict"] == "upstream_failed"
     texts = slack.texts()
-    retry = [t for t in texts if "Task *predict* of *recommend_predict* will be retried" in t]
-    failed = [t for t in texts if "Task *predict* of *recommend_predict* failed" in t]
+    retry = [t for t in texts if "Task *predict_window* of *recommend_predict* will be retried" in t]
+    failed = [t for t in texts if "Task *predict_window* of *recommend_predict* failed" in t]
     assert len(retry) == 1 and len(failed) == 1, texts
     assert "try 1/2" in retry[0] and "try 2/2" in failed[0]
     for text in (retry[0], failed[0]):

@@ -133,7 +133,8 @@ def test_predict_runs_the_pinned_image_and_slack_names_it(runtime, slack):
     assert str(run.state) == "success", _states(run)
     run_date = RUN_DATE + dt.timedelta(days=DAY[name] + 1)
     assert _days()[run_date] > 0
-    assert _launched_images(name, launcher) == [pinned] * 2  # predict (1 shard), publish: by digest / ID
+    # predict_window, predict (1 shard), publish: each by digest / ID.
+    assert _launched_images(name, launcher) == [pinned] * 3
     if name == "docker":
         assert launcher.pulled == []  # run by ID: nothing to pull
     status = _status(run_date)
@@ -171,7 +172,9 @@ def test_a_permanent_error_fails_at_once_with_the_trainers_message(runtime, slac
     finally:
         model.upload_from_string(good)
     assert str(run.state) == "failed" and _states(run)["predict"] == "failed"
-    assert len(_launched_images(name, launcher)) == 1  # one try
+    # predict_window prepares nothing over a model that does not load; predict fails in one try.
+    assert _states(run)["predict_window"] == "success"
+    assert len(_launched_images(name, launcher)) == 2
     texts = slack.texts()
     failed = [t for t in texts if "Task *predict* of *recommend_predict* failed" in t]
     assert len(failed) == 1 and "try 1/2" in failed[0] and not [t for t in texts if "will be retried" in t]
@@ -194,14 +197,16 @@ def test_a_transient_error_is_retried(runtime, slack, monkeypatch, unavailable_b
     slack.messages.clear()
     run = _predict(DAY[name] + 3)
     monkeypatch.setenv("BIGQUERY_EMULATOR_HOST", bigquery)
-    assert str(run.state) == "failed" and _states(run)["predict"] == "failed"
+    # The run's first step to query BigQuery meets the outage: predict_window.
+    assert str(run.state) == "failed" and _states(run)["predict_window"] == "failed"
     assert len(_launched_images(name, launcher)) == 2  # retried once (RECSYS_TASK_RETRIES=1)
     texts = slack.texts()
-    retry = [t for t in texts if "Task *predict* of *recommend_predict* will be retried" in t]
-    failed = [t for t in texts if "Task *predict* of *recommend_predict* failed" in t]
+    retry = [t for t in texts if "Task *predict_window* of *recommend_predict* will be retried" in t]
+    failed = [t for t in texts if "Task *predict_window* of *recommend_predict* failed" in t]
     assert len(retry) == 1 and len(failed) == 1, texts
     for text in (retry[0], failed[0]):
-        expected = r"Error: predict_task: RetryError: .*ServiceUnavailable.*\(exit 75: transient, retried"
+        expected = (r"Error: predict_window_task: RetryError: .*ServiceUnavailable.*"
+                    r"\(exit 75: transient, retried")
         assert re.search(expected, text), text
     if name == "vertex":
         assert launcher.cancelled == []  # finished jobs are not cancelled
@@ -235,7 +240,8 @@ def test_sharded_predict_publishes_the_same_rows_all_or_nothing(runtime, tmp_pat
                           lambda python: monkeypatch.setattr("fake_launchers.TRAINER_PY", python),
                           tmp_path, TRAINER_PY, "test-project", DATASET, run_date)
     launched = launcher.submitted if name == "vertex" else launcher.created
-    assert len(launched) == (3 + 1 + 1) + 3  # per run: shards, a retried shard, publish
+    # The first run: window, 3 shards, a retried shard, publish; the second: window, 3 shards.
+    assert len(launched) == (1 + 3 + 1 + 1) + (1 + 3)
     if name == "vertex":  # one pipeline per shard, each labelled with its shard
         assert {s["labels"].get("shard") for s in launcher.submitted} == {"0", "1", "2", None}
 
