@@ -4,8 +4,8 @@
 # stack of its own).
 #
 # Lanes run side by side, because each suite keeps about one core busy and CI machines have two
-# or more: lane 1 runs the trainer suite, then the DAG suite on the oldest supported Airflow;
-# lane 2 the DAG suite on the newest Airflow, then the browser suite; lane 3 the Docker tests,
+# or more: lane 1 runs the trainer suite; lane 2 the DAG suite on the newest Airflow, then the
+# browser suite; lane 3 the DAG suite on the oldest supported Airflow, then the Docker tests,
 # once their images are built. The suites share nothing: each starts its emulators and stacks on
 # free ports in directories of its own. A lane stops at its first failing suite; the script fails
 # if any suite failed. Each suite's output is printed whole when it ends (live pytest outputs
@@ -78,17 +78,17 @@ if [ "${RECSYS_SKIP_DOCKER_TESTS:-}" != 1 ]; then
     fi
 fi
 
-# Each lane in its own process group, so that cleanup stops whatever it started. The Docker tests
-# are a third lane that starts when their images are built: their stack waits on health checks
-# and containers with a core to spare, which the other suites fill.
+# Each lane in its own process group, so that cleanup stops whatever it started. The trainer
+# suite, the longest, has a lane to itself; the Docker tests follow the oldest Airflow's DAG suite
+# in the third lane, by which time their images are built.
 set -m
-( suite trainer recommend_task "$TRAINER_PY" tests &&
-  suite dags-airflow-oldest . "$AIRFLOW_OLD_PY" tests/dags ) &
+( suite trainer recommend_task "$TRAINER_PY" tests ) &
 lanes+=($!)
 ( suite dags-airflow-newest . "$AIRFLOW_PY" tests/dags &&
   suite local . "$AIRFLOW_PY" tests/local ) &
 lanes+=($!)
-( docker_images_ready && suite docker . "$AIRFLOW_PY" tests/docker ) &
+( suite dags-airflow-oldest . "$AIRFLOW_OLD_PY" tests/dags &&
+  docker_images_ready && suite docker . "$AIRFLOW_PY" tests/docker ) &
 lanes+=($!)
 set +m
 

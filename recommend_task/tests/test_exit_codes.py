@@ -83,7 +83,8 @@ def test_a_successful_step_records_success(step, tmp_path):
     assert min(profile["phases"].values()) > 0
     counts = manifest["counts"]
     assert profile["counts"] == {"rows_in": manifest["quality"]["rows_read"],
-                                 "rows_out": counts["train_nnz"] + counts["holdout_nnz"]}
+                                 "rows_out": counts["train_nnz"] + counts["holdout_nnz"],
+                                 "event_scans": 1}  # one scan: the quality counts and the aggregation
     assert sum(profile["phases"].values()) <= record["seconds"] and profile["peak_rss_mib"] > 50
 
 
