@@ -61,11 +61,12 @@ def _request(args: argparse.Namespace, source: EventSource, window: DateRange) -
 
 
 def saved_training_window(store: artifacts.ArtifactStore, client, args: argparse.Namespace,
-                          source: EventSource, window: DateRange, report,
-                          model: ModelArtifact) -> tuple[IdMap, object] | None:
+                          source: EventSource, window: DateRange, report, model: ModelArtifact,
+                          version: list | None = None) -> tuple[IdMap, object] | None:
     """The window's users and their interactions over the model's items as create_cf_matrices
     read them for this run date, when nothing it was read from has changed and the model knows
-    exactly its items; None (read BigQuery again) otherwise, with the reason logged."""
+    exactly its items; None (read BigQuery again) otherwise, with the reason logged. ``version``:
+    the window's partitions as the caller already read them (each read is a billed query)."""
     try:
         manifest = store.read_json(artifacts.join(layout.run_prefix(args.artifacts_uri, args.run_date),
                                                   "manifest.json"))
@@ -73,7 +74,8 @@ def saved_training_window(store: artifacts.ArtifactStore, client, args: argparse
         log.info("reading the window from BigQuery: no matrices for run date %s", args.run_date)
         return None
     entry = manifest.get("window_interactions")
-    version = partitions_version(client, source.table, window) if entry else None
+    if entry and version is None:
+        version = partitions_version(client, source.table, window)
     reason = why_not_reuse(entry, source.table, window, args.event_weights, report.to_dict(), version)
     if reason is None and manifest.get("counts", {}).get("items") != len(model.items):
         reason = f"model {model.model_id} was not trained on these items"
@@ -95,7 +97,8 @@ def saved_training_window(store: artifacts.ArtifactStore, client, args: argparse
 
 
 def read_window(store: artifacts.ArtifactStore, client, args: argparse.Namespace, source: EventSource,
-                window: DateRange, model: ModelArtifact, shard: Shard | None = None):
+                window: DateRange, model: ModelArtifact, shard: Shard | None = None,
+                version: list | None = None):
     """(quality report, users, interactions over the model's items) of the window, from BigQuery
     or create_cf_matrices' saved window; only ``shard``'s users when one is given (a shard that
     reads by itself aggregates only its users)."""
@@ -103,7 +106,7 @@ def read_window(store: artifacts.ArtifactStore, client, args: argparse.Namespace
 
     report = source.checked_quality(window, args.event_weights, args.max_bad_fraction)
     profile.count("rows_in", report.rows_read)
-    saved = saved_training_window(store, client, args, source, window, report, model)
+    saved = saved_training_window(store, client, args, source, window, report, model, version)
     if saved is not None:
         users, matrix = saved
         if shard is not None and shard.count > 1:
@@ -181,7 +184,8 @@ def main(args: argparse.Namespace) -> None:
     with profile.phase("read", "reading events"):
         # Before the read: a change during it then shows as a different version to the shards.
         version = partitions_version(client, source.table, window)
-        report, users, interactions = read_window(store, client, args, source, window, model)
+        report, users, interactions = read_window(store, client, args, source, window, model,
+                                                  version=version)
     prefix = layout.run_prefix(args.artifacts_uri, args.run_date)
     parts = []
     owners = np.fromiter((shard_of_user(u, args.n_shards) for u in users.ids), dtype=np.int32,
