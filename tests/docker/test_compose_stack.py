@@ -46,6 +46,7 @@ ONE_SHOT = {"airflow-init", "trainer-image", "seed-events"}
 # five trainer containers take minutes (the services' health checks allow 5 minutes to start).
 HEALTHY_TIMEOUT_S = 600
 RUN_TIMEOUT_S = 900
+SLACK_CALLBACK_TIMEOUT_S = 120  # a DAG callback runs in the dag-processor, after the run is done
 
 
 def _compose_cli() -> str:
@@ -215,6 +216,13 @@ def _events(stack: dict, kind: str) -> list[dict]:
     return [e for e in map(json.loads, filter(str.strip, lines)) if e.get("Type") == kind]
 
 
+def _slack_messages(stack: dict) -> list[str]:
+    """What the loopback Slack receiver service has been sent so far."""
+    received = subprocess.run([*stack["cli"], "exec", "-T", "slack-receiver", "cat", "/tmp/slack.jsonl"],
+                              env=stack["env"], capture_output=True, text=True, check=True).stdout
+    return [json.loads(line)["text"] for line in received.splitlines()]
+
+
 def _container_starts(stack: dict) -> list[dict]:
     """Containers started since the stack came up."""
     return [e for e in _events(stack, "container") if e.get("Action") == "start"]
@@ -295,12 +303,16 @@ def test_train_then_predict_through_the_rest_api_in_sibling_trainer_containers(s
     log = api(stack, f"{run_path}/taskInstances/predict/logs/1?map_index=0")
     assert "trainer.predict_task" in json.dumps(log)
 
-    # Slack (the loopback receiver service) got the manual run's success with what it wrote.
-    received = subprocess.run([*stack["cli"], "exec", "-T", "slack-receiver", "cat", "/tmp/slack.jsonl"],
-                              env=stack["env"], capture_output=True, text=True, check=True).stdout
-    messages = [json.loads(line)["text"] for line in received.splitlines()]
-    [text] = [m for m in messages if m.startswith(":white_check_mark: *recommend_predict*")
-              and manual["dag_run_id"] in m]
+    # Slack (the loopback receiver service) got the manual run's success with what it wrote. A
+    # DAG's success callback runs in the dag-processor after the run is marked done, so the
+    # message may follow the run's state by a moment: wait for it, within a deadline.
+    deadline = time.monotonic() + SLACK_CALLBACK_TIMEOUT_S
+    while not (found := [m for m in _slack_messages(stack)
+                         if m.startswith(":white_check_mark: *recommend_predict*")
+                         and manual["dag_run_id"] in m]):
+        assert time.monotonic() < deadline, (_slack_messages(stack), _logs(stack, "airflow-dag-processor"))
+        time.sleep(1)
+    [text] = found
     rows, users = map(int, re.search(r"rows written: (\d+) for (\d+) users", text).groups())
     run_day = dt.date.fromisoformat(manual["run_after"][:10]) - dt.timedelta(days=1)
     assert rows == DEFAULT_N * users == days[run_day][0], (text, days)
