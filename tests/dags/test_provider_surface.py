@@ -84,7 +84,7 @@ class _ProviderUse(ast.NodeVisitor):
             on_super = isinstance(value, ast.Call) and isinstance(value.func, ast.Name) \
                 and value.func.id == "super"
             on_self = isinstance(value, ast.Name) and value.id == "self"
-            if (on_super or on_self) and self._extending_provider or (
+            if ((on_super or on_self) and self._extending_provider) or (
                     not on_self and not on_super and self._is_provider(value)):
                 self.private.append(f"{self.where(node)} {ast.unparse(node)}")
         self.generic_visit(node)
