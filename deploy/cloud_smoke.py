@@ -10,13 +10,16 @@ purpose, with the caller's own credentials (``gcloud auth application-default lo
 2. builds and pushes the trainer image with the trainer's own Cloud Build config
    (``recommend_task/cloudbuild.yaml``: unit tests, build, every step's ``--help``), tagged
    ``smoke-<id>``;
-3. runs every step once as a Vertex AI custom job on that image, as the trainer's service
-   account, on tiny synthetic data: seed_events, create_cf_matrices, train, evaluate, promote,
-   predict (shard 0 of 1), publish_predictions;
+3. runs every step once on Vertex AI on that image, as the trainer's service account, on tiny
+   synthetic data (seed_events, create_cf_matrices, train, evaluate, promote, predict_window,
+   predict (shard 0 of 1), publish_predictions, feedback, forget), each through the production
+   launcher: the DAGs' own ``TrainerStepOperator`` and its Vertex launcher submit the training
+   pipeline, its trigger waits for it, and the step's status record decides the outcome, exactly
+   as on Composer;
 4. checks the recommendations in BigQuery: the run date has rows, one per (user, rank), and
    ``recommendations_latest`` shows that day;
-5. deletes what it created, and only that, whatever happened before: the jobs still running
-   are cancelled, the dataset, the prefix's objects and the image tag deleted. A clean-up that
+5. deletes what it created, and only that, whatever happened before: the pipelines still
+   running are cancelled, the dataset, the prefix's objects and the image tag deleted. A clean-up that
    fails is reported with what is left, and the exit code says so.
 
     .venv/airflow/bin/python deploy/cloud_smoke.py --project P --region R --bucket B \\
@@ -24,7 +27,8 @@ purpose, with the caller's own credentials (``gcloud auth application-default lo
 
 The IAM it needs (and the production service accounts need): docs/operations.md.
 It cannot run in this repository's CI: deploy's tests (tests/dags/test_cloud_smoke.py) check the
-plan and the clean-up with the cloud faked at the :class:`Cloud` interface.
+plan and the clean-up with the cloud faked at the :class:`Cloud` interface, and the production
+launcher path with the Vertex AI API faked at the provider hook (as the DAG tests fake it).
 """
 
 from __future__ import annotations
@@ -37,9 +41,9 @@ import secrets
 import statistics
 import subprocess
 import sys
-import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 log = logging.getLogger("cloud_smoke")
 
@@ -50,6 +54,7 @@ N_RECOMMENDATIONS = 5
 DATASET_PREFIX = "recsys_smoke_"
 GCS_PREFIX = "recsys-smoke"
 LABEL = "recsys-smoke"
+FINAL_PIPELINE_STATES = ("PIPELINE_STATE_SUCCEEDED", "PIPELINE_STATE_FAILED", "PIPELINE_STATE_CANCELLED")
 
 
 class SmokeFailed(Exception):
@@ -65,12 +70,20 @@ class Cloud(Protocol):
     def delete_prefix(self, bucket: str, prefix: str) -> int: ...
     def build_image(self, image: str, tag: str) -> None: ...
     def delete_image(self, image: str, tag: str) -> None: ...
-    def start_job(self, display_name: str, image_uri: str, command: list[str], service_account: str,
-                  machine_type: str, labels: dict[str, str]) -> str: ...
-    def job_state(self, job_name: str) -> tuple[str, str]: ...
-    def job_times(self, job_name: str) -> tuple[dt.datetime, dt.datetime, dt.datetime]: ...
-    def cancel_job(self, job_name: str) -> None: ...
+    def run_step(self, step: str, arguments: list[str], image_uri: str,
+                 started: Callable[[str], None]) -> StepTimes: ...
+    def pipeline_state(self, pipeline: str) -> str: ...
+    def cancel_pipeline(self, pipeline: str) -> None: ...
     def query(self, sql: str) -> list[dict[str, Any]]: ...
+
+
+class StepTimes(NamedTuple):
+    """A finished step's training pipeline and when it was created, started and ended."""
+
+    pipeline: str
+    created: dt.datetime
+    started: dt.datetime
+    ended: dt.datetime
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,7 +150,7 @@ class SmokeTest:
 
     def __init__(self, cloud: Cloud, settings: Settings) -> None:
         self.cloud, self.s = cloud, settings
-        self.created: list[tuple[str, str]] = []  # ("dataset"|"prefix"|"image"|"job", name)
+        self.created: list[tuple[str, str]] = []  # ("dataset"|"prefix"|"image"|"pipeline", name)
         self.cleanup_errors: list[str] = []
         self.startup_s: dict[str, float] = {}  # step -> seconds from submission to start
 
@@ -177,26 +190,13 @@ class SmokeTest:
 
     def _run_step(self, step: str, arguments: list[str]) -> None:
         s = self.s
-        name = self.cloud.start_job(
-            display_name=f"recsys-smoke-{s.run_id}-{step.replace('_', '-')}",
-            image_uri=f"{s.image}:{s.tag}", command=["python", "-m", f"trainer.{step}", *arguments],
-            service_account=s.service_account, machine_type=s.machine_type,
-            labels={LABEL: s.run_id, "step": step.replace("_", "-")})
-        self.created.append(("job", name))
-        started = time.monotonic()
-        while True:
-            state, message = self.cloud.job_state(name)
-            if state == "JOB_STATE_SUCCEEDED":
-                created, began, ended = self.cloud.job_times(name)
-                self.startup_s[step] = (began - created).total_seconds()
-                log.info("%s succeeded: %.0fs from submission to start (machine, image pull), then ran "
-                         "%.0fs (%s)", step, self.startup_s[step], (ended - began).total_seconds(), name)
-                return
-            if state in ("JOB_STATE_FAILED", "JOB_STATE_CANCELLED", "JOB_STATE_EXPIRED"):
-                raise SmokeFailed(f"{step}: Vertex job {name} ended {state}: {message}")
-            if time.monotonic() - started > s.job_timeout_s:
-                raise SmokeFailed(f"{step}: Vertex job {name} still {state} after {s.job_timeout_s:.0f}s")
-            time.sleep(s.poll_s)
+        # Recorded as soon as the pipeline exists, so a failure or a timeout still cancels it.
+        times = self.cloud.run_step(step, arguments, f"{s.image}:{s.tag}",
+                                    lambda pipeline: self.created.append(("pipeline", pipeline)))
+        self.startup_s[step] = (times.started - times.created).total_seconds()
+        log.info("%s succeeded: %.0fs from submission to start (machine, image pull), then ran "
+                 "%.0fs (%s)", step, self.startup_s[step], (times.ended - times.started).total_seconds(),
+                 times.pipeline)
 
     def _check_recommendations(self) -> None:
         s = self.s
@@ -217,11 +217,9 @@ class SmokeTest:
         """Undo ``created`` in reverse order; every item is attempted even if one fails."""
         for kind, name in reversed(self.created):
             try:
-                if kind == "job":
-                    state, _ = self.cloud.job_state(name)
-                    if state not in ("JOB_STATE_SUCCEEDED", "JOB_STATE_FAILED", "JOB_STATE_CANCELLED",
-                                     "JOB_STATE_EXPIRED"):
-                        self.cloud.cancel_job(name)
+                if kind == "pipeline":
+                    if self.cloud.pipeline_state(name) not in FINAL_PIPELINE_STATES:
+                        self.cloud.cancel_pipeline(name)
                         log.info("cancelled %s", name)
                 elif kind == "image":
                     self.cloud.delete_image(self.s.image, name)
@@ -241,18 +239,103 @@ class SmokeTest:
                 self.cleanup_errors.append(f"{kind} {name}: {type(exc).__name__}: {exc}")
 
 
+class ProductionLauncher:
+    """A step run as the DAGs run it on Composer: ``TrainerStepOperator`` in the vertex runtime.
+
+    Its Vertex launcher submits the custom container training pipeline through the provider's
+    ``CustomJobHook`` (the smoke run's labels, machine type and service account), the operator
+    defers to the launcher's trigger, which is run here as the triggerer would run it, and the
+    operator resumes with its event, reading the step's status record: a step that fails raises
+    the same error a task would. The caller's application-default credentials stand in for the
+    Airflow connection (``AIRFLOW_CONN_GOOGLE_CLOUD_DEFAULT`` unset: Google's default)."""
+
+    DAG_ID = "cloud_smoke"
+
+    def __init__(self, s: Settings) -> None:
+        self.s = s
+
+    @property
+    def hook(self) -> Any:
+        from airflow.providers.google.cloud.hooks.vertex_ai.custom_job import CustomJobHook
+
+        return CustomJobHook(gcp_conn_id="google_cloud_default")
+
+    def operator(self, step: str, arguments: list[str], image_uri: str) -> Any:
+        sys.path.insert(0, str(REPO / "plugins"))
+        from operators import contract
+        from operators.trainer_step import TrainerStepOperator
+
+        task_id = step.removesuffix("_task")
+        return TrainerStepOperator(
+            task_id=task_id, step=step, arguments=arguments, image=image_uri,
+            runtime="vertex", run_date=RUN_DATE.isoformat(), artifacts_uri=self.s.artifacts_uri,
+            allowlist=(f"{self.s.image}:",), gcp_conn_id="google_cloud_default",
+            environment={contract.STATUS_NAME_ENV: contract.status_name(self.DAG_ID, task_id),
+                         contract.AIRFLOW_RUN_ID_ENV: self.s.run_id, contract.TRY_NUMBER_ENV: "1",
+                         contract.IMAGE_ENV: image_uri},
+            launch={"project_id": self.s.project, "region": self.s.region,
+                    "staging_bucket": f"gs://{self.s.bucket}/{self.s.prefix}staging",
+                    "service_account": self.s.service_account, "machine_type": self.s.machine_type,
+                    "poll_interval": max(1, int(self.s.poll_s))})
+
+    def run(self, step: str, arguments: list[str], image_uri: str,
+            started: Callable[[str], None]) -> StepTimes:
+        """Run ``step`` to its end; raise :class:`SmokeFailed` naming the step's own error."""
+        import asyncio
+        from types import SimpleNamespace
+
+        from airflow.providers.common.compat.sdk import TaskDeferred
+
+        op = self.operator(step, arguments, image_uri)
+        pushed: dict[str, Any] = {}
+
+        def xcom_push(key: str, value: Any) -> None:
+            pushed[key] = value
+            if key == "training_id":
+                started(value)
+
+        ti = SimpleNamespace(dag_id=self.DAG_ID, task_id=op.task_id, run_id=self.s.run_id, try_number=1,
+                             map_index=-1, xcom_push=xcom_push)
+        context = {"ti": ti, "task": op, "run_id": self.s.run_id}
+        try:
+            op.execute(context)
+            raise SmokeFailed(f"{step}: the Vertex launcher did not defer")
+        except TaskDeferred as deferred:
+            trigger = deferred.trigger
+
+        async def first_event() -> dict[str, Any]:
+            return (await trigger.run().__anext__()).payload
+
+        try:
+            event = asyncio.run(asyncio.wait_for(first_event(), self.s.job_timeout_s))
+        except TimeoutError:
+            raise SmokeFailed(f"{step}: training pipeline {pushed.get('training_id')} still running after "
+                              f"{self.s.job_timeout_s:.0f}s") from None
+        try:
+            op.execute_complete(context, event)
+        except Exception as exc:  # the task's own error: the step's ERROR line and exit code
+            raise SmokeFailed(f"{step}: {exc}") from None
+        job = event.get("job") or {}
+        return StepTimes(pushed["training_id"], *(_when(job.get(k)) for k in ("create_time", "start_time",
+                                                                             "end_time")))
+
+
+def _when(value: Any) -> dt.datetime:
+    """A pipeline's timestamp (the event's dict holds RFC 3339 strings)."""
+    if isinstance(value, dt.datetime):
+        return value
+    return dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+
+
 class GoogleCloud:
     """:class:`Cloud` on the real services, with the caller's application-default credentials."""
 
     def __init__(self, s: Settings) -> None:
-        from google.cloud import aiplatform, bigquery, storage
+        from google.cloud import bigquery, storage
 
         self.s = s
         self.bq = bigquery.Client(project=s.project, location=s.location)
         self.gcs = storage.Client(project=s.project)
-        aiplatform.init(project=s.project, location=s.region)
-        self.jobs = aiplatform.gapic.JobServiceClient(
-            client_options={"api_endpoint": f"{s.region}-aiplatform.googleapis.com"})
 
     def create_dataset(self, dataset: str, location: str, labels: dict[str, str]) -> None:
         from google.cloud import bigquery
@@ -291,33 +374,17 @@ class GoogleCloud:
         subprocess.run(["gcloud", "artifacts", "docker", "images", "delete", f"{image}:{tag}",
                         "--delete-tags", "--quiet", "--project", self.s.project], check=True)
 
-    def start_job(self, display_name: str, image_uri: str, command: list[str], service_account: str,
-                  machine_type: str, labels: dict[str, str]) -> str:
-        job = {
-            "display_name": display_name,
-            "labels": labels,
-            "job_spec": {
-                "service_account": service_account,
-                "worker_pool_specs": [{
-                    "machine_spec": {"machine_type": machine_type},
-                    "replica_count": 1,
-                    "container_spec": {"image_uri": image_uri, "command": command},
-                }],
-            },
-        }
-        parent = f"projects/{self.s.project}/locations/{self.s.region}"
-        return self.jobs.create_custom_job(parent=parent, custom_job=job).name
+    def run_step(self, step: str, arguments: list[str], image_uri: str,
+                 started: Callable[[str], None]) -> StepTimes:
+        return ProductionLauncher(self.s).run(step, arguments, image_uri, started)
 
-    def job_state(self, job_name: str) -> tuple[str, str]:
-        job = self.jobs.get_custom_job(name=job_name)
-        return job.state.name, job.error.message
+    def pipeline_state(self, pipeline: str) -> str:
+        return ProductionLauncher(self.s).hook.get_training_pipeline(
+            project_id=self.s.project, region=self.s.region, training_pipeline=pipeline).state.name
 
-    def job_times(self, job_name: str) -> tuple[dt.datetime, dt.datetime, dt.datetime]:
-        job = self.jobs.get_custom_job(name=job_name)
-        return job.create_time, job.start_time, job.end_time
-
-    def cancel_job(self, job_name: str) -> None:
-        self.jobs.cancel_custom_job(name=job_name)
+    def cancel_pipeline(self, pipeline: str) -> None:
+        ProductionLauncher(self.s).hook.cancel_training_pipeline(
+            project_id=self.s.project, region=self.s.region, training_pipeline=pipeline)
 
     def query(self, sql: str) -> list[dict[str, Any]]:
         return [dict(row.items()) for row in self.bq.query(sql).result()]

@@ -16,11 +16,6 @@ from typing import Any
 from airflow.sdk import BaseHook
 
 
-def join(root: str, *parts: str) -> str:
-    """``root/part/...`` without doubled slashes."""
-    return "/".join([root.rstrip("/"), *(p.strip("/") for p in parts)])
-
-
 def split_gcs_uri(uri: str) -> tuple[str, str]:
     """``gs://bucket/name`` -> ``(bucket, name)``."""
     if not uri.startswith("gs://"):

@@ -7,6 +7,7 @@ from typing import Any
 
 from airflow.sdk import Asset
 
+from operators import contract
 from operators.config import RecsysConfig
 from operators.macros import MACROS, RUN_DATE
 from operators.sensors import EventsCompleteSensor
@@ -48,7 +49,7 @@ def published_model_asset(config: RecsysConfig) -> Asset:
     normalises a provider's scheme through its provider registry, whose first use imports every
     provider's asset module (the Google one imports ``google.cloud.storage``), about 1 s of every
     fresh parse, including each task's own parse on a worker. ``x-`` URIs are left as written."""
-    pointer = f"{config.artifacts_uri.rstrip('/')}/models/LATEST"
+    pointer = contract.latest_pointer(config.artifacts_uri)
     return Asset(name="recsys_published_model", uri="x-" + pointer, group="recsys")
 
 

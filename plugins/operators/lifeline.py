@@ -9,7 +9,7 @@ writing beside the retry. So, while a trainer step runs:
 - :func:`task_dies_with_supervisor`: the task process gets SIGTERM when its supervisor dies (a
   Linux parent-death signal), so Airflow's own SIGTERM handler runs the operator's ``on_kill``:
   the local trainer's process group is killed, the container stopped;
-- :data:`LAUNCHER_PID_ENV`: the local trainer asks for SIGKILL when the task process dies
+- ``contract.LAUNCHER_PID_ENV``: the local trainer asks for SIGKILL when the task process dies
   (``recommend_task/trainer/lifeline.py``), whatever killed it.
 
 ``on_kill`` runs inside Airflow's SIGTERM handler, on the main thread, which the signal may have
@@ -17,7 +17,7 @@ interrupted mid-write holding the task log's writer lock (a plain lock in Airflo
 writer): so the launchers' ``on_kill`` never logs and never blocks on what that thread must do.
 
 The Vertex runtime needs neither: its waiting is deferred to the triggerer, and a retry adopts
-the running job (operators/vertex_job.py). Off Linux there is no parent-death signal; nothing is
+the running job (operators/launchers/vertex.py). Off Linux there is no parent-death signal; nothing is
 tied and the previous behaviour stands.
 """
 
@@ -31,8 +31,6 @@ import signal
 import sys
 from collections.abc import Iterator
 
-# Read by the trainer (recommend_task/trainer/lifeline.py); the trainer never imports Airflow.
-LAUNCHER_PID_ENV = "RECSYS_LAUNCHER_PID"
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 log = logging.getLogger(__name__)

@@ -1,5 +1,5 @@
 """What a DAG's Slack message says of its run's results, read from the run's artifacts (the
-records the trainer steps leave under ``runs/<run_date>/``), which are not in the template
+records the trainer steps leave in the run's folder, :mod:`operators.contract`), which are not in the template
 context. Each function takes ``read`` (a URI to its JSON, or None) and the run's prefix, and
 returns Slack markup (:class:`operators.mrkdwn.Mrkdwn`) in which every value read is escaped:
 ids, anomaly lines and alerts are data, and may hold ``<!here>`` or a link."""
@@ -9,7 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from operators.artifacts import join
+from operators import contract
+from operators.contract import join
 from operators.mrkdwn import Mrkdwn, escape, link
 from operators.ui_links import report_url
 
@@ -19,7 +20,7 @@ Reader = Callable[[str], Any]
 def data_lines(read: Reader, run: str) -> Mrkdwn:
     """The run date's event statistics (two lines, the trainer's own wording) and any anomaly an
     operator accepted."""
-    stats = read(join(run, "event_stats.json"))
+    stats = read(join(run, contract.EVENT_STATS_RECORD))
     if not stats:
         return Mrkdwn("no event statistics found for this run")
     lines = [f"data: {escape(line)}" for line in stats.get("summary", [])]
@@ -31,10 +32,10 @@ def data_lines(read: Reader, run: str) -> Mrkdwn:
 def train(read: Reader, run: str) -> Mrkdwn:
     """The data, the evaluation of the run's model, and whether it was published."""
     data = data_lines(read, run)
-    candidate = read(join(run, "candidate.json"))
+    candidate = read(join(run, contract.CANDIDATE_RECORD))
     if not candidate:
         return Mrkdwn(f"{data}\nno trained model found for this run")
-    ev = read(join(candidate["model_uri"], "evaluation.json"))
+    ev = read(join(candidate["model_uri"], contract.EVALUATION_RECORD))
     if not ev:
         return Mrkdwn(f"{data}\nmodel {escape(candidate['model_id'])} has no evaluation")
     k, metrics = ev["k"], ev["metrics"]
@@ -42,7 +43,7 @@ def train(read: Reader, run: str) -> Mrkdwn:
     line = " | ".join(
         f"{name}: " + ", ".join(f"{m}@{k} {metrics[name][m]:.4f}" for m in names)
         for name in ("model", "popularity", "published") if metrics.get(name))
-    promotion = read(join(run, "promotion.json"))
+    promotion = read(join(run, contract.PROMOTION_RECORD))
     published = ""
     if promotion:
         published = ("\npublished" if promotion["published"]
@@ -53,7 +54,7 @@ def train(read: Reader, run: str) -> Mrkdwn:
 
 def predict(read: Reader, run: str) -> Mrkdwn:
     """The rows the run published."""
-    p = read(join(run, "predictions.json"))
+    p = read(join(run, contract.PREDICTIONS_RECORD))
     if not p:
         return Mrkdwn("no predictions summary found")
     return Mrkdwn(f"rows written: {escape(p['rows_written'])} for {escape(p['users'])} users "
@@ -62,7 +63,7 @@ def predict(read: Reader, run: str) -> Mrkdwn:
 
 def feedback_alerts(read: Reader, run: str) -> Mrkdwn:
     """The served model's alerts, one per line; empty when there is nothing to alert on."""
-    result = read(join(run, "serving_metrics.json"))
+    result = read(join(run, contract.SERVING_METRICS_RECORD))
     if not result or not result.get("alerts"):
         return Mrkdwn("")
     return Mrkdwn("\n".join(escape(alert) for alert in result["alerts"]) + f"\n{escape(result['summary'])}")
@@ -70,7 +71,7 @@ def feedback_alerts(read: Reader, run: str) -> Mrkdwn:
 
 def forget(read: Reader, run: str) -> Mrkdwn:
     """How much was erased where (the forget step's record holds counts, never an id)."""
-    f = read(join(run, "forget.json"))
+    f = read(join(run, contract.FORGET_RECORD))
     if not f:
         return Mrkdwn("no forget record found")
     if not f.get("total"):

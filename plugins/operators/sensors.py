@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from datetime import timedelta
 from typing import Any
 
 from airflow.providers.common.compat.sdk import AirflowSensorTimeout  # moved in Airflow 3.2
 from airflow.sdk import BaseSensorOperator, Context
+from airflow.sdk.exceptions import AirflowException
 
-from operators.artifacts import join, split_gcs_uri
+from operators import contract
+from operators.artifacts import split_gcs_uri
 
 
 class _ExplainedTimeout:
@@ -102,16 +105,16 @@ class EventsCompleteSensor(_ExplainedTimeout, BaseSensorOperator):
         return f"events of {self.run_date} in {self.table} incomplete: {self._last}"
 
 
-class PublishedModelSensor(BaseSensorOperator):
-    """The stock ``GCSObjectExistenceSensor`` on the ``models/LATEST`` pointer under
-    ``artifacts_uri``, deferrable where asked (Composer has a triggerer).
+class PublishedModelSensor(_ExplainedTimeout, BaseSensorOperator):
+    """Wait for the ``models/LATEST`` pointer under ``artifacts_uri``: ``GCSHook.exists`` each
+    poke, or (``deferrable``, where Composer has a triggerer) the stock ``GCSBlobTrigger``, in
+    the shape of the provider's ``GCSObjectExistenceSensor``.
 
-    Built only when the task runs, as the Vertex operator is (operators/vertex.py): importing the
-    provider's GCS sensor module costs a fresh interpreter about 1.3 s, which every parse of
-    ``recommend_predict`` would pay otherwise. This class only carries its arguments and the
-    sensor settings (mode, poke interval, timeout), which the stock sensor gets as they are.
-    The pointer alone is enough: promotion writes the model, then the pointer (with a
-    generation precondition), and predict checks the model it names before scoring."""
+    Not that sensor itself: importing its module costs a fresh interpreter about 1.3 s, which
+    every parse of ``recommend_predict`` would pay, and building it inside this task would nest
+    an operator in ours. The hook and the trigger are imported when the task runs. The pointer
+    alone is enough: promotion writes the model, then the pointer (with a generation
+    precondition), and predict checks the model it names before scoring."""
 
     template_fields: Sequence[str] = ("artifacts_uri",)
     ui_color = "#e0f2f1"
@@ -120,29 +123,37 @@ class PublishedModelSensor(BaseSensorOperator):
         super().__init__(**kwargs)
         self.artifacts_uri, self.gcp_conn_id, self.deferrable = artifacts_uri, gcp_conn_id, deferrable
 
-    def sensor(self) -> BaseSensorOperator:
-        """The stock sensor with this task's (rendered) arguments and sensor settings."""
-        from airflow.providers.google.cloud.sensors.gcs import GCSObjectExistenceSensor
+    def pointer(self) -> tuple[str, str]:
+        """``(bucket, object)`` of the published model's pointer."""
+        bucket, name = split_gcs_uri(contract.latest_pointer(self.artifacts_uri))
+        return bucket, name.lstrip("/")
 
-        bucket, prefix = split_gcs_uri(self.artifacts_uri)
-        return GCSObjectExistenceSensor(
-            task_id=self.task_id, bucket=bucket, object=join(prefix, "models", "LATEST").lstrip("/"),
-            google_cloud_conn_id=self.gcp_conn_id, deferrable=self.deferrable, mode=self.mode,
-            poke_interval=self.poke_interval, timeout=self.timeout, soft_fail=self.soft_fail,
-            exponential_backoff=self.exponential_backoff, max_wait=self.max_wait)
+    def poke(self, context: Context) -> bool:
+        from airflow.providers.google.cloud.hooks.gcs import GCSHook
+
+        bucket, name = self.pointer()
+        self.log.info("waiting for gs://%s/%s", bucket, name)
+        return GCSHook(gcp_conn_id=self.gcp_conn_id).exists(bucket, name)
 
     def execute(self, context: Context) -> Any:
-        try:
-            return self.sensor().execute(context)
-        except AirflowSensorTimeout as exc:
-            raise AirflowSensorTimeout(f"{self.missing()} after waiting {self.timeout:.0f}s") from exc
+        if not self.deferrable:
+            return super().execute(context)
+        if self.poke(context):
+            return True
+        from airflow.providers.google.cloud.triggers.gcs import GCSBlobTrigger
 
-    def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
-        return self.sensor().execute_complete(context, event)
+        bucket, name = self.pointer()
+        self.defer(trigger=GCSBlobTrigger(bucket=bucket, object_name=name, use_glob=False,
+                                          poke_interval=self.poke_interval,
+                                          google_cloud_conn_id=self.gcp_conn_id, hook_params={}),
+                   method_name="execute_complete", timeout=timedelta(seconds=self.timeout))
 
-    def poke(self, context: Context) -> bool:  # never called: execute delegates to the stock sensor
-        raise NotImplementedError
+    def execute_complete(self, context: Context, event: dict[str, Any]) -> bool:
+        if event.get("status") == "error":
+            raise AirflowException(f"{self.missing()}: {event.get('message')}")
+        self.log.info("published model pointer found: %s", contract.latest_pointer(self.artifacts_uri))
+        return True
 
     def missing(self) -> str:
-        return (f"no published model at {self.artifacts_uri}/models/LATEST "
+        return (f"no published model at {contract.latest_pointer(self.artifacts_uri)} "
                 "(run recommend_train until a model passes evaluation)")

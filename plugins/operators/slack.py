@@ -25,7 +25,8 @@ from typing import Any
 
 from airflow.sdk import BaseNotifier
 
-from operators.artifacts import ArtifactsHook, join
+from operators import contract
+from operators.artifacts import ArtifactsHook
 from operators.config import RecsysConfig
 from operators.macros import run_date_for
 from operators.mrkdwn import Mrkdwn, escape, link
@@ -179,8 +180,9 @@ class RecsysSlackNotifier(BaseNotifier):
             return ""
         cfg = self.recsys_config
         try:
-            name = f"{dag_run.dag_id}.{last_task}.json"
-            record = self._artifacts().read_json(join(cfg.artifacts_uri, "runs", run_date, "status", name))
+            name = contract.status_name(dag_run.dag_id, last_task)
+            uri = contract.status_record_uri(cfg.artifacts_uri, run_date, name)
+            record = self._artifacts().read_json(uri)
         except Exception as exc:
             self.log.warning("run image unavailable: %s", type(exc).__name__)
             return ""
@@ -193,7 +195,7 @@ class RecsysSlackNotifier(BaseNotifier):
 
     def _summary(self, run_date: str) -> Mrkdwn:
         try:
-            run = join(self.recsys_config.artifacts_uri, "runs", run_date)
+            run = contract.run_prefix(self.recsys_config.artifacts_uri, run_date)
             return SUMMARIES[self.summary](self._artifacts().read_json, run)
         except Exception as exc:
             self.log.warning("run summary unavailable: %s", type(exc).__name__)

@@ -17,7 +17,8 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from operators.artifacts import join, split_gcs_uri
+from operators import contract
+from operators.artifacts import split_gcs_uri
 from operators.config import RecsysConfig
 from operators.redaction import error_line
 
@@ -38,7 +39,7 @@ STATS_COLUMNS = ("run_date", "status", "anomalies", "accepted", "events", "activ
                  "type_drift", "top_user_share", "new_item_event_share")
 PUBLICATION_COLUMNS = ("published_at", "model_id", "model_run_date", "previous_model_id", "is_rollback",
                        "primary_metric", "primary_value", "airflow_run_id")
-# The DAG runs whose steps leave a status record under runs/<run_date>/status/.
+# The DAG runs whose steps leave a status record (operators.contract.status_record_uri).
 LINEAGE_STEPS = (
     ("recommend_train", "create_cf_matrices", "events window → matrices"),
     ("recommend_train", "train", "matrices → model"),
@@ -199,7 +200,7 @@ class RecommenderStore:
         with ThreadPoolExecutor(len(queries) + 1) as pool:
             futures = {name: pool.submit(self.query, sql, {"since": since} if "@since" in sql else None)
                        for name, sql in queries.items()}
-            pointer = pool.submit(self.read_json, join(self.config.artifacts_uri, "models", "LATEST"))
+            pointer = pool.submit(self.read_json, contract.latest_pointer(self.config.artifacts_uri))
             data = {name: [{k: _plain(v) for k, v in row.items()} for row in f.result()]
                     for name, f in futures.items()}
             latest = pointer.result()
@@ -241,7 +242,7 @@ class RecommenderStore:
             served = (pool.submit(self.query, SERVED_DAYS_SQL.format(table=t),
                                   {"first": first, "last": last, "id": model_id})
                       if "recommend_predict" in readable and first <= last else None)
-            latest = pool.submit(self.read_json, join(self.config.artifacts_uri, "models", "LATEST"))
+            latest = pool.submit(self.read_json, contract.latest_pointer(self.config.artifacts_uri))
             statuses = pool.submit(self._statuses, run_date)
             rows = [{k: _plain(v) for k, v in r.items()} for r in pubs.result()]
             spans = readable_spans(published_spans(rows, latest.result()), readable)
@@ -250,26 +251,27 @@ class RecommenderStore:
             model["lineage"] = statuses.result()
             served_days = [{k: _plain(v) for k, v in r.items()} for r in (served.result() if served else [])]
         with ThreadPoolExecutor(max(1, min(8, len(served_days)))) as pool:
-            runs = pool.map(lambda d: self.read_json(join(self.config.artifacts_uri, "runs", d["run_date"],
-                                                          "predictions.json")), served_days)
+            runs = pool.map(lambda d: self.read_json(contract.run_record_uri(
+                self.config.artifacts_uri, d["run_date"], contract.PREDICTIONS_RECORD)), served_days)
             for day, predictions in zip(served_days, runs, strict=True):
                 day["airflow_run_id"] = (predictions or {}).get("airflow_run_id")
         model["served_days"] = served_days
         model.update(served_since=first.isoformat(), days=days, hidden=sorted(set(FIGURE_DAGS) - readable))
-        manifest = self.read_json(join(self.config.artifacts_uri, "runs", run_date.isoformat(),
-                                       "manifest.json"))
+        manifest = self.read_json(contract.run_record_uri(self.config.artifacts_uri, run_date.isoformat(),
+                                                         contract.MANIFEST_RECORD))
         model["manifest"] = manifest and {k: manifest.get(k)
                                           for k in ("window", "counts", "quality", "event_stats")}
-        model["has_report"] = self.read_object(join(model["model_uri"], "report.html")) is not None
+        report = contract.join(model["model_uri"], contract.REPORT_PAGE)
+        model["has_report"] = self.read_object(report) is not None
         return model
 
     def _statuses(self, run_date: dt.date) -> list[dict[str, Any]]:
         """The status record of each recommend_train step of the run date (the run that produced
         the model), in pipeline order; a step without one is listed without a run."""
-        prefix = join(self.config.artifacts_uri, "runs", run_date.isoformat(), "status")
         out = []
         for dag_id, task_id, label in LINEAGE_STEPS:
-            record = self.read_json(join(prefix, f"{dag_id}.{task_id}.json")) or {}
+            record = self.read_json(contract.status_record_uri(
+                self.config.artifacts_uri, run_date.isoformat(), contract.status_name(dag_id, task_id))) or {}
             out.append({"dag_id": dag_id, "task_id": task_id, "label": label,
                         "airflow_run_id": record.get("airflow_run_id"), "outcome": record.get("outcome"),
                         "seconds": record.get("seconds"), "image": record.get("image"),
@@ -284,7 +286,8 @@ class RecommenderStore:
 
     def report(self, model_id: str) -> bytes | None:
         """The model's report.html, None for a model without one (older models)."""
-        return self.read_object(join(self.config.artifacts_uri, "models", model_id, "report.html"))
+        model = contract.model_prefix(self.config.artifacts_uri, model_id)
+        return self.read_object(contract.join(model, contract.REPORT_PAGE))
 
 
 def model_run_date(model_id: str) -> dt.date:

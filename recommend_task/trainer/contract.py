@@ -89,6 +89,25 @@ def latest_pointer(artifacts_uri: str) -> str:
     return join(artifacts_uri, LATEST_POINTER)
 
 
+# Records a run's steps leave in its folder (run_prefix), which the Airflow side reads: the
+# Slack summaries and the Recommender page.
+EVENT_STATS_RECORD = "event_stats.json"  # create_cf_matrices: the day's quality and anomalies
+MANIFEST_RECORD = "manifest.json"  # create_cf_matrices: the matrices and their window
+CANDIDATE_RECORD = "candidate.json"  # train: which model the run produced
+PROMOTION_RECORD = "promotion.json"  # promote: the verdict
+PREDICTIONS_RECORD = "predictions.json"  # publish: what was published, by which image
+SERVING_METRICS_RECORD = "serving_metrics.json"  # feedback: the served day measured
+FORGET_RECORD = "forget.json"  # forget: what was erased
+# ... and in a model's folder (model_prefix).
+EVALUATION_RECORD = "evaluation.json"
+REPORT_PAGE = "report.html"
+
+
+def run_record_uri(artifacts_uri: str, run_date: str, record: str) -> str:
+    """Where one of a run's records is (``record``: one of the ``*_RECORD`` names)."""
+    return join(run_prefix(artifacts_uri, run_date), record)
+
+
 # --- The status record --------------------------------------------------------------------------
 RECORD_FIELDS = ("step", "exit_code", "outcome", "error", "run_date", "airflow_run_id", "try",
                  "image", "uid", "started_at", "finished_at", "seconds", "profile")

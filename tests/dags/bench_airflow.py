@@ -141,7 +141,7 @@ def predict_shards_at_once(dag_id: str, env: dict[str, str], split_cpus: bool) -
     from airflow.models.taskinstance import TaskInstance
     from airflow.utils.session import create_session
 
-    from operators.trainer_exit import IMAGE_ENV
+    from operators.contract import IMAGE_ENV
 
     with create_session() as session:
         tis = (session.query(TaskInstance)
@@ -153,7 +153,7 @@ def predict_shards_at_once(dag_id: str, env: dict[str, str], split_cpus: bool) -
     start = time.perf_counter()
     ended = measured_at_once([
         ([str(TRAINER_PY), "-m", "trainer.predict_task", *map(str, fields["arguments"])],
-         {**env, **fields["env"], IMAGE_ENV: fields["image"]}, share)
+         {**env, **fields["environment"], IMAGE_ENV: fields["image"]}, share)
         for fields, share in zip(rendered, shares, strict=True)])
     return {"wall": time.perf_counter() - start,
             "shards": [{"seconds": seconds, "peak_rss_mib": rss, "cpus": share}

@@ -95,6 +95,21 @@ def shard_task(task, shard: int = 0):
     return task.unmap({"shard": shard}) if hasattr(task, "partial_kwargs") else task
 
 
+def local_step(step: str, arguments: list[str], *, image: str, trainer_source: str | Path,
+               python: str | None = None, **kwargs):
+    """A local-runtime trainer step as the DAGs build it, outside any DAG (its fields as a run
+    renders them)."""
+    from operators.trainer_step import TrainerStepOperator
+
+    return TrainerStepOperator(
+        task_id=kwargs.pop("task_id", step.removesuffix("_task")), step=step, arguments=arguments,
+        image=image, runtime="local", environment=kwargs.pop("environment", {}),
+        run_date=kwargs.pop("run_date", "2026-11-29"), artifacts_uri=kwargs.pop("artifacts_uri", ""),
+        allowlist=kwargs.pop("allowlist", ("recsys-trainer:",)),
+        launch={"python": python or str(REPO / ".venv" / "trainer" / "bin" / "python"),
+                "trainer_source": str(trainer_source)}, **kwargs)
+
+
 def fake_service_account_key(path: Path) -> dict[str, str]:
     """A service-account key file shaped like Google's, with recognisable values (no real key)."""
     key = {"type": "service_account", "project_id": "test-project", "private_key_id": "5ec7e7-key-id-0b2f",

@@ -27,11 +27,14 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
 TRAINER_PY = str(REPO / ".venv" / "trainer" / "bin" / "python")
+# Where a "container" or "pipeline" runs its command: `python -m trainer.<step>` imports the
+# trainer package found there first (a test may point it at a stand-in trainer).
+CWD: str | None = None
 
 
 def _run(command: list[str], env: dict[str, str]) -> subprocess.Popen:
     assert command[:2] == ["python", "-m"], command
-    return subprocess.Popen([TRAINER_PY, *command[1:]], env={**os.environ, **env}, text=True,
+    return subprocess.Popen([TRAINER_PY, *command[1:]], env={**os.environ, **env}, text=True, cwd=CWD,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
 
 
@@ -85,6 +88,7 @@ class FakeVertex:
         p = self.pipelines[pipeline_id]
         return TrainingPipeline(
             name=self.name(pipeline_id), state=PipelineState[self._state(pipeline_id)], labels=p["labels"],
+            create_time=p["created"], start_time=p["created"], end_time=dt.datetime.now(dt.UTC),
             training_task_metadata={"backingCustomJob": f"projects/{self.PROJECT}/locations/{self.REGION}/"
                                                         f"customJobs/{pipeline_id}9"})
 
@@ -108,6 +112,9 @@ class FakeVertex:
                 pipeline_id = request["name"].rpartition("/")[-1]
                 if pipeline_id in fake.pipelines:
                     fake.pipelines[pipeline_id]["state"] = "PIPELINE_STATE_CANCELLED"
+                    proc = fake.pipelines[pipeline_id]["proc"]
+                    if proc is not None and proc.poll() is None:  # the job's container stops
+                        proc.kill()
 
         return Client()
 

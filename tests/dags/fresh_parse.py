@@ -20,10 +20,14 @@ import time
 # Provider modules no parse should import outside their own runtime. The GCS ones are what
 # Airflow's asset-URI registry loads to normalise a gs:// asset (operators/dag_defaults.py).
 HEAVY = ("airflow.providers.google.cloud.operators.vertex_ai.custom_job",
+         "airflow.providers.google.cloud.hooks.vertex_ai.custom_job",
          "airflow.providers.google.cloud.triggers.vertex_ai",
          "airflow.providers.google.cloud.links.vertex_ai",
          "airflow.providers.docker.operators.docker",
+         "airflow.providers.docker.hooks.docker",
          "airflow.providers.google.cloud.sensors.gcs",
+         "airflow.providers.google.cloud.hooks.gcs",
+         "airflow.providers.google.cloud.triggers.gcs",
          "google.cloud.storage")
 
 

@@ -1,10 +1,13 @@
 """`make cloud-smoke`'s plan and clean-up (deploy/cloud_smoke.py).
 
 FAKED: Google Cloud itself, at the smoke test's own :class:`Cloud` interface (BigQuery datasets
-and queries, Cloud Storage, Cloud Build, Artifact Registry, Vertex AI custom jobs): a smoke test
-of a real project cannot run here. :class:`FakeCloud` records every call and keeps state
-(datasets, objects, images, jobs), so the tests check what would be created, in what order, and
-that exactly that is deleted, whatever fails.
+and queries, Cloud Storage, Cloud Build, Artifact Registry, Vertex AI training pipelines): a
+smoke test of a real project cannot run here. The production launcher path the smoke test
+runs each step through is checked with the Vertex AI API faked at the provider hook, as the DAG
+tests fake it (tests/dags/fake_launchers.py), and the GCS emulator holding the step's record.
+:class:`FakeCloud` records every call and keeps state (datasets, objects, images, pipelines), so
+the tests check what would be created, in what order, and that exactly that is deleted,
+whatever fails.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import cloud_smoke
 SETTINGS = dict(project="acme-learn", region="europe-west1", bucket="acme-recsys",
                 service_account="recsys-trainer@acme-learn.iam.gserviceaccount.com",
                 poll_s=0, run_id="20261201103000abc123")
-FINAL = ("JOB_STATE_SUCCEEDED", "JOB_STATE_FAILED", "JOB_STATE_CANCELLED")
+FINAL = cloud_smoke.FINAL_PIPELINE_STATES
 
 
 class FakeCloud:
@@ -70,33 +73,32 @@ class FakeCloud:
         self._call("delete_image", image, tag)
         self.images.remove(f"{image}:{tag}")
 
-    def start_job(self, display_name, image_uri, command, service_account, machine_type, labels):
-        self._call("start_job", display_name)
-        step = command[2].removeprefix("trainer.")
-        name = f"projects/acme-learn/locations/europe-west1/customJobs/{len(self.jobs) + 1}"
-        state = {self.fail_step: "JOB_STATE_FAILED", self.hang_step: "JOB_STATE_RUNNING"}.get(
-            step, "JOB_STATE_SUCCEEDED")
-        self.jobs[name] = {"step": step, "image": image_uri, "command": command, "state": state,
-                           "service_account": service_account, "labels": labels}
-        if state == "JOB_STATE_SUCCEEDED":  # what the steps leave under the prefix
-            self.objects.add(f"gs://acme-recsys/recsys-smoke/{SETTINGS['run_id']}/{step}.json")
-        return name
-
-    def job_state(self, job_name):
-        self._call("job_state", job_name)
-        job = self.jobs[job_name]
-        return job["state"], "exit 2" if job["state"] == "JOB_STATE_FAILED" else ""
-
-    def job_times(self, job_name):
-        """Submitted at minute n, started after 60 + 10n seconds, ran 30 s (not a recorded call)."""
-        n = int(job_name.rsplit("/", 1)[1])
+    def run_step(self, step, arguments, image_uri, started):
+        """As the production launcher: the pipeline exists (``started``), then the step ends."""
+        self._call("run_step", step)
+        n = len(self.jobs) + 1
+        name = f"projects/acme-learn/locations/europe-west1/trainingPipelines/{n}"
+        state = {self.fail_step: "PIPELINE_STATE_FAILED", self.hang_step: "PIPELINE_STATE_RUNNING"}.get(
+            step, "PIPELINE_STATE_SUCCEEDED")
+        self.jobs[name] = {"step": step, "image": image_uri, "arguments": arguments, "state": state}
+        started(name)
+        if state == "PIPELINE_STATE_FAILED":
+            raise cloud_smoke.SmokeFailed(f"{step}: {step}: bad input (exit 2: permanent, not retried)")
+        if state == "PIPELINE_STATE_RUNNING":
+            raise cloud_smoke.SmokeFailed(f"{step}: training pipeline {name} still running after 0s")
+        self.objects.add(f"gs://acme-recsys/recsys-smoke/{SETTINGS['run_id']}/{step}.json")
+        # Submitted at minute n, started after 60 + 10n seconds, ran 30 s.
         created = dt.datetime(2026, 12, 1, 10, n, tzinfo=dt.UTC)
         began = created + dt.timedelta(seconds=60 + 10 * n)
-        return created, began, began + dt.timedelta(seconds=30)
+        return cloud_smoke.StepTimes(name, created, began, began + dt.timedelta(seconds=30))
 
-    def cancel_job(self, job_name):
-        self._call("cancel_job", job_name)
-        self.jobs[job_name]["state"] = "JOB_STATE_CANCELLED"
+    def pipeline_state(self, pipeline):
+        self._call("pipeline_state", pipeline)
+        return self.jobs[pipeline]["state"]
+
+    def cancel_pipeline(self, pipeline):
+        self._call("cancel_pipeline", pipeline)
+        self.jobs[pipeline]["state"] = "PIPELINE_STATE_CANCELLED"
 
     def query(self, sql):
         self._call("query", sql)
@@ -105,14 +107,14 @@ class FakeCloud:
         return [self.recommendations]
 
     def names(self) -> list[str]:
-        return [c[0] for c in self.calls if c[0] not in ("job_state", "dataset_labels")]
+        return [c[0] for c in self.calls if c[0] not in ("pipeline_state", "dataset_labels")]
 
     def left_behind(self) -> list[str]:
         """What a smoke run created and did not delete."""
         ours = [f"dataset {d}" for d in self.datasets]
         ours += [f"object {o}" for o in self.objects if "/recsys-smoke/" in o]
         ours += [f"image {i}" for i in self.images]
-        ours += [f"job {n}" for n, j in self.jobs.items() if j["state"] not in FINAL]
+        ours += [f"pipeline {n}" for n, j in self.jobs.items() if j["state"] not in FINAL]
         return ours
 
 
@@ -130,11 +132,9 @@ def test_a_passing_run_runs_every_step_on_the_built_image_then_deletes_all_it_cr
     assert steps[0] == "seed_events" and set(steps[1:]) == every_task and len(steps) == 10
     image = "europe-west1-docker.pkg.dev/acme-learn/recsys/trainer:smoke-20261201103000abc123"
     for job in cloud.jobs.values():
-        assert job["image"] == image and job["command"][:2] == ["python", "-m"]
-        assert job["service_account"] == SETTINGS["service_account"]
-        assert job["labels"]["recsys-smoke"] == SETTINGS["run_id"]
-        assert "recsys_smoke_20261201103000abc123" in job["command"]  # the throwaway dataset only
-    assert cloud.names() == ["create_dataset", "build_image", *["start_job"] * 10, "query", "query",
+        assert job["image"] == image
+        assert "recsys_smoke_20261201103000abc123" in job["arguments"]  # the throwaway dataset only
+    assert cloud.names() == ["create_dataset", "build_image", *["run_step"] * 10, "query", "query",
                              "delete_image", "delete_prefix", "delete_dataset"]
     assert cloud.left_behind() == []
     assert cloud.objects == {"gs://acme-recsys/recsys/models/LATEST"}  # the bucket's own objects stay
@@ -160,15 +160,14 @@ def test_a_failed_step_stops_the_plan_and_everything_created_is_deleted(caplog):
     assert [j["step"] for j in cloud.jobs.values()][-1] == "train_task"  # nothing after it started
     assert "query" not in cloud.names()
     assert cloud.left_behind() == [] and not smoke.cleanup_errors
-    assert "train_task: Vertex job projects/acme-learn/locations/europe-west1/customJobs/3 ended " \
-           "JOB_STATE_FAILED: exit 2" in caplog.text
+    assert "train_task: train_task: bad input (exit 2: permanent, not retried)" in caplog.text
 
 
-def test_a_job_that_outlives_its_timeout_is_cancelled_by_the_clean_up():
+def test_a_pipeline_that_outlives_its_timeout_is_cancelled_by_the_clean_up():
     cloud = FakeCloud(hang_step="evaluate_task")
     code, _ = _run(cloud, job_timeout_s=0)
     assert code == 1
-    cancelled = [c[1] for c in cloud.calls if c[0] == "cancel_job"]
+    cancelled = [c[1] for c in cloud.calls if c[0] == "cancel_pipeline"]
     assert [cloud.jobs[n]["step"] for n in cancelled] == ["evaluate_task"]
     assert cloud.left_behind() == []
 
@@ -176,7 +175,7 @@ def test_a_job_that_outlives_its_timeout_is_cancelled_by_the_clean_up():
 def test_a_failed_build_deletes_the_dataset_and_prefix_but_no_image_it_never_pushed():
     cloud = FakeCloud(fail={"build_image"})
     code, smoke = _run(cloud)
-    assert code == 1 and "start_job" not in cloud.names()
+    assert code == 1 and "run_step" not in cloud.names()
     assert "delete_image" not in cloud.names()
     assert cloud.left_behind() == [] and not smoke.cleanup_errors
 
@@ -214,3 +213,60 @@ def test_recommendations_that_are_missing_or_duplicated_fail_the_smoke_test(rows
     code, _ = _run(cloud)
     assert code == 1 and cloud.left_behind() == []
     assert f"recommendations for {dt.date(2026, 11, 29)}: {rows}" in caplog.text
+
+
+@pytest.mark.parametrize("exit_code", [0, 2])
+def test_each_step_runs_through_the_production_launcher(exit_code, emulators, monkeypatch):
+    """The smoke test submits with the DAGs' own operator and Vertex launcher: the training
+    pipeline as production submits it (image, command, service account, machine, labels), the
+    trigger waited on, and the step's status record deciding the outcome."""
+    import json
+    import types
+
+    from fake_launchers import FakeVertex
+
+    from operators import contract
+
+    monkeypatch.setenv("AIRFLOW_CONN_GOOGLE_CLOUD_DEFAULT", json.dumps(
+        {"conn_type": "google_cloud_platform", "extra": {"is_anonymous": True}}))
+    vertex = FakeVertex().install(monkeypatch)
+    settings = cloud_smoke.Settings(**{**SETTINGS, "bucket": "recsys-test", "project": FakeVertex.PROJECT,
+                                       "region": FakeVertex.REGION})
+    image = f"{settings.image}@sha256:" + "8" * 64
+
+    def pipeline_runs(command, env):
+        """The step's container: it writes its status record, as the trainer does, and exits."""
+        from google.auth.credentials import AnonymousCredentials
+        from google.cloud import storage
+
+        record = {"exit_code": exit_code, "error": "bad input" if exit_code else "",
+                  "airflow_run_id": env[contract.AIRFLOW_RUN_ID_ENV],
+                  "try": int(env[contract.TRY_NUMBER_ENV])}
+        uri = contract.status_record_uri(settings.artifacts_uri, cloud_smoke.RUN_DATE.isoformat(),
+                                         env[contract.STATUS_NAME_ENV])
+        bucket, _, name = uri.removeprefix("gs://").partition("/")
+        storage.Client(project="test-project", credentials=AnonymousCredentials()).bucket(bucket).blob(
+            name).upload_from_string(json.dumps(record))
+        import io
+
+        return types.SimpleNamespace(returncode=exit_code, stdout=io.StringIO(""), wait=lambda: exit_code,
+                                     poll=lambda: exit_code, kill=lambda: None)
+
+    monkeypatch.setattr("fake_launchers._run", pipeline_runs)
+    started: list[str] = []
+    launcher = cloud_smoke.ProductionLauncher(settings)
+    arguments = ["--run-date", cloud_smoke.RUN_DATE.isoformat(), "--artifacts-uri", settings.artifacts_uri]
+    if exit_code:
+        with pytest.raises(cloud_smoke.SmokeFailed,
+                           match=r"^train_task: train_task: bad input \(exit 2: permanent, not retried"):
+            launcher.run("train_task", arguments, image, started.append)
+    else:
+        times = launcher.run("train_task", arguments, image, started.append)
+        assert times.pipeline == started[0] and times.created <= times.ended
+    [submitted] = vertex.submitted
+    assert submitted["container_uri"] == image
+    assert submitted["command"] == ["python", "-m", "trainer.train_task", *arguments]
+    assert (submitted["service_account"], submitted["machine_type"]) == (
+        SETTINGS["service_account"], "n1-standard-4")
+    assert submitted["labels"]["dag"] == "cloud_smoke" and submitted["labels"]["try"] == "1"
+    assert started == [next(iter(vertex.pipelines))]

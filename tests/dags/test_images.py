@@ -9,7 +9,7 @@ import shutil
 from types import SimpleNamespace
 
 import pytest
-from conftest import REPO
+from conftest import REPO, local_step
 from fake_launchers import FakeDockerEngine, LoopbackRegistry
 
 REPO_PREFIX = "europe-west1-docker.pkg.dev/p/recsys/trainer:"
@@ -94,7 +94,6 @@ def _trainer_copy(tmp_path):
 
 def test_a_local_step_refuses_to_run_trainer_sources_changed_since_the_run_was_pinned(tmp_path):
     from operators.images import local_fingerprint
-    from operators.local_trainer import LocalTrainerOperator
     from operators.trainer_exit import TrainerStepFailed
 
     source = _trainer_copy(tmp_path)
@@ -102,9 +101,7 @@ def test_a_local_step_refuses_to_run_trainer_sources_changed_since_the_run_was_p
     assert pinned.startswith("recsys-trainer:dev@sha256:")
     assert local_fingerprint(pinned, source) == pinned  # a pinned reference is checked, not re-pinned
     (source / "trainer" / "train_task.py").write_text("# edited during the run\n", encoding="utf-8")
-    op = LocalTrainerOperator(task_id="train", step="train_task", arguments=["--help"],
-                              python=str(REPO / ".venv" / "trainer" / "bin" / "python"),
-                              trainer_source=str(source), image=pinned)
+    op = local_step("train_task", ["--help"], trainer_source=source, image=pinned)
     with pytest.raises(TrainerStepFailed, match=r"trainer sources changed since resolve_image pinned"):
         op.execute({})
     assert local_fingerprint("recsys-trainer:dev", source) != pinned

@@ -30,12 +30,13 @@ TASK = TASK_PRELUDE + textwrap.dedent("""
     from pathlib import Path
     sys.path.insert(0, {plugins!r})
     from operators.images import local_fingerprint
-    from operators.local_trainer import LocalTrainerOperator
+    from operators.trainer_step import TrainerStepOperator
 
-    op = LocalTrainerOperator(
-        task_id="create_cf_matrices", step="create_cf_matrices_task",
+    op = TrainerStepOperator(
+        task_id="create_cf_matrices", step="create_cf_matrices_task", runtime="local",
         arguments=["--project", "p", "--artifacts-uri", {artifacts!r}, "--run-date", "2026-11-29"],
-        python={python!r}, trainer_source={source!r},
+        launch={{"python": {python!r}, "trainer_source": {source!r}}}, environment={{}},
+        run_date="2026-11-29", artifacts_uri={artifacts!r}, allowlist=("recsys-trainer:",),
         image=local_fingerprint("recsys-trainer:dev", Path({source!r})))
     run(op)
 """)

@@ -107,7 +107,7 @@ def test_every_error_kind_and_anomaly_rule_has_an_entry(runbook, collect):
 
 
 def test_every_exit_code_of_the_contract_is_explained(runbook):
-    from operators.trainer_exit import EXIT_PERMANENT, EXIT_TRANSIENT
+    from operators.contract import EXIT_PERMANENT, EXIT_TRANSIENT
 
     for phrase in (f"exit {EXIT_PERMANENT}: permanent, not retried",
                    f"exit {EXIT_TRANSIENT}: transient, retried", "crash, retried"):

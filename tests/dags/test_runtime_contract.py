@@ -26,10 +26,7 @@ def _commands(runtime: str, monkeypatch) -> dict[tuple[str, str], list[str]]:
     for dag_id, tasks in TRAINER_TASKS.items():
         for task_id in tasks:
             op = shard_task(bag.dags[dag_id].get_task(task_id))
-            command = list(op.command)
-            if runtime == "local":
-                command[0] = "python"  # the local launcher uses the trainer venv's interpreter
-            out[(dag_id, task_id)] = command
+            out[(dag_id, task_id)] = list(op.command)
     return out, bag
 
 
@@ -60,6 +57,7 @@ def test_plan_shards_lists_one_index_per_shard_and_refuses_less_than_one():
 def test_predict_is_one_task_instance_per_shard_with_its_own_index_and_status_record(runtime, monkeypatch):
     """Mapped over plan_shards' list in every runtime; a shard renders its own index into its
     arguments and its own status record name (two shards never share one)."""
+    from operators.launchers.vertex import display_name, pipeline_labels
     from operators.macros import MACROS
 
     monkeypatch.setenv("RECSYS_RUNTIME", runtime)
@@ -68,77 +66,67 @@ def test_predict_is_one_task_instance_per_shard_with_its_own_index_and_status_re
     for shard in (0, 2):
         task = shard_task(predict, shard)
         when = dt.datetime(2026, 11, 30, 5, tzinfo=dt.UTC)
+        ti = SimpleNamespace(try_number=1, map_index=shard, xcom_pull=lambda task_ids: "img",
+                             dag_id="recommend_predict", task_id="predict", run_id="r")
         context = {"run_id": "r", "dag": SimpleNamespace(dag_id="recommend_predict"), "task": task,
                    "params": {"n_shards": 3, "lookback_days": 30, "n_recommendations": 10}, **MACROS,
-                   "dag_run": SimpleNamespace(logical_date=when, run_after=when),
-                   "ti": SimpleNamespace(try_number=1, map_index=shard, xcom_pull=lambda task_ids: "img")}
-        command = task.render_template(list(task.command if runtime != "local" else task.arguments), context)
+                   "dag_run": SimpleNamespace(logical_date=when, run_after=when), "ti": ti}
+        command = task.render_template(task.command, context)
         assert command[-4:] == ["--shard", str(shard), "--n-shards", "3"]
-        env = task.render_template({"vertex": getattr(task, "environment_variables", None),
-                                    "docker": getattr(task, "environment", None),
-                                    "local": getattr(task, "env", None)}[runtime], context)
+        env = task.render_template(task.environment, context)
         assert env["RECSYS_STATUS_NAME"] == f"recommend_predict.predict.{shard}"
         if runtime == "vertex":  # one pipeline per shard, and a retry adopts only its own
-            assert task.render_template(task.labels, context)["shard"] == str(shard)
-            assert task.render_template(task.display_name, context).startswith(
-                f"recsys-recommend_predict-predict-{shard}-r-try1")
+            assert pipeline_labels(ti, task.shard)["shard"] == str(shard)
+            assert display_name(ti, task.shard).startswith(f"recsys-recommend_predict-predict-{shard}-r-try1")
 
 
-def test_vertex_operator_is_deferrable_with_configured_machine_region_and_labels(monkeypatch):
+def test_vertex_steps_are_deferrable_with_configured_machine_region_and_labels(monkeypatch):
     monkeypatch.setenv("RECSYS_VERTEX_REGION", "us-central1")
     monkeypatch.setenv("RECSYS_VERTEX_MACHINE_TYPES",
                        '{"default": "n2-standard-4", "train_task": "n2-highmem-16"}')
     monkeypatch.setenv("RECSYS_VERTEX_SERVICE_ACCOUNT", "trainer@p.iam.gserviceaccount.com")
     _, bag = _commands("vertex", monkeypatch)
-    from airflow.providers.google.cloud.operators.vertex_ai.custom_job import (
-        CreateCustomContainerTrainingJobOperator,
-    )
+    from operators.launchers import launcher_class
+    from operators.launchers.vertex import VertexLauncher, display_name, pipeline_labels
 
     train = bag.dags["recommend_train"].get_task("train")
     evaluate = bag.dags["recommend_train"].get_task("evaluate")
-    # The task builds the stock operator (subclassed) when it executes, with its own arguments.
-    job = train.job()
-    assert isinstance(job, CreateCustomContainerTrainingJobOperator)
-    assert (job.task_id, job.container_uri, job.command, job.labels, job.machine_type) == (
-        train.task_id, train.container_uri, train.command, train.labels, train.machine_type)
-    assert job.execution_timeout == train.execution_timeout and job.deferrable is True
-    # What the provider templates among these arguments, the task templates too.
-    assert {f for f in job.template_fields if hasattr(train, f)} <= set(train.template_fields)
-    assert train.deferrable is True and train.region == "us-central1"
-    assert train.machine_type == "n2-highmem-16" and evaluate.machine_type == "n2-standard-4"
-    assert train.accelerator_count == evaluate.accelerator_count == 0  # CPU-only image
-    assert train.service_account == "trainer@p.iam.gserviceaccount.com"
-    assert {"container_uri", "command", "labels", "display_name", "environment_variables"} <= set(
-        train.template_fields)
-    assert set(train.labels) == {"app", "dag", "task", "run", "try"}
+    # One operator class for every step; the runtime's launcher submits the job when it runs.
+    assert type(train).__name__ == type(evaluate).__name__ == "TrainerStepOperator"
+    assert launcher_class(train.runtime) is VertexLauncher
+    assert train.launch["region"] == "us-central1"
+    machines = (train.launch["machine_type"], evaluate.launch["machine_type"])
+    assert machines == ("n2-highmem-16", "n2-standard-4")
+    assert train.launch["service_account"] == "trainer@p.iam.gserviceaccount.com"
+    assert {"image", "arguments", "environment", "run_date"} <= set(train.template_fields)
 
-    # Render the templated fields the way a run does (minimal context, no DB).
+    # Render what a run renders (minimal context, no DB); the labels come from the task instance.
     from operators.macros import MACROS
 
     run_id = "scheduled__2026-11-30T03:00:00+00:00"
+    ti = SimpleNamespace(try_number=2, map_index=-1, xcom_pull=lambda task_ids: "recsys-trainer:dev",
+                         dag_id="recommend_train", task_id="train", run_id=run_id)
     context = {"run_id": run_id, "dag": SimpleNamespace(dag_id="recommend_train"),
-               "task": SimpleNamespace(task_id="train"),
-               "ti": SimpleNamespace(try_number=2, map_index=-1,
-                                     xcom_pull=lambda task_ids: "recsys-trainer:dev"),
-               **MACROS}
-    labels = train.render_template(train.labels, context)
-    assert labels == {"app": "recsys", "dag": "recommend_train", "task": "train",
-                      "run": "scheduled__2026-11-30t03-00-00-00-00", "try": "2"}
+               "task": SimpleNamespace(task_id="train"), "ti": ti, **MACROS}
+    labels = pipeline_labels(ti, train.shard)
+    assert {k: v for k, v in labels.items() if k != "key"} == {
+        "app": "recsys", "dag": "recommend_train", "task": "train",
+        "run": "scheduled__2026-11-30t03-00-00-00-00", "try": "2"}
     # The step learns its Airflow attempt and image, for its status record.
-    env = train.render_template(train.environment_variables, context)
+    env = train.render_template(train.environment, context)
     assert {k: env[k] for k in ("RECSYS_STATUS_NAME", "RECSYS_AIRFLOW_RUN_ID", "RECSYS_TRY_NUMBER",
                                 "RECSYS_TRAINER_IMAGE")} == {
         "RECSYS_STATUS_NAME": "recommend_train.train", "RECSYS_AIRFLOW_RUN_ID": run_id,
         "RECSYS_TRY_NUMBER": "2", "RECSYS_TRAINER_IMAGE": "recsys-trainer:dev"}
     assert all(len(v) <= 63 for v in labels.values())
-    display = train.render_template(train.display_name, context)
-    assert display == "recsys-recommend_train-train-scheduled__2026-11-30t03-00-00-00-00-try2"
-    assert train.render_template(train.container_uri, context) == "recsys-trainer:dev"
+    assert display_name(ti, train.shard) == (
+        "recsys-recommend_train-train-scheduled__2026-11-30t03-00-00-00-00-try2")
+    assert train.render_template(train.image, context) == "recsys-trainer:dev"
 
 
 def test_vertex_submission_uses_rendered_image_and_command(monkeypatch):
     """FAKE: there is no local stand-in for the Vertex AI API, so the provider hook's list and
-    submit calls are replaced (tests/dags/fake_launchers.py); the stock operator is real."""
+    submit calls are replaced (tests/dags/fake_launchers.py); the launcher is real."""
     monkeypatch.setenv("RECSYS_GCP_PROJECT", "test-project")
     _, bag = _commands("vertex", monkeypatch)
     from airflow.providers.common.compat.sdk import TaskDeferred
@@ -148,9 +136,8 @@ def test_vertex_submission_uses_rendered_image_and_command(monkeypatch):
     monkeypatch.setattr("fake_launchers._run", lambda command, env: None)  # submit only, run nothing
     monkeypatch.setenv("AIRFLOW_CONN_GOOGLE_CLOUD_DEFAULT", '{"conn_type": "google_cloud_platform"}')
     task = shard_task(bag.dags["recommend_predict"].get_task("predict"))
-    task.container_uri = "europe-west1-docker.pkg.dev/test-project/recsys/trainer@sha256:" + "0" * 64
-    task.command = ["python", "-m", "trainer.predict_task", "--run-date", "2026-11-29"]
-    task.labels = {"app": "recsys", "dag": "recommend_predict", "task": "predict", "run": "r", "try": "1"}
+    task.image = "europe-west1-docker.pkg.dev/test-project/recsys/trainer@sha256:" + "0" * 64
+    task.arguments = ["--run-date", "2026-11-29"]
     ti = SimpleNamespace(xcom_push=lambda **kw: None, task_id="predict", dag_id="recommend_predict",
                          run_id="r", try_number=1, map_index=-1)
     context = {"ti": ti,
@@ -158,39 +145,62 @@ def test_vertex_submission_uses_rendered_image_and_command(monkeypatch):
     with pytest.raises(TaskDeferred) as deferred:
         task.execute(context)
     trigger = deferred.value.trigger
-    assert type(trigger).__name__ == "CancellingTrainingPipelineTrigger"
+    assert type(trigger).__name__ == "TrainingPipelineTrigger"
     assert deferred.value.timeout == task.execution_timeout  # Airflow 3 won't apply it to a deferral
     [submitted] = fake.submitted
     assert trigger.job_id == next(iter(fake.pipelines))
-    assert submitted["container_uri"] == task.container_uri
-    assert submitted["command"][:3] == ["python", "-m", "trainer.predict_task"]
+    assert submitted["container_uri"] == task.image
+    assert submitted["command"] == ["python", "-m", "trainer.predict_task", "--run-date", "2026-11-29"]
     assert submitted["region"] == "europe-west1" and submitted["project_id"] == "test-project"
 
 
-def test_docker_operator_uses_the_image_and_emulator_environment(monkeypatch):
+def test_docker_steps_use_the_image_and_emulator_environment(monkeypatch):
+    """Every step's container: the run's image, the step's command, the emulator hosts, the
+    compose network; removed once it ends. FAKE: the Docker engine API (fake_launchers.py)."""
     monkeypatch.setenv("BIGQUERY_EMULATOR_HOST", "http://bigquery:9050")
     monkeypatch.setenv("BIGQUERY_STORAGE_EMULATOR_HOST", "bigquery:9060")
     monkeypatch.setenv("STORAGE_EMULATOR_HOST", "http://gcs:4443")
     monkeypatch.setenv("RECSYS_DOCKER_NETWORK", "recsys")
     _, bag = _commands("docker", monkeypatch)
-    from airflow.providers.docker.operators.docker import DockerOperator
+    from fake_launchers import FakeDockerEngine
 
     for dag_id, tasks in TRAINER_TASKS.items():
         for task_id in tasks:
             task = shard_task(bag.dags[dag_id].get_task(task_id))
-            # The task builds the stock operator (subclassed) when it executes, with its arguments.
-            op = task.container()
-            assert isinstance(op, DockerOperator) and op.task_id == task.task_id
-            assert (op.image, op.command, op.environment) == (task.image, task.command, task.environment)
-            assert op.do_xcom_push is task.do_xcom_push is True  # the container's last line: XCom
-            # What the provider templates among these arguments, the task templates too.
-            assert {f for f in op.template_fields if hasattr(task, f)} <= set(task.template_fields)
-            assert op.image == "{{ ti.xcom_pull(task_ids='resolve_image') }}"
-            assert op.environment["BIGQUERY_EMULATOR_HOST"] == "http://bigquery:9050"
-            assert op.environment["BIGQUERY_STORAGE_EMULATOR_HOST"] == "bigquery:9060"
-            assert op.environment["STORAGE_EMULATOR_HOST"] == "http://gcs:4443"
-            assert op.network_mode == "recsys" and op.auto_remove == "success"
-            assert (op.mount_tmp_dir, op.tty) == (False, False)
+            assert type(task).__name__ == "TrainerStepOperator" and task.runtime == "docker"
+            assert task.image == "{{ ti.xcom_pull(task_ids='resolve_image') }}"
+            assert task.environment["BIGQUERY_EMULATOR_HOST"] == "http://bigquery:9050"
+            assert task.environment["BIGQUERY_STORAGE_EMULATOR_HOST"] == "bigquery:9060"
+            assert task.environment["STORAGE_EMULATOR_HOST"] == "http://gcs:4443"
+            assert task.launch["network_mode"] == "recsys"
+    # One step run through the launcher, as a worker runs it (rendered fields).
+    image = FakeDockerEngine.image_id("recsys-trainer:dev")
+    engine = FakeDockerEngine({"recsys-trainer:dev": image}).install(monkeypatch)
+    monkeypatch.setattr("fake_launchers._run", lambda command, env: _Exited(0, "done\n"))
+    task = bag.dags["recommend_train"].get_task("evaluate")
+    task.image, task.arguments = image, ["--run-date", "2026-11-29"]
+    task.environment = {k: v for k, v in task.environment.items() if "{" not in v}
+    assert task.execute({"ti": SimpleNamespace(try_number=1)}) == "done"  # the last line: XCom
+    [created] = engine.created
+    assert (created["image"], created["command"]) == (image, task.command)
+    assert created["environment"]["STORAGE_EMULATOR_HOST"] == "http://gcs:4443"
+    assert created["host_config"]["network_mode"] == "recsys" and created["tty"] is False
+    assert engine.containers["c0"].get("removed") is True
+
+
+class _Exited:
+    """A finished process, for a fake container that runs nothing."""
+
+    def __init__(self, code: int, output: str) -> None:
+        import io
+
+        self.returncode, self.stdout = code, io.StringIO(output)
+
+    def wait(self) -> int:
+        return self.returncode
+
+    def kill(self) -> None:
+        pass
 
 
 @pytest.fixture(scope="module")
@@ -206,8 +216,8 @@ def whole_folder_parses() -> dict[str, dict]:
 
 @pytest.mark.parametrize("runtime", ["local", "docker", "vertex"])
 def test_no_parse_imports_a_heavy_provider_module(runtime, whole_folder_parses):
-    """The Vertex and Docker operators are imported when a task executes (operators/vertex.py,
-    operators/docker_trainer.py), the GCS sensor when it runs (operators/sensors.py)."""
+    """The Vertex and Docker hooks are imported when a task executes (operators/launchers/), the
+    GCS hook and trigger when the sensor runs (operators/sensors.py)."""
     result = whole_folder_parses[runtime]
     assert result["errors"] == {} and len(result["dags"]) == 6, result
     assert result["heavy"] == []
@@ -235,5 +245,5 @@ def test_the_trainers_clock_reaches_every_step_in_every_runtime(runtime, monkeyp
     for dag_id, tasks in TRAINER_TASKS.items():
         for task_id in tasks:
             task = shard_task(bag.dags[dag_id].get_task(task_id))
-            env = task.environment_variables if runtime == "vertex" else task.environment
+            env = task.environment
             assert env.get("RECSYS_TODAY") == "2031-02-03", (dag_id, task_id)

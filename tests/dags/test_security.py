@@ -10,7 +10,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from conftest import REPO, SLACK_TOKEN, fake_service_account_key, load_dagbag, shard_task
+from conftest import REPO, SLACK_TOKEN, fake_service_account_key, load_dagbag, local_step, shard_task
 
 TRAINER_PY = str(REPO / ".venv" / "trainer" / "bin" / "python")
 
@@ -80,16 +80,13 @@ def test_the_local_launcher_runs_a_hostile_argument_without_any_shell_seeing_it(
     """The real subprocess path: the step gets the value as one argument, refuses it with its
     one-line error (exit 2), and not one of the shell constructs in it ran."""
     from operators.images import local_fingerprint
-    from operators.local_trainer import LocalTrainerOperator
     from operators.trainer_exit import TrainerStepFailed
 
     hostile = _hostile(tmp_path)
     source = REPO / "recommend_task"
-    op = LocalTrainerOperator(
-        task_id="create_cf_matrices", step="create_cf_matrices_task",
-        arguments=["--project", "p", "--artifacts-uri", str(tmp_path / "a"), "--run-date", "2026-11-29",
-                   "--lookback-days", hostile],
-        python=TRAINER_PY, trainer_source=str(source),
+    op = local_step("create_cf_matrices_task", [
+        "--project", "p", "--artifacts-uri", str(tmp_path / "a"), "--run-date", "2026-11-29",
+        "--lookback-days", hostile], trainer_source=source,
         image=local_fingerprint("recsys-trainer:dev", source))
     with pytest.raises(TrainerStepFailed, match=r"bad arguments: argument --lookback-days: invalid int"):
         op.execute({})

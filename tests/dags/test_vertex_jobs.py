@@ -33,15 +33,15 @@ def vertex(monkeypatch):
 def _trigger(job_id: str, task_state: str | None, monkeypatch, calls: list | None = None):
     from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
 
-    from operators.vertex_trigger import CancellingTrainingPipelineTrigger
+    from operators.launchers.vertex_trigger import TrainingPipelineTrigger
 
     def get_task_states(dag_id, task_ids, run_ids, map_index=None, **_):
         (calls if calls is not None else []).append((dag_id, task_ids, run_ids))
         return {run_ids[0]: {task_ids[0]: task_state}}
 
     monkeypatch.setattr(RuntimeTaskInstance, "get_task_states", staticmethod(get_task_states))
-    trigger = CancellingTrainingPipelineTrigger(conn_id="google_cloud_default", project_id=FakeVertex.PROJECT,
-                                                location=FakeVertex.REGION, job_id=job_id, poll_interval=3600)
+    trigger = TrainingPipelineTrigger(conn_id="google_cloud_default", project_id=FakeVertex.PROJECT,
+                                      location=FakeVertex.REGION, job_id=job_id, poll_interval=3600)
     trigger.task_instance = SimpleNamespace(dag_id="recommend_predict", task_id="predict", run_id=RUN_ID,
                                             map_index=-1)
     return trigger
@@ -111,7 +111,7 @@ def test_the_trigger_serializes_to_a_class_the_triggerer_can_import(vertex, monk
 
     trigger = _trigger("1000", "deferred", monkeypatch)
     classpath, kwargs = trigger.serialize()
-    assert classpath == "operators.vertex_trigger.CancellingTrainingPipelineTrigger"
+    assert classpath == "operators.launchers.vertex_trigger.TrainingPipelineTrigger"
     module, _, name = classpath.rpartition(".")  # what the triggerer does with it
     again = getattr(importlib.import_module(module), name)(**kwargs)
     assert again.serialize() == (classpath, kwargs) and again.job_id == "1000"
@@ -121,9 +121,8 @@ def _predict_task(monkeypatch, try_number: int):
     monkeypatch.setenv("RECSYS_RUNTIME", "vertex")
     monkeypatch.setenv("RECSYS_GCP_PROJECT", FakeVertex.PROJECT)
     task = shard_task(load_dagbag().dags["recommend_predict"].get_task("predict"))
-    task.container_uri = "europe-west1-docker.pkg.dev/test-project/recsys/trainer@sha256:" + "0" * 64
-    task.command = ["python", "-m", "trainer.predict_task", "--run-date", "2026-11-29"]
-    task.labels = {**LABELS, "try": str(try_number)}
+    task.image = "europe-west1-docker.pkg.dev/test-project/recsys/trainer@sha256:" + "0" * 64
+    task.arguments, task.run_date = ["--run-date", "2026-11-29"], "2026-11-29"
     pushed: dict = {}
     ti = SimpleNamespace(xcom_push=lambda key, value: pushed.update({key: value}), task_id="predict",
                          dag_id="recommend_predict", run_id=RUN_ID, try_number=try_number, map_index=-1)
@@ -135,7 +134,7 @@ def _predict_task(monkeypatch, try_number: int):
 def test_a_retry_waits_for_the_running_pipeline_instead_of_submitting_another(vertex, monkeypatch):
     from airflow.providers.common.compat.sdk import TaskDeferred
 
-    from operators.vertex import pipeline_key
+    from operators.launchers.vertex import pipeline_key
 
     mine = {**LABELS, "key": pipeline_key("recommend_predict", RUN_ID, "predict", -1)}
     vertex.add({**mine, "try": "1"}, "PIPELINE_STATE_FAILED")  # an earlier, finished attempt
@@ -148,7 +147,7 @@ def test_a_retry_waits_for_the_running_pipeline_instead_of_submitting_another(ve
         task.execute(context)
     assert vertex.submitted == []
     assert deferred.value.trigger.job_id == running and pushed["training_id"] == running
-    assert type(deferred.value.trigger).__name__ == "CancellingTrainingPipelineTrigger"
+    assert type(deferred.value.trigger).__name__ == "TrainingPipelineTrigger"
 
 
 def test_without_a_running_pipeline_a_try_submits_one(vertex, monkeypatch):
@@ -170,7 +169,7 @@ def test_a_failed_pipeline_without_this_trys_record_is_retried_with_its_logs(ver
     from operators.trainer_exit import TrainerStepFailed, TrainerStepRetriable
 
     task, context, _ = _predict_task(monkeypatch, try_number=2)
-    task.command = [*task.command, "--artifacts-uri", str(tmp_path)]
+    task.artifacts_uri = str(tmp_path)
     record = tmp_path / "runs" / "2026-11-29" / "status" / "recommend_predict.predict.json"
     record.parent.mkdir(parents=True)
     record.write_text(json.dumps({"exit_code": 2, "error": "bad input", "try": 1, "airflow_run_id": RUN_ID}))
@@ -197,26 +196,24 @@ def test_a_vertex_step_refuses_an_image_edited_into_xcom_before_submitting(verte
     from operators.trainer_task import IMAGE_FROM_XCOM
 
     task, context, _ = _predict_task(monkeypatch, try_number=2)
-    task.container_uri = task.render_template(IMAGE_FROM_XCOM,
-                                              {"ti": SimpleNamespace(xcom_pull=lambda task_ids: image)})
-    assert task.container_uri == image
+    xcom = {"ti": SimpleNamespace(xcom_pull=lambda task_ids: image)}
+    task.image = task.render_template(IMAGE_FROM_XCOM, xcom)
+    assert task.image == image
     with pytest.raises(ImageNotAllowedError, match=f"^trainer image '{re.escape(image)}' .*{why}"):
         task.execute(context)
     assert vertex.submitted == []
 
 
 def _predict_for_run(monkeypatch, run_id: str, try_number: int):
-    """The first shard of predict's Vertex task in ``run_id``, its labels rendered as a worker
-    renders them."""
-    from operators.macros import MACROS
+    """The first shard of predict's Vertex task in ``run_id``, with its labels as its launcher
+    gives them."""
+    from operators.launchers.vertex import pipeline_labels
 
-    task, context, pushed = _predict_task(monkeypatch, try_number)
-    template = shard_task(load_dagbag().dags["recommend_predict"].get_task("predict")).labels
+    task, context, _ = _predict_task(monkeypatch, try_number)
     context["ti"].run_id, context["ti"].map_index = run_id, 0
-    context.update(run_id=run_id, dag=SimpleNamespace(dag_id="recommend_predict"),
-                   dag_run=SimpleNamespace(run_id=run_id), **MACROS)
-    task.labels = task.render_template(template, context)
-    return task, context, pushed
+    context.update(run_id=run_id, dag_run=SimpleNamespace(run_id=run_id))
+    labels = pipeline_labels(context["ti"], 0)
+    return task, context, {k: v for k, v in labels.items() if k != "key"}
 
 
 def test_a_manual_run_id_labelled_like_a_backfill_never_adopts_its_pipeline(vertex, monkeypatch):
@@ -229,12 +226,11 @@ def test_a_manual_run_id_labelled_like_a_backfill_never_adopts_its_pipeline(vert
 
     backfill, manual = "backfill__2026-11-01T03:00:00+00:00", "backfill__2026-11-01t03-00-00-00-00"
     assert re.match(conf.get("scheduler", "allowed_run_id_pattern"), manual)
-    task, context, _ = _predict_for_run(monkeypatch, backfill, try_number=1)
-    readable = dict(task.labels)
+    task, context, readable = _predict_for_run(monkeypatch, backfill, try_number=1)
     with pytest.raises(TaskDeferred) as first:
         task.execute(context)
-    colliding, context, _ = _predict_for_run(monkeypatch, manual, try_number=1)
-    assert colliding.labels == readable  # the readable labels do collide
+    colliding, context, colliding_labels = _predict_for_run(monkeypatch, manual, try_number=1)
+    assert colliding_labels == readable  # the readable labels do collide
     with pytest.raises(TaskDeferred) as second:
         colliding.execute(context)
     assert len(vertex.submitted) == 2, "the manual run adopted the backfill run's pipeline"
@@ -243,3 +239,44 @@ def test_a_manual_run_id_labelled_like_a_backfill_never_adopts_its_pipeline(vert
     with pytest.raises(TaskDeferred) as adopted:
         retry.execute(context)
     assert len(vertex.submitted) == 2 and adopted.value.trigger.job_id == first.value.trigger.job_id
+
+
+# What the previous release stored for a deferred Vertex task: its trigger's class path and
+# arguments (the provider trigger's), as serialised by that release's code.
+PREVIOUS_RELEASE_TRIGGER = ("operators.vertex_trigger.CancellingTrainingPipelineTrigger",
+                            {"conn_id": "google_cloud_default", "project_id": FakeVertex.PROJECT,
+                             "location": FakeVertex.REGION, "job_id": None, "poll_interval": 30,
+                             "impersonation_chain": None})
+
+
+@pytest.mark.parametrize("state", ["PIPELINE_STATE_SUCCEEDED", "PIPELINE_STATE_FAILED"])
+def test_a_task_deferred_by_the_previous_release_resumes_with_this_one(vertex, monkeypatch, tmp_path, state):
+    """A deploy in the middle of a run: the triggerer loads the stored trigger by its old class
+    path, waits for the pipeline, and the task resumes in this release's operator, which applies
+    the step's status record as before."""
+    import importlib
+    import json
+
+    from operators.trainer_exit import TrainerStepFailed
+
+    job = vertex.add({**LABELS, "try": "1"}, state)
+    classpath, kwargs = PREVIOUS_RELEASE_TRIGGER
+    module, _, name = classpath.rpartition(".")
+    trigger = getattr(importlib.import_module(module), name)(**{**kwargs, "job_id": job})
+
+    async def first_event():
+        return (await trigger.run().__anext__()).payload
+
+    event = asyncio.run(first_event())
+    assert event["status"] == ("success" if state.endswith("SUCCEEDED") else "error")
+    task, context, pushed = _predict_task(monkeypatch, try_number=1)
+    if state.endswith("SUCCEEDED"):
+        assert task.execute_complete(context, event) is None
+        assert pushed["custom_job_id"] == f"{job}9"
+        return
+    task.artifacts_uri = str(tmp_path)
+    record = tmp_path / "runs" / "2026-11-29" / "status" / "recommend_predict.predict.json"
+    record.parent.mkdir(parents=True)
+    record.write_text(json.dumps({"exit_code": 2, "error": "bad input", "try": 1, "airflow_run_id": RUN_ID}))
+    with pytest.raises(TrainerStepFailed, match=r"^predict_task: bad input \(exit 2: permanent, not retried"):
+        task.execute_complete(context, event)

@@ -2,7 +2,7 @@
 
 What a user's first `docker compose up --build -d` does, checked: every service healthy, the
 one-shot services done, `recommend_train` and `recommend_predict` triggered through the REST API
-and succeeding with each trainer step in a sibling container (DockerOperator through the engine's
+and succeeding with each trainer step in a sibling container (the docker launcher through the engine's
 socket, on the stack's `recsys` network), recommendations in the BigQuery emulator and Slack
 messages in the loopback receiver, the Recommender page in the API server showing
 the models it trained; then `docker compose down -v` leaves nothing of the project.
@@ -40,7 +40,7 @@ from stack_client import api, bigquery_client, recommendation_days
 COMPOSE_FILE = REPO / "docker-compose.yaml"
 STANDIN_FILE = REPO / "tests" / "docker" / "compose.standin.yaml"
 PROJECT = "recsys-compose-test"
-NETWORK = "recsys"  # fixed by docker-compose.yaml: DockerOperator attaches the trainer to it
+NETWORK = "recsys"  # fixed by docker-compose.yaml: the docker launcher attaches the trainer to it
 ONE_SHOT = {"airflow-init", "trainer-image", "seed-events"}
 # Bounds, not delays: on a loaded 2-core machine Airflow's first start (migrations) and a run of
 # five trainer containers take minutes (the services' health checks allow 5 minutes to start).
@@ -285,7 +285,7 @@ def test_train_then_predict_through_the_rest_api_in_sibling_trainer_containers(s
     # image ID resolve_image pinned, on the stack's network, not a compose service, and removed
     # after it succeeded (auto_remove).
     trainer_tis = [t for dag_id in ("recommend_train", "recommend_predict")
-                   for t in _task_instances(stack, dag_id) if t["operator"] == "TrainerDockerOperator"]
+                   for t in _task_instances(stack, dag_id) if t["operator"] == "TrainerStepOperator"]
     assert {t["task_id"] for t in trainer_tis} == {
         "create_cf_matrices", "train", "evaluate", "promote_model", "predict_window", "predict",
         "publish_predictions"}, trainer_tis

@@ -1,6 +1,6 @@
 """recommend_train, recommend_predict, then recommend_feedback with RECSYS_RUNTIME=docker: real
-Airflow (dag.test), the stock DockerOperator (subclassed) starting the real trainer image in a
-real Docker engine, against the BigQuery and GCS emulators on this machine's loopback (host
+Airflow (dag.test), the docker launcher (the Docker provider's hook) starting the real trainer
+image in a real Docker engine, against the BigQuery and GCS emulators on this machine's loopback (host
 networking), and the real Slack provider posting to a loopback receiver. No fake."""
 
 from __future__ import annotations
@@ -72,8 +72,8 @@ def test_an_image_the_engine_names_outside_the_allowlist_is_refused_before_any_c
     pinned runs."""
     import re
 
-    from operators.docker_trainer import TrainerDockerOperator
     from operators.images import ImageNotAllowedError, docker_image_id
+    from operators.trainer_step import TrainerStepOperator
 
     url = "unix:///var/run/docker.sock"
     other = subprocess.run(["docker", "build", "-q", "--network", "none", "-t", "evil/payload:v1", "-"],
@@ -83,11 +83,11 @@ def test_an_image_the_engine_names_outside_the_allowlist_is_refused_before_any_c
     assert other != pinned
     containers = _docker("ps", "-aq").stdout.split()
 
-    def step(image: str) -> TrainerDockerOperator:
-        return TrainerDockerOperator(task_id="predict", step="predict_task", image=image,
-                                     command=["python", "-m", "trainer.predict_task", "--help"],
-                                     allowlist=("recsys-trainer:",), docker_url=url, network_mode="none",
-                                     auto_remove="success", mount_tmp_dir=False)
+    def step(image: str) -> TrainerStepOperator:
+        return TrainerStepOperator(task_id="predict", step="predict_task", image=image, arguments=["--help"],
+                                   runtime="docker", environment={}, run_date="2026-11-29", artifacts_uri="",
+                                   allowlist=("recsys-trainer:",),
+                                   launch={"docker_url": url, "network_mode": "none"})
 
     try:
         for image, why in ((other, "the Docker engine names it evil/payload:v1"),
@@ -122,7 +122,7 @@ def test_train_then_predict_run_the_pinned_image_in_containers(docker_runtime, s
     Prediction runs unsharded, then in 3 shards (a container each): the same rows."""
     from airflow.utils import db
 
-    from operators.docker_trainer import TrainerDockerOperator
+    from operators.trainer_step import TrainerStepOperator
 
     db.resetdb()  # this module's asset URI (ARTIFACTS) must not meet another module's
     pinned_id = _docker("image", "inspect", "-f", "{{.Id}}", docker_runtime).stdout.strip()
@@ -131,13 +131,13 @@ def test_train_then_predict_run_the_pinned_image_in_containers(docker_runtime, s
     decoy = subprocess.run(["docker", "build", "-q", "--network", "none", "-"], input=(
         f"FROM {docker_runtime}\nUSER root\nRUN rm -rf /app/trainer\nUSER trainer\n"),
         capture_output=True, text=True, check=True).stdout.strip()
-    original = TrainerDockerOperator.execute
+    original = TrainerStepOperator.execute
 
     def execute_after_moving_the_tag(self, context):
         _docker("tag", decoy, docker_runtime, check=True)
         return original(self, context)
 
-    monkeypatch.setattr(TrainerDockerOperator, "execute", execute_after_moving_the_tag)
+    monkeypatch.setattr(TrainerStepOperator, "execute", execute_after_moving_the_tag)
     slack.messages.clear()
     bag = load_dagbag()
 

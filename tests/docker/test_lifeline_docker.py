@@ -2,7 +2,7 @@
 
 Real: the trainer image, a real step in it (held mid-step by a BigQuery endpoint on loopback that
 answers 503 to everything, which it retries for minutes), the Docker engine, and the project's
-TrainerDockerOperator. Standing in for Airflow: the process tree of tests/dags/process_tree.py
+TrainerStepOperator (docker runtime). Standing in for Airflow: the process tree of tests/dags/process_tree.py
 (a supervisor that forks the task process and owns its log channel, the task's SIGTERM handler
 calling on_kill, logging that raises once the supervisor is gone).
 """
@@ -26,20 +26,26 @@ from process_tree import SUPERVISOR, TASK_PRELUDE
 
 STOPPED_WITHIN_S = 60  # on_kill's `docker stop`: SIGTERM, then SIGKILL after the engine's 10 s
 STARTED_WITHIN_S = 180  # the container's first line; the supervisor outlives a crashed task
-STEP = ["python", "-m", "trainer.create_cf_matrices_task", "--project", "p", "--artifacts-uri",
-        "/tmp/artifacts", "--run-date", "2026-11-29"]
+ARGUMENTS = ["--project", "p", "--artifacts-uri", "/tmp/artifacts", "--run-date", "2026-11-29"]
+# An image whose `python` writes lines as fast as the pipe takes them: the step's command is
+# always `python -m trainer.<step>`, so the flood replaces the interpreter.
+FLOOD = ("USER root\nRUN mkdir /flood && printf '%s\\n' '#!/bin/sh' "
+         "'echo \"step create_cf_matrices_task starting\"' "
+         "'while :; do echo \"trainer output line that fills the log pipe\"; done' > /flood/python "
+         "&& chmod +x /flood/python\nENV PATH=/flood:$PATH\nUSER trainer\n")
 
 
 TASK = TASK_PRELUDE + textwrap.dedent("""
     sys.path.insert(0, {plugins!r})
-    from operators.docker_trainer import TrainerDockerOperator
+    from operators.trainer_step import TrainerStepOperator
 
-    op = TrainerDockerOperator(
-        task_id="create_cf_matrices", step="create_cf_matrices_task", image={image!r},
-        command={command!r}, allowlist=("recsys-trainer:",),
+    op = TrainerStepOperator(
+        task_id="create_cf_matrices", step="create_cf_matrices_task", image={image!r}, runtime="docker",
+        arguments={arguments!r}, allowlist=("recsys-trainer:",), run_date="2026-11-29",
+        artifacts_uri="/tmp/artifacts",
         environment={{"BIGQUERY_EMULATOR_HOST": {bigquery!r}, "RECSYS_BQ_RETRY_DEADLINE_S": "600"}},
-        container_name={name!r}, docker_url="unix:///var/run/docker.sock", network_mode="host",
-        auto_remove="never", mount_tmp_dir=False, tty=False)
+        launch={{"container_name": {name!r}, "docker_url": "unix:///var/run/docker.sock",
+                 "network_mode": "host", "auto_remove": "never"}})
     run(op)
 """)
 
@@ -76,7 +82,7 @@ def test_a_dead_worker_stops_its_trainer_container(trainer_image, unavailable_bi
     container would retry BigQuery for ten minutes beside the task's retry."""
     name = f"recsys-lifeline-test-{os.getpid()}"
     task = TASK.format(plugins=str(REPO / "plugins"), image=_image_id(trainer_image),
-                       bigquery=unavailable_bigquery, name=name, command=STEP)
+                       bigquery=unavailable_bigquery, name=name, arguments=ARGUMENTS)
     supervisor = subprocess.Popen([sys.executable, "-c", SUPERVISOR.format(task=task)],
                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                   start_new_session=True)
@@ -119,11 +125,13 @@ def test_a_kill_while_the_task_log_is_backed_up_stops_the_container_and_the_task
     would wait on that lock forever); once the log drains, the task process ends. The container
     runs the trainer image with a shell writing lines as fast as the pipe takes them."""
     name = f"recsys-lifeline-flood-{os.getpid()}"
-    flood = ["sh", "-c", "echo 'step create_cf_matrices_task starting'; "
-             "while :; do echo 'trainer output line that fills the log pipe'; done"]
+    flood_tag = f"recsys-trainer:flood-{os.getpid()}"  # allowed, as resolve_image would have pinned it
+    subprocess.run(["docker", "build", "-q", "--network", "none", "-t", flood_tag, "-"],
+                   input=f"FROM {trainer_image}\n{FLOOD}", capture_output=True, text=True, check=True)
     task = subprocess.Popen([sys.executable, "-c", TASK.format(
-        plugins=str(REPO / "plugins"), image=_image_id(trainer_image), bigquery=unavailable_bigquery,
-        name=name, command=flood)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+        plugins=str(REPO / "plugins"), image=_image_id(flood_tag), bigquery=unavailable_bigquery,
+        name=name, arguments=ARGUMENTS)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        start_new_session=True)
     try:
         for line in task.stdout:  # then read nothing more: the pipe to this test fills
             if b"step create_cf_matrices_task starting" in line:
@@ -146,3 +154,4 @@ def test_a_kill_while_the_task_log_is_backed_up_stops_the_container_and_the_task
         with contextlib.suppress(ProcessLookupError):
             os.killpg(task.pid, signal.SIGKILL)
         subprocess.run(["docker", "rm", "-f", name], capture_output=True)
+        subprocess.run(["docker", "rmi", flood_tag], capture_output=True)

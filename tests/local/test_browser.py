@@ -607,7 +607,7 @@ def _predict_trainer(state: Path) -> tuple[int, str, int] | None:
     """(pid, run id, try number) of the predict DAG's first step that reads BigQuery
     (predict_window) in the stack, if one is running.
 
-    The step sees only the trainer's environment (local_trainer.INHERITED_ENV: RECSYS_*, no
+    The step sees only the trainer's environment (operators/launchers/local.py INHERITED_ENV: RECSYS_*, no
     AIRFLOW_*), so the stack is recognised by RECSYS_STACK_DIR and the run by the attempt's
     RECSYS_ variables."""
     for proc in Path("/proc").iterdir():

@@ -294,7 +294,7 @@ def test_airflow_waits_for_db_migration_and_emulators(services):
         assert {"postgres", "airflow-init", "bigquery", "gcs", "slack-receiver"} <= set(
             services[name]["depends_on"]), name
     assert "trainer-image" in services["airflow-scheduler"]["depends_on"], \
-        "the scheduler runs the trainer image (DockerOperator): it must be built first"
+        "the scheduler runs the trainer image (the docker launcher): it must be built first"
     for name in ("airflow-scheduler", "airflow-triggerer"):
         assert "airflow-apiserver" in services[name]["depends_on"], name
 
