@@ -43,7 +43,7 @@ def raise_for_exit(step: str, code: int, error: str, *, logs_url: str | None = N
     message = error or f"trainer.{step} exited with code {code} without an error line"
     where = f"; logs: {logs_url}" if logs_url else ""
     if code == contract.EXIT_PERMANENT:
-        raise TrainerStepFailed(f"{message} (exit {code}: permanent, not retried{where})")
+        raise TrainerStepFailed(f"{message} (exit 2: permanent, not retried{where})")
     kind = "transient" if code == contract.EXIT_TRANSIENT else "crash"
     raise TrainerStepRetriable(f"{message} (exit {code}: {kind}, retried{where})")
 

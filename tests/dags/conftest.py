@@ -161,6 +161,17 @@ class SlackReceiver:
         self.server.shutdown()
 
 
+@pytest.fixture(autouse=True)
+def no_operator_built_while_another_runs():
+    """Every test, whatever it runs (a DAG, a launcher, a sensor): no operator is built inside
+    another operator's execute, execute_complete or poke (nested_operators.py)."""
+    from nested_operators import operators_built_while_executing
+
+    with operators_built_while_executing() as built:
+        yield
+    assert built == [], f"operators built inside a running operator: {built}"
+
+
 @pytest.fixture(scope="session")
 def slack():
     receiver = SlackReceiver()

@@ -35,7 +35,7 @@ def skeleton(node: ast.expr) -> str | None:
 def raised_messages() -> list[str]:
     """Every literal failure message raised in plugins/operators."""
     found = []
-    for path in sorted(OPERATORS.glob("*.py")):
+    for path in sorted(OPERATORS.rglob("*.py")):  # the launchers' too
         for node in ast.walk(ast.parse(path.read_text())):
             if (isinstance(node, ast.Raise) and isinstance(node.exc, ast.Call) and node.exc.args
                     and getattr(node.exc.func, "id", None) in ALERTING):

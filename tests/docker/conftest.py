@@ -27,6 +27,7 @@ sys.modules["dags_conftest"] = dags_conftest
 _spec.loader.exec_module(dags_conftest)
 airflow_db, emulators, slack = dags_conftest.airflow_db, dags_conftest.emulators, dags_conftest.slack
 unavailable_bigquery = dags_conftest.unavailable_bigquery
+no_operator_built_while_another_runs = dags_conftest.no_operator_built_while_another_runs
 
 ENGINE = REPO / "docker" / "engine" / "engine.sh"
 

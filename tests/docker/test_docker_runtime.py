@@ -200,3 +200,47 @@ def test_train_then_predict_run_the_pinned_image_in_containers(docker_runtime, s
         runs = 2 if dag_id == "recommend_predict" else 1  # unsharded, then 3 shards
         assert len(success) == runs and all(f"\nimage `{pinned_id}`\n" in t for t in success), texts
     assert re.search(r"rows written: \d+ for \d+ users", "\n".join(texts))
+
+
+# The last release before the launchers and the contract module were redesigned: images and DAGs
+# deploy apart, so an image built from its trainer must run under these DAGs.
+PREVIOUS_RELEASE = "d02fad9c03275567b07b21df47ece11c9d2b4e55"
+
+
+@pytest.fixture(scope="module")
+def previous_release_image(trainer_image, tmp_path_factory) -> str:
+    """The trainer image of PREVIOUS_RELEASE, built as `make image` builds (same base; the
+    dependency layers come from the build cache)."""
+    root = tmp_path_factory.mktemp("previous-release")
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", PREVIOUS_RELEASE, "recommend_task",
+                              "docker"], capture_output=True, check=False)
+    assert archive.returncode == 0, (
+        f"this test builds the trainer of {PREVIOUS_RELEASE[:7]} from the repository's history, which a "
+        f"shallow clone lacks (clone without --depth): {archive.stderr.decode()[-300:]}")
+    subprocess.run(["tar", "-x", "-C", str(root)], input=archive.stdout, check=True)
+    tag = "recsys-trainer:previous-release"
+    subprocess.run([str(root / "docker" / "build-image.sh"), "trainer", tag], check=True, capture_output=True)
+    return tag
+
+
+def test_an_image_of_the_previous_release_runs_under_these_dags(docker_runtime, previous_release_image):
+    """Each step of recommend_train and recommend_predict runs the earlier image (its exit codes,
+    attempt variables and status record read by this release's launchers), publishing a model
+    and the day's recommendations."""
+    from airflow.utils import db
+
+    db.resetdb()  # this module's asset URI (ARTIFACTS) must not meet another module's
+    pinned_id = _docker("image", "inspect", "-f", "{{.Id}}", previous_release_image).stdout.strip()
+    assert pinned_id != _docker("image", "inspect", "-f", "{{.Id}}", docker_runtime).stdout.strip()
+    bag = load_dagbag()
+    image = {"image_uri": previous_release_image}
+    train = bag.dags["recommend_train"].test(logical_date=LOGICAL_DATE, run_conf={
+        "lookback_days": 20, "factors": 16, "iterations": 8, **image})
+    predict = bag.dags["recommend_predict"].test(logical_date=LOGICAL_DATE, run_conf={
+        "lookback_days": 20, "n_recommendations": 4, **image})
+    assert (str(train.state), str(predict.state)) == ("success", "success")
+    for dag_run, task in ((train, "promote_model"), (predict, "publish_predictions")):
+        status = _gcs_json(f"runs/{RUN_DATE}/status/{dag_run.dag_id}.{task}.json")
+        assert (status["image"], status["exit_code"], status["airflow_run_id"]) == (
+            pinned_id, 0, dag_run.run_id)
+    assert _gcs_json(f"runs/{RUN_DATE}/predictions.json")["image"] == pinned_id
