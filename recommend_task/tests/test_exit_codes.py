@@ -1,4 +1,4 @@
-"""The image's exit-code contract (trainer.outcome) and the status record every step leaves:
+"""The image's exit-code contract (trainer.step.exit_codes) and the status record every step leaves:
 2 = permanent (never retried), 75 = transient (retried), 1 = crash (retried)."""
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ import sys
 import pytest
 import requests
 from google.api_core import exceptions as gexc
-from helpers import RUN_DATE, seed
+from support.helpers import RUN_DATE, seed
 
-from trainer import cli, outcome
-from trainer.errors import ConcurrentUpdateError, EmptyWindowError
+from trainer.core.errors import ConcurrentUpdateError, EmptyWindowError
+from trainer.step import cli, exit_codes
 
 ATTEMPT_ENV = {"RECSYS_STATUS_NAME": "recommend_predict.predict", "RECSYS_TRY_NUMBER": "3",
                "RECSYS_AIRFLOW_RUN_ID": "manual__2026-11-30",
@@ -37,7 +37,7 @@ ATTEMPT_ENV = {"RECSYS_STATUS_NAME": "recommend_predict.predict", "RECSYS_TRY_NU
     (KeyError("model_id"), 1),
 ])
 def test_each_failure_gets_the_exit_code_of_its_kind(exc, code):
-    got, message = outcome.classify(exc)
+    got, message = exit_codes.classify(exc)
     assert got == code, message
     assert "\n" not in message and message
 
