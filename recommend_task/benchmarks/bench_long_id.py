@@ -30,8 +30,8 @@ def _append_long_id_event(env: dict[str, str], length: int) -> None:
     os.environ.update(env)
     import pyarrow as pa
 
-    from trainer import bq, tables
-    from trainer.clients import bigquery_client
+    from trainer.storage import bq, tables
+    from trainer.storage.clients import bigquery_client
 
     client = bigquery_client("bench-project")
     when = dt.datetime.combine(RUN_DATE - dt.timedelta(days=5), dt.time(12), tzinfo=dt.UTC)

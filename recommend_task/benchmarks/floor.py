@@ -33,10 +33,10 @@ from google.cloud import bigquery
 from implicit.cpu.als import AlternatingLeastSquares
 from threadpoolctl import threadpool_limits
 
-from trainer import bq
-from trainer.clients import bigquery_client, bigquery_read_client
-from trainer.events import DEFAULT_EVENT_WEIGHTS, EventSource
-from trainer.window import split_window
+from trainer.data.date_windows import split_window
+from trainer.data.events import DEFAULT_EVENT_WEIGHTS, EventSource
+from trainer.storage import bq
+from trainer.storage.clients import bigquery_client, bigquery_read_client
 
 HOLDOUT_DAYS = 2  # create_cf_matrices_task's default
 

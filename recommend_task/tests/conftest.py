@@ -14,7 +14,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 EMULATORS = REPO / "docker" / "emulators" / "emulators.py"
 BUCKET = "test-artifacts"
-# The trainer's clock (trainer/clock.py): steps refuse run dates on or after today. The tests'
+# The trainer's clock (trainer/core/clock.py): steps refuse run dates on or after today. The tests'
 # days are fixed (2026 and 2027) so that they mean the same on any date; this "today" lies after
 # all of them. Subprocesses of the tests (real step processes) inherit it.
 os.environ["RECSYS_TODAY"] = "2028-01-01"
@@ -49,7 +49,7 @@ def dataset() -> str:
 
 @pytest.fixture
 def bq_client(project):
-    from trainer.clients import bigquery_client
+    from trainer.storage.clients import bigquery_client
 
     return bigquery_client(project)
 
@@ -68,7 +68,7 @@ class StepRunner:
         self.capsys = capsys
 
     def __call__(self, step: str, *argv: str) -> tuple[int, str]:
-        from trainer import cli
+        from trainer.step import cli
 
         module = importlib.import_module(f"trainer.{step}")
         self.capsys.readouterr()

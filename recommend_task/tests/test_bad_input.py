@@ -11,13 +11,13 @@ import sys
 import numpy as np
 import pyarrow as pa
 import pytest
-from helpers import RUN_DATE, SEED_ARGS, query, recommendation_counts, run_training, seed
+from support.helpers import RUN_DATE, SEED_ARGS, query, recommendation_counts, run_training, seed
 
-from trainer import tables
-from trainer.errors import ValidationError
-from trainer.partitions import staging_table
+from trainer.core.errors import ValidationError
+from trainer.data.synthetic import SyntheticSpec, corrupt, generate
 from trainer.predict_task import validate_staged
-from trainer.synthetic import SyntheticSpec, corrupt, generate
+from trainer.storage import tables
+from trainer.storage.partitions import staging_table
 
 
 def _written(root) -> list[str]:
@@ -84,8 +84,8 @@ def test_one_scan_counts_and_aggregates_exactly_as_the_quality_query_and_the_agg
     """create_cf_matrices reads the window once: its quality counts equal the quality query's
     and its rows the plain aggregation's, on data with every reason to drop a row (null ids,
     skewed timestamps, and an event type the weights don't know), some rows with several."""
-    from trainer.events import EventSource
-    from trainer.window import split_window
+    from trainer.data.date_windows import split_window
+    from trainer.data.events import EventSource
 
     seed(step, RUN_DATE, "--corrupt-fraction", "0.05")
     source = EventSource(bq_client, f"{project}.{dataset}.{tables.EVENTS}")
@@ -204,9 +204,9 @@ KILLED_BETWEEN_STAGING_AND_SWAP = """
 import os, signal, sys
 import datetime as dt
 import pyarrow as pa
-from trainer import tables
-from trainer.clients import bigquery_client
-from trainer.partitions import staging_table
+from trainer.storage import tables
+from trainer.storage.clients import bigquery_client
+from trainer.storage.partitions import staging_table
 project, dataset, day = sys.argv[1:4]
 rows = pa.table({"run_date": [dt.date.fromisoformat(day)], "user_id": ["u1"], "rank": [1],
                  "item_id": ["i1"], "score": [1.0], "model_id": ["m"],

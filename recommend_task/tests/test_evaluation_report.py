@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import scipy.sparse as sp
-from helpers import RUN_DATE, TRAIN_ARGS, run_training, seed
+from support.helpers import RUN_DATE, TRAIN_ARGS, run_training, seed
 
-from trainer.evaluation_report import distributions
+from trainer.evaluation.html_report import distributions
 
 
 def test_recall_bins_and_popularity_deciles_of_a_hand_made_example():

@@ -19,16 +19,16 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-from helpers import RUN_DATE, TRAIN_ARGS, load_events, query, seed
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support.helpers import RUN_DATE, TRAIN_ARGS, load_events, query, seed
 
-from trainer import tables
-from trainer.events import EventSource
-from trainer.idmap import IdMap
-from trainer.matrices import CFMatrices
-from trainer.shards import Shard
-from trainer.window import split_window
+from trainer.data.date_windows import split_window
+from trainer.data.events import EventSource
+from trainer.data.shards import Shard
+from trainer.model.idmap import IdMap
+from trainer.model.matrices import CFMatrices
+from trainer.storage import tables
 
 WEIGHTS = {"view": 1.0, "start": 2.0, "complete": 4.0}
 
@@ -242,9 +242,9 @@ def test_artifacts_written_with_fixed_width_ids_stay_readable(tmp_path):
     arrays: a rollback to such a model, or a run reusing such a window, still reads them."""
     import scipy.sparse as sp
 
-    from trainer import artifacts
-    from trainer.model import load_model
-    from trainer.window_snapshot import WindowInteractions
+    from trainer.data.interaction_cache import WindowInteractions
+    from trainer.model.model_artifact import load_model
+    from trainer.storage import artifacts
 
     users, items = np.array(["u1", "u2", "u3"]), np.array(["a", "bb"])
     train = sp.csr_matrix(np.array([[1, 0], [0, 2], [3, 4]], dtype=np.float32))

@@ -10,11 +10,11 @@ import json
 import re
 
 import pytest
-from helpers import load_events, query
 from scipy.spatial.distance import jensenshannon
+from support.helpers import load_events, query
 
-from trainer.anomalies import Rules, check
-from trainer.event_stats import DayStats
+from trainer.data.anomaly_rules import Rules, check
+from trainer.data.event_stats import DayStats
 
 DAY = dt.date(2026, 6, 10)
 SEED = ("--users", "600", "--items", "120", "--events", "40000", "--days", "20", "--clusters", "6")
@@ -167,7 +167,7 @@ def test_the_rules_limits_are_arguments_and_checked(step, tmp_path):
 
 def test_seeding_in_chunks_writes_every_event_once_and_keeps_the_days_anomaly(
         step, bq_client, project, dataset, tmp_path, monkeypatch):
-    from trainer import synthetic
+    from trainer.data import synthetic
 
     monkeypatch.setattr(synthetic, "CHUNK_EVENTS", 9000)  # the 40,000 events in 5 chunks
     rc, err = step("seed_events", "--end-date", str(DAY), *SEED, "--anomaly", "bot=0.5")

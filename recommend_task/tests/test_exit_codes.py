@@ -1,4 +1,4 @@
-"""The image's exit-code contract (trainer.outcome) and the status record every step leaves:
+"""The image's exit-code contract (trainer.step.exit_codes) and the status record every step leaves:
 2 = permanent (never retried), 75 = transient (retried), 1 = crash (retried)."""
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ import sys
 import pytest
 import requests
 from google.api_core import exceptions as gexc
-from helpers import RUN_DATE, seed
+from support.helpers import RUN_DATE, seed
 
-from trainer import cli, outcome
-from trainer.errors import ConcurrentUpdateError, EmptyWindowError
+from trainer.core.errors import ConcurrentUpdateError, EmptyWindowError
+from trainer.step import cli, exit_codes
 
 ATTEMPT_ENV = {"RECSYS_STATUS_NAME": "recommend_predict.predict", "RECSYS_TRY_NUMBER": "3",
                "RECSYS_AIRFLOW_RUN_ID": "manual__2026-11-30",
@@ -37,7 +37,7 @@ ATTEMPT_ENV = {"RECSYS_STATUS_NAME": "recommend_predict.predict", "RECSYS_TRY_NU
     (KeyError("model_id"), 1),
 ])
 def test_each_failure_gets_the_exit_code_of_its_kind(exc, code):
-    got, message = outcome.classify(exc)
+    got, message = exit_codes.classify(exc)
     assert got == code, message
     assert "\n" not in message and message
 
@@ -124,3 +124,21 @@ def test_bigquery_answering_503_is_transient_in_a_real_process(emulators, projec
     assert len(errors) == 1 and "ServiceUnavailable" in errors[0], errors
     record = _record(tmp_path / "runs" / str(RUN_DATE) / "status" / "create_cf_matrices_task.json")
     assert record["outcome"] == "transient" and record["exit_code"] == 75
+
+
+def test_the_status_record_holds_exactly_the_contracts_fields_at_the_contracts_path(monkeypatch):
+    """The launchers read the record by trainer/contract.py (its twin beside the DAGs): a field
+    added or dropped on one side only would be read as missing."""
+    from trainer import contract
+    from trainer.step import status_record
+
+    for name, value in ATTEMPT_ENV.items():
+        monkeypatch.setenv(name, value)
+    started = dt.datetime(2026, 11, 30, 6, tzinfo=dt.UTC)
+    record = status_record.build("predict_task", 75, "ServiceUnavailable: down", RUN_DATE, started,
+                                 started + dt.timedelta(seconds=2))
+    assert set(record) == set(contract.RECORD_FIELDS)
+    assert record["outcome"] == "transient" and record["try"] == 3
+    assert contract.is_record_of(record, "manual__2026-11-30", 3)
+    assert status_record.record_uri("gs://b/p/", RUN_DATE, "predict_task") == (
+        f"gs://b/p/runs/{RUN_DATE.isoformat()}/status/recommend_predict.predict.json")

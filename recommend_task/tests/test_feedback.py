@@ -9,10 +9,10 @@ import json
 
 import pyarrow as pa
 import pytest
-from helpers import load_events, query
+from support.helpers import load_events, query
 
-from trainer import bq, tables
-from trainer.partitions import upsert_row
+from trainer.storage import bq, tables
+from trainer.storage.partitions import upsert_row
 
 SERVED = dt.date(2026, 6, 10)
 NEXT = SERVED + dt.timedelta(days=1)
@@ -191,7 +191,7 @@ def test_the_query_matches_the_definitions_on_a_random_day_whatever_its_head(bq_
     (everyone ranked over their whole history), 2 (heavy users reach past it) and the default."""
     import numpy as np
 
-    from trainer.feedback import measure
+    from trainer.evaluation.served_day import measure
 
     rng = np.random.default_rng(7)
     items = [f"i{i:02d}" for i in range(30)]

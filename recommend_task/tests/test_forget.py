@@ -8,8 +8,8 @@ from __future__ import annotations
 import datetime as dt
 import re
 
-import id_scan
-from helpers import RUN_DATE, TRAIN_ARGS, load_events, query, seed
+from support import id_scan
+from support.helpers import RUN_DATE, TRAIN_ARGS, load_events, query, seed
 
 LEARNER = "learner-forget-me-7f3a"
 # The same shape as the seeded learners (u000..u599) but never seeded: a log naming a learner
@@ -84,11 +84,11 @@ def test_a_forgotten_learner_is_nowhere_the_product_reads_and_everyone_else_is_s
     assert rc == 0, err
     after = query(bq_client, users)
     assert after[0]["n"] == served[0]["n"] - 1
-    from trainer import artifacts, publishing
-    from trainer.model import check_model, load_model
+    from trainer.model.model_artifact import check_model, load_model
+    from trainer.storage import artifacts, model_pointer
 
     store = artifacts.ArtifactStore(project)
-    model_uri = publishing.published_model_uri(store, gcs_artifacts)
+    model_uri = model_pointer.published_model_uri(store, gcs_artifacts)
     check_model(store, model_uri)
     model = load_model(store, model_uri)
     assert len(model.users) == model.user_factors.shape[0] and model.users.index_of([LEARNER])[0] == -1

@@ -1,4 +1,4 @@
-"""trainer.lifeline: a step started by a launcher that is already gone does not start.
+"""trainer.step.lifeline: a step started by a launcher that is already gone does not start.
 
 (That a step dies with a launcher that dies later is shown with the real launcher, in
 tests/dags/test_lifeline.py.)"""
@@ -14,7 +14,7 @@ def _step(env_pid: str | None, wrapper: bool = False) -> subprocess.CompletedPro
     env = {k: v for k, v in os.environ.items() if k != "RECSYS_LAUNCHER_PID"}
     if env_pid is not None:
         env["RECSYS_LAUNCHER_PID"] = env_pid
-    code = ("from trainer.lifeline import die_with_launcher; "
+    code = ("from trainer.step.lifeline import die_with_launcher; "
             "print('tied' if die_with_launcher() else 'untied')")
     argv = [sys.executable, "-c", code]
     if wrapper:  # a shell between launcher and step that does not exec: the step is its child

@@ -14,10 +14,10 @@ import sys
 import time
 
 import pytest
-from helpers import RUN_DATE, seed
 from outage import flaky, unavailable
+from support.helpers import RUN_DATE, seed
 
-from trainer import artifacts
+from trainer.storage import artifacts
 
 F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)  # Linux
 
@@ -104,8 +104,8 @@ def test_a_full_disk_fails_the_step_cleanly_and_no_truncated_file_is_ever_read(e
 
     retry = subprocess.run(command, capture_output=True, text=True, env=emulators["env"], timeout=300)
     assert retry.returncode == 0, retry.stderr[-3000:]
-    from trainer import layout
-    from trainer.model import check_model
+    from trainer.model.model_artifact import check_model
+    from trainer.storage import layout
 
     store = artifacts.ArtifactStore(project)
     check_model(store, layout.candidate_model_uri(store, art, RUN_DATE))  # whole and checksummed
@@ -116,9 +116,9 @@ def test_a_training_step_killed_mid_fit_changes_nothing_published_and_its_retry_
     """SIGKILL (no clean-up runs) while ALS iterates, with a published model in place: the
     pointer and the published model stay as they were, no candidate is recorded, and the
     retry (same arguments) trains and records one."""
-    from helpers import run_training
+    from support.helpers import run_training
 
-    from trainer import layout
+    from trainer.storage import layout
 
     seed(step)
     run_training(step, gcs_artifacts)  # a published model

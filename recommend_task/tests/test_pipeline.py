@@ -8,9 +8,9 @@ import subprocess
 import sys
 
 import pytest
-from helpers import RUN_DATE, TRAIN_ARGS, query, recommendation_counts, run_training, seed
+from support.helpers import RUN_DATE, TRAIN_ARGS, query, recommendation_counts, run_training, seed
 
-from trainer import artifacts
+from trainer.storage import artifacts
 
 STEPS = ("seed_events", "create_cf_matrices_task", "train_task", "evaluate_task",
          "promote_model_task", "predict_window_task", "predict_task", "publish_predictions_task", "report")

@@ -1,4 +1,4 @@
-"""A run that cannot finish on its machine is refused before the work starts (trainer/preflight.py).
+"""A run that cannot finish on its machine is refused before the work starts (trainer/step/preflight.py).
 
 The form keeps only data-independent maxima (factors <= 1024, iterations <= 200, lookback <= 365
 days); whether a run fits depends on the data. create_cf_matrices and train estimate their peak
@@ -13,7 +13,7 @@ import json
 import os
 
 import pytest
-from helpers import RUN_DATE, seed
+from support.helpers import RUN_DATE, seed
 
 GB = 10**9
 HOUR = 3600
@@ -23,8 +23,8 @@ def test_the_issues_maxima_at_100m_events_are_refused_naming_both_figures():
     """factors=1024, iterations=200 over 100M events' matrix (74M nnz, 1M users, 200k items) is
     about 3.7 h on n1-highmem-8, past train's 3 h timeout; 365 days of 100M events a month does
     not fit create_cf_matrices on n1-standard-4 (15 GB). The defaults fit both."""
-    from trainer import preflight
-    from trainer.errors import TrainerError
+    from trainer.core.errors import TrainerError
+    from trainer.step import preflight
 
     highmem8 = preflight.Machine(vcpus=8, memory_bytes=52 * GB)
     counts = {"nnz": 74_000_000, "users": 1_000_000, "items": 200_000}
@@ -55,7 +55,7 @@ def test_the_issues_maxima_at_100m_events_are_refused_naming_both_figures():
 def test_the_machine_is_what_the_step_runs_on():
     """Memory: the container's cgroup limit, else the machine's; vCPUs: the CPUs the process may
     use (a cgroup CPU quota lowers it), the figure implicit's threads use."""
-    from trainer import preflight
+    from trainer.step import preflight
 
     with open("/proc/meminfo") as meminfo:
         total = next(int(line.split()[1]) * 1024 for line in meminfo if line.startswith("MemTotal:"))

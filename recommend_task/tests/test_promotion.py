@@ -8,10 +8,10 @@ import json
 import subprocess
 import sys
 
-from helpers import RUN_DATE, TRAIN_ARGS, query, seed
+from support.helpers import RUN_DATE, TRAIN_ARGS, query, seed
 
-from trainer import artifacts, retention
-from trainer.clients import storage_client
+from trainer.storage import artifacts, retention
+from trainer.storage.clients import storage_client
 
 NEWER, OLDER = RUN_DATE, RUN_DATE - dt.timedelta(days=3)
 

@@ -7,9 +7,9 @@ import datetime as dt
 import importlib
 import re
 
-from helpers import RUN_DATE
+from support.helpers import RUN_DATE
 
-from trainer import tables
+from trainer.storage import tables
 
 # Terminal escapes (colour, cursor up, erase line, an OSC 8 hyperlink, the title), a bell, a
 # backspace, a carriage return, a NUL, DEL and a C1 control (CSI): each could rewrite or hide
@@ -50,7 +50,7 @@ def test_the_report_prints_no_control_character_from_ids_anomalies_or_alerts(
         "model_id": model_id, "k": 10, "users_served": 3, "users_returning": 1, "users_active": 1,
         "alerts": [f"served model {model_id} did worse {h}" for h in HOSTILE], "lookback_days": 30}])
 
-    from trainer import cli
+    from trainer.step import cli
 
     report = importlib.import_module("trainer.report")
     capsys.readouterr()

@@ -7,9 +7,9 @@ import datetime as dt
 import json
 from pathlib import Path
 
-from helpers import SEED_ARGS
+from support.helpers import SEED_ARGS
 
-from trainer import layout, retention
+from trainer.storage import layout, retention
 
 REPO = Path(__file__).resolve().parents[2]
 DAY_MS = 24 * 3600 * 1000

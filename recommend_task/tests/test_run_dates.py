@@ -81,8 +81,8 @@ def test_the_day_before_today_is_accepted(step, tmp_path, monkeypatch):
 
 
 def test_the_clock_is_the_utc_date_unless_the_environment_sets_it(monkeypatch):
-    from trainer import clock
-    from trainer.errors import TrainerError
+    from trainer.core import clock
+    from trainer.core.errors import TrainerError
 
     monkeypatch.delenv("RECSYS_TODAY", raising=False)
     before = dt.datetime.now(dt.UTC).date()
@@ -99,7 +99,7 @@ def test_the_clock_is_the_utc_date_unless_the_environment_sets_it(monkeypatch):
 def test_out_of_range_run_dates_are_one_line_permanent_errors(module_name, step, tmp_path, monkeypatch):
     """``--run-date 0001-01-15`` (the issue's case: a window reaching before year 1 raised
     OverflowError, a crash, retried) and every day before 1970-01-01, the earliest run date
-    (trainer/window.py says why): the one-line permanent error of any other bad argument."""
+    (trainer/data/date_windows.py says why): the one-line permanent error of any other bad argument."""
     monkeypatch.setenv("RECSYS_TODAY", TODAY.isoformat())
     for day in ("0001-01-15", "0001-01-01", "1969-12-31"):
         rc, err = step(module_name, *_argv(module_name, day, tmp_path))

@@ -8,10 +8,10 @@ import datetime as dt
 import math
 
 import pytest
-from helpers import RUN_DATE, query, recommendation_counts, run_training, seed
+from support.helpers import RUN_DATE, query, recommendation_counts, run_training, seed
 
-from trainer import artifacts
-from trainer.shards import Shard, shard_of_user
+from trainer.data.shards import Shard, shard_of_user
+from trainer.storage import artifacts
 
 PREDICT = ("--lookback-days", "20", "--n-recommendations", "5")
 
@@ -158,7 +158,7 @@ def test_predict_reads_the_window_once_whatever_the_number_of_shards(
     assert _same(published[4], published[1])
 
     # An event arrives for a new user after the window was prepared: the shard reads by itself.
-    from helpers import load_events
+    from support.helpers import load_events
 
     load_events(bq_client, project, dataset, [{
         "user_id": "late-user", "item_id": next(iter(published[1]))[2], "event_type": "view",
@@ -174,10 +174,10 @@ def test_predict_reads_the_window_once_whatever_the_number_of_shards(
 def test_a_model_that_does_not_load_leaves_the_error_to_predict(step, project, trained):
     """predict_window only prepares a cache over the model's items: a damaged published model
     prepares nothing (a warning), and predict_task fails on it with the model's own error."""
-    from trainer import publishing
+    from trainer.storage import model_pointer
 
     store = artifacts.ArtifactStore(project)
-    model_file = f"{publishing.published_model_uri(store, trained)}/model.npz"
+    model_file = f"{model_pointer.published_model_uri(store, trained)}/model.npz"
     store.write_bytes(model_file, b"damaged")
     common = ("--run-date", str(RUN_DATE), "--artifacts-uri", trained)
     rc, err = step("predict_window_task", *common, "--lookback-days", "20")

@@ -7,7 +7,7 @@ import dataclasses
 
 from google.cloud import bigquery
 
-from trainer import tables
+from trainer.storage import tables
 
 
 def test_ensure_table_adds_the_columns_an_older_table_lacks_and_keeps_its_rows(bq_client, project, dataset):

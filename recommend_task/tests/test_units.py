@@ -10,18 +10,18 @@ import pyarrow as pa
 import pytest
 import scipy.sparse as sp
 
-from trainer import artifacts
-from trainer.errors import ConcurrentUpdateError, TrainerError
-from trainer.events import parse_event_weights
-from trainer.idmap import IdMap
-from trainer.matrices import CFMatrices, build_csr, build_window, remove_seen
-from trainer.metrics import popularity_ranking, ranking_metrics
-from trainer.model import ModelArtifact, load_model
-from trainer.synthetic import SyntheticSpec, generate, generate_chunks
-from trainer.topk import top_unseen
+from trainer.core.errors import ConcurrentUpdateError, TrainerError
+from trainer.data.date_windows import lookback, parse_date, split_window
+from trainer.data.events import parse_event_weights
+from trainer.data.synthetic import SyntheticSpec, generate, generate_chunks
+from trainer.evaluation.promotion_rule import decide
+from trainer.evaluation.ranking_metrics import popularity_ranking, ranking_metrics
+from trainer.model.idmap import IdMap
+from trainer.model.matrices import CFMatrices, build_csr, build_window, remove_seen
+from trainer.model.model_artifact import ModelArtifact, load_model
+from trainer.model.topk import top_unseen
+from trainer.storage import artifacts
 from trainer.train_task import fit, model_id_for
-from trainer.verdict import decide
-from trainer.window import lookback, parse_date, split_window
 
 D = dt.date
 

@@ -7,14 +7,14 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 
-from helpers import RUN_DATE, query, run_training, seed
+from support.helpers import RUN_DATE, query, run_training, seed
 from test_sharding import PREDICT, _rows, _same
 
-from trainer import artifacts
-from trainer.idmap import IdMap
-from trainer.model import load_model
-from trainer.window import DateRange
-from trainer.window_snapshot import describe, why_not_reuse
+from trainer.data.date_windows import DateRange
+from trainer.data.interaction_cache import describe, why_not_reuse
+from trainer.model.idmap import IdMap
+from trainer.model.model_artifact import load_model
+from trainer.storage import artifacts
 
 REUSED = "reusing the window create_cf_matrices read"
 

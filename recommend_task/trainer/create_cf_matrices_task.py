@@ -1,13 +1,13 @@
 """Build the collaborative-filtering matrices for one run from the events in BigQuery.
 
-First checks the run date's events against the 7 days before it (:mod:`trainer.day_validation`:
+First checks the run date's events against the 7 days before it (:mod:`trainer.data.day_validation`:
 the day's statistics go to the ``event_stats`` table, and a day that breaks an anomaly rule is
 refused, exit 2, unless ``--accept-anomalies true``). Then reads the window of
 ``--lookback-days`` ending at ``--run-date``, drops and counts invalid rows, aggregates weights
 per (user, item) in SQL, and writes ``runs/<run_date>/matrices.npz`` plus ``manifest.json``
 (window, counts, checksum) under ``--artifacts-uri``. The last ``--holdout-days`` are kept
 apart as the evaluation holdout. It also writes the whole window's interactions (``window.npz``)
-for predict_task to reuse while the events are unchanged (:mod:`trainer.window_snapshot`).
+for predict_task to reuse while the events are unchanged (:mod:`trainer.data.interaction_cache`).
 """
 
 from __future__ import annotations
@@ -17,15 +17,18 @@ import datetime as dt
 import logging
 import sys
 
-from trainer import anomalies, artifacts, cli, preflight, profile, retention, tables
-from trainer.clients import bigquery_client
-from trainer.day_validation import validate_day
-from trainer.errors import EmptyWindowError
-from trainer.events import EventSource, add_window_args, check_window_args
-from trainer.layout import run_prefix
-from trainer.matrices import CFMatrices, WindowCodes, build_window, sha256
-from trainer.window import split_window
-from trainer.window_snapshot import WINDOW_FILE, WindowInteractions, describe, partitions_version
+from trainer.core import profile
+from trainer.core.errors import EmptyWindowError
+from trainer.data import anomaly_rules
+from trainer.data.date_windows import split_window
+from trainer.data.day_validation import validate_day
+from trainer.data.events import EventSource, add_window_args, check_window_args
+from trainer.data.interaction_cache import WINDOW_FILE, WindowInteractions, describe, partitions_version
+from trainer.model.matrices import CFMatrices, WindowCodes, build_window, sha256
+from trainer.step import cli, preflight
+from trainer.storage import artifacts, retention, tables
+from trainer.storage.clients import bigquery_client
+from trainer.storage.layout import run_prefix
 
 log = logging.getLogger("trainer.create_cf_matrices_task")
 
@@ -35,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli.add_run_date(parser)
     cli.add_artifacts_uri(parser)
     add_window_args(parser)
-    anomalies.add_arguments(parser)
+    anomaly_rules.add_arguments(parser)
     retention.add_table_arguments(parser)
     parser.add_argument("--holdout-days", type=int, default=2,
                         help="last days of the window kept apart for evaluation")
@@ -46,7 +49,7 @@ def validate(args: argparse.Namespace) -> None:
     """The arguments' own rules, before anything is read."""
     cli.require(args, "project", "artifacts_uri")
     check_window_args(args)
-    anomalies.rules_from(args)
+    anomaly_rules.rules_from(args)
     retention.table_retention(args)
     split_window(args.run_date, args.lookback_days, args.holdout_days)
 
@@ -65,7 +68,7 @@ def main(args: argparse.Namespace) -> None:
                            events_table=source.table, run_date=args.run_date,
                            weights=args.event_weights, max_id_bytes=args.max_id_bytes,
                            valid_from=window.full.start,
-                           rules=anomalies.rules_from(args), accept=args.accept_anomalies,
+                           rules=anomaly_rules.rules_from(args), accept=args.accept_anomalies,
                            artifacts_uri=args.artifacts_uri,
                            metrics_retention_days=retention.table_retention(args).metrics_days)
     with profile.phase("read", "reading events"):

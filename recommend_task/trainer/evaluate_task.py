@@ -2,7 +2,7 @@
 
 Computes precision/recall/MAP/NDCG@k and catalog coverage for the candidate, a popularity
 baseline and (if one is published) the currently published model, all on the same holdout.
-Writes ``evaluation.json`` and its HTML report (``report.html``, :mod:`trainer.evaluation_report`)
+Writes ``evaluation.json`` and its HTML report (``report.html``, :mod:`trainer.evaluation.html_report`)
 beside the model and one row per model to BigQuery ``model_metrics`` (replaced, never
 duplicated, on a re-run), and records the verdict that promote_model_task enforces. A failed
 verdict is not a failed step: the metrics are the result.
@@ -20,15 +20,19 @@ from typing import Any
 
 import numpy as np
 
-from trainer import artifacts, cli, evaluation_report, layout, profile, retention, tables
-from trainer.clients import bigquery_client
-from trainer.errors import TrainerError
-from trainer.matrices import CFMatrices
-from trainer.metrics import popularity_ranking, ranking_metrics
-from trainer.model import ModelArtifact, load_model
-from trainer.partitions import replace_with_row
-from trainer.publishing import read_pointer
-from trainer.verdict import decide
+from trainer import contract
+from trainer.core import profile
+from trainer.core.errors import TrainerError
+from trainer.evaluation import html_report
+from trainer.evaluation.promotion_rule import decide
+from trainer.evaluation.ranking_metrics import popularity_ranking, ranking_metrics
+from trainer.model.matrices import CFMatrices, load_matrices
+from trainer.model.model_artifact import ModelArtifact, load_model
+from trainer.step import cli
+from trainer.storage import artifacts, layout, retention, tables
+from trainer.storage.clients import bigquery_client
+from trainer.storage.model_pointer import read_pointer
+from trainer.storage.partitions import replace_with_row
 
 log = logging.getLogger("trainer.evaluate_task")
 
@@ -88,8 +92,8 @@ def lineage(manifest: dict[str, Any]) -> dict[str, Any]:
     run trained it) and the window and counts of its matrices."""
     window, counts = manifest.get("window", {}), manifest.get("counts", {})
     return {
-        "airflow_run_id": os.environ.get("RECSYS_AIRFLOW_RUN_ID") or None,
-        "image": os.environ.get("RECSYS_TRAINER_IMAGE") or None,
+        "airflow_run_id": os.environ.get(contract.AIRFLOW_RUN_ID_ENV) or None,
+        "image": os.environ.get(contract.IMAGE_ENV) or None,
         "window_start": dt.date.fromisoformat(window["start"]) if window.get("start") else None,
         "train_end": dt.date.fromisoformat(window["train_end"]) if window.get("train_end") else None,
         "events_rows_read": manifest.get("quality", {}).get("rows_read"),
@@ -130,7 +134,7 @@ def main(args: argparse.Namespace) -> None:
     validate(args)
     store = artifacts.ArtifactStore(args.project)
     with profile.phase("read", "reading matrices"):
-        matrices, manifest = layout.load_matrices(store, args.artifacts_uri, args.run_date)
+        matrices, manifest = load_matrices(store, args.artifacts_uri, args.run_date)
     if matrices.holdout is None:
         raise TrainerError(f"run {args.run_date} has no holdout (holdout_days=0): cannot evaluate")
     users = np.flatnonzero(matrices.holdout.getnnz(axis=1) > 0)
@@ -172,7 +176,7 @@ def main(args: argparse.Namespace) -> None:
             results["published"] = ranking_metrics(picks["published"], holdout, args.k)
     with profile.phase("score", "per-user recall and popularity bias"):
         item_users = np.asarray((matrices.train > 0).sum(axis=0)).ravel()
-        spread = evaluation_report.distributions(picks, holdout, item_users, args.k)
+        spread = html_report.distributions(picks, holdout, item_users, args.k)
 
     for name, values in results.items():
         if values:
@@ -193,7 +197,7 @@ def main(args: argparse.Namespace) -> None:
         "report_uri": artifacts.join(model_uri, REPORT_FILE), "lineage": _json_safe(lineage(manifest)),
     }
     store.write_json(artifacts.join(model_uri, "evaluation.json"), evaluation)
-    store.write_bytes(evaluation["report_uri"], evaluation_report.render(evaluation).encode(),
+    store.write_bytes(evaluation["report_uri"], html_report.render(evaluation).encode(),
                       content_type="text/html; charset=utf-8")
     client = bigquery_client(args.project, args.location)
     with profile.phase("write", f"writing the {tables.MODEL_METRICS} row"):

@@ -3,7 +3,7 @@
 The served day D is ``--run-date`` - 1: its ``recommendations`` rows were served during
 ``--run-date``, whose events are the outcome. Computes the hit rate and recall of the served
 items, and of what the popularity baseline would have served the same learners
-(:mod:`trainer.feedback`), and replaces the ``serving_metrics`` row of D (a re-run or a backfill
+(:mod:`trainer.evaluation.served_day`), and replaces the ``serving_metrics`` row of D (a re-run or a backfill
 never duplicates it). It raises alerts, without failing, when the served model did worse than
 popularity or dropped more than ``--max-drop`` below its median of the 7 served days before;
 ``runs/<run_date>/serving_metrics.json`` carries them to the DAG's Slack message. A day with
@@ -21,12 +21,20 @@ import statistics
 import sys
 from typing import Any
 
-from trainer import artifacts, bq, cli, layout, profile, retention, tables
-from trainer.clients import bigquery_client
-from trainer.errors import TrainerError
-from trainer.events import DEFAULT_EVENT_WEIGHTS, add_max_id_bytes, check_max_id_bytes, parse_event_weights
-from trainer.feedback import ServedDay, measure
-from trainer.partitions import upsert_row
+from trainer import contract
+from trainer.core import profile
+from trainer.core.errors import TrainerError
+from trainer.data.events import (
+    DEFAULT_EVENT_WEIGHTS,
+    add_max_id_bytes,
+    check_max_id_bytes,
+    parse_event_weights,
+)
+from trainer.evaluation.served_day import ServedDay, measure
+from trainer.step import cli
+from trainer.storage import artifacts, bq, layout, retention, tables
+from trainer.storage.clients import bigquery_client
+from trainer.storage.partitions import upsert_row
 
 log = logging.getLogger("trainer.feedback_task")
 
@@ -119,7 +127,7 @@ def row_for(day: ServedDay, args: argparse.Namespace, model_id: str, image: str 
         "model_hit_rate": day.model_hit_rate, "model_recall": day.model_recall,
         "popularity_hit_rate": day.popularity_hit_rate, "popularity_recall": day.popularity_recall,
         "trailing_median_hit_rate": median, "alerts": alerts, "lookback_days": args.lookback_days,
-        "airflow_run_id": os.environ.get("RECSYS_AIRFLOW_RUN_ID") or None,
+        "airflow_run_id": os.environ.get(contract.AIRFLOW_RUN_ID_ENV) or None,
     }
 
 

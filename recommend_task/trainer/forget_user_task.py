@@ -5,7 +5,7 @@ and ``recommendations`` and every other table of the dataset with a ``user_id`` 
 them from ``event_stats`` (top user, anomaly lines), and rewrites every artifact that holds them:
 matrices, window and model files without their rows (each with its checksums, a model still
 loadable and publishable), records, status records and reports without their ids
-(:mod:`trainer.erasure`). Safe to run again: a second run finds nothing left and says so; a
+(:mod:`trainer.data.erasure`). Safe to run again: a second run finds nothing left and says so; a
 run killed midway leaves every artifact readable and the next run finishes the job. The log
 and the record ``runs/<run_date>/forget.json`` give counts per place, never an id. What this
 cannot reach in place (BigQuery time travel, Cloud Storage soft delete, Airflow's own logs):
@@ -21,9 +21,12 @@ import logging
 import os
 import sys
 
-from trainer import artifacts, cli, erasure, layout
-from trainer.clients import bigquery_client
-from trainer.errors import TrainerError
+from trainer import contract
+from trainer.core.errors import TrainerError
+from trainer.data import erasure
+from trainer.step import cli
+from trainer.storage import artifacts, layout
+from trainer.storage.clients import bigquery_client
 
 log = logging.getLogger("trainer.forget_user_task")
 
@@ -100,7 +103,7 @@ def main(args: argparse.Namespace) -> None:
     store.write_json(artifacts.join(layout.run_prefix(args.artifacts_uri, args.run_date), "forget.json"), {
         "learners": len(ids), "erased": dict(tally.counts), "total": tally.total(),
         "finished_at": dt.datetime.now(dt.UTC).isoformat(),
-        "airflow_run_id": os.environ.get("RECSYS_AIRFLOW_RUN_ID") or None,
+        "airflow_run_id": os.environ.get(contract.AIRFLOW_RUN_ID_ENV) or None,
     })
 
 

@@ -12,7 +12,7 @@ unseen items per user (popular items for users with no known item), then:
 Readers never see a partial day, a re-run replaces the day instead of duplicating it, and a
 failure at any point leaves the previous recommendations untouched.
 
-With ``--shard I --n-shards N`` it scores only the users of shard I (:mod:`trainer.shards`)
+With ``--shard I --n-shards N`` it scores only the users of shard I (:mod:`trainer.data.shards`)
 and stops after staging them in the shard's own part table: publish_predictions_task
 validates all N parts together and swaps the day in once.
 """
@@ -28,17 +28,20 @@ import sys
 import numpy as np
 import pyarrow as pa
 
-from trainer import artifacts, bq, cli, layout, profile, retention, tables
-from trainer.clients import bigquery_client
-from trainer.errors import TrainerError, ValidationError, VerdictFailedError
-from trainer.events import EventSource, add_window_args, check_window_args
-from trainer.idmap import IdMap
-from trainer.model import ModelArtifact, load_model
-from trainer.partitions import staging_table, swap_days, union_of, write_part_table
+from trainer import contract
+from trainer.core import profile
+from trainer.core.errors import TrainerError, ValidationError, VerdictFailedError
+from trainer.data.date_windows import lookback
+from trainer.data.events import EventSource, add_window_args, check_window_args
+from trainer.data.shards import MAX_SHARDS, Shard
+from trainer.model.idmap import IdMap
+from trainer.model.model_artifact import ModelArtifact, load_model
 from trainer.predict_window_task import load_prepared, read_window
-from trainer.publishing import published_model_uri
-from trainer.shards import MAX_SHARDS, Shard
-from trainer.window import lookback
+from trainer.step import cli
+from trainer.storage import artifacts, bq, layout, retention, tables
+from trainer.storage.clients import bigquery_client
+from trainer.storage.model_pointer import published_model_uri
+from trainer.storage.partitions import staging_table, swap_days, union_of, write_part_table
 
 log = logging.getLogger("trainer.predict_task")
 
@@ -195,8 +198,9 @@ def main(args: argparse.Namespace) -> None:
         "run_date": args.run_date.isoformat(), "model_id": model.model_id, "model_uri": model_uri,
         "rows_written": len(recs), "users": len(users), "cold_users": cold,
         "table": target, "generated_at": generated_at.isoformat(),
-        "image": os.environ.get("RECSYS_TRAINER_IMAGE") or None,  # what served the day (feedback_task)
-        "airflow_run_id": os.environ.get("RECSYS_AIRFLOW_RUN_ID") or None,  # the Recommender page's lineage
+        "image": os.environ.get(contract.IMAGE_ENV) or None,  # what served the day (feedback_task)
+        # the Recommender page's lineage
+        "airflow_run_id": os.environ.get(contract.AIRFLOW_RUN_ID_ENV) or None,
     })
 
 

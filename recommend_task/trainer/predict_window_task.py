@@ -8,7 +8,7 @@ over the published model's items (or ``--model-uri``'s) and writes one file per 
 BigQuery scans the window once whatever ``--n-shards`` is, not once per shard; a shard holds
 only its users; and an event sent twice with different users counts once across shards, as it
 does in one process. The window create_cf_matrices read for the date is reused when nothing it
-was read from has changed (:mod:`trainer.window_snapshot`).
+was read from has changed (:mod:`trainer.data.interaction_cache`).
 """
 
 from __future__ import annotations
@@ -20,17 +20,19 @@ import sys
 
 import numpy as np
 
-from trainer import artifacts, cli, layout, profile
-from trainer.clients import bigquery_client
-from trainer.errors import TrainerError, TransientError
-from trainer.events import EventSource, add_window_args, check_window_args
-from trainer.idmap import IdMap
-from trainer.model import ModelArtifact, load_model
-from trainer.publishing import published_model_uri
-from trainer.shards import MAX_SHARDS, Shard, all_shards, shard_mask, shard_of_user
-from trainer.tables import EVENTS, table_id
-from trainer.window import DateRange, lookback
-from trainer.window_snapshot import WindowInteractions, partitions_version, why_not_reuse
+from trainer.core import profile
+from trainer.core.errors import TrainerError, TransientError
+from trainer.data.date_windows import DateRange, lookback
+from trainer.data.events import EventSource, add_window_args, check_window_args
+from trainer.data.interaction_cache import WindowInteractions, partitions_version, why_not_reuse
+from trainer.data.shards import MAX_SHARDS, Shard, all_shards, shard_mask, shard_of_user
+from trainer.model.idmap import IdMap
+from trainer.model.model_artifact import ModelArtifact, load_model
+from trainer.step import cli
+from trainer.storage import artifacts, layout
+from trainer.storage.clients import bigquery_client
+from trainer.storage.model_pointer import published_model_uri
+from trainer.storage.tables import EVENTS, table_id
 
 log = logging.getLogger("trainer.predict_window_task")
 
@@ -102,7 +104,7 @@ def read_window(store: artifacts.ArtifactStore, client, args: argparse.Namespace
     """(quality report, users, interactions over the model's items) of the window, from BigQuery
     or create_cf_matrices' saved window; only ``shard``'s users when one is given (a shard that
     reads by itself aggregates only its users)."""
-    from trainer.matrices import build_csr  # scipy: only the steps that build matrices
+    from trainer.model.matrices import build_csr  # scipy: only the steps that build matrices
 
     report = source.checked_quality(window, args.event_weights, args.max_bad_fraction)
     profile.count("rows_in", report.rows_read)

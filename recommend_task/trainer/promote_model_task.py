@@ -18,12 +18,14 @@ import re
 import sys
 from typing import Any
 
-from trainer import artifacts, cli, layout, retention, tables
-from trainer.clients import bigquery_client
-from trainer.errors import ConcurrentUpdateError, TrainerError, VerdictFailedError
-from trainer.model import ModelInfo, check_model
-from trainer.partitions import upsert_row
-from trainer.publishing import read_pointer, swap_pointer
+from trainer import contract
+from trainer.core.errors import ConcurrentUpdateError, TrainerError, VerdictFailedError
+from trainer.model.model_artifact import ModelInfo, check_model
+from trainer.step import cli
+from trainer.storage import artifacts, layout, retention, tables
+from trainer.storage.clients import bigquery_client
+from trainer.storage.model_pointer import read_pointer, swap_pointer
+from trainer.storage.partitions import upsert_row
 
 log = logging.getLogger("trainer.promote_model_task")
 
@@ -32,6 +34,8 @@ MODEL_ID = re.compile(r"als-[0-9]{8}-[0-9a-f]{10}")  # what train_task.model_id_
 
 
 def build_parser() -> argparse.ArgumentParser:
+    # The docstring's first paragraph is the --help text (unchanged, so it names the pointer's
+    # path as contract.LATEST_POINTER has it).
     parser = cli.base_parser(__doc__.split("\n\n")[0])
     cli.add_run_date(parser)
     cli.add_artifacts_uri(parser)
@@ -155,21 +159,21 @@ def publish(store: artifacts.ArtifactStore, artifacts_uri: str, model: ModelInfo
             "metrics": evaluation["metrics"]["model"],
             "previous_model_id": current["model_id"] if current else None,
             "rollback": rollback,
-            "airflow_run_id": os.environ.get("RECSYS_AIRFLOW_RUN_ID") or None,
-            "image": os.environ.get("RECSYS_TRAINER_IMAGE") or None,
+            "airflow_run_id": os.environ.get(contract.AIRFLOW_RUN_ID_ENV) or None,
+            "image": os.environ.get(contract.IMAGE_ENV) or None,
         }
         try:
             swap_pointer(store, artifacts_uri, record, generation)
         except ConcurrentUpdateError:
-            log.warning("models/LATEST changed while publishing (attempt %d/%d): reading it again",
-                        attempt, SWAP_ATTEMPTS)
+            log.warning("%s changed while publishing (attempt %d/%d): reading it again",
+                        contract.LATEST_POINTER, attempt, SWAP_ATTEMPTS)
             continue
         log.info("%s model %s (run date %s, %s@%d=%.4f), previous: %s",
                  "rolled back to" if rollback else "published", model.model_id, model_run_date, primary,
                  evaluation["k"], evaluation["metrics"]["model"][primary], record["previous_model_id"])
         return {**outcome, "published": True, "reason": "rollback" if rollback else "newest model"}
-    raise ConcurrentUpdateError(f"models/LATEST kept changing under {SWAP_ATTEMPTS} attempts to publish "
-                                f"{model.model_id}; re-run to retry")
+    raise ConcurrentUpdateError(f"{contract.LATEST_POINTER} kept changing under {SWAP_ATTEMPTS} attempts "
+                                f"to publish {model.model_id}; re-run to retry")
 
 
 if __name__ == "__main__":

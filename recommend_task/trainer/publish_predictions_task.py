@@ -19,12 +19,15 @@ import sys
 
 from google.api_core.exceptions import NotFound
 
-from trainer import artifacts, cli, layout, profile, tables
-from trainer.clients import bigquery_client, bq_retry
-from trainer.errors import TrainerError, ValidationError
-from trainer.partitions import swap_days
+from trainer import contract
+from trainer.core import profile
+from trainer.core.errors import TrainerError, ValidationError
+from trainer.data.shards import MAX_SHARDS, Shard, all_shards
 from trainer.predict_task import validate_staged
-from trainer.shards import MAX_SHARDS, Shard, all_shards
+from trainer.step import cli
+from trainer.storage import artifacts, layout, tables
+from trainer.storage.clients import bigquery_client, bq_retry
+from trainer.storage.partitions import swap_days
 
 log = logging.getLogger("trainer.publish_predictions_task")
 
@@ -107,8 +110,9 @@ def main(args: argparse.Namespace) -> None:
         "shards": [{k: p[k] for k in ("shard", "rows", "users", "table", "generated_at")} for p in parts],
         "generated_at": min(p["generated_at"] for p in parts),
         "published_at": dt.datetime.now(dt.UTC).isoformat(),
-        "image": os.environ.get("RECSYS_TRAINER_IMAGE") or None,  # what served the day (feedback_task)
-        "airflow_run_id": os.environ.get("RECSYS_AIRFLOW_RUN_ID") or None,  # the Recommender page's lineage
+        "image": os.environ.get(contract.IMAGE_ENV) or None,  # what served the day (feedback_task)
+        # the Recommender page's lineage
+        "airflow_run_id": os.environ.get(contract.AIRFLOW_RUN_ID_ENV) or None,
     })
 
 

@@ -11,9 +11,10 @@ import logging
 import re
 import sys
 
-from trainer import bq, cli, tables
-from trainer.clients import bigquery_client
-from trainer.errors import TrainerError
+from trainer.core.errors import TrainerError
+from trainer.step import cli
+from trainer.storage import bq, tables
+from trainer.storage.clients import bigquery_client
 
 log = logging.getLogger("trainer.report")
 

@@ -16,12 +16,15 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from trainer import cli, profile, retention, synthetic, tables
-from trainer.clients import bigquery_client
-from trainer.errors import TrainerError
-from trainer.partitions import staging_table, swap_days
-from trainer.synthetic import ANOMALIES, SyntheticSpec, corrupt, generate_chunks, with_anomaly
-from trainer.window import lookback
+from trainer.core import profile
+from trainer.core.errors import TrainerError
+from trainer.data import synthetic
+from trainer.data.date_windows import lookback
+from trainer.data.synthetic import ANOMALIES, SyntheticSpec, corrupt, generate_chunks, with_anomaly
+from trainer.step import cli
+from trainer.storage import retention, tables
+from trainer.storage.clients import bigquery_client
+from trainer.storage.partitions import staging_table, swap_days
 
 log = logging.getLogger("trainer.seed_events")
 

@@ -20,9 +20,12 @@ import numpy as np
 from implicit.cpu.als import AlternatingLeastSquares, calculate_loss
 from threadpoolctl import threadpool_limits
 
-from trainer import artifacts, cli, layout, preflight, profile
-from trainer.errors import TrainerError
-from trainer.model import ModelArtifact
+from trainer.core import profile
+from trainer.core.errors import TrainerError
+from trainer.model.matrices import load_matrices
+from trainer.model.model_artifact import ModelArtifact
+from trainer.step import cli, preflight
+from trainer.storage import artifacts, layout
 
 log = logging.getLogger("trainer.train_task")
 
@@ -99,7 +102,7 @@ def main(args: argparse.Namespace) -> None:
     params = validate_params(args)
     store = artifacts.ArtifactStore(args.project)
     with profile.phase("read", "reading matrices"):
-        matrices, manifest = layout.load_matrices(store, args.artifacts_uri, args.run_date)
+        matrices, manifest = load_matrices(store, args.artifacts_uri, args.run_date)
     profile.count("rows_in", matrices.train.nnz)
     log.info("training on %s: users=%d items=%d nnz=%d", manifest["matrices_uri"],
              len(matrices.users), len(matrices.items), matrices.train.nnz)

@@ -108,7 +108,7 @@ def fill_a_year(day: dt.date) -> dict[str, int]:
     """Each table's real row copied over the year; the rows each table then holds."""
     from google.cloud import bigquery
 
-    from trainer import tables
+    from trainer.storage import tables
 
     client = bigquery.Client(project=os.environ["RECSYS_GCP_PROJECT"],
                              client_options={"api_endpoint": os.environ["BIGQUERY_EMULATOR_HOST"]},

@@ -31,7 +31,7 @@ os.environ.update({
     # Not the default: the Slack links must come from Airflow's own setting.
     "AIRFLOW__API__BASE_URL": AIRFLOW_BASE_URL,
     "RECSYS_RUNTIME": "local",
-    # The trainer's clock (recommend_task/trainer/clock.py, passed to every runtime): the fixed
+    # The trainer's clock (recommend_task/trainer/core/clock.py, passed to every runtime): the fixed
     # 2026 and 2027 run dates of these tests are all before it, whatever the real date.
     "RECSYS_TODAY": "2028-01-01",
     "RECSYS_TASK_RETRIES": "1",

@@ -334,7 +334,7 @@ def test_time_budgets_fit_the_run_and_the_day_and_leave_room_over_the_benchmark(
 
 
 def test_train_is_told_its_timeout_so_it_refuses_a_run_that_cannot_finish_in_it(dagbag):
-    """train_task's pre-flight (trainer/preflight.py) compares its estimate with the task's own
+    """train_task's pre-flight (trainer/step/preflight.py) compares its estimate with the task's own
     execution_timeout, in every runtime."""
     from operators.contract import TIME_BUDGET_ENV
 

@@ -15,7 +15,7 @@ import pytest
 from conftest import REPO, load_dagbag
 
 sys.path.insert(0, str(REPO / "recommend_task" / "tests"))
-import id_scan  # the trainer tests' scanner, independent of the trainer's code
+from support import id_scan  # the trainer tests' scanner, independent of the trainer's code
 
 LOGICAL_DATE = dt.datetime(2026, 11, 30, 3, 0, tzinfo=dt.UTC)
 RUN_DATE = dt.date(2026, 11, 29)
@@ -107,7 +107,7 @@ def test_one_trigger_forgets_a_learner_everywhere_and_slack_gets_counts_not_ids(
     assert len(texts) == 1 and texts[0].startswith(":white_check_mark: *recommend_forget*"), texts
     assert "forgot 2 learner(s), erased: events: rows" in texts[0] and LEARNER not in texts[0], texts
     record = json.loads(subprocess.run(
-        [TRAINER_PY, "-c", "import sys; from trainer import artifacts; "
+        [TRAINER_PY, "-c", "import sys; from trainer.storage import artifacts; "
          "print(artifacts.ArtifactStore('test-project').read_bytes(sys.argv[1]).decode())",
          f"{ARTIFACTS}/runs/{RUN_DATE + dt.timedelta(days=1)}/forget.json"],
         check=True, capture_output=True, text=True, env=os.environ).stdout)

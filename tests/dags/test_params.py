@@ -28,7 +28,7 @@ LOGICAL_DATE = dt.datetime(2026, 11, 30, 3, 0, tzinfo=dt.UTC)
 # Runs each (step, argv) through the step's real entry point with --validate-only.
 VALIDATE = """
 import importlib, json, sys
-from trainer import cli
+from trainer.step import cli
 codes = []
 for step, argv in json.load(sys.stdin):
     module = importlib.import_module(f"trainer.{step}")

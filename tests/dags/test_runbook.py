@@ -68,12 +68,12 @@ def served_model_alerts() -> list[str]:
 
 
 def error_classes() -> list[str]:
-    tree = ast.parse((TRAINER / "errors.py").read_text())
+    tree = ast.parse((TRAINER / "core" / "errors.py").read_text())
     return [n.name for n in tree.body if isinstance(n, ast.ClassDef)]
 
 
 def anomaly_rules() -> list[str]:
-    return re.findall(r'Anomaly\("([a-z_]+)"', (TRAINER / "anomalies.py").read_text())
+    return re.findall(r'Anomaly\("([a-z_]+)"', (TRAINER / "data" / "anomaly_rules.py").read_text())
 
 
 def _normal(text: str) -> str:

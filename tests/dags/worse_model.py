@@ -13,9 +13,9 @@ import sys
 
 import numpy as np
 
-from trainer import artifacts, layout
-from trainer.model import load_model
-from trainer.publishing import published_model_uri
+from trainer.model.model_artifact import load_model
+from trainer.storage import artifacts, layout
+from trainer.storage.model_pointer import published_model_uri
 
 
 def main(artifacts_uri: str) -> str:

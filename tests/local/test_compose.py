@@ -26,8 +26,8 @@ AIRFLOW_DOCKERFILE = REPO / "docker" / "airflow" / "Dockerfile"
 EMULATORS_DOCKERFILE = REPO / "docker" / "emulators" / "Dockerfile"
 TRAINER_DOCKERFILE = REPO / "recommend_task" / "Dockerfile"
 CONFIG_PY = REPO / "plugins" / "operators" / "config.py"
-TRAINER_ENV_FILES = (REPO / "recommend_task" / "trainer" / "cli.py",
-                     REPO / "recommend_task" / "trainer" / "clients.py")
+TRAINER_ENV_FILES = (REPO / "recommend_task" / "trainer" / "step" / "cli.py",
+                     REPO / "recommend_task" / "trainer" / "storage" / "clients.py")
 
 AIRFLOW_COMMANDS = {
     "airflow-init": ["bash", "-c", "airflow db migrate && airflow pools import /opt/airflow/pools.json"],
