@@ -25,7 +25,7 @@ PASS_THROUGH_ENV = (
     "RECSYS_GCS_RETRY_DEADLINE_S",
     "RECSYS_LOG_LEVEL",
     "RECSYS_STEP_MEMORY_GIB",  # the memory a step's pre-flight plans for on a shared machine
-    # The trainer's clock (recommend_task/trainer/clock.py): set by the test suites, whose fixed
+    # The trainer's clock (recommend_task/trainer/core/clock.py): set by the test suites, whose fixed
     # run dates must precede "today" in every runtime; unset in a deployment.
     "RECSYS_TODAY",
 )
@@ -79,7 +79,7 @@ class RecsysConfig(NamedTuple):
     retries: int
     retry_delay: timedelta
     slack_timeout_s: int
-    # retention (trainer/retention.py): passed to the steps that create tables or promote
+    # retention (trainer/storage/retention.py): passed to the steps that create tables or promote
     recommendations_retention_days: int
     metrics_retention_days: int
     keep_models: int

@@ -10,7 +10,7 @@ writing beside the retry. So, while a trainer step runs:
   Linux parent-death signal), so Airflow's own SIGTERM handler runs the operator's ``on_kill``:
   the local trainer's process group is killed, the container stopped;
 - ``contract.LAUNCHER_PID_ENV``: the local trainer asks for SIGKILL when the task process dies
-  (``recommend_task/trainer/lifeline.py``), whatever killed it.
+  (``recommend_task/trainer/step/lifeline.py``), whatever killed it.
 
 ``on_kill`` runs inside Airflow's SIGTERM handler, on the main thread, which the signal may have
 interrupted mid-write holding the task log's writer lock (a plain lock in Airflow 3.3's structlog

@@ -3,7 +3,7 @@
 Dynamic task mapping needs the list at run time (``n_shards`` is a run parameter), so one small
 task turns the parameter into ``[0, 1, ..., n_shards - 1]``; each index becomes one task
 instance of ``predict`` (one Vertex job, container or process) that scores the users of that
-shard (``trainer/shards.py``) and stages them. ``publish_predictions`` then swaps the day in.
+shard (``trainer/data/shards.py``) and stages them. ``publish_predictions`` then swaps the day in.
 """
 
 from __future__ import annotations

@@ -17,6 +17,7 @@ import datetime as dt
 import logging
 import sys
 
+from trainer import contract
 from trainer.core import profile
 from trainer.core.errors import EmptyWindowError
 from trainer.data import anomaly_rules
@@ -135,7 +136,7 @@ def main(args: argparse.Namespace) -> None:
     with profile.phase("write", f"writing {len(payload) + len(window_payload)} bytes of matrices"):
         store.write_bytes(manifest["matrices_uri"], payload)
         store.write_bytes(manifest["window_interactions"]["uri"], window_payload)
-        store.write_json(artifacts.join(prefix, "manifest.json"), manifest)
+        store.write_json(artifacts.join(prefix, contract.MANIFEST_RECORD), manifest)
     profile.count("rows_out", int(train.nnz) + (int(holdout.nnz) if holdout is not None else 0))
     log.info("wrote %s (%d bytes, sha256 %s) and manifest.json", manifest["matrices_uri"],
              len(payload), manifest["sha256"][:12])

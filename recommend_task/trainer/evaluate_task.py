@@ -37,7 +37,7 @@ from trainer.storage.partitions import replace_with_row
 log = logging.getLogger("trainer.evaluate_task")
 
 METRICS = ("precision", "recall", "map", "ndcg")
-REPORT_FILE = "report.html"
+REPORT_FILE = contract.REPORT_PAGE
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -196,7 +196,7 @@ def main(args: argparse.Namespace) -> None:
         "reasons": verdict.reasons, "evaluated_at": evaluated_at.isoformat(),
         "report_uri": artifacts.join(model_uri, REPORT_FILE), "lineage": _json_safe(lineage(manifest)),
     }
-    store.write_json(artifacts.join(model_uri, "evaluation.json"), evaluation)
+    store.write_json(artifacts.join(model_uri, contract.EVALUATION_RECORD), evaluation)
     store.write_bytes(evaluation["report_uri"], html_report.render(evaluation).encode(),
                       content_type="text/html; charset=utf-8")
     client = bigquery_client(args.project, args.location)

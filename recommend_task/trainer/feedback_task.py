@@ -38,7 +38,7 @@ from trainer.storage.partitions import upsert_row
 
 log = logging.getLogger("trainer.feedback_task")
 
-RESULT_FILE = "serving_metrics.json"
+RESULT_FILE = contract.SERVING_METRICS_RECORD
 TRAILING_DAYS = 7
 MIN_TRAILING = 3  # served days a median needs before a drop below it is alerted on
 
@@ -108,7 +108,7 @@ def _served_by(store: artifacts.ArtifactStore, args: argparse.Namespace,
     model_id = ",".join(day.model_ids)
     try:
         image = store.read_json(artifacts.join(layout.run_prefix(args.artifacts_uri, day.served_date),
-                                               "predictions.json")).get("image")
+                                               contract.PREDICTIONS_RECORD)).get("image")
     except FileNotFoundError:
         image = None
     for served_by in day.model_ids:

@@ -100,7 +100,8 @@ def main(args: argparse.Namespace) -> None:
         log.info("erased %d learner(s): %s", len(ids), "; ".join(f"{k} {v}" for k, v in tally.counts.items()))
     else:
         log.info("nothing left to erase for %d learner(s): no table row or artifact holds them", len(ids))
-    store.write_json(artifacts.join(layout.run_prefix(args.artifacts_uri, args.run_date), "forget.json"), {
+    record = artifacts.join(layout.run_prefix(args.artifacts_uri, args.run_date), contract.FORGET_RECORD)
+    store.write_json(record, {
         "learners": len(ids), "erased": dict(tally.counts), "total": tally.total(),
         "finished_at": dt.datetime.now(dt.UTC).isoformat(),
         "airflow_run_id": os.environ.get(contract.AIRFLOW_RUN_ID_ENV) or None,

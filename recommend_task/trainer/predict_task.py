@@ -117,7 +117,7 @@ def refuse_failed_model(store: artifacts.ArtifactStore, model_uri: str, model_id
     """An explicitly chosen model that failed its evaluation must not reach users; one never
     evaluated may (trying a candidate is what --model-uri is for), with a warning."""
     try:
-        evaluation = store.read_json(artifacts.join(model_uri, "evaluation.json"))
+        evaluation = store.read_json(artifacts.join(model_uri, contract.EVALUATION_RECORD))
     except FileNotFoundError:
         log.warning("model %s has not been evaluated", model_id)
         return
@@ -194,7 +194,7 @@ def main(args: argparse.Namespace) -> None:
     profile.count("rows_out", len(recs))
 
     store.write_json(artifacts.join(layout.run_prefix(args.artifacts_uri, args.run_date),
-                                    "predictions.json"), {
+                                    contract.PREDICTIONS_RECORD), {
         "run_date": args.run_date.isoformat(), "model_id": model.model_id, "model_uri": model_uri,
         "rows_written": len(recs), "users": len(users), "cold_users": cold,
         "table": target, "generated_at": generated_at.isoformat(),

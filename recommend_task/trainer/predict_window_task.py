@@ -20,6 +20,7 @@ import sys
 
 import numpy as np
 
+from trainer import contract
 from trainer.core import profile
 from trainer.core.errors import TrainerError, TransientError
 from trainer.data.date_windows import DateRange, lookback
@@ -71,7 +72,7 @@ def saved_training_window(store: artifacts.ArtifactStore, client, args: argparse
     the window's partitions as the caller already read them (each read is a billed query)."""
     try:
         manifest = store.read_json(artifacts.join(layout.run_prefix(args.artifacts_uri, args.run_date),
-                                                  "manifest.json"))
+                                                  contract.MANIFEST_RECORD))
     except FileNotFoundError:
         log.info("reading the window from BigQuery: no matrices for run date %s", args.run_date)
         return None

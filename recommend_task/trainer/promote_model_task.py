@@ -61,7 +61,7 @@ def validate(args: argparse.Namespace) -> None:
 
 def passed_evaluation(store: artifacts.ArtifactStore, model: ModelInfo, model_uri: str) -> dict:
     """The model's evaluation; refuses a model never evaluated or with a failed verdict."""
-    evaluation_uri = artifacts.join(model_uri, "evaluation.json")
+    evaluation_uri = artifacts.join(model_uri, contract.EVALUATION_RECORD)
     try:
         evaluation = store.read_json(evaluation_uri)
     except FileNotFoundError:
@@ -103,7 +103,7 @@ def main(args: argparse.Namespace) -> None:
                                      args.keep_models)
     if not args.rollback_to:  # the run's record, for the run summary (Slack)
         store.write_json(artifacts.join(layout.run_prefix(args.artifacts_uri, args.run_date),
-                                        "promotion.json"), outcome)
+                                        contract.PROMOTION_RECORD), outcome)
 
 
 def publication_row(pointer: dict[str, Any]) -> dict[str, Any]:

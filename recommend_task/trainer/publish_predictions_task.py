@@ -102,7 +102,7 @@ def main(args: argparse.Namespace) -> None:
     log.info("rows written=%d to %s for run_date %s", rows, target, args.run_date)
     profile.count("rows_out", rows)
     store.write_json(artifacts.join(layout.run_prefix(args.artifacts_uri, args.run_date),
-                                    "predictions.json"), {
+                                    contract.PREDICTIONS_RECORD), {
         "run_date": args.run_date.isoformat(), "model_id": parts[0]["model_id"],
         "model_uri": parts[0]["model_uri"], "rows_written": rows, "users": users,
         "cold_users": sum(p["cold_users"] for p in parts), "table": target,

@@ -85,7 +85,7 @@ class LocalLauncher(Launcher):
                contract.LAUNCHER_PID_ENV: str(os.getpid())}  # the step dies with this process
         command = [self.python, *op.command[1:]]
         with task_dies_with_supervisor():
-            # The step prints its one-line error last (trainer/cli.py), the one line the hook
+            # The step prints its one-line error last (trainer/step/cli.py), the one line the hook
             # keeps. Run in the sources' folder: `-m` imports the trainer that was fingerprinted.
             result = self.hook.run_command(command, env=env, cwd=self.trainer_source)
         if self.killed:

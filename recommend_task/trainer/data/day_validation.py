@@ -25,7 +25,7 @@ from trainer.storage.partitions import upsert_row
 
 log = logging.getLogger(__name__)
 
-STATS_FILE = "event_stats.json"
+STATS_FILE = contract.EVENT_STATS_RECORD
 
 
 def stats_row(stats: DayStats, rules: Rules, found: list[Anomaly], accepted: bool,

@@ -365,7 +365,7 @@ class ArtifactEraser:
             return
         named = set()
         directory = uri.rpartition("/")[0]
-        for meta in ("model.json", "manifest.json"):
+        for meta in ("model.json", contract.MANIFEST_RECORD):
             try:
                 record = self.store.read_json(artifacts.join(directory, meta))
             except FileNotFoundError:

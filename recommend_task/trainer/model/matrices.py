@@ -15,6 +15,7 @@ import numpy as np
 import pyarrow as pa
 import scipy.sparse as sp
 
+from trainer import contract
 from trainer.core.errors import TrainerError
 from trainer.model.idmap import IdMap
 from trainer.storage import artifacts
@@ -163,7 +164,7 @@ sha256 = artifacts.sha256
 def load_matrices(store: artifacts.ArtifactStore, artifacts_uri: str,
                   run_date: dt.date) -> tuple[CFMatrices, dict]:
     """Read a run's matrices and manifest, refusing a file whose checksum does not match."""
-    manifest_uri = artifacts.join(run_prefix(artifacts_uri, run_date), "manifest.json")
+    manifest_uri = artifacts.join(run_prefix(artifacts_uri, run_date), contract.MANIFEST_RECORD)
     try:
         manifest = store.read_json(manifest_uri)
         payload = store.read_bytes(manifest["matrices_uri"])

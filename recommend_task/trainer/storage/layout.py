@@ -38,7 +38,7 @@ def prepared_window_record(artifacts_uri: str, run_date: dt.date) -> str:
 
 def candidate_record(artifacts_uri: str, run_date: dt.date) -> str:
     """The hand-off from train_task to evaluate/promote: which model a run produced."""
-    return artifacts.join(run_prefix(artifacts_uri, run_date), "candidate.json")
+    return artifacts.join(run_prefix(artifacts_uri, run_date), contract.CANDIDATE_RECORD)
 
 
 def candidate_model_uri(store: artifacts.ArtifactStore, artifacts_uri: str, run_date: dt.date) -> str:
