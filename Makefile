@@ -139,7 +139,7 @@ image:
 	docker/build-image.sh airflow
 
 lint: venvs
-	$(VENV)/trainer/bin/ruff check recommend_task docker dags plugins tests deploy
+	$(VENV)/trainer/bin/ruff check recommend_task docker dags plugins tests deploy benchmarks
 
 demo: venvs
 	rm -rf $(DEMO_DIR)
@@ -155,17 +155,17 @@ down:
 
 # BENCH_EVENTS (default 10 million), BENCH_USERS, BENCH_ITEMS size the pipeline benchmark.
 bench: venvs
-	$(VENV)/airflow/bin/python tests/dags/bench_airflow.py
-	cd recommend_task && $(TRAINER_PY) benchmarks/bench_pipeline.py
-	cd recommend_task && $(TRAINER_PY) benchmarks/bench_long_id.py
-	$(VENV)/airflow/bin/python tests/dags/bench_startup.py
-	$(VENV)/airflow/bin/python tests/dags/bench_dag_processor.py --runtime vertex
-	$(VENV)/airflow/bin/python tests/dags/bench_recommender_page.py
+	$(VENV)/airflow/bin/python benchmarks/bench_airflow.py
+	$(TRAINER_PY) benchmarks/bench_pipeline.py
+	$(TRAINER_PY) benchmarks/bench_long_id.py
+	$(VENV)/airflow/bin/python benchmarks/bench_startup.py
+	$(VENV)/airflow/bin/python benchmarks/bench_dag_processor.py --runtime vertex
+	$(VENV)/airflow/bin/python benchmarks/bench_recommender_page.py
 
 # Time against events at 1, 3, 10 and 100 million (growth should be linear), and predict in 1, 2, 4
 # shards; MAX_EVENTS=10000000 leaves out the 100M point.
 bench-scale: venvs
-	$(VENV)/airflow/bin/python tests/dags/bench_scale.py $(if $(MAX_EVENTS),--max-events $(MAX_EVENTS))
+	$(VENV)/airflow/bin/python benchmarks/bench_scale.py $(if $(MAX_EVENTS),--max-events $(MAX_EVENTS))
 
 lock: | $(UV)
 	$(UV) pip compile -q --python-version 3.11 --python-platform x86_64-unknown-linux-gnu --generate-hashes recommend_task/requirements.txt -o recommend_task/requirements.lock

@@ -84,7 +84,7 @@ _one_in_process_api_per_session()
 
 def load_dagbag():
     """Parse ``dags/`` as the DAG processor does (bundle path on sys.path)."""
-    from dagbag_loader import bundle_dagbag
+    from support.dagbag_loader import bundle_dagbag
 
     return bundle_dagbag(DAGS)
 
@@ -165,7 +165,7 @@ class SlackReceiver:
 def no_operator_built_while_another_runs():
     """Every test, whatever it runs (a DAG, a launcher, a sensor): no operator is built inside
     another operator's execute, execute_complete or poke (nested_operators.py)."""
-    from nested_operators import operators_built_while_executing
+    from support.nested_operators import operators_built_while_executing
 
     with operators_built_while_executing() as built:
         yield

@@ -4,7 +4,7 @@ FAKED: Google Cloud itself, at the smoke test's own :class:`Cloud` interface (Bi
 and queries, Cloud Storage, Cloud Build, Artifact Registry, Vertex AI training pipelines): a
 smoke test of a real project cannot run here. The production launcher path the smoke test
 runs each step through is checked with the Vertex AI API faked at the provider hook, as the DAG
-tests fake it (tests/dags/fake_launchers.py), and the GCS emulator holding the step's record.
+tests fake it (tests/dags/support/fake_launchers.py), and the GCS emulator holding the step's record.
 :class:`FakeCloud` records every call and keeps state (datasets, objects, images, pipelines), so
 the tests check what would be created, in what order, and that exactly that is deleted,
 whatever fails.
@@ -223,7 +223,7 @@ def test_each_step_runs_through_the_production_launcher(exit_code, emulators, mo
     import json
     import types
 
-    from fake_launchers import FakeVertex
+    from support.fake_launchers import FakeVertex
 
     from operators import contract
 
@@ -252,7 +252,7 @@ def test_each_step_runs_through_the_production_launcher(exit_code, emulators, mo
         return types.SimpleNamespace(returncode=exit_code, stdout=io.StringIO(""), wait=lambda: exit_code,
                                      poll=lambda: exit_code, kill=lambda: None)
 
-    monkeypatch.setattr("fake_launchers._run", pipeline_runs)
+    monkeypatch.setattr("support.fake_launchers._run", pipeline_runs)
     started: list[str] = []
     launcher = cloud_smoke.ProductionLauncher(settings)
     arguments = ["--run-date", cloud_smoke.RUN_DATE.isoformat(), "--artifacts-uri", settings.artifacts_uri]

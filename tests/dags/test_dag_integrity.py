@@ -55,7 +55,7 @@ FILES = sorted(DAGS.glob("*.py"))
 def parse_times() -> dict[tuple[str, str], dict]:
     """(file name, runtime) -> its parse in a fresh DAG-processor-like child (fresh_parse.py)."""
     from conftest import PLUGINS, TESTS
-    from fresh_parse import parse_in_fresh_children
+    from support.fresh_parse import parse_in_fresh_children
 
     jobs = [(runtime, str(path), str(DAGS)) for path in FILES for runtime in RUNTIMES]
     source = parse_in_fresh_children(jobs, str(PLUGINS), TESTS)
@@ -87,7 +87,7 @@ def test_airflow_loads_only_the_recommender_plugin_from_the_plugins_folder():
     task when it builds the template context, importing the Vertex, Docker and GCS modules with
     them (5-6 s of start-up here for a task that does not inherit them, as under Celery) and
     making every dag-processor parse child fork from a heavier parent. The probe runs the loader
-    as those processes do, on this Airflow (tests/dags/plugin_load.py)."""
+    as those processes do, on this Airflow (tests/dags/support/plugin_load.py)."""
     import json
     import os
     import subprocess
@@ -95,7 +95,7 @@ def test_airflow_loads_only_the_recommender_plugin_from_the_plugins_folder():
 
     from conftest import PLUGINS, TESTS
 
-    probe = subprocess.run([sys.executable, os.path.join(TESTS, "plugin_load.py"), str(PLUGINS)],
+    probe = subprocess.run([sys.executable, os.path.join(TESTS, "support.plugin_load.py"), str(PLUGINS)],
                            env={**os.environ, "RECSYS_RUNTIME": "vertex"},
                            capture_output=True, text=True)
     assert probe.returncode == 0, probe.stderr[-3000:]
@@ -309,7 +309,7 @@ def test_time_budgets_fit_the_run_and_the_day_and_leave_room_over_the_benchmark(
 
     from conftest import REPO
 
-    bench = json.loads((REPO / "recommend_task" / "benchmarks" / "results.json").read_text())["steps"]
+    bench = json.loads((REPO / "benchmarks" / "results.json").read_text())["steps"]
     slots = _production_pool_slots()
     steps_seen, waves_seen = set(), {}
     for dag in dagbag.dags.values():

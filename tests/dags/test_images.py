@@ -10,7 +10,7 @@ from types import SimpleNamespace
 
 import pytest
 from conftest import REPO, local_step
-from fake_launchers import FakeDockerEngine, LoopbackRegistry
+from support.fake_launchers import FakeDockerEngine, LoopbackRegistry
 
 REPO_PREFIX = "europe-west1-docker.pkg.dev/p/recsys/trainer:"
 ALLOWLIST = (REPO_PREFIX, "recsys-trainer:")

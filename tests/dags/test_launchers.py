@@ -1,6 +1,6 @@
-"""Every runtime's launcher passes the launcher contract (tests/dags/launcher_contract.py).
+"""Every runtime's launcher passes the launcher contract (tests/dags/support/launcher_contract.py).
 
-FAKE: the Docker engine API and the Vertex AI API (tests/dags/fake_launchers.py), each running
+FAKE: the Docker engine API and the Vertex AI API (tests/dags/support/fake_launchers.py), each running
 the step's command as a local process; the local launcher runs it through the standard
 provider's SubprocessHook for real. The launchers, the exit-code rule, the status record and the
 Vertex trigger are the real code.
@@ -13,8 +13,8 @@ import json
 from typing import Any
 
 import pytest
-from fake_launchers import FakeDockerEngine, FakeVertex
-from launcher_contract import RUN_ID, LauncherContract
+from support.fake_launchers import FakeDockerEngine, FakeVertex
+from support.launcher_contract import RUN_ID, LauncherContract
 
 
 class TestLocalLauncher(LauncherContract):
@@ -29,7 +29,7 @@ class TestLocalLauncher(LauncherContract):
         return "recsys-trainer:dev"
 
     def launch_settings(self) -> dict[str, Any]:
-        from fake_launchers import TRAINER_PY
+        from support.fake_launchers import TRAINER_PY
 
         return {"python": TRAINER_PY, "trainer_source": str(self.source)}
 
@@ -38,7 +38,7 @@ class TestDockerLauncher(LauncherContract):
     runtime = "docker"
 
     def install(self) -> None:
-        self.monkeypatch.setattr("fake_launchers.CWD", str(self.source))
+        self.monkeypatch.setattr("support.fake_launchers.CWD", str(self.source))
         self.image_id = FakeDockerEngine.image_id("recsys-trainer:dev")
         self.engine = FakeDockerEngine({"recsys-trainer:dev": self.image_id}).install(self.monkeypatch)
 
@@ -60,7 +60,7 @@ class TestVertexLauncher(LauncherContract):
     allowlist = ("europe-west1-docker.pkg.dev/test-project/recsys/trainer:",)
 
     def install(self) -> None:
-        self.monkeypatch.setattr("fake_launchers.CWD", str(self.source))
+        self.monkeypatch.setattr("support.fake_launchers.CWD", str(self.source))
         self.monkeypatch.setenv("AIRFLOW_CONN_GOOGLE_CLOUD_DEFAULT", json.dumps(
             {"conn_type": "google_cloud_platform", "extra": {"is_anonymous": True}}))
         self.vertex = FakeVertex().install(self.monkeypatch)

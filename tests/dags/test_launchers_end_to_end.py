@@ -2,7 +2,7 @@
 (dag.test), the real trainer, the BigQuery/GCS emulators and the real Slack provider.
 
 FAKE: the Vertex AI API, Artifact Registry's Docker API and the Docker engine API have no local
-stand-in here; tests/dags/fake_launchers.py replaces each at its narrowest point with a stand-in
+stand-in here; tests/dags/support/fake_launchers.py replaces each at its narrowest point with a stand-in
 that runs the requested trainer command as a local process. The stock operators, the deferral
 and its trigger, image pinning, the status record and the exit-code rule all run for real.
 """
@@ -17,8 +17,8 @@ import subprocess
 
 import pytest
 from conftest import load_dagbag
-from fake_launchers import TRAINER_PY, FakeDockerEngine, FakeVertex, LoopbackRegistry
-from sharded_runs import check_sharded_predict
+from support.fake_launchers import TRAINER_PY, FakeDockerEngine, FakeVertex, LoopbackRegistry
+from support.sharded_runs import check_sharded_predict
 
 LOGICAL_DATE = dt.datetime(2026, 11, 30, 5, 0, tzinfo=dt.UTC)
 RUN_DATE = LOGICAL_DATE.date() - dt.timedelta(days=1)
@@ -237,7 +237,7 @@ def test_sharded_predict_publishes_the_same_rows_all_or_nothing(runtime, tmp_pat
                  *(f"--{k.replace('_', '-')}={v}" for k, v in PREDICT_CONF.items())]
     check_sharded_predict(lambda n: _predict(day, {"n_shards": n}),
                           lambda: _trainer("predict_task", *reference),
-                          lambda python: monkeypatch.setattr("fake_launchers.TRAINER_PY", python),
+                          lambda python: monkeypatch.setattr("support.fake_launchers.TRAINER_PY", python),
                           tmp_path, TRAINER_PY, "test-project", DATASET, run_date)
     launched = launcher.submitted if name == "vertex" else launcher.created
     # The first run: window, 3 shards, a retried shard, publish; the second: window, 3 shards.

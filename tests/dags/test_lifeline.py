@@ -2,7 +2,7 @@
 
 The processes are real: the trainer runs as the local runtime runs it (its own session, its own
 virtualenv), held mid-step by a BigQuery endpoint that answers 503 to everything (it retries for
-minutes). What stands in for Airflow is the process tree around it (tests/dags/process_tree.py:
+minutes). What stands in for Airflow is the process tree around it (tests/dags/support/process_tree.py:
 a supervisor that forks the task process and owns its log channel, the task's SIGTERM handler
 calling ``on_kill``, logging that raises once the supervisor is gone). The same faults with a
 real scheduler and worker: tests/local/test_browser.py.
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 from conftest import REPO
-from process_tree import SUPERVISOR, TASK_PRELUDE
+from support.process_tree import SUPERVISOR, TASK_PRELUDE
 
 TRAINER_PY = str(REPO / ".venv" / "trainer" / "bin" / "python")
 GONE_WITHIN_S = 30  # a parent-death signal is immediate; on_kill's SIGTERM is answered at once

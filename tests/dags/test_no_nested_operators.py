@@ -7,7 +7,7 @@ trainer task and the published-model sensor run through real Airflow (``dag.test
 active: ``unit_test_mode`` off) while ``BaseOperator.__init__`` records every operator built
 inside a running operator's ``execute``, ``execute_complete`` or ``poke``.
 
-FAKE: the Vertex AI and Docker engine APIs (tests/dags/fake_launchers.py); the trainer step, the
+FAKE: the Vertex AI and Docker engine APIs (tests/dags/support/fake_launchers.py); the trainer step, the
 deferral and its trigger, and the GCS emulator are real.
 """
 
@@ -18,8 +18,8 @@ import json
 
 import pytest
 from conftest import load_dagbag
-from fake_launchers import FakeDockerEngine, FakeVertex, LoopbackRegistry
-from nested_operators import operators_built_while_executing
+from support.fake_launchers import FakeDockerEngine, FakeVertex, LoopbackRegistry
+from support.nested_operators import operators_built_while_executing
 
 LOGICAL_DATE = dt.datetime(2026, 11, 30, 5, 0, tzinfo=dt.UTC)  # run date 2026-11-29
 # "Today" for the trainer: the run date is after it, so the step starts, prints its one-line

@@ -15,7 +15,7 @@ from html.parser import HTMLParser
 
 import pytest
 from conftest import AIRFLOW_BASE_URL
-from page_history import IMAGE, predict_day, run_id, seed, step, train_day
+from support.page_history import IMAGE, predict_day, run_id, seed, step, train_day
 
 BASE = AIRFLOW_BASE_URL.rstrip("/")
 ROOT = "/" + BASE.split("/", 3)[3]  # the path Airflow is served under ([api] base_url)
@@ -390,13 +390,13 @@ def test_a_model_page_reads_only_the_partitions_of_the_days_it_shows(history, mo
 
 @pytest.fixture
 def dag_scoped_api(history):
-    """Airflow's app with an auth manager that knows DAG ids (tests/dags/dag_scoped_auth.py)."""
+    """Airflow's app with an auth manager that knows DAG ids (tests/dags/support/dag_scoped_auth.py)."""
     from airflow.api_fastapi import app as airflow_app
     from fastapi.testclient import TestClient
     from recommender import app as page_app
 
     saved = os.environ.get("AIRFLOW__CORE__AUTH_MANAGER")
-    os.environ["AIRFLOW__CORE__AUTH_MANAGER"] = "dag_scoped_auth.DagScopedAuthManager"
+    os.environ["AIRFLOW__CORE__AUTH_MANAGER"] = "support.dag_scoped_auth.DagScopedAuthManager"
     airflow_app.purge_cached_app()
     page_app.store.cache_clear()
     try:

@@ -126,14 +126,14 @@ def test_vertex_steps_are_deferrable_with_configured_machine_region_and_labels(m
 
 def test_vertex_submission_uses_rendered_image_and_command(monkeypatch):
     """FAKE: there is no local stand-in for the Vertex AI API, so the provider hook's list and
-    submit calls are replaced (tests/dags/fake_launchers.py); the launcher is real."""
+    submit calls are replaced (tests/dags/support/fake_launchers.py); the launcher is real."""
     monkeypatch.setenv("RECSYS_GCP_PROJECT", "test-project")
     _, bag = _commands("vertex", monkeypatch)
     from airflow.providers.common.compat.sdk import TaskDeferred
-    from fake_launchers import FakeVertex
+    from support.fake_launchers import FakeVertex
 
     fake = FakeVertex().install(monkeypatch)
-    monkeypatch.setattr("fake_launchers._run", lambda command, env: None)  # submit only, run nothing
+    monkeypatch.setattr("support.fake_launchers._run", lambda command, env: None)  # submit only, run nothing
     monkeypatch.setenv("AIRFLOW_CONN_GOOGLE_CLOUD_DEFAULT", '{"conn_type": "google_cloud_platform"}')
     task = shard_task(bag.dags["recommend_predict"].get_task("predict"))
     task.image = "europe-west1-docker.pkg.dev/test-project/recsys/trainer@sha256:" + "0" * 64
@@ -162,7 +162,7 @@ def test_docker_steps_use_the_image_and_emulator_environment(monkeypatch):
     monkeypatch.setenv("STORAGE_EMULATOR_HOST", "http://gcs:4443")
     monkeypatch.setenv("RECSYS_DOCKER_NETWORK", "recsys")
     _, bag = _commands("docker", monkeypatch)
-    from fake_launchers import FakeDockerEngine
+    from support.fake_launchers import FakeDockerEngine
 
     for dag_id, tasks in TRAINER_TASKS.items():
         for task_id in tasks:
@@ -176,7 +176,7 @@ def test_docker_steps_use_the_image_and_emulator_environment(monkeypatch):
     # One step run through the launcher, as a worker runs it (rendered fields).
     image = FakeDockerEngine.image_id("recsys-trainer:dev")
     engine = FakeDockerEngine({"recsys-trainer:dev": image}).install(monkeypatch)
-    monkeypatch.setattr("fake_launchers._run", lambda command, env: _Exited(0, "done\n"))
+    monkeypatch.setattr("support.fake_launchers._run", lambda command, env: _Exited(0, "done\n"))
     task = bag.dags["recommend_train"].get_task("evaluate")
     task.image, task.arguments = image, ["--run-date", "2026-11-29"]
     task.environment = {k: v for k, v in task.environment.items() if "{" not in v}
@@ -207,7 +207,7 @@ class _Exited:
 def whole_folder_parses() -> dict[str, dict]:
     """runtime -> the whole of dags/ parsed in a fresh DAG-processor-like child (fresh_parse.py)."""
     from conftest import DAGS, PLUGINS, TESTS
-    from fresh_parse import parse_in_fresh_children
+    from support.fresh_parse import parse_in_fresh_children
 
     runtimes = ["local", "docker", "vertex"]
     results = parse_in_fresh_children([(r, str(DAGS), str(DAGS)) for r in runtimes], str(PLUGINS), TESTS)

@@ -69,7 +69,7 @@ def test_the_composer_package_list_never_pins_airflow_or_what_composer_installs_
 PROVIDERS_PROBE = """
 import json, pathlib, sys
 sys.path[:0] = [sys.argv[1], sys.argv[3]]
-from dagbag_loader import bundle_dagbag
+from support.dagbag_loader import bundle_dagbag
 bag = bundle_dagbag(sys.argv[2])
 assert not bag.import_errors, bag.import_errors
 import airflow.providers

@@ -1,7 +1,7 @@
 """Vertex AI jobs are never orphaned or duplicated, in both Airflow 3.1 and 3.3.
 
 FAKE: Vertex AI has no local stand-in. The provider hook's list/submit calls and the async
-pipeline-service client the provider's trigger polls are replaced (tests/dags/fake_launchers.py),
+pipeline-service client the provider's trigger polls are replaced (tests/dags/support/fake_launchers.py),
 and so is the one call a trigger makes to Airflow's API server for its task's state
 (``RuntimeTaskInstance.get_task_states``), which needs a running triggerer. The operator, the
 trigger and their decisions are the real code.
@@ -16,7 +16,7 @@ from types import SimpleNamespace
 
 import pytest
 from conftest import load_dagbag, shard_task
-from fake_launchers import FakeVertex
+from support.fake_launchers import FakeVertex
 
 RUN_ID = "scheduled__2026-11-30T05:00:00+00:00"
 LABELS = {"app": "recsys", "dag": "recommend_predict", "task": "predict",
@@ -26,7 +26,7 @@ LABELS = {"app": "recsys", "dag": "recommend_predict", "task": "predict",
 @pytest.fixture
 def vertex(monkeypatch):
     monkeypatch.setenv("AIRFLOW_CONN_GOOGLE_CLOUD_DEFAULT", '{"conn_type": "google_cloud_platform"}')
-    monkeypatch.setattr("fake_launchers._run", lambda command, env: None)  # pipelines run nothing
+    monkeypatch.setattr("support.fake_launchers._run", lambda command, env: None)  # pipelines run nothing
     return FakeVertex().install(monkeypatch)
 
 

@@ -34,8 +34,8 @@ from dags_conftest import REPO
 sys.path.insert(0, str(REPO / "tests" / "local"))
 sys.path.insert(0, str(REPO / "docker" / "emulators"))
 from emulators import free_port
-from run_expectations import DEFAULT_N, items_per_user, still_writing, writes
-from stack_client import api, bigquery_client, recommendation_days
+from stack_support.run_expectations import DEFAULT_N, items_per_user, still_writing, writes
+from stack_support.stack_client import api, bigquery_client, recommendation_days
 
 COMPOSE_FILE = REPO / "docker-compose.yaml"
 STANDIN_FILE = REPO / "tests" / "docker" / "compose.standin.yaml"

@@ -14,7 +14,7 @@ import time
 
 import pytest
 from dags_conftest import REPO, load_dagbag
-from sharded_runs import day_rows, same_recommendations, shard_tries
+from support.sharded_runs import day_rows, same_recommendations, shard_tries
 
 LOGICAL_DATE = dt.datetime(2026, 11, 30, 3, 0, tzinfo=dt.UTC)
 RUN_DATE = dt.date(2026, 11, 29)

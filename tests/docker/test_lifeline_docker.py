@@ -2,9 +2,10 @@
 
 Real: the trainer image, a real step in it (held mid-step by a BigQuery endpoint on loopback that
 answers 503 to everything, which it retries for minutes), the Docker engine, and the project's
-TrainerStepOperator (docker runtime). Standing in for Airflow: the process tree of tests/dags/process_tree.py
-(a supervisor that forks the task process and owns its log channel, the task's SIGTERM handler
-calling on_kill, logging that raises once the supervisor is gone).
+TrainerStepOperator (docker runtime). Standing in for Airflow: the process tree of
+tests/dags/support/process_tree.py (a supervisor that forks the task process and owns its log
+channel, the task's SIGTERM handler calling on_kill, logging that raises once the supervisor is
+gone).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import time
 from pathlib import Path
 
 from dags_conftest import REPO
-from process_tree import SUPERVISOR, TASK_PRELUDE
+from support.process_tree import SUPERVISOR, TASK_PRELUDE
 
 STOPPED_WITHIN_S = 60  # on_kill's `docker stop`: SIGTERM, then SIGKILL after the engine's 10 s
 STARTED_WITHIN_S = 180  # the container's first line; the supervisor outlives a crashed task

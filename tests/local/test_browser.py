@@ -22,8 +22,8 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from playwright.sync_api import expect
-from run_expectations import DEFAULT_N, items_per_user, still_writing, writes
-from stack_client import api, bigquery_client, recommendation_days
+from stack_support.run_expectations import DEFAULT_N, items_per_user, still_writing, writes
+from stack_support.stack_client import api, bigquery_client, recommendation_days
 
 REPO = Path(__file__).resolve().parents[2]
 STACK = REPO / "docker" / "local" / "stack.py"

@@ -7,7 +7,7 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
-from run_expectations import items_per_user, still_writing, writes
+from stack_support.run_expectations import items_per_user, still_writing, writes
 
 SEEDED = dt.date(2026, 11, 29)  # `make up` on 2026-11-30 seeds events ending the day before
 

@@ -2,7 +2,7 @@
 (a benchmark that prints its figures, not a test: no thresholds here).
 
 The history starts as one real day: seeded events, then recommend_train's, recommend_predict's
-and recommend_feedback's trainer steps (tests/dags/page_history.py), which write one row each to
+and recommend_feedback's trainer steps (tests/dags/support/page_history.py), which write one row each to
 ``model_metrics``, ``event_stats``, ``serving_metrics`` and ``publications`` with every column
 production fills. Those rows are copied to each of the 364 days before, dates and the ids and
 run ids that carry them shifted, so that the tables hold a year: a model a day (every tenth one
@@ -11,7 +11,7 @@ check and a served day each day. The requests go through Airflow's own API serve
 plugin mounted and Airflow's authentication (a signed-in admin's token), in process: the figure
 is the endpoint's work (auth, the BigQuery queries and the GCS read, the JSON), not a network.
 
-    .venv/airflow/bin/python tests/dags/bench_recommender_page.py [--repeat 10]
+    .venv/airflow/bin/python benchmarks/bench_recommender_page.py [--repeat 10]
 
 Prints the first request's time and the median and slowest of ``--repeat`` more, for
 ``/recommender/api/overview`` at 365 and 30 days and for the page itself at 365 days. Then the
@@ -33,7 +33,7 @@ import sys
 import time
 from pathlib import Path
 
-TESTS = Path(__file__).resolve().parent
+TESTS = Path(__file__).resolve().parents[1] / "tests" / "dags"
 sys.path[:0] = [str(TESTS), str(TESTS.parents[1] / "recommend_task")]
 os.environ["AIRFLOW__LOGGING__LOGGING_LEVEL"] = "WARNING"  # the figures, not every request's log
 os.environ["AIRFLOW__API_AUTH__JWT_SECRET"] = secrets.token_hex(32)  # the bench's tokens only
@@ -45,7 +45,7 @@ TABLES = ("model_metrics", "event_stats", "serving_metrics", "publications")
 
 def real_day(day: dt.date) -> None:
     """One day of history written by the real trainer steps."""
-    from page_history import predict_day, seed, step, train_day
+    from support.page_history import predict_day, seed, step, train_day
 
     seed(day + dt.timedelta(days=1), days=14)
     train_day(day)

@@ -62,7 +62,7 @@ def _child(runtime: str, folder: str, bundle: str, bundle_dagbag_class: type, ou
 
 def _main(plugins: str, tests: str, jobs_json: str, modules: str) -> None:
     sys.path[:0] = [plugins, tests]
-    from dagbag_loader import bundle_dagbag_class
+    from support.dagbag_loader import bundle_dagbag_class
 
     bundle_dagbag_class()  # imports Airflow: the DAG file's cost is what comes after
     jobs = json.loads(jobs_json)

@@ -23,7 +23,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 EMULATORS = REPO / "docker" / "emulators" / "emulators.py"
 RESULTS = Path(__file__).resolve().parent / "results.json"
 

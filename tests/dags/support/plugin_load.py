@@ -15,7 +15,7 @@ import os
 import sys
 import time
 
-from fresh_parse import HEAVY
+from fresh_parse import HEAVY  # a sibling: this file runs as a script
 
 
 def main(plugins: str) -> None:

@@ -7,7 +7,7 @@ machine, many CI systems and containers) compile every import from source in eve
 unless the virtualenv was installed with bytecode, as `make venvs` does. Median of ``--repeat``
 runs, printed per command.
 
-    .venv/airflow/bin/python tests/dags/bench_startup.py
+    .venv/airflow/bin/python benchmarks/bench_startup.py
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 TRAINER_PY = REPO / ".venv" / "trainer" / "bin" / "python"
 TESTS = REPO / "tests" / "dags"
 
@@ -39,11 +39,11 @@ def timed(argv: list[str], env: dict[str, str], repeat: int) -> list[float]:
 
 
 def plugin_load_seconds(env: dict[str, str], repeat: int) -> list[float]:
-    """What Airflow's plugin loader takes in a fresh task process (tests/dags/plugin_load.py):
+    """What Airflow's plugin loader takes in a fresh task process (tests/dags/support/plugin_load.py):
     ``plugins/.airflowignore`` keeps it out of ``operators/``. One interpreter per repeat."""
     out = []
     for _ in range(repeat):
-        done = subprocess.run([sys.executable, str(TESTS / "plugin_load.py"),
+        done = subprocess.run([sys.executable, str(TESTS / "support.plugin_load.py"),
                                env["AIRFLOW__CORE__PLUGINS_FOLDER"]], env=env, capture_output=True, text=True)
         if done.returncode != 0:
             raise SystemExit(f"plugin load probe failed:\n{done.stderr[-2000:]}")

@@ -16,7 +16,7 @@ Two figures, each file's (``--mode both``, the default):
   written waits, and the wait is in its figure;
 * each file in a processor of its own: the file's own parse, nothing queued before it.
 
-    .venv/airflow/bin/python tests/dags/bench_dag_processor.py [--runtime vertex] [--mode both]
+    .venv/airflow/bin/python benchmarks/bench_dag_processor.py [--runtime vertex] [--mode both]
 
 Beside the project's files it parses a control: a one-task DAG that imports only ``airflow.sdk``,
 whose figure is what the processor costs per file whatever the file holds (fork, DB writes,
@@ -40,7 +40,7 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 CONTROL = "control_one_task.py"
 CONTROL_DAG = '''"""Control for the parse benchmark: one task, nothing imported beyond airflow.sdk."""
 from datetime import datetime

@@ -4,7 +4,7 @@ events (seconds per million events should stay flat if growth is linear), every 
 per step, and each shard's time and peak RSS; for 2 and 4 shards also predict with its shard
 steps started all at once (bench_airflow.py ``--shards-at-once``) against the 1-shard predict.
 
-    .venv/airflow/bin/python tests/dags/bench_scale.py [--max-events 10000000]
+    .venv/airflow/bin/python benchmarks/bench_scale.py [--max-events 10000000]
 
 ``--max-events`` leaves out the larger sizes (the 100M point takes about 25 minutes of the run's
 hour on 2 cores and needs about 10 GB of free memory for the emulator and a step side by side)."""

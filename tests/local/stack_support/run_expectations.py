@@ -19,7 +19,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "plugins"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "plugins"))
 from operators.macros import run_date_for  # the rule the DAGs render
 
 DEFAULT_N = 10  # the n_recommendations param's default, also what `make up` seeds with

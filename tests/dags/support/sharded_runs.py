@@ -18,7 +18,7 @@ import stat
 from pathlib import Path
 
 WRAPPER = """#!/bin/sh
-# FAULT INJECTION (tests/dags/sharded_runs.py): {mode} predict shard {shard}.
+# FAULT INJECTION (tests/dags/support/sharded_runs.py): {mode} predict shard {shard}.
 shard=""; prev=""
 for arg in "$@"; do [ "$prev" = "--shard" ] && shard=$arg; prev=$arg; done
 if [ "$shard" = "{shard}" ] && [ "{mode}" = fail ]; then

@@ -1,10 +1,10 @@
 """`make bench`: N synthetic events through recommend_train and recommend_predict (real Airflow,
 local runtime, the BigQuery and GCS emulators), against the floor measured in the same run on
-the same matrix with the same parameters (recommend_task/benchmarks/floor.py); then the next
+the same matrix with the same parameters (benchmarks/floor.py); then the next
 day's events and recommend_feedback measuring the served day, its step's cost next to train's.
 A benchmark that prints its figures, not a test: no thresholds here.
 
-    .venv/airflow/bin/python tests/dags/bench_airflow.py [--events 10000000] [--n-shards 1]
+    .venv/airflow/bin/python benchmarks/bench_airflow.py [--events 10000000] [--n-shards 1]
 
 Environment: BENCH_EVENTS, BENCH_USERS, BENCH_ITEMS override the generator's sizes. The event
 seeder is reported on its own line and left out of the total and of peak_rss_gb (it makes the
@@ -39,7 +39,7 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 TRAINER_PY = REPO / ".venv" / "trainer" / "bin" / "python"
 EMULATORS = REPO / "docker" / "emulators" / "emulators.py"
 PROJECT, DATASET, BUCKET = "bench-project", "bench", "recsys-bench"
@@ -233,7 +233,7 @@ def run(args: argparse.Namespace, home: Path) -> int:
     print(f"seed_events (input, not counted): {seed_s:.1f}s, peak RSS {seed_rss:,.0f} MiB", flush=True)
 
     from airflow.utils import db
-    from dagbag_loader import bundle_dagbag
+    from support.dagbag_loader import bundle_dagbag
 
     db.resetdb()
     started = time.perf_counter()
@@ -261,7 +261,7 @@ def run(args: argparse.Namespace, home: Path) -> int:
         for name, split in (("split", True), ("shared", False)):
             at_once[name] = predict_shards_at_once("recommend_predict", env, split_cpus=split)
 
-    floor_s, _, out = measured([str(TRAINER_PY), str(REPO / "recommend_task" / "benchmarks" / "floor.py"),
+    floor_s, _, out = measured([str(TRAINER_PY), str(REPO / "benchmarks" / "floor.py"),
                                 "--project", PROJECT, "--dataset", DATASET, "--run-date", str(RUN_DATE),
                                 "--lookback-days", str(args.days), "--factors", str(args.factors),
                                 "--iterations", str(args.iterations)], env)
