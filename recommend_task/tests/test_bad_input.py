@@ -11,7 +11,7 @@ import sys
 import numpy as np
 import pyarrow as pa
 import pytest
-from support.helpers import RUN_DATE, SEED_ARGS, query, recommendation_counts, run_training, seed
+from trainer_support.helpers import RUN_DATE, SEED_ARGS, query, recommendation_counts, run_training, seed
 
 from trainer.core.errors import ValidationError
 from trainer.data.synthetic import SyntheticSpec, corrupt, generate

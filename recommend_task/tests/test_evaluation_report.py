@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import scipy.sparse as sp
-from support.helpers import RUN_DATE, TRAIN_ARGS, run_training, seed
+from trainer_support.helpers import RUN_DATE, TRAIN_ARGS, run_training, seed
 
 from trainer.evaluation.html_report import distributions
 

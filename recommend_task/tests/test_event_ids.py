@@ -21,7 +21,7 @@ import numpy as np
 import pyarrow as pa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from support.helpers import RUN_DATE, TRAIN_ARGS, load_events, query, seed
+from trainer_support.helpers import RUN_DATE, TRAIN_ARGS, load_events, query, seed
 
 from trainer.data.date_windows import split_window
 from trainer.data.events import EventSource

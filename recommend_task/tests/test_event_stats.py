@@ -11,7 +11,7 @@ import re
 
 import pytest
 from scipy.spatial.distance import jensenshannon
-from support.helpers import load_events, query
+from trainer_support.helpers import load_events, query
 
 from trainer.data.anomaly_rules import Rules, check
 from trainer.data.event_stats import DayStats

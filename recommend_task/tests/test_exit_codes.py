@@ -11,7 +11,7 @@ import sys
 import pytest
 import requests
 from google.api_core import exceptions as gexc
-from support.helpers import RUN_DATE, seed
+from trainer_support.helpers import RUN_DATE, seed
 
 from trainer.core.errors import ConcurrentUpdateError, EmptyWindowError
 from trainer.step import cli, exit_codes

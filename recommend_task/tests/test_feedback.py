@@ -9,7 +9,7 @@ import json
 
 import pyarrow as pa
 import pytest
-from support.helpers import load_events, query
+from trainer_support.helpers import load_events, query
 
 from trainer.storage import bq, tables
 from trainer.storage.partitions import upsert_row

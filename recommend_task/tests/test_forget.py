@@ -8,8 +8,8 @@ from __future__ import annotations
 import datetime as dt
 import re
 
-from support import id_scan
-from support.helpers import RUN_DATE, TRAIN_ARGS, load_events, query, seed
+from trainer_support import id_scan
+from trainer_support.helpers import RUN_DATE, TRAIN_ARGS, load_events, query, seed
 
 LEARNER = "learner-forget-me-7f3a"
 # The same shape as the seeded learners (u000..u599) but never seeded: a log naming a learner

@@ -15,7 +15,7 @@ import time
 
 import pytest
 from outage import flaky, unavailable
-from support.helpers import RUN_DATE, seed
+from trainer_support.helpers import RUN_DATE, seed
 
 from trainer.storage import artifacts
 
@@ -116,7 +116,7 @@ def test_a_training_step_killed_mid_fit_changes_nothing_published_and_its_retry_
     """SIGKILL (no clean-up runs) while ALS iterates, with a published model in place: the
     pointer and the published model stay as they were, no candidate is recorded, and the
     retry (same arguments) trains and records one."""
-    from support.helpers import run_training
+    from trainer_support.helpers import run_training
 
     from trainer.storage import layout
 

@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 import pytest
-from support.helpers import RUN_DATE, TRAIN_ARGS, query, recommendation_counts, run_training, seed
+from trainer_support.helpers import RUN_DATE, TRAIN_ARGS, query, recommendation_counts, run_training, seed
 
 from trainer.storage import artifacts
 

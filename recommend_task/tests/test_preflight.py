@@ -13,7 +13,7 @@ import json
 import os
 
 import pytest
-from support.helpers import RUN_DATE, seed
+from trainer_support.helpers import RUN_DATE, seed
 
 GB = 10**9
 HOUR = 3600

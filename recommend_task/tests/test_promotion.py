@@ -8,7 +8,7 @@ import json
 import subprocess
 import sys
 
-from support.helpers import RUN_DATE, TRAIN_ARGS, query, seed
+from trainer_support.helpers import RUN_DATE, TRAIN_ARGS, query, seed
 
 from trainer.storage import artifacts, retention
 from trainer.storage.clients import storage_client

@@ -7,7 +7,7 @@ import datetime as dt
 import importlib
 import re
 
-from support.helpers import RUN_DATE
+from trainer_support.helpers import RUN_DATE
 
 from trainer.storage import tables
 

@@ -7,7 +7,7 @@ import datetime as dt
 import json
 from pathlib import Path
 
-from support.helpers import SEED_ARGS
+from trainer_support.helpers import SEED_ARGS
 
 from trainer.storage import layout, retention
 

@@ -8,7 +8,7 @@ import datetime as dt
 import math
 
 import pytest
-from support.helpers import RUN_DATE, query, recommendation_counts, run_training, seed
+from trainer_support.helpers import RUN_DATE, query, recommendation_counts, run_training, seed
 
 from trainer.data.shards import Shard, shard_of_user
 from trainer.storage import artifacts
@@ -158,7 +158,7 @@ def test_predict_reads_the_window_once_whatever_the_number_of_shards(
     assert _same(published[4], published[1])
 
     # An event arrives for a new user after the window was prepared: the shard reads by itself.
-    from support.helpers import load_events
+    from trainer_support.helpers import load_events
 
     load_events(bq_client, project, dataset, [{
         "user_id": "late-user", "item_id": next(iter(published[1]))[2], "event_type": "view",

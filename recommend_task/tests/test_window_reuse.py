@@ -7,8 +7,8 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 
-from support.helpers import RUN_DATE, query, run_training, seed
 from test_sharding import PREDICT, _rows, _same
+from trainer_support.helpers import RUN_DATE, query, run_training, seed
 
 from trainer.data.date_windows import DateRange
 from trainer.data.interaction_cache import describe, why_not_reuse

@@ -15,7 +15,7 @@ import pytest
 from conftest import REPO, load_dagbag
 
 sys.path.insert(0, str(REPO / "recommend_task" / "tests"))
-from support import id_scan  # the trainer tests' scanner, independent of the trainer's code
+from trainer_support import id_scan  # the trainer tests' scanner, independent of the trainer's code
 
 LOGICAL_DATE = dt.datetime(2026, 11, 30, 3, 0, tzinfo=dt.UTC)
 RUN_DATE = dt.date(2026, 11, 29)

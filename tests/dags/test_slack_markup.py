@@ -24,13 +24,13 @@ ANOMALY_DAY = dt.date(2027, 9, 20)  # its 20-day window and the feedback one do 
 FEEDBACK_RUN_DATE = dt.date(2027, 10, 21)  # measures the day before, served by the hostile model id
 NOTIFIER_LINKS = ("Open in Airflow", "Evaluation report")
 
-# Hand-made rows through the trainer tests' own loader (recommend_task/tests/support/helpers.py) and a
+# Hand-made rows through the trainer tests' own loader (recommend_task/tests/trainer_support/helpers.py) and a
 # served day loaded as recommend_task/tests/test_feedback.py's _serve does; the spec is JSON on stdin.
 _LOAD = """
 import datetime as dt, json, sys
 import pyarrow as pa
 sys.path.insert(0, "recommend_task/tests")
-from support.helpers import load_events
+from trainer_support.helpers import load_events
 from trainer.storage import bq, tables
 from trainer.storage.clients import bigquery_client
 
