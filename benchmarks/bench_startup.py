@@ -43,7 +43,7 @@ def plugin_load_seconds(env: dict[str, str], repeat: int) -> list[float]:
     ``plugins/.airflowignore`` keeps it out of ``operators/``. One interpreter per repeat."""
     out = []
     for _ in range(repeat):
-        done = subprocess.run([sys.executable, str(TESTS / "support.plugin_load.py"),
+        done = subprocess.run([sys.executable, str(TESTS / "support" / "plugin_load.py"),
                                env["AIRFLOW__CORE__PLUGINS_FOLDER"]], env=env, capture_output=True, text=True)
         if done.returncode != 0:
             raise SystemExit(f"plugin load probe failed:\n{done.stderr[-2000:]}")

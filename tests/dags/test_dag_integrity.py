@@ -95,7 +95,7 @@ def test_airflow_loads_only_the_recommender_plugin_from_the_plugins_folder():
 
     from conftest import PLUGINS, TESTS
 
-    probe = subprocess.run([sys.executable, os.path.join(TESTS, "support.plugin_load.py"), str(PLUGINS)],
+    probe = subprocess.run([sys.executable, os.path.join(TESTS, "support", "plugin_load.py"), str(PLUGINS)],
                            env={**os.environ, "RECSYS_RUNTIME": "vertex"},
                            capture_output=True, text=True)
     assert probe.returncode == 0, probe.stderr[-3000:]

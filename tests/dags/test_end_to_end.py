@@ -662,7 +662,7 @@ def test_the_served_hit_rate_is_measured_the_next_day_and_a_worse_model_alerts_s
     assert good["image"].startswith("recsys-trainer:dev@sha256:")
     assert slack.texts() == []  # nothing to alert on
 
-    worse = subprocess.run([TRAINER_PY, str(REPO / "tests" / "dags" / "support.worse_model.py"),
+    worse = subprocess.run([TRAINER_PY, str(REPO / "tests" / "dags" / "support" / "worse_model.py"),
                             os.environ["RECSYS_ARTIFACTS_URI"]], check=True, env=os.environ,
                            capture_output=True, text=True).stdout.strip()
     subprocess.run([TRAINER_PY, "-m", "trainer.predict_task", "--project", "test-project", "--dataset",

@@ -25,7 +25,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 TRAINER_PY = str(REPO / ".venv" / "trainer" / "bin" / "python")
 # Where a "container" or "pipeline" runs its command: `python -m trainer.<step>` imports the
 # trainer package found there first (a test may point it at a stand-in trainer).
