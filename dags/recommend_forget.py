@@ -25,10 +25,10 @@ from airflow.sdk import DAG
 
 from operators import config as recsys_config
 from operators.dag_defaults import dag_kwargs, trainer_args
-from operators.images import resolve_image
+from operators.image_pinning import resolve_image
 from operators.params import FORGET_PARAMS
 from operators.slack import dag_callbacks
-from operators.trainer_task import trainer_task
+from operators.trainer_step import trainer_task
 
 config = recsys_config.load()
 

@@ -34,12 +34,12 @@ from airflow.timetables.trigger import CronTriggerTimetable
 
 from operators import config as recsys_config
 from operators.dag_defaults import dag_kwargs, published_model_asset, table_retention_args, trainer_args
-from operators.images import resolve_image
+from operators.image_pinning import resolve_image
 from operators.params import PREDICT_PARAMS
 from operators.sensors import PublishedModelSensor
 from operators.sharding import SHARD_ARGUMENTS, SHARD_LABEL, PlanShardsOperator
 from operators.slack import dag_callbacks
-from operators.trainer_task import trainer_task
+from operators.trainer_step import trainer_task
 
 config = recsys_config.load()
 

@@ -43,10 +43,10 @@ from operators.dag_defaults import (
     table_retention_args,
     trainer_args,
 )
-from operators.images import resolve_image
+from operators.image_pinning import resolve_image
 from operators.params import TRAIN_PARAMS
 from operators.slack import dag_callbacks
-from operators.trainer_task import trainer_task
+from operators.trainer_step import trainer_task
 from operators.ui_links import EvaluationReportLink
 
 config = recsys_config.load()

@@ -1,17 +1,36 @@
-"""The one operator of every trainer step, whatever the runtime.
+"""The one operator of every trainer step, whatever the runtime, and the factory the DAGs call.
 
-``python -m trainer.<step> ARGS`` with the run's pinned image: the operator holds what a run
-renders (arguments, image, environment, run date) and hands the try to its runtime's launcher
-(:mod:`operators.launchers`), which calls that runtime's stock hook. ``execute``,
+``python -m trainer.<step> ARGS`` with the run's pinned image: :class:`TrainerStepOperator` holds
+what a run renders (arguments, image, environment, run date) and hands the try to its runtime's
+launcher (:mod:`operators.launchers`), which calls that runtime's stock hook. ``execute``,
 ``execute_complete`` and ``on_kill`` live here only; no launcher builds an operator.
+:func:`trainer_task` builds the task of a step in the configured runtime (``RECSYS_RUNTIME``):
+
+* ``vertex``: a Vertex AI custom container training job (deferrable; cancelled when the task
+  stops waiting; a retry adopts its running pipeline instead of submitting another)
+* ``docker``: a sibling container through the Docker socket
+* ``local``:  a subprocess with the trainer's own virtualenv (no Docker, no cloud)
+
+All three run the image ``resolve_image`` pinned for the run, apply the trainer's exit-code
+contract (2 fails at once, 75 and crashes are retried) and report the step's own error line
+(:mod:`operators.trainer_exit`). Given ``shards`` (an XComArg of shard indexes), the step
+becomes a mapped task: one task instance, hence one job, container or process, per shard, each
+with its index as ``{{ task.shard }}`` in its arguments (:mod:`operators.sharding`). Every step
+takes a slot of the trainer pool (``RECSYS_TRAINER_POOL``), unless it names another (the
+writers' pool).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator, BaseOperatorLink
+
+from operators import contract
+from operators.config import RecsysConfig
+from operators.macros import RUN_DATE
 
 if TYPE_CHECKING:
     from operators.launchers.base import Launcher
@@ -98,3 +117,79 @@ class TrainerStepOperator(BaseOperator):
     def on_kill(self) -> None:
         if self._launcher is not None:
             self._launcher.kill()
+
+
+IMAGE_FROM_XCOM = "{{ ti.xcom_pull(task_ids='resolve_image') }}"
+
+# Steps that estimate their own run time before the work (trainer's pre-flight): told their
+# task's timeout, they refuse a run that cannot finish in it instead of being killed at its end.
+# An environment variable, not a flag: an image from before the pre-flight ignores it.
+TIME_BUDGETED_STEPS = frozenset({"train_task"})
+# What a Vertex job is told of the deployment's environment: not the emulator hosts (a Vertex
+# job reaches the real services).
+VERTEX_PASSED_ENV = ("RECSYS_LOG_LEVEL", contract.TODAY_ENV)
+
+
+def attempt_env(image: str) -> dict[str, str]:
+    """What a step is told about the Airflow attempt running it (templated)."""
+    return {
+        # A mapped task (one shard each) has one record per task instance (contract.status_name).
+        contract.STATUS_NAME_ENV: "{{ dag.dag_id }}.{{ task.task_id }}"
+                                  "{% if ti.map_index|int(-1) >= 0 %}.{{ ti.map_index }}{% endif %}",
+        contract.AIRFLOW_RUN_ID_ENV: "{{ run_id }}",
+        contract.TRY_NUMBER_ENV: "{{ ti.try_number }}",
+        contract.IMAGE_ENV: image,
+    }
+
+
+def step_env(step: str, image: str, execution_timeout: timedelta | None) -> dict[str, str]:
+    """What every runtime tells the step about its attempt (and its time budget, where it uses one)."""
+    env = attempt_env(image)
+    if step in TIME_BUDGETED_STEPS and execution_timeout:
+        env[contract.TIME_BUDGET_ENV] = str(int(execution_timeout.total_seconds()))
+    return env
+
+
+def default_task_id(step: str) -> str:
+    return step.removesuffix("_task")
+
+
+def launch_settings(config: RecsysConfig, step: str) -> dict[str, Any]:
+    """The runtime's own settings for ``step`` (``TrainerStepOperator.launch``)."""
+    if config.runtime == "vertex":
+        return {"project_id": config.project, "region": config.region,
+                "staging_bucket": config.staging_bucket, "service_account": config.service_account,
+                "machine_type": config.machine_type(step), "poll_interval": 30}
+    if config.runtime == "docker":
+        return {"docker_url": config.docker_url, "network_mode": config.docker_network,
+                "auto_remove": "success"}
+    return {"python": config.trainer_python, "trainer_source": config.trainer_source}
+
+
+def trainer_task(step: str, arguments: Sequence[str], *, config: RecsysConfig,
+                 image: str = IMAGE_FROM_XCOM, task_id: str | None = None, shards: Any = None,
+                 run_date: str = RUN_DATE, extra_links: Sequence[BaseOperatorLink] = (),
+                 **kwargs: Any) -> Any:
+    """The task that runs ``python -m trainer.<step> <arguments>`` in the configured runtime;
+    mapped over ``shards`` when given. ``run_date`` is the date the step's arguments name (its
+    status record's folder). ``extra_links`` join the operator's own links."""
+    # One slot each of the pool that bounds the environment's trainer jobs, unless the step runs
+    # in the writers' pool (a task has one pool; that one admits a single job at a time anyway).
+    kwargs.setdefault("pool", config.trainer_pool)
+    passed = config.passthrough_env()
+    if config.runtime == "vertex":
+        passed = {k: v for k, v in passed.items() if k in VERTEX_PASSED_ENV}
+    arguments = dict(
+        task_id=task_id or default_task_id(step), step=step, arguments=list(arguments), image=image,
+        runtime=config.runtime,
+        environment={**passed, **step_env(step, image, kwargs.get("execution_timeout"))},
+        run_date=run_date, artifacts_uri=config.artifacts_uri, allowlist=config.image_allowlist,
+        gcp_conn_id=config.gcp_conn_id, launch=launch_settings(config, step), **kwargs)
+    if shards is None:
+        task = TrainerStepOperator(**arguments)
+        if extra_links:
+            task.operator_extra_links = (*TrainerStepOperator.operator_extra_links, *extra_links)
+        return task
+    if extra_links:
+        raise ValueError("extra_links are not supported on a mapped step")
+    return TrainerStepOperator.partial(**arguments).expand(shard=shards)

@@ -47,13 +47,13 @@ DIGEST = "sha256:" + "ab" * 32
     ("recsys-trainer:dev@" + DIGEST + "\n", False),
 ])
 def test_the_allowlist_accepts_pinned_references_of_allowed_images_only(ref, allowed):
-    from operators.image_refs import is_allowed
+    from operators.image_references import is_allowed
 
     assert is_allowed(ref, ALLOWLIST) is allowed
 
 
 def test_registry_pinning_asks_for_what_docker_pulls_and_refuses_unknown_tags(monkeypatch):
-    from operators.images import MANIFEST_TYPES, ImageNotFoundError, registry_digest
+    from operators.image_pinning import MANIFEST_TYPES, ImageNotFoundError, registry_digest
 
     monkeypatch.setenv("AIRFLOW_CONN_GOOGLE_CLOUD_DEFAULT", json.dumps(
         {"conn_type": "google_cloud_platform", "extra": {"is_anonymous": True}}))
@@ -73,7 +73,7 @@ def test_registry_pinning_asks_for_what_docker_pulls_and_refuses_unknown_tags(mo
 
 
 def test_docker_pinning_is_the_engines_image_id(monkeypatch):
-    from operators.images import ImageNotFoundError, docker_image_id
+    from operators.image_pinning import ImageNotFoundError, docker_image_id
 
     engine = FakeDockerEngine({"recsys-trainer:dev": FakeDockerEngine.image_id("v1")}).install(monkeypatch)
     assert docker_image_id("recsys-trainer:dev", "unix://x") == FakeDockerEngine.image_id("v1")
@@ -93,7 +93,7 @@ def _trainer_copy(tmp_path):
 
 
 def test_a_local_step_refuses_to_run_trainer_sources_changed_since_the_run_was_pinned(tmp_path):
-    from operators.images import local_fingerprint
+    from operators.image_pinning import local_fingerprint
     from operators.trainer_exit import TrainerStepFailed
 
     source = _trainer_copy(tmp_path)
@@ -113,7 +113,7 @@ def test_a_local_step_refuses_to_run_trainer_sources_changed_since_the_run_was_p
 def test_a_look_alike_image_is_refused_before_anything_is_pinned_or_submitted(runtime, image, monkeypatch):
     """resolve_image, the first task of every DAG, refuses it in every runtime before it asks a
     registry or an engine anything (the trainer tasks only ever run what it returned)."""
-    from operators.images import ImageNotAllowedError, ResolveTrainerImageOperator
+    from operators.image_pinning import ImageNotAllowedError, ResolveTrainerImageOperator
 
     op = ResolveTrainerImageOperator(task_id="resolve_image", image=image, allowlist=ALLOWLIST,
                                      runtime=runtime, gcp_conn_id="google_cloud_default",
@@ -142,7 +142,7 @@ def test_an_allowlist_entry_that_would_allow_look_alike_names_is_a_configuration
 ])
 def test_a_name_entry_never_allows_a_registry_host_of_that_name(ref):
     """``recsys-trainer:`` names one repository; ``recsys-trainer:5000/…`` is another registry."""
-    from operators.image_refs import is_allowed
+    from operators.image_references import is_allowed
 
     assert is_allowed(ref, ALLOWLIST) is False
     assert is_allowed("recsys-trainer:dev", ALLOWLIST) is True  # the entry still allows its own tags
@@ -157,7 +157,7 @@ def test_no_registry_outside_the_allowlist_is_sent_the_google_token(monkeypatch)
     from airflow.providers.google.common.hooks.base_google import GoogleBaseHook
     from google.oauth2.credentials import Credentials
 
-    from operators.images import ImageNotAllowedError, ResolveTrainerImageOperator, registry_digest
+    from operators.image_pinning import ImageNotAllowedError, ResolveTrainerImageOperator, registry_digest
 
     token = "ya29.not-a-real-token-5ec7e7"
     monkeypatch.setattr(GoogleBaseHook, "get_credentials", lambda hook: Credentials(token=token))
@@ -201,7 +201,7 @@ def test_a_docker_step_refuses_an_image_edited_into_xcom_before_creating_a_conta
 
     from conftest import load_dagbag, shard_task
 
-    from operators.images import ImageNotAllowedError
+    from operators.image_pinning import ImageNotAllowedError
 
     monkeypatch.setenv("RECSYS_RUNTIME", "docker")
     engine = FakeDockerEngine({"recsys-trainer:dev": FakeDockerEngine.image_id("v1"),

@@ -21,7 +21,7 @@ class TestLocalLauncher(LauncherContract):
     runtime = "local"
 
     def pinned_image(self) -> str:
-        from operators.images import local_fingerprint
+        from operators.image_pinning import local_fingerprint
 
         return local_fingerprint("recsys-trainer:dev", self.source)
 

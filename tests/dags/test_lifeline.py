@@ -29,7 +29,7 @@ GONE_WITHIN_S = 30  # a parent-death signal is immediate; on_kill's SIGTERM is a
 TASK = TASK_PRELUDE + textwrap.dedent("""
     from pathlib import Path
     sys.path.insert(0, {plugins!r})
-    from operators.images import local_fingerprint
+    from operators.image_pinning import local_fingerprint
     from operators.trainer_step import TrainerStepOperator
 
     op = TrainerStepOperator(

@@ -79,7 +79,7 @@ def test_no_rendered_field_of_any_task_carries_a_credential(runtime, monkeypatch
 def test_the_local_launcher_runs_a_hostile_argument_without_any_shell_seeing_it(tmp_path):
     """The real subprocess path: the step gets the value as one argument, refuses it with its
     one-line error (exit 2), and not one of the shell constructs in it ran."""
-    from operators.images import local_fingerprint
+    from operators.image_pinning import local_fingerprint
     from operators.trainer_exit import TrainerStepFailed
 
     hostile = _hostile(tmp_path)

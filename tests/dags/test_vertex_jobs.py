@@ -192,8 +192,8 @@ def test_a_vertex_step_refuses_an_image_edited_into_xcom_before_submitting(verte
     """Every step runs what resolve_image's XCom holds, which a user who may edit XCom can
     replace before clearing the task: the launcher checks it again before it submits (or adopts)
     anything, and fails naming it."""
-    from operators.images import ImageNotAllowedError
-    from operators.trainer_task import IMAGE_FROM_XCOM
+    from operators.image_pinning import ImageNotAllowedError
+    from operators.trainer_step import IMAGE_FROM_XCOM
 
     task, context, _ = _predict_task(monkeypatch, try_number=2)
     xcom = {"ti": SimpleNamespace(xcom_pull=lambda task_ids: image)}

@@ -72,7 +72,7 @@ def test_an_image_the_engine_names_outside_the_allowlist_is_refused_before_any_c
     pinned runs."""
     import re
 
-    from operators.images import ImageNotAllowedError, docker_image_id
+    from operators.image_pinning import ImageNotAllowedError, docker_image_id
     from operators.trainer_step import TrainerStepOperator
 
     url = "unix:///var/run/docker.sock"

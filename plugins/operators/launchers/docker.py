@@ -17,8 +17,8 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from operators import contract
-from operators.image_refs import DIGEST
-from operators.images import check_docker_image
+from operators.image_pinning import check_docker_image
+from operators.image_references import DIGEST
 from operators.launchers.base import Launcher
 from operators.lifeline import task_dies_with_supervisor
 from operators.trainer_exit import last_error_line, raise_for_exit

@@ -22,8 +22,8 @@ from airflow.sdk.exceptions import AirflowException
 
 from operators import contract
 from operators.config import PASS_THROUGH_ENV
-from operators.image_refs import ImageRef, trainer_fingerprint
-from operators.images import check_pinned
+from operators.image_pinning import check_pinned
+from operators.image_references import ImageRef, trainer_fingerprint
 from operators.launchers.base import Launcher
 from operators.lifeline import task_dies_with_supervisor
 from operators.trainer_exit import TrainerStepFailed, last_error_line, raise_for_exit

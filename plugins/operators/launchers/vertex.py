@@ -23,7 +23,7 @@ import json
 import urllib.parse
 from typing import Any
 
-from operators.images import check_pinned
+from operators.image_pinning import check_pinned
 from operators.launchers.base import Deferral, Launcher
 from operators.launchers.vertex_trigger import TrainingPipelineTrigger
 from operators.macros import recsys_label

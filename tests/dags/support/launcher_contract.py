@@ -210,7 +210,7 @@ class LauncherContract:
         return False
 
     def test_an_unpinned_image_is_refused_before_anything_starts(self):
-        from operators.images import ImageNotAllowedError
+        from operators.image_pinning import ImageNotAllowedError
 
         with pytest.raises(ImageNotAllowedError, match="is not pinned"):
             self.run(self.operator(0, image=self.unpinned_image()))

@@ -1,5 +1,5 @@
 """Choose the trainer image of a run, refuse one from outside the registry allowlist, and pin
-it to an immutable reference that every step of the run uses (see :mod:`operators.image_refs`)."""
+it to an immutable reference that every step of the run uses (see :mod:`operators.image_references`)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from airflow.sdk import BaseOperator, Context
 from airflow.sdk.exceptions import AirflowException
 
 from operators.config import RecsysConfig
-from operators.image_refs import DIGEST, ImageRef, is_allowed, trainer_fingerprint
+from operators.image_references import DIGEST, ImageRef, is_allowed, trainer_fingerprint
 
 # What `docker pull` accepts, so the registry answers with the digest docker would pull.
 MANIFEST_TYPES = (
