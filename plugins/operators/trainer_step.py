@@ -45,6 +45,8 @@ class VertexTrainingLink(BaseOperatorLink):
     xcom_key = "training_conf"  # the stock link's key, which the Vertex launcher persists to
 
     def get_link(self, operator: BaseOperator, *, ti_key: Any) -> str:
+        if getattr(operator, "runtime", "vertex") != "vertex":  # no pipeline, and no import to pay
+            return ""
         from airflow.providers.google.cloud.links.vertex_ai import VertexAITrainingLink
 
         return VertexAITrainingLink().get_link(operator, ti_key=ti_key)
