@@ -23,7 +23,8 @@ from trainer.storage import artifacts, tables
 from trainer.storage.layout import run_prefix
 from trainer.storage.partitions import upsert_row
 
-log = logging.getLogger(__name__)
+# trainer.<module>: log filters keep working when a module moves between subpackages.
+log = logging.getLogger("trainer.day_validation")
 
 STATS_FILE = contract.EVENT_STATS_RECORD
 

@@ -49,7 +49,8 @@ from trainer.storage import artifacts, bq, layout, tables
 from trainer.storage.clients import bq_retry
 from trainer.storage.partitions import query_parameter
 
-log = logging.getLogger(__name__)
+# trainer.<module>: log filters keep working when a module moves between subpackages.
+log = logging.getLogger("trainer.erasure")
 
 PLACEHOLDER = "[forgotten learner]"
 UPDATE_ATTEMPTS = 5

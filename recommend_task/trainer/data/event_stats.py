@@ -39,7 +39,8 @@ import pyarrow.compute as pc
 from trainer.data.events import COPY_BITS, REASON_BITS, check_params, checked_rows, day_start
 from trainer.storage import bq
 
-log = logging.getLogger(__name__)
+# trainer.<module>: log filters keep working when a module moves between subpackages.
+log = logging.getLogger("trainer.event_stats")
 
 TRAILING_DAYS = 7
 

@@ -33,7 +33,8 @@ from trainer.data.shards import Shard
 from trainer.storage import bq
 from trainer.storage.clients import bq_retry
 
-log = logging.getLogger(__name__)
+# trainer.<module>: log filters keep working when a module moves between subpackages.
+log = logging.getLogger("trainer.events")
 
 # Implicit-feedback confidence per event type: finishing a lesson says more than opening it.
 DEFAULT_EVENT_WEIGHTS = {"view": 1.0, "start": 2.0, "complete": 4.0}

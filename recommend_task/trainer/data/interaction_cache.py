@@ -32,7 +32,8 @@ from trainer.data.date_windows import DateRange
 from trainer.model.idmap import IdMap
 from trainer.storage import artifacts, bq
 
-log = logging.getLogger(__name__)
+# trainer.<module>: log filters keep working when a module moves between subpackages.
+log = logging.getLogger("trainer.interaction_cache")
 
 WINDOW_FILE = "window.npz"
 # Rows not yet in their partition (streaming buffer) or without a partition date: they could

@@ -31,7 +31,8 @@ if TYPE_CHECKING:
     import scipy.sparse as sp
     from implicit.cpu.als import AlternatingLeastSquares
 
-log = logging.getLogger(__name__)
+# trainer.<module>: log filters keep working when a module moves between subpackages.
+log = logging.getLogger("trainer.model_artifact")
 
 
 @dataclasses.dataclass

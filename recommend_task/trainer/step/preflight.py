@@ -23,7 +23,8 @@ from pathlib import Path
 from trainer.contract import TIME_BUDGET_ENV  # how the launchers pass the task's timeout
 from trainer.core.errors import TrainerError
 
-log = logging.getLogger("trainer.step.preflight")
+# trainer.<module>: log filters keep working when a module moves between subpackages.
+log = logging.getLogger("trainer.preflight")
 
 # Measured at 100M events (docs/benchmarks.md, "Growth on paper"), 64 factors.
 FIT_SECONDS_PER_NNZ_ITERATION = 0.45e-6  # per vCPU at 64 factors; implicit's CG solver is linear in factors

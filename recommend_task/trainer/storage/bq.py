@@ -16,7 +16,8 @@ from google.cloud import bigquery
 
 from trainer.storage.clients import bigquery_read_client, bq_job_retry, bq_retry
 
-log = logging.getLogger(__name__)
+# trainer.<module>: log filters keep working when a module moves between subpackages.
+log = logging.getLogger("trainer.bq")
 
 # Exact types: bool is an int and datetime is a date, so isinstance() would pick wrongly.
 _PARAM_TYPES: dict[type, str] = {

@@ -20,7 +20,8 @@ BQ_EMULATOR_ENV = "BIGQUERY_EMULATOR_HOST"
 BQ_STORAGE_EMULATOR_ENV = "BIGQUERY_STORAGE_EMULATOR_HOST"
 GCS_EMULATOR_ENV = "STORAGE_EMULATOR_HOST"
 
-log = logging.getLogger(__name__)
+# trainer.<module>: log filters keep working when a module moves between subpackages.
+log = logging.getLogger("trainer.clients")
 
 
 def _anonymous():

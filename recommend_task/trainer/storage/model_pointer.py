@@ -10,7 +10,8 @@ from typing import Any
 from trainer.core.errors import ModelNotFoundError
 from trainer.storage import artifacts, layout
 
-log = logging.getLogger(__name__)
+# trainer.<module>: log filters keep working when a module moves between subpackages.
+log = logging.getLogger("trainer.model_pointer")
 
 
 def read_pointer(store: artifacts.ArtifactStore,

@@ -22,7 +22,8 @@ from google.cloud import bigquery
 from trainer.storage import bq
 from trainer.storage.clients import bq_retry
 
-log = logging.getLogger(__name__)
+# trainer.<module>: log filters keep working when a module moves between subpackages.
+log = logging.getLogger("trainer.partitions")
 
 STAGING_TTL = dt.timedelta(days=1)
 

@@ -26,7 +26,8 @@ import re
 from trainer.core.errors import TrainerError
 from trainer.storage import artifacts, layout
 
-log = logging.getLogger(__name__)
+# trainer.<module>: log filters keep working when a module moves between subpackages.
+log = logging.getLogger("trainer.retention")
 
 DAY_MS = 24 * 3600 * 1000
 # A week-long outage must not empty recommendations_latest: the newest day outlives it.

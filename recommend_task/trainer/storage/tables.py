@@ -30,7 +30,8 @@ from trainer import contract
 from trainer.storage import retention
 from trainer.storage.clients import bq_retry
 
-log = logging.getLogger(__name__)
+# trainer.<module>: log filters keep working when a module moves between subpackages.
+log = logging.getLogger("trainer.tables")
 
 EVENTS = "events"
 MODEL_METRICS = "model_metrics"
