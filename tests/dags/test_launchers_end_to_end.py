@@ -17,7 +17,11 @@ import subprocess
 
 import pytest
 from conftest import load_dagbag
-from support.fake_launchers import TRAINER_PY, FakeDockerEngine, FakeVertex, LoopbackRegistry
+from support.fake_launchers import (
+    TRAINER_PY,
+    FakeDockerEngine,
+    fake_vertex_runtime,
+)
 from support.sharded_runs import check_sharded_predict
 
 LOGICAL_DATE = dt.datetime(2026, 11, 30, 5, 0, tzinfo=dt.UTC)
@@ -65,14 +69,8 @@ def runtime(request, published_model, monkeypatch):
     monkeypatch.setenv("RECSYS_ARTIFACTS_URI", ARTIFACTS)
     monkeypatch.setenv("RECSYS_RUNTIME", request.param)
     if request.param == "vertex":
-        registry = LoopbackRegistry({f"{REGISTRY_IMAGE}:prod": DIGEST})
-        monkeypatch.setenv("AIRFLOW_CONN_GOOGLE_CLOUD_DEFAULT", json.dumps(
-            {"conn_type": "google_cloud_platform", "extra": {"is_anonymous": True}}))
-        monkeypatch.setenv("RECSYS_IMAGE_ALLOWLIST", f"{registry.host}/{REGISTRY_IMAGE}:")
-        monkeypatch.setenv("AIRFLOW_VAR_RECSYS_TRAINER_IMAGE", f"{registry.host}/{REGISTRY_IMAGE}:prod")
-        launcher = FakeVertex().install(monkeypatch)
-        yield request.param, launcher, f"{registry.host}/{REGISTRY_IMAGE}@{DIGEST}"
-        registry.close()
+        with fake_vertex_runtime(monkeypatch, REGISTRY_IMAGE, DIGEST) as (launcher, pinned):
+            yield request.param, launcher, pinned
     else:
         image_id = FakeDockerEngine.image_id("recsys-trainer:dev")
         monkeypatch.setenv("RECSYS_IMAGE_ALLOWLIST", "recsys-trainer:")

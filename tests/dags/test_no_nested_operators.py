@@ -18,7 +18,7 @@ import json
 
 import pytest
 from conftest import load_dagbag
-from support.fake_launchers import FakeDockerEngine, FakeVertex, LoopbackRegistry
+from support.fake_launchers import FakeDockerEngine, fake_vertex_runtime
 from support.nested_operators import operators_built_while_executing
 
 LOGICAL_DATE = dt.datetime(2026, 11, 30, 5, 0, tzinfo=dt.UTC)  # run date 2026-11-29
@@ -57,13 +57,8 @@ def runtime(request, own_db, monkeypatch):
     monkeypatch.setenv("RECSYS_ARTIFACTS_URI", ARTIFACTS)
     monkeypatch.setenv("RECSYS_TODAY", TRAINER_TODAY)
     if request.param == "vertex":
-        registry = LoopbackRegistry({f"{REGISTRY_IMAGE}:prod": DIGEST})
-        monkeypatch.setenv("AIRFLOW_CONN_GOOGLE_CLOUD_DEFAULT", json.dumps(
-            {"conn_type": "google_cloud_platform", "extra": {"is_anonymous": True}}))
-        monkeypatch.setenv("RECSYS_IMAGE_ALLOWLIST", f"{registry.host}/{REGISTRY_IMAGE}:")
-        monkeypatch.setenv("AIRFLOW_VAR_RECSYS_TRAINER_IMAGE", f"{registry.host}/{REGISTRY_IMAGE}:prod")
-        yield request.param, FakeVertex().install(monkeypatch)
-        registry.close()
+        with fake_vertex_runtime(monkeypatch, REGISTRY_IMAGE, DIGEST) as (vertex, _):
+            yield request.param, vertex
         return
     monkeypatch.setenv("AIRFLOW_VAR_RECSYS_TRAINER_IMAGE", "recsys-trainer:dev")
     if request.param == "docker":

@@ -15,12 +15,15 @@ the exit-code rule) is real, and the steps talk to the BigQuery and GCS emulator
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import hashlib
 import itertools
+import json
 import os
 import subprocess
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -243,3 +246,21 @@ class LoopbackRegistry:
 
     def close(self) -> None:
         self.server.shutdown()
+
+
+@contextlib.contextmanager
+def fake_vertex_runtime(monkeypatch, image: str = "test-project/recsys/trainer",
+                        digest: str = "sha256:" + "5" * 64) -> Iterator[tuple[FakeVertex, str]]:
+    """The vertex runtime as a run meets it here: ``image:prod`` in a loopback registry as the
+    environment's Variable and allowlist, an anonymous Google connection, the Vertex API faked;
+    yields (the fake Vertex, the reference resolve_image pins to)."""
+    registry = LoopbackRegistry({f"{image}:prod": digest})
+    try:
+        monkeypatch.setenv("RECSYS_RUNTIME", "vertex")
+        monkeypatch.setenv("AIRFLOW_CONN_GOOGLE_CLOUD_DEFAULT", json.dumps(
+            {"conn_type": "google_cloud_platform", "extra": {"is_anonymous": True}}))
+        monkeypatch.setenv("RECSYS_IMAGE_ALLOWLIST", f"{registry.host}/{image}:")
+        monkeypatch.setenv("AIRFLOW_VAR_RECSYS_TRAINER_IMAGE", f"{registry.host}/{image}:prod")
+        yield FakeVertex().install(monkeypatch), f"{registry.host}/{image}@{digest}"
+    finally:
+        registry.close()
