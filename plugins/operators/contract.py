@@ -56,6 +56,7 @@ def status_name(dag_id: str, task_id: str, map_index: int | None = -1) -> str:
 RUNS_DIR = "runs"
 MODELS_DIR = "models"
 STATUS_DIR = "status"
+TUNING_DIR = "tuning"  # one record per tuned run date: the settings later runs reuse
 LATEST_POINTER = f"{MODELS_DIR}/LATEST"
 
 
@@ -84,6 +85,11 @@ def model_prefix(artifacts_uri: str, model_id: str) -> str:
     return join(artifacts_uri, MODELS_DIR, model_id)
 
 
+def tuning_record_uri(artifacts_uri: str, run_date: str) -> str:
+    """The settings the search chose on ``run_date`` (``YYYY-MM-DD``), and the model they made."""
+    return join(artifacts_uri, TUNING_DIR, f"{run_date}.json")
+
+
 def latest_pointer(artifacts_uri: str) -> str:
     """The published model's pointer (JSON naming the model; promotion writes it last)."""
     return join(artifacts_uri, LATEST_POINTER)
@@ -100,6 +106,7 @@ SERVING_METRICS_RECORD = "serving_metrics.json"  # feedback: the served day meas
 FORGET_RECORD = "forget.json"  # forget: what was erased
 # ... and in a model's folder (model_prefix).
 EVALUATION_RECORD = "evaluation.json"
+TRIALS_RECORD = "trials.json"  # train: the tuning search's trials and the chosen settings
 REPORT_PAGE = "report.html"
 
 

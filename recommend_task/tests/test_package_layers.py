@@ -16,7 +16,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "trainer"
 
 # Lowest first: a subpackage may import its own layer and those before it, never one after it.
-LAYERS = ("core", "storage", "model", "data", "evaluation", "step")
+LAYERS = ("core", "storage", "model", "data", "evaluation", "tuning", "step")
 # The top level holds the entry points (``python -m trainer.<step>``: the image's CLI contract)
 # and the contract shared with the Airflow side; everything else lives in a layer.
 TOP_LEVEL_LIBRARIES = {"__init__", "contract"}

@@ -82,6 +82,7 @@ def main(args: argparse.Namespace) -> None:
         report, interactions = source.read_checked(
             window.full, args.event_weights, args.max_bad_fraction,
             holdout_start=window.holdout.start if window.holdout else None,
+            validation_start=window.validation.start if window.validation else None,
         )
 
     profile.count("rows_in", report.rows_read)
@@ -104,7 +105,8 @@ def main(args: argparse.Namespace) -> None:
              int((holdout.getnnz(axis=1) > 0).sum()) if holdout is not None else 0)
 
     with profile.phase("write", "serialising matrices"):
-        payload = CFMatrices(users=users, items=items, train=train, holdout=holdout).to_bytes()
+        payload = CFMatrices(users=users, items=items, train=train, holdout=holdout,
+                             validation=built.validation).to_bytes()
         window_payload = whole.to_bytes()
     prefix = run_prefix(args.artifacts_uri, args.run_date)
     manifest = {
@@ -123,6 +125,7 @@ def main(args: argparse.Namespace) -> None:
             "holdout_nnz": int(holdout.nnz) if holdout is not None else 0,
             "holdout_users": int((holdout.getnnz(axis=1) > 0).sum()) if holdout is not None else 0,
             "holdout_cold_users": cold_users,
+            "validation_nnz": int(built.validation.nnz) if built.validation is not None else 0,
         },
         "matrices_uri": artifacts.join(prefix, "matrices.npz"),
         "sha256": sha256(payload),

@@ -32,7 +32,7 @@ from trainer.step import cli
 from trainer.storage import artifacts, layout, retention, tables
 from trainer.storage.clients import bigquery_client
 from trainer.storage.model_pointer import read_pointer
-from trainer.storage.partitions import replace_with_row
+from trainer.storage.partitions import replace_with_row, replace_with_rows
 
 log = logging.getLogger("trainer.evaluate_task")
 
@@ -100,6 +100,44 @@ def lineage(manifest: dict[str, Any]) -> dict[str, Any]:
         "train_users": counts.get("users"), "train_items": counts.get("items"),
         "train_interactions": counts.get("train_nnz"),
     }
+
+
+def tuning_columns(model: ModelArtifact) -> dict[str, Any]:
+    """The ``model_metrics`` columns saying where the model's settings came from (train_task's
+    tuning; a model trained before it records none)."""
+    tuning = model.metadata.get("tuning") or {}
+    return {"tuning_source": tuning.get("source"),
+            "tuned_on": dt.date.fromisoformat(tuning["tuned_on"]) if tuning.get("tuned_on") else None,
+            "tuned_model_id": tuning.get("tuned_model_id"), "tuning_note": tuning.get("note")}
+
+
+def trial_rows(trials: dict[str, Any], loaded_at: dt.datetime) -> list[dict[str, Any]]:
+    """``tuning_trials`` rows of a ``trials.json``."""
+    k = trials["k"]
+    return [{"run_date": dt.date.fromisoformat(trials["run_date"]), "model_id": trials["model_id"],
+             "trial": t["trial"], "factors": t["factors"], "regularization": t["regularization"],
+             "alpha": t["alpha"], "weighting": t["weighting"], "status": t["status"], "rung": t["rung"],
+             "iterations": t["iterations"], "k": k, "validation_ndcg": t.get(f"ndcg_at_{k}"),
+             "validation_recall": t.get(f"recall_at_{k}"), "seconds": t["seconds"],
+             "winner": bool(t["winner"]), "note": t.get("note"), "seed": trials.get("seed"),
+             "loaded_at": loaded_at} for t in trials["trials"]]
+
+
+def write_trials(client, project: str, dataset: str, store: artifacts.ArtifactStore, model_uri: str,
+                 run_date: dt.date, loaded_at: dt.datetime) -> int:
+    """Load the model's ``trials.json`` into ``tuning_trials``, replacing this run's rows for the
+    model (a re-run never duplicates them); returns the rows written."""
+    try:
+        trials = store.read_json(artifacts.join(model_uri, contract.TRIALS_RECORD))
+    except FileNotFoundError:
+        return 0  # a model trained before tuning existed
+    rows = trial_rows(trials, loaded_at)
+    if rows:
+        replace_with_rows(client, tables.table_id(project, dataset, tables.TUNING_TRIALS),
+                          tables.TUNING_TRIALS_SPEC.schema, rows,
+                          "run_date = @run_date AND model_id = @model_id",
+                          {"run_date": run_date, "model_id": trials["model_id"]})
+    return len(rows)
 
 
 def write_metrics_row(client, project: str, dataset: str, row: dict) -> None:
@@ -205,9 +243,13 @@ def main(args: argparse.Namespace) -> None:
                       retention.table_retention(args))
         write_metrics_row(client, args.project, args.dataset, metrics_row(
             args.run_date, model, model_uri, args.k, results, published_id, args.primary_metric,
-            verdict, evaluated_at) | lineage(manifest))
-    profile.count("rows_out", 1)
-    log.info("wrote evaluation.json, %s and a %s row", REPORT_FILE, tables.MODEL_METRICS)
+            verdict, evaluated_at) | lineage(manifest) | tuning_columns(model))
+    with profile.phase("write", f"loading the search's trials into {tables.TUNING_TRIALS}"):
+        trials = write_trials(client, args.project, args.dataset, store, model_uri, args.run_date,
+                              evaluated_at)
+    profile.count("rows_out", 1 + trials)
+    log.info("wrote evaluation.json, %s, a %s row and %d %s rows", REPORT_FILE, tables.MODEL_METRICS,
+             trials, tables.TUNING_TRIALS)
 
 
 if __name__ == "__main__":

@@ -44,11 +44,16 @@ class DateRange:
 
 @dataclasses.dataclass(frozen=True)
 class Window:
-    """The event window of one run, split into a training part and an evaluation holdout."""
+    """The event window of one run, split into a training part and an evaluation holdout.
+
+    ``validation`` is the training part's last days (as many as the holdout's, leaving at least
+    one day before them): the tuning search ranks on them, never on the holdout, which stays for
+    the promotion gate."""
 
     full: DateRange
     train: DateRange
     holdout: DateRange | None
+    validation: DateRange | None = None
 
     def to_dict(self) -> dict[str, str | None]:
         return {
@@ -58,6 +63,7 @@ class Window:
             "train_end": self.train.end.isoformat(),
             "holdout_start": self.holdout.start.isoformat() if self.holdout else None,
             "holdout_end": self.holdout.end.isoformat() if self.holdout else None,
+            "validation_start": self.validation.start.isoformat() if self.validation else None,
         }
 
 
@@ -89,7 +95,10 @@ def split_window(run_date: dt.date, lookback_days: int, holdout_days: int) -> Wi
         return Window(full=full, train=full, holdout=None)
     holdout = DateRange(run_date - dt.timedelta(days=holdout_days - 1), run_date)
     train = DateRange(full.start, holdout.start - dt.timedelta(days=1))
-    return Window(full=full, train=train, holdout=holdout)
+    validation_days = min(holdout_days, train.days - 1)
+    validation = (DateRange(train.end - dt.timedelta(days=validation_days - 1), train.end)
+                  if validation_days > 0 else None)
+    return Window(full=full, train=train, holdout=holdout, validation=validation)
 
 
 def check_run_date(run_date: dt.date) -> dt.date:

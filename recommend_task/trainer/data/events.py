@@ -324,7 +324,8 @@ class EventSource:
             )
 
     def read_checked(self, window: DateRange, weights: dict[str, float], max_bad_fraction: float,
-                     holdout_start=None, shard: Shard | None = None) -> tuple[QualityReport, pa.Table]:
+                     holdout_start=None, shard: Shard | None = None,
+                     validation_start=None) -> tuple[QualityReport, pa.Table]:
         """The quality counts of the whole window and the aggregation of its valid rows (of
         ``shard``'s users only, if given); fails on an empty window or too many bad rows.
 
@@ -335,33 +336,39 @@ class EventSource:
             report = self.checked_quality(window, weights, max_bad_fraction)
             rows = self.interactions(window, weights, holdout_start, shard)
         else:
-            report, rows = self._read_once(window, weights, holdout_start)
+            report, rows = self._read_once(window, weights, holdout_start, validation_start)
             self._log_quality(window, report)
             self._check_quality(window, report, max_bad_fraction)
         log.info("aggregated %d (user, item) interactions from %d events%s", len(rows),
                  report.valid_rows, f" ({shard}'s users)" if shard else "")
         return report, rows
 
-    def _read_once(self, window: DateRange, weights: dict[str, float],
-                   holdout_start=None) -> tuple[QualityReport, pa.Table]:
+    def _read_once(self, window: DateRange, weights: dict[str, float], holdout_start=None,
+                   validation_start=None) -> tuple[QualityReport, pa.Table]:
         self.check_exists()
         case, _ = weight_case(weights)
         rows, params = self._checked(weights)
         split = "event_timestamp >= @holdout_start_ts" if holdout_start else "FALSE"
+        # The training part's last days apart from the rest: the tuning search's validation.
+        # No column more is read, so no byte more is billed.
+        validation = ("event_timestamp >= @validation_start_ts" if validation_start else "FALSE")
         sql = f"""
             SELECT IF(reasons = 0, user_id, NULL) AS user_id, IF(reasons = 0, item_id, NULL) AS item_id,
                    IF(reasons = 0, {split}, NULL) AS in_holdout,
+                   IF(reasons = 0, {validation}, NULL) AS in_validation,
                    SUM({case}) AS weight, COUNT(*) AS events, reasons
             FROM ({rows})
-            GROUP BY 1, 2, 3, 6  -- the output columns: the ids are NULL on invalid rows
+            GROUP BY 1, 2, 3, 4, 7  -- the output columns: the ids are NULL on invalid rows
         """
         params = {**params, **window_params(window)}
         if holdout_start:
             params["holdout_start_ts"] = day_start(holdout_start)
+        if validation_start:
+            params["validation_start_ts"] = day_start(validation_start)
         profile.count("event_scans", 1)  # the window's checked columns, every partition
         table = bq.to_arrow(self.client, sql, params)
         report, valid = _quality_of(table)
-        kept = table.select(["user_id", "item_id", "in_holdout", "weight", "events"])
+        kept = table.select(["user_id", "item_id", "in_holdout", "in_validation", "weight", "events"])
         del table  # the counts are taken: free the reasons before any copy
         # Filtering copies every column; the usual window has no invalid rows to filter out.
         return report, kept if report.valid_rows == report.rows_read else kept.filter(valid)

@@ -49,6 +49,7 @@ class WindowBuild:
     train: sp.csr_matrix
     holdout: sp.csr_matrix | None  # holdout-days interactions of those users, seen pairs removed
     holdout_cold_users: int  # users active in the holdout days only (not evaluated)
+    validation: sp.csr_matrix | None  # like train, the validation days' weights only (a part of train)
     window_users: IdMap  # every user of the window
     whole: sp.csr_matrix  # window_users x items: the whole window's weights summed
 
@@ -65,14 +66,17 @@ class WindowCodes:
     item_codes: np.ndarray  # int32 index into items
     in_holdout: np.ndarray  # bool
     weights: np.ndarray  # float32
+    in_validation: np.ndarray | None = None  # bool: a training row of the validation days
 
     @classmethod
     def encode(cls, table: pa.Table, value: str = "weight") -> WindowCodes:
         """Hash each column of ids once (``user_id``, ``item_id``, ``in_holdout``, ``value``)."""
         users, rows = IdMap.encode(table["user_id"])
         items, item_codes = IdMap.encode(table["item_id"])
+        in_validation = (column(table, "in_validation", bool)
+                         if "in_validation" in table.column_names else None)
         return cls(users, rows, items, item_codes, column(table, "in_holdout", bool),
-                   column(table, value, np.float32))
+                   column(table, value, np.float32), in_validation)
 
 
 def build_window(window: pa.Table | WindowCodes, value: str = "weight") -> WindowBuild:
@@ -106,8 +110,11 @@ def build_window(window: pa.Table | WindowCodes, value: str = "weight") -> Windo
         active[rows[in_holdout]] = True
         active[trained] = False
         cold = int(active.sum())
+    validation = None
+    if codes.in_validation is not None and codes.in_validation.any():
+        validation = csr(known & codes.in_validation & ~in_holdout)[trained]
     return WindowBuild(users=users, items=items, train=train, holdout=holdout, holdout_cold_users=cold,
-                       window_users=window_users, whole=whole)
+                       validation=validation, window_users=window_users, whole=whole)
 
 
 def remove_seen(holdout: sp.csr_matrix, train: sp.csr_matrix) -> sp.csr_matrix:
@@ -122,16 +129,21 @@ def remove_seen(holdout: sp.csr_matrix, train: sp.csr_matrix) -> sp.csr_matrix:
 
 @dataclasses.dataclass
 class CFMatrices:
-    """Id maps plus the train matrix and (optionally) the evaluation holdout, same shape."""
+    """Id maps plus the train matrix and (optionally) the evaluation holdout, same shape.
+
+    ``validation`` holds the weights of the training part's last days, already summed into
+    ``train``: the tuning search fits on the rest and ranks on them (:mod:`trainer.tuning`)."""
 
     users: IdMap
     items: IdMap
     train: sp.csr_matrix
     holdout: sp.csr_matrix | None
+    validation: sp.csr_matrix | None = None
 
     def to_bytes(self) -> bytes:
         arrays = {**self.users.to_arrays("user_ids"), **self.items.to_arrays("item_ids")}
-        for name, m in (("train", self.train), ("holdout", self.holdout)):
+        for name, m in (("train", self.train), ("holdout", self.holdout),
+                        ("validation", self.validation)):
             if m is None:
                 continue
             arrays[f"{name}_data"], arrays[f"{name}_indices"] = m.data, m.indices
@@ -155,7 +167,8 @@ class CFMatrices:
             train = csr("train")
             if train is None:
                 raise TrainerError("matrices artifact has no train matrix")
-            return cls(users=users, items=items, train=train, holdout=csr("holdout"))
+            return cls(users=users, items=items, train=train, holdout=csr("holdout"),
+                       validation=csr("validation"))
 
 
 sha256 = artifacts.sha256

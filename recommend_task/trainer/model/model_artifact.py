@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from trainer.core.errors import ModelNotFoundError, TrainerError
+from trainer.model import weighting
 from trainer.model.idmap import IdMap
 from trainer.model.topk import top_unseen
 from trainer.storage import artifacts
@@ -103,7 +104,10 @@ class ModelArtifact:
         Each row's factors are computed again from its interactions (one ALS half-step). A
         user the model was trained on (``user_ids``: each row's external id) gets the step
         training itself takes, conjugate gradient from its trained factors; any other user an
-        exact solve from nothing (implicit's Cholesky solve, 3-4x the cost per user)."""
+        exact solve from nothing (implicit's Cholesky solve, 3-4x the cost per user). Both
+        take the weights through the model's :mod:`~trainer.model.weighting` first."""
+        # The model's own input transform (train applied it before fitting): raw or log1p.
+        interactions = weighting.apply(interactions, weighting.of(self.params))
         n_users = interactions.shape[0]
         ids = np.full((n_users, n), -1, dtype=np.int64)
         scores = np.full((n_users, n), np.nan, dtype=np.float32)

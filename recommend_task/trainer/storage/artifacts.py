@@ -184,6 +184,16 @@ class ArtifactStore:
                                     f"{os.strerror(exc.errno)}") from exc
             raise
 
+    def list_names(self, prefix_uri: str) -> list[str]:
+        """Names of the objects directly under the folder ``prefix_uri`` (sorted; [] if none)."""
+        if is_gcs(prefix_uri):
+            bucket, name = self._bucket(prefix_uri.rstrip("/") + "/")
+            with _naming_endpoint(prefix_uri):
+                blobs = bucket.client.list_blobs(bucket, prefix=name, delimiter="/", retry=gcs_retry())
+                return sorted(blob.name[len(name):] for blob in blobs)
+        folder = Path(prefix_uri)
+        return sorted(p.name for p in folder.iterdir() if p.is_file()) if folder.is_dir() else []
+
     def read_json(self, uri: str) -> Any:
         return json.loads(self.read_bytes(uri))
 

@@ -100,6 +100,18 @@ def replace_with_row(client: bigquery.Client, target: str, schema: Sequence[bigq
              f"({', '.join(params)}) VALUES ({', '.join(f'@{n}' for n in params)})", params)
 
 
+def replace_with_rows(client: bigquery.Client, target: str, schema: Sequence[bigquery.SchemaField],
+                      rows: Sequence[Mapping[str, Any]], where: str,
+                      params: Mapping[str, Any]) -> None:
+    """:func:`replace_with_row` for a few rows (a run's trials): one DML script inserting from
+    an array-of-structs parameter, no load job."""
+    names = [f.name for f in schema]
+    struct = bigquery.SchemaField("rows", "RECORD", mode="REPEATED", fields=list(schema))
+    _replace(client, target, where,
+             f"({', '.join(names)}) SELECT {', '.join(f'r.{n}' for n in names)} FROM UNNEST(@rows) AS r",
+             {**params, "rows": query_parameter(struct, list(rows))})
+
+
 def query_parameter(field: bigquery.SchemaField, value: Any, name: str | None = None):
     """A query parameter holding ``value`` as ``field`` types it: a scalar, an array, or an array
     of structs (an empty one keeps its struct type)."""

@@ -11,6 +11,7 @@
                       next to the popularity counterfactual; partitioned by ``served_date``.
 ``publications``      one row per change of the published model (promotion or rollback);
                       partitioned by ``published_date``.
+``tuning_trials``     one row per trial of a run's tuning search; partitioned by ``run_date``.
 
 Partitions of every table but ``events`` expire (:mod:`trainer.storage.retention`): ``recommendations``
 after its own retention, the metrics tables and ``publications`` after the metrics retention.
@@ -40,6 +41,7 @@ RECOMMENDATIONS_LATEST = "recommendations_latest"
 EVENT_STATS = "event_stats"
 SERVING_METRICS = "serving_metrics"
 PUBLICATIONS = "publications"
+TUNING_TRIALS = "tuning_trials"
 
 METRIC_NAMES = ("precision", "recall", "map", "ndcg", "coverage")
 RECOMMENDERS = ("model", "popularity", "published")
@@ -97,6 +99,12 @@ MODEL_METRICS_SPEC = TableSpec(
         F("train_users", "INT64"),
         F("train_items", "INT64"),
         F("train_interactions", "INT64", description="non-zero (user, item) cells trained on"),
+        # Where the model's settings (in params) came from: train_task's tuning.
+        F("tuning_source", "STRING",
+          description="search (this run's) | reused (an earlier search's) | default | params"),
+        F("tuned_on", "DATE", description="run date of the search that chose the settings"),
+        F("tuned_model_id", "STRING", description="the model that search trained with them"),
+        F("tuning_note", "STRING", description="why no search ran when one was due"),
     ),
     partition_field="run_date",
     description="Offline evaluation of each trained model against a popularity baseline.",
@@ -118,6 +126,33 @@ RECOMMENDATIONS_SPEC = TableSpec(
     description="Top-N recommendations per user and day (read by the web app).",
 )
 
+
+TUNING_TRIALS_SPEC = TableSpec(
+    name=TUNING_TRIALS,
+    schema=(
+        F("run_date", "DATE", mode="REQUIRED", description="partition: the run that searched"),
+        F("model_id", "STRING", mode="REQUIRED", description="the model trained with the winner"),
+        F("trial", "INT64", mode="REQUIRED", description="0 = today's default settings"),
+        F("factors", "INT64"),
+        F("regularization", "FLOAT64"),
+        F("alpha", "FLOAT64"),
+        F("weighting", "STRING", description="raw | log1p"),
+        F("status", "STRING", mode="REQUIRED",
+          description="ok | stopped (not promoted) | nan | over_budget | too_costly"),
+        F("rung", "INT64", description="furthest rung fitted (-1: never fitted)"),
+        F("iterations", "INT64", description="ALS iterations of its last fit"),
+        F("k", "INT64", description="cut-off of the validation metrics"),
+        F("validation_ndcg", "FLOAT64", description="ndcg@k on the validation days"),
+        F("validation_recall", "FLOAT64", description="recall@k on the validation days"),
+        F("seconds", "FLOAT64", description="its fits and scoring"),
+        F("winner", "BOOL", mode="REQUIRED"),
+        F("note", "STRING"),
+        F("seed", "INT64"),
+        F("loaded_at", "TIMESTAMP", mode="REQUIRED"),
+    ),
+    partition_field="run_date",
+    description="Every trial of each run's hyper-parameter search (trials.json beside the model).",
+)
 
 EVENT_STATS_SPEC = TableSpec(
     name=EVENT_STATS,
@@ -295,5 +330,5 @@ def ensure_all(client: bigquery.Client, project: str, dataset: str, location: st
     ensure_table(client, project, dataset, MODEL_METRICS_SPEC, keep and keep.metrics_days)
     ensure_table(client, project, dataset, RECOMMENDATIONS_SPEC, keep and keep.recommendations_days)
     ensure_latest_view(client, project, dataset)
-    for spec in (EVENT_STATS_SPEC, SERVING_METRICS_SPEC, PUBLICATIONS_SPEC):
+    for spec in (EVENT_STATS_SPEC, SERVING_METRICS_SPEC, PUBLICATIONS_SPEC, TUNING_TRIALS_SPEC):
         ensure_table(client, project, dataset, spec, keep and keep.metrics_days)
