@@ -33,7 +33,13 @@ from airflow.timetables.assets import AssetOrTimeSchedule
 from airflow.timetables.trigger import CronTriggerTimetable
 
 from operators import config as recsys_config
-from operators.dag_defaults import dag_kwargs, published_model_asset, table_retention_args, trainer_args
+from operators.dag_defaults import (
+    PREDICT_TIMEOUT,
+    dag_kwargs,
+    published_model_asset,
+    table_retention_args,
+    trainer_args,
+)
 from operators.image_pinning import resolve_image
 from operators.params import PREDICT_PARAMS
 from operators.sensors import PublishedModelSensor
@@ -76,7 +82,7 @@ with DAG(
         config, "--lookback-days", "{{ recsys_whole(params.lookback_days) }}",
         "--n-recommendations", "{{ recsys_whole(params.n_recommendations) }}", *table_retention_args(config),
         *SHARD_ARGUMENTS), config=config,
-        shards=shards.output, map_index_template=SHARD_LABEL, execution_timeout=timedelta(hours=2))
+        shards=shards.output, map_index_template=SHARD_LABEL, execution_timeout=PREDICT_TIMEOUT)
     publish = trainer_task("publish_predictions_task", trainer_args(
         config, "--n-shards", "{{ recsys_whole(params.n_shards) }}",
         "--n-recommendations", "{{ recsys_whole(params.n_recommendations) }}"), config=config,

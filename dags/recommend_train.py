@@ -15,8 +15,13 @@ Trains the learning-app recommender once a day and publishes it if it is good en
 * **image**: param `image_uri`, else the Variable `recsys_trainer_image` (the environment's tag);
   must match the registry allowlist (`RECSYS_IMAGE_ALLOWLIST`).
 * **runtime**: `RECSYS_RUNTIME` = `vertex` | `docker` | `local`; same steps and arguments in each.
-* `evaluate` (writes `model_metrics`) runs in the one-slot pool `recsys_bigquery_writers`, shared
-  with `recommend_predict`'s writer, so no two runs (backfills included) write a table at once.
+* `train` chooses the model's settings with `tune` (default: the deployment's `RECSYS_TUNE`,
+  weekly): a search on the training part's last days when the newest tuned settings are a week
+  old, else those settings; `factors`, `regularization`, `alpha` and `weighting` given fix
+  their dimension. Its trials are in `tuning_trials` and on the model's Recommender page.
+* `evaluate` (writes `model_metrics` and `tuning_trials`) runs in the one-slot pool
+  `recsys_bigquery_writers`, shared with `recommend_predict`'s writer, so no two runs (backfills
+  included) write a table at once.
   The other steps take one slot each of the pool `recsys_trainer_jobs`, which bounds the trainer
   jobs the environment runs at once, backfills included.
 * `promote_model` fails when the model does not beat popularity (see `model_metrics`); on success
@@ -36,7 +41,9 @@ from airflow.sdk import DAG
 from airflow.timetables.trigger import CronTriggerTimetable
 
 from operators import config as recsys_config
+from operators import contract
 from operators.dag_defaults import (
+    TRAIN_TIMEOUT,
     dag_kwargs,
     events_complete_sensor,
     published_model_asset,
@@ -44,7 +51,7 @@ from operators.dag_defaults import (
     trainer_args,
 )
 from operators.image_pinning import resolve_image
-from operators.params import TRAIN_PARAMS
+from operators.params import train_params
 from operators.slack import dag_callbacks
 from operators.trainer_step import trainer_task
 from operators.ui_links import EvaluationReportLink
@@ -54,7 +61,7 @@ config = recsys_config.load()
 with DAG(
     dag_id="recommend_train",
     schedule=CronTriggerTimetable("0 3 * * *", timezone="UTC"),
-    params=TRAIN_PARAMS,
+    params=train_params(config.tune),
     tags=["recsys", "training"],
     doc_md=__doc__,
     # Budget: sensor 6 h + steps 5 h 25 min (one try each) fits, and a stuck run never blocks
@@ -69,10 +76,13 @@ with DAG(
         "--accept-anomalies", "{{ params.accept_anomalies | lower }}", *table_retention_args(config)),
         config=config, execution_timeout=timedelta(hours=1))  # upserts event_stats: no writers' pool
     train = trainer_task("train_task", trainer_args(
-        config, "--factors", "{{ recsys_whole(params.factors) }}",
-        "--iterations", "{{ recsys_whole(params.iterations) }}",
-        "--regularization", "{{ params.regularization }}"), config=config,
-        execution_timeout=timedelta(hours=3))
+        config, "--iterations", "{{ recsys_whole(params.iterations) }}",
+        # A null param passes nothing: the dimension is left to the tuning search.
+        "--factors={{ recsys_optional(recsys_whole(params.factors)) }}",
+        "--regularization={{ recsys_optional(params.regularization) }}",
+        "--alpha={{ recsys_optional(params.alpha) }}",
+        "--weighting={{ recsys_optional(params.weighting) }}"), config=config,
+        environment={contract.TUNE_ENV: "{{ params.tune }}"}, execution_timeout=TRAIN_TIMEOUT)
     evaluate = trainer_task("evaluate_task", trainer_args(config, *table_retention_args(config)),
                             config=config, execution_timeout=timedelta(hours=1),
                             pool=config.writers_pool,  # writes model_metrics

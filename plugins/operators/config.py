@@ -89,12 +89,17 @@ class RecsysConfig(NamedTuple):
     events_min_fraction: float
     # recommend_freshness: day D must be published by this hour (UTC) on D + 1
     freshness_deadline_hour: int
+    # recommend_train's `tune` param default: off | always | weekly (train_task --tune)
+    tune: str = "weekly"
 
     def machine_type(self, step: str) -> str:
         return self.machine_types.get(step, self.machine_types.get("default", "n1-standard-4"))
 
     def passthrough_env(self) -> dict[str, str]:
         return {k: os.environ[k] for k in PASS_THROUGH_ENV if os.environ.get(k)}
+
+
+TUNE_MODES = ("off", "always", "weekly")  # train_task --tune (trainer/tuning/schedule.py)
 
 
 def load() -> RecsysConfig:
@@ -124,6 +129,9 @@ def load() -> RecsysConfig:
         if not prefix.endswith((":", "/", "@")):
             raise ConfigError(f"RECSYS_IMAGE_ALLOWLIST entry {prefix!r} must end with ':' (a repository), "
                               "'/' (a whole path) or '@' (digests only)")
+    tune = env.get("RECSYS_TUNE", "weekly").strip().lower()
+    if tune not in TUNE_MODES:
+        raise ConfigError(f"RECSYS_TUNE={tune!r} is not one of {', '.join(TUNE_MODES)}")
     return RecsysConfig(
         runtime=runtime,
         project=project,
@@ -160,4 +168,5 @@ def load() -> RecsysConfig:
         events_poke_interval_s=int(env.get("RECSYS_EVENTS_POKE_INTERVAL_S", "300")),
         events_min_fraction=float(env.get("RECSYS_EVENTS_MIN_FRACTION", "0.5")),
         freshness_deadline_hour=int(env.get("RECSYS_FRESHNESS_DEADLINE_HOUR", "8")),
+        tune=tune,
     )

@@ -53,6 +53,12 @@ def published_model_asset(config: RecsysConfig) -> Asset:
     return Asset(name="recsys_published_model", uri="x-" + pointer, group="recsys")
 
 
+# Timeouts of the two steps whose cost grows with the model's factors, shared with train_task
+# (the contract): its tuning search never chooses settings that would overrun either at 100M events.
+TRAIN_TIMEOUT = timedelta(seconds=contract.STEP_TIMEOUT_S["train_task"])
+PREDICT_TIMEOUT = timedelta(seconds=contract.STEP_TIMEOUT_S["predict_task"])
+
+
 def trainer_args(config: RecsysConfig, *extra: str) -> list[str]:
     """Arguments every step gets: where the data and artifacts are, and the run date."""
     return ["--project", config.project, "--dataset", config.dataset, "--location", config.location,

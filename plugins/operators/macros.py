@@ -35,4 +35,11 @@ def recsys_whole(value: Any) -> Any:
     return value
 
 
-MACROS = {"recsys_run_date": run_date_for, "recsys_label": recsys_label, "recsys_whole": recsys_whole}
+def recsys_optional(value: Any) -> Any:
+    """A nullable param as an ``--flag=VALUE`` argument: empty for null (the step then leaves
+    the value to its own default or search), else the value."""
+    return "" if value is None else value
+
+
+MACROS = {"recsys_run_date": run_date_for, "recsys_label": recsys_label, "recsys_whole": recsys_whole,
+          "recsys_optional": recsys_optional}

@@ -35,12 +35,28 @@ TRAIN_LOOKBACK_DAYS = param(30, type="integer", minimum=3, maximum=365, title="L
 PREDICT_LOOKBACK_DAYS = param(30, type="integer", minimum=1, maximum=365, title="Lookback days",
                               description="Days of events that define each user's history, "
                               "ending at the run date.")
-FACTORS = param(64, type="integer", minimum=1, maximum=1024, title="ALS factors",
-                description="Latent factors of the ALS model.")
+# The model's settings default to null: the tuning search (or today's settings, with tune off)
+# decides; a value given fixes that dimension of the search.
+FACTORS = param(None, type=["null", "integer"], minimum=1, maximum=1024, title="ALS factors",
+                description="Latent factors of the ALS model. Empty: tuned (64 with tune off).")
 ITERATIONS = param(15, type="integer", minimum=1, maximum=200, title="ALS iterations",
                    description="ALS sweeps over users and items.")
-REGULARIZATION = param(0.05, type="number", minimum=0, maximum=100, title="Regularization",
-                       description="L2 regularization of the ALS factors.")
+REGULARIZATION = param(None, type=["null", "number"], minimum=0, maximum=100, title="Regularization",
+                       description="L2 regularization of the ALS factors. Empty: tuned (0.05 with "
+                       "tune off).")
+ALPHA = param(None, type=["null", "number"], minimum=0.000001, maximum=10000, title="Alpha",
+              description="Confidence scaling of the interaction weights. Empty: tuned (2.0 with tune off).")
+WEIGHTING = param(None, type=["null", "string"], enum=[None, "raw", "log1p"], title="Input weighting",
+                  description="raw summed event weights, or log1p of them. Empty: tuned (raw with "
+                  "tune off).")
+
+
+def tune_param(default: str) -> Param:
+    """``tune``: off, always, or weekly; its default is the deployment's (``RECSYS_TUNE``)."""
+    return param(default, type="string", enum=["off", "always", "weekly"], title="Tuning search",
+                 description="weekly: search the model's settings on the training part's last days when "
+                 "the newest settings tuned on or before them are a week old, else reuse those; "
+                 "always: search this run; off: today's settings. A setting given above is kept.")
 ACCEPT_ANOMALIES = param(False, type="boolean", title="Accept data anomalies",
                          description="Train on this run's day even though its events break an anomaly "
                          "rule (the error of create_cf_matrices names the rule); recorded in event_stats. "
@@ -56,8 +72,14 @@ N_SHARDS = param(1, type="integer", minimum=1, maximum=64, title="Prediction sha
 
 TRAIN_PARAMS = {
     "image_uri": IMAGE_URI, "lookback_days": TRAIN_LOOKBACK_DAYS, "factors": FACTORS,
-    "iterations": ITERATIONS, "regularization": REGULARIZATION, "accept_anomalies": ACCEPT_ANOMALIES,
+    "iterations": ITERATIONS, "regularization": REGULARIZATION, "alpha": ALPHA, "weighting": WEIGHTING,
+    "accept_anomalies": ACCEPT_ANOMALIES,
 }
+
+
+def train_params(tune_default: str) -> dict[str, Param]:
+    """recommend_train's params, ``tune`` defaulting to the deployment's mode."""
+    return {**TRAIN_PARAMS, "tune": tune_param(tune_default)}
 PREDICT_PARAMS = {
     "image_uri": IMAGE_URI, "lookback_days": PREDICT_LOOKBACK_DAYS, "n_recommendations": N_RECOMMENDATIONS,
     "n_shards": N_SHARDS,

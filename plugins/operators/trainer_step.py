@@ -84,8 +84,11 @@ class TrainerStepOperator(BaseOperator):
 
     @property
     def command(self) -> list[str]:
-        """What the container (or subprocess) runs: identical in every runtime."""
-        return ["python", "-m", f"trainer.{self.step}", *map(str, self.arguments)]
+        """What the container (or subprocess) runs: identical in every runtime. An argument
+        ``--name=`` left empty (a null param, :func:`operators.macros.recsys_optional`) is not
+        passed: the step's own default applies, and an image older than the option still runs."""
+        return ["python", "-m", f"trainer.{self.step}",
+                *(a for a in map(str, self.arguments) if not (a.startswith("--") and a.endswith("=")))]
 
     @property
     def extra_links_params(self) -> dict[str, Any]:
@@ -171,10 +174,11 @@ def launch_settings(config: RecsysConfig, step: str) -> dict[str, Any]:
 def trainer_task(step: str, arguments: Sequence[str], *, config: RecsysConfig,
                  image: str = IMAGE_FROM_XCOM, task_id: str | None = None, shards: Any = None,
                  run_date: str = RUN_DATE, extra_links: Sequence[BaseOperatorLink] = (),
-                 **kwargs: Any) -> Any:
+                 environment: dict[str, str] | None = None, **kwargs: Any) -> Any:
     """The task that runs ``python -m trainer.<step> <arguments>`` in the configured runtime;
     mapped over ``shards`` when given. ``run_date`` is the date the step's arguments name (its
-    status record's folder). ``extra_links`` join the operator's own links."""
+    status record's folder). ``extra_links`` join the operator's own links; ``environment``
+    (templated) joins the step's own variables."""
     # One slot each of the pool that bounds the environment's trainer jobs, unless the step runs
     # in the writers' pool (a task has one pool; that one admits a single job at a time anyway).
     kwargs.setdefault("pool", config.trainer_pool)
@@ -184,7 +188,8 @@ def trainer_task(step: str, arguments: Sequence[str], *, config: RecsysConfig,
     arguments = dict(
         task_id=task_id or default_task_id(step), step=step, arguments=list(arguments), image=image,
         runtime=config.runtime,
-        environment={**passed, **step_env(step, image, kwargs.get("execution_timeout"))},
+        environment={**passed, **step_env(step, image, kwargs.get("execution_timeout")),
+                     **(environment or {})},
         run_date=run_date, artifacts_uri=config.artifacts_uri, allowlist=config.image_allowlist,
         gcp_conn_id=config.gcp_conn_id, launch=launch_settings(config, step), **kwargs)
     if shards is None:

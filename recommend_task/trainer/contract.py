@@ -44,6 +44,12 @@ ATTEMPT_ENV = (STATUS_NAME_ENV, AIRFLOW_RUN_ID_ENV, TRY_NUMBER_ENV, IMAGE_ENV, L
 TIME_BUDGET_ENV = "RECSYS_TIME_BUDGET_S"
 # "Today" for the step's run-date checks, where set (tests); else the UTC date.
 TODAY_ENV = "RECSYS_TODAY"
+# train_task's tuning mode (off | always | weekly), set by recommend_train's `tune` param. In the
+# environment, not an argument: an image built before tuning ignores it and still runs.
+TUNE_ENV = "RECSYS_TUNE"
+# The timeouts of the steps whose cost grows with the model's size: the DAGs' execution_timeout,
+# and what train_task's search keeps a candidate's refit and scoring at 100M events within.
+STEP_TIMEOUT_S = {"train_task": 3 * 3600, "predict_task": 2 * 3600}
 
 
 def status_name(dag_id: str, task_id: str, map_index: int | None = -1) -> str:

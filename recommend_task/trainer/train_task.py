@@ -19,6 +19,7 @@ import datetime as dt
 import hashlib
 import json
 import logging
+import os
 import sys
 import time
 from typing import Any
@@ -40,25 +41,33 @@ from trainer.tuning.successive_halving import Budget, Costs, Search, SearchResul
 
 log = logging.getLogger("trainer.train_task")
 
-DEFAULT_TRAIN_LIMIT_S = 3 * 3600  # recommend_train's train timeout
-DEFAULT_PREDICT_LIMIT_S = 2 * 3600  # recommend_predict's predict timeout
 SCALE_EVENTS = 100_000_000  # the scale a candidate's refit and predict must stay affordable at
+
+
+def optional(kind: type) -> Any:
+    """An argument type where an empty value means "not given" (the DAG renders a null param so)."""
+
+    def parse(value: str) -> Any:
+        return None if value.strip() == "" else kind(value)
+
+    parse.__name__ = kind.__name__  # argparse names the type in its error
+    return parse
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = cli.base_parser(__doc__.split("\n\n")[0])
     cli.add_run_date(parser)
     cli.add_artifacts_uri(parser)
-    parser.add_argument("--factors", type=int, default=None,
+    parser.add_argument("--factors", type=optional(int), default=None,
                         help=f"latent factors (default {settings.DEFAULTS.factors}; given, the search "
                         "keeps it)")
-    parser.add_argument("--regularization", type=float, default=None,
+    parser.add_argument("--regularization", type=optional(float), default=None,
                         help=f"L2 regularization (default {settings.DEFAULTS.regularization}; given, "
                         "the search keeps it)")
-    parser.add_argument("--alpha", type=float, default=None,
+    parser.add_argument("--alpha", type=optional(float), default=None,
                         help=f"confidence scaling of weights (default {settings.DEFAULTS.alpha}; given, "
                         "the search keeps it)")
-    parser.add_argument("--weighting", choices=weighting.WEIGHTINGS, default=None,
+    parser.add_argument("--weighting", type=optional(str), default=None,
                         help="input weighting: raw summed weights or log1p of them (default raw; given, "
                         "the search keeps it)")
     parser.add_argument("--iterations", type=int, default=15, help="ALS sweeps")
@@ -66,9 +75,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="factor initialisation seed, and the search's")
     parser.add_argument("--num-threads", type=int, default=0,
                         help="threads for ALS (0 = all cores); BLAS is always pinned to 1")
-    parser.add_argument("--tune", choices=schedule.MODES, default="off",
+    parser.add_argument("--tune", choices=schedule.MODES,
+                        default=os.environ.get(contract.TUNE_ENV, "").strip() or "off",
                         help="search the settings: off, always, or weekly (reuse the newest settings "
-                        "tuned on or before the last training day, search when they are a week old)")
+                        f"tuned on or before the last training day, search when they are a week old); "
+                        f"default: ${contract.TUNE_ENV}, else off")
     parser.add_argument("--tune-trials", type=int, default=9, help="candidates, today's settings included")
     parser.add_argument("--tune-budget-ratio", type=float, default=3.0,
                         help="the search's seconds at most this many times the refit's")
@@ -76,10 +87,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-regression", type=float, default=0.02,
                         help="the gate's tolerated relative recall drop: a candidate whose validation "
                         "recall is lower than today's settings' by more is not chosen")
-    parser.add_argument("--train-limit-s", type=int, default=DEFAULT_TRAIN_LIMIT_S,
+    parser.add_argument("--train-limit-s", type=int, default=contract.STEP_TIMEOUT_S["train_task"],
                         help="the train step's timeout: a candidate whose refit at 100M events would "
                         "take more than a third of it is not tried")
-    parser.add_argument("--predict-limit-s", type=int, default=DEFAULT_PREDICT_LIMIT_S,
+    parser.add_argument("--predict-limit-s", type=int, default=contract.STEP_TIMEOUT_S["predict_task"],
                         help="the predict step's timeout: the same for its scoring")
     preflight.add_time_budget(parser)
     return parser
@@ -103,6 +114,9 @@ def validate_params(args: argparse.Namespace) -> dict:
     for name, (value, low, high) in checks.items():
         if value is not None and not low <= value <= high:
             raise TrainerError(f"--{name.replace('_', '-')} must be in [{low}, {high}], got {value}")
+    if args.weighting is not None and args.weighting not in weighting.WEIGHTINGS:
+        raise TrainerError(f"--weighting must be one of {', '.join(weighting.WEIGHTINGS)}, "
+                           f"got {args.weighting!r}")
     return {"iterations": args.iterations, "random_seed": args.random_seed, "num_threads": args.num_threads}
 
 

@@ -162,7 +162,7 @@ def test_schedules_have_explicit_timezones_and_predict_follows_the_model_asset(d
 def test_every_param_has_a_schema(dagbag):
     expected = {
         "recommend_train": {"image_uri", "lookback_days", "factors", "iterations", "regularization",
-                            "accept_anomalies"},
+                            "alpha", "weighting", "tune", "accept_anomalies"},
         "recommend_feedback": {"image_uri", "lookback_days"},
         "recommend_predict": {"image_uri", "lookback_days", "n_recommendations", "n_shards"},
         "recommend_rollback": {"image_uri", "model_id"},

@@ -14,6 +14,7 @@ import urllib.parse
 import pytest
 from conftest import AIRFLOW_BASE_URL, REPO, SLACK_TOKEN, fake_service_account_key, load_dagbag
 from support.sharded_runs import check_sharded_predict
+from support.tuning_runs import check_tuning_schedule
 
 LOGICAL_DATE = dt.datetime(2026, 11, 30, 3, 0, tzinfo=dt.UTC)
 RUN_DATE = dt.date(2026, 11, 29)  # the day before the logical date
@@ -685,3 +686,19 @@ def test_the_served_hit_rate_is_measured_the_next_day_and_a_worse_model_alerts_s
                 f"{bad['model_hit_rate']:.3f} is below popularity's "
                 f"{bad['popularity_hit_rate']:.3f}") in alert
         assert "recommend_rollback" in alert and run.run_id in alert
+
+
+def test_tuning_runs_on_its_schedule_in_the_local_runtime(pipeline):
+    """recommend_train with tune weekly in the local runtime: a search, its trials in BigQuery;
+    two days later the same settings reused; tune off trains today's."""
+    day = dt.date(2027, 12, 10)  # a window of its own
+    subprocess.run([TRAINER_PY, "-m", "trainer.seed_events", "--project", "test-project", "--dataset",
+                    "recsys_e2e", "--end-date", str(day + dt.timedelta(days=2)), "--days", "22",
+                    "--users", "300", "--items", "80", "--events", "30000", "--clusters", "4",
+                    "--log-level", "WARNING"], check=True, env=os.environ)
+
+    def train(run_date: dt.date, conf: dict):
+        logical = dt.datetime.combine(run_date + dt.timedelta(days=1), dt.time(3), tzinfo=dt.UTC)
+        return _run("recommend_train", logical, {**TRAIN_CONF, **conf})
+
+    check_tuning_schedule(train, _rows, _states, lambda table: f"test-project.recsys_e2e.{table}", day)

@@ -23,6 +23,7 @@ from support.fake_launchers import (
     fake_vertex_runtime,
 )
 from support.sharded_runs import check_sharded_predict
+from support.tuning_runs import check_tuning_schedule
 
 LOGICAL_DATE = dt.datetime(2026, 11, 30, 5, 0, tzinfo=dt.UTC)
 RUN_DATE = LOGICAL_DATE.date() - dt.timedelta(days=1)
@@ -314,3 +315,17 @@ def test_an_anomalous_day_fails_train_once_with_the_rule_and_trains_when_accepte
     assert str(accepted.state) == "success", _states(accepted)
     assert _rows(sql) == [{"status": "accepted", "accepted": True, "image": pinned}]
     assert set(_launched_images(name, launcher)) == {pinned}
+
+
+TUNING_DAY = {"vertex": dt.date(2027, 10, 10), "docker": dt.date(2027, 11, 10)}  # windows of their own
+
+
+def test_tuning_runs_on_its_schedule_through_the_runtime(runtime):
+    """recommend_train with tune weekly, launched by the runtime: a search, its trials in
+    BigQuery; two days later the same settings reused; tune off trains today's."""
+    name, _, _ = runtime
+    day = TUNING_DAY[name]
+    _trainer("seed_events", "--end-date", str(day + dt.timedelta(days=2)), "--days", "22", "--users", "300",
+             "--items", "80", "--events", "30000", "--clusters", "4")
+    check_tuning_schedule(lambda run_date, conf: _train(run_date, conf), _rows, _states,
+                          lambda table: f"test-project.{DATASET}.{table}", day)

@@ -41,9 +41,23 @@ print("CODES=" + json.dumps(codes))
 """
 
 
+def _kind(schema: dict) -> str | None:
+    """A param's JSON type, null left aside (``["null", "integer"]``: a nullable integer)."""
+    kinds = schema.get("type")
+    kinds = [kinds] if isinstance(kinds, str) else [k for k in kinds or () if k != "null"]
+    return kinds[0] if len(kinds) == 1 else None
+
+
 def _numeric(dag) -> dict[str, dict]:
     return {name: dag.params.get_param(name).schema for name in dag.params
-            if dag.params.get_param(name).schema.get("type") in ("integer", "number")}
+            if _kind(dag.params.get_param(name).schema) in ("integer", "number")}
+
+
+def _enumerated() -> list[tuple[str, str, str, object]]:
+    """Each value of each enumerated param (``tune``, ``weighting``), null included."""
+    bag = load_dagbag()
+    return [(dag_id, name, "enum", value) for dag_id, dag in sorted(bag.dags.items())
+            for name in sorted(dag.params) for value in dag.params.get_param(name).schema.get("enum", ())]
 
 
 def _cases() -> list[tuple[str, str, str, object]]:
@@ -60,9 +74,9 @@ def _accepted_values() -> list[tuple[str, str, str, object]]:
     values = []
     for dag_id, name, bound, value in _cases():
         values.append((dag_id, name, bound, value))
-        if bag.dags[dag_id].params.get_param(name).schema["type"] == "integer":
+        if _kind(bag.dags[dag_id].params.get_param(name).schema) == "integer":
             values.append((dag_id, name, f"{bound} as a float", float(value)))
-    return values
+    return values + _enumerated()
 
 
 def _rendered_steps(dag, values: dict) -> list[tuple[str, list[str]]]:
@@ -105,7 +119,7 @@ def test_the_form_refuses_each_param_just_outside_its_limits(dag_id, name, bound
     from airflow.providers.common.compat.sdk import ParamValidationError
 
     params = copy.deepcopy(load_dagbag().dags[dag_id].params)
-    step = 1 if params.get_param(name).schema["type"] == "integer" else 1e-6
+    step = 1 if _kind(params.get_param(name).schema) == "integer" else 1e-6
     outside = value - step if bound == "minimum" else value + step
     with pytest.raises(ParamValidationError):
         params[name] = outside

@@ -38,7 +38,8 @@ def test_module_and_arguments_are_identical_in_all_runtimes(monkeypatch):
     for (dag_id, task_id), command in local.items():
         assert command[:3] == ["python", "-m", f"trainer.{TRAINER_TASKS[dag_id][task_id]}"]
         assert "--run-date" in command and "--artifacts-uri" in command and "--project" in command
-    assert "{{ recsys_whole(params.factors) }}" in local[("recommend_train", "train")]
+    train = local[("recommend_train", "train")]
+    assert "--factors={{ recsys_optional(recsys_whole(params.factors)) }}" in train
     assert "{{ recsys_whole(params.n_recommendations) }}" in local[("recommend_predict", "predict")]
     assert " ".join(local[("recommend_predict", "predict")]).endswith(
         "--shard {{ task.shard }} --n-shards {{ recsys_whole(params.n_shards) }}")
