@@ -78,6 +78,10 @@ if [ "${RECSYS_SKIP_DOCKER_TESTS:-}" != 1 ]; then
     fi
 fi
 
+# Tuning off (recommend_train's `tune` default, train_task's mode) in every suite and in the stacks
+# they start: the tuning tests set it per run, the others check models of today's settings.
+export RECSYS_TUNE=off
+
 # Each lane in its own process group, so that cleanup stops whatever it started. The trainer
 # suite, the longest, has a lane to itself; the Docker tests follow the oldest Airflow's DAG suite
 # in the third lane, by which time their images are built.

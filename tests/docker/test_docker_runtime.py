@@ -15,6 +15,7 @@ import time
 import pytest
 from dags_conftest import REPO, load_dagbag
 from support.sharded_runs import day_rows, same_recommendations, shard_tries
+from support.tuning_runs import check_tuning_schedule
 
 LOGICAL_DATE = dt.datetime(2026, 11, 30, 3, 0, tzinfo=dt.UTC)
 RUN_DATE = dt.date(2026, 11, 29)
@@ -244,3 +245,36 @@ def test_an_image_of_the_previous_release_runs_under_these_dags(docker_runtime, 
         assert (status["image"], status["exit_code"], status["airflow_run_id"]) == (
             pinned_id, 0, dag_run.run_id)
     assert _gcs_json(f"runs/{RUN_DATE}/predictions.json")["image"] == pinned_id
+
+
+def test_tuning_runs_on_its_schedule_in_containers(docker_runtime):
+    """recommend_train with tune weekly, each step a container of the real image: a search, its
+    trials in BigQuery; two days later the same settings reused; tune off trains today's."""
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import bigquery
+
+    day = dt.date(2027, 6, 10)  # a window of its own
+    subprocess.run([TRAINER_PY, "-m", "trainer.seed_events", "--project", "test-project",
+                    "--dataset", DATASET, "--end-date", str(day + dt.timedelta(days=2)), "--days", "22",
+                    "--users", "300", "--items", "80", "--events", "30000", "--clusters", "4",
+                    "--log-level", "WARNING"],
+                   check=True, env=os.environ)
+    client = bigquery.Client(project="test-project", credentials=AnonymousCredentials(),
+                             client_options={"api_endpoint": os.environ["BIGQUERY_EMULATOR_HOST"]})
+    bag = load_dagbag()
+
+    def train(run_date: dt.date, conf: dict):
+        logical = dt.datetime.combine(run_date + dt.timedelta(days=1), dt.time(3), tzinfo=dt.UTC)
+        return bag.dags["recommend_train"].test(logical_date=logical, run_conf={
+            "lookback_days": 20, "factors": 16, "iterations": 8, **conf})
+
+    def states(run) -> dict[str, str]:
+        from airflow.models.taskinstance import TaskInstance
+        from airflow.utils.session import create_session
+
+        with create_session() as session:
+            return {ti.task_id: str(ti.state) for ti in
+                    session.query(TaskInstance).filter_by(dag_id=run.dag_id, run_id=run.run_id)}
+
+    check_tuning_schedule(train, lambda sql: [dict(r) for r in client.query(sql).result()], states,
+                          lambda table: f"test-project.{DATASET}.{table}", day)
