@@ -29,15 +29,55 @@ def data_lines(read: Reader, run: str) -> Mrkdwn:
     return Mrkdwn("\n".join(lines))
 
 
+def _value(value: Any, digits: int | None = None) -> str:
+    """A number or setting read from a record, as text (a float as ``:g``, or to ``digits``), escaped."""
+    if isinstance(value, float):
+        return escape(f"{value:.{digits}f}" if digits is not None else f"{value:g}")
+    return escape(value)
+
+
+def settings_line(trials: dict[str, Any] | None) -> str:
+    """``settings: ...`` (the model's factors, regularization, alpha and weighting) and where they
+    came from, from the model's ``trials.json``; empty for a model without one (trained before
+    the search existed)."""
+    if not isinstance(trials, dict) or not isinstance(trials.get("settings"), dict):
+        return ""
+    chosen = trials["settings"]
+    named = ", ".join(f"{name} {_value(chosen[name])}"
+                      for name in ("factors", "regularization", "alpha", "weighting") if name in chosen)
+    source, note = trials.get("source"), trials.get("note")
+    if source == "search":
+        ran = trials.get("trials") or []
+        winner = next((t for t in ran if isinstance(t, dict) and t.get("winner")), None)
+        k = trials.get("k")
+        best = winner and winner.get(f"ndcg_at_{k}")
+        origin = f"searched this run: {len(ran)} trial{'' if len(ran) == 1 else 's'}" + (
+            f", best validation ndcg@{_value(k)} {_value(best, 4)}" if best is not None else "")
+    elif source == "reused":
+        origin = (f"reused from the search of {_value(trials.get('tuned_on'))}, "
+                  f"model {_value(trials.get('tuned_model_id'))}")
+    elif source == "default":
+        origin = "today's defaults"
+    elif source == "params":
+        origin = "set by the run's params"
+    else:
+        origin = f"source {_value(source)}"
+    if note:
+        origin += f"; no search ran: {_value(note)}"
+    return f"\nsettings: {named} ({origin})"
+
+
 def train(read: Reader, run: str) -> Mrkdwn:
-    """The data, the evaluation of the run's model, and whether it was published."""
+    """The data, the settings the run's model was trained with, its evaluation, and whether it
+    was published."""
     data = data_lines(read, run)
     candidate = read(join(run, contract.CANDIDATE_RECORD))
     if not candidate:
         return Mrkdwn(f"{data}\nno trained model found for this run")
+    settings = settings_line(read(join(candidate["model_uri"], contract.TRIALS_RECORD)))
     ev = read(join(candidate["model_uri"], contract.EVALUATION_RECORD))
     if not ev:
-        return Mrkdwn(f"{data}\nmodel {escape(candidate['model_id'])} has no evaluation")
+        return Mrkdwn(f"{data}\nmodel {escape(candidate['model_id'])} has no evaluation{settings}")
     k, metrics = ev["k"], ev["metrics"]
     names = ("precision", "recall", "map", "ndcg")
     line = " | ".join(
@@ -49,7 +89,8 @@ def train(read: Reader, run: str) -> Mrkdwn:
         published = ("\npublished" if promotion["published"]
                      else f"\nnot published: {escape(promotion['reason'])}")
     return Mrkdwn(f"{data}\nmodel {escape(ev['model_id'])} verdict *{escape(ev['verdict'].upper())}*: "
-                  f"{escape(line)}{published}\n{link(report_url(ev['model_id']), 'Evaluation report')}")
+                  f"{escape(line)}{settings}{published}\n"
+                  f"{link(report_url(ev['model_id']), 'Evaluation report')}")
 
 
 def predict(read: Reader, run: str) -> Mrkdwn:

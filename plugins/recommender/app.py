@@ -16,7 +16,6 @@ report a sandboxing one).
 from __future__ import annotations
 
 import logging
-import re
 import urllib.parse
 from functools import cache
 
@@ -30,7 +29,7 @@ from recommender.store import FIGURE_DAGS, RecommenderStore, Unavailable
 
 log = logging.getLogger(__name__)
 
-MODEL_ID = re.compile(r"als-[0-9]{8}-[0-9a-f]{10}")
+MODEL_ID = pages.MODEL_ID
 HTML = "text/html; charset=utf-8"
 # The stored report: no script at all, and a sandbox (an opaque origin) for whatever it holds; its
 # own inline styles are the one thing it may use.

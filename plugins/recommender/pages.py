@@ -1,13 +1,14 @@
 """The Recommender page's HTML: the overview (charts and the model table) and a page per model
-(lineage, report, rollback). Server-rendered from :class:`recommender.store.RecommenderStore`'s
-data; the only script (static/page.js) routes Airflow links and makes the rollback button's call
-to Airflow's own REST API."""
+(lineage, tuning trials, report, rollback). Server-rendered from
+:class:`recommender.store.RecommenderStore`'s data; the only script (static/page.js) routes
+Airflow links and makes the rollback button's call to Airflow's own REST API."""
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
 import json
+import re
 import urllib.parse
 from functools import cache
 from html import escape
@@ -19,8 +20,14 @@ from operators.ui_links import base_url as ui_base_url
 from recommender.charts import Marker, Point, Series, line_chart
 
 DAY_CHOICES = (30, 90, 365)
-
-
+MODEL_ID = re.compile(r"als-[0-9]{8}-[0-9a-f]{10}")  # the app's model ids (and the pages' URLs)
+TUNING_SOURCES = {
+    "search": "searched by this model's run",
+    "reused": "reused from an earlier search",
+    "default": "today's defaults",
+    "params": "set by the run's params",
+}
+SETTINGS = ("factors", "regularization", "alpha", "weighting", "iterations")
 
 
 STATIC = Path(__file__).resolve().parent / "static"
@@ -187,8 +194,73 @@ def publications_table(spans: list[dict[str, Any]], base: str, model_href: str) 
 
 
 
+def _setting(value: Any) -> str:
+    """A setting as the trainer writes it (``0.05``, ``2``, ``log1p``), escaped."""
+    if isinstance(value, float):
+        return escape(f"{value:g}")
+    return _fmt(value)
+
+
+def _model_ref(model_id: Any) -> str:
+    """A link to another model's page (beside this one's), or its id as text when it is not one."""
+    text = str(model_id)
+    return _link(text, text) if MODEL_ID.fullmatch(text) else f"<code>{escape(text)}</code>"
+
+
+def tuning_section(m: dict[str, Any]) -> str:
+    """Where the model's settings came from, the settings, and its search's trials (the winner's
+    row marked by a cell saying so, not by colour alone)."""
+    source = m.get("tuning_source")
+    if source == "reused":
+        origin = (f"reused from the search of {_fmt(m.get('tuned_on'))}, which trained "
+                  f"{_model_ref(m.get('tuned_model_id'))}" if m.get("tuned_model_id") else
+                  f"reused from the search of {_fmt(m.get('tuned_on'))}")
+    elif source:
+        origin = escape(TUNING_SOURCES.get(source, source))
+    else:
+        origin = "not recorded (trained before tuning existed)"
+    out = [f'<p id=tuning-source data-source="{escape(str(source or ""))}">Settings: <b>{origin}</b>.</p>']
+    if m.get("tuning_note"):
+        out.append(f"<p class=muted id=tuning-note>No search ran: {escape(str(m['tuning_note']))}</p>")
+    try:
+        params = json.loads(m["params"]) if m.get("params") else {}
+    except ValueError:
+        params = {}
+    if isinstance(params, dict) and params:
+        params.setdefault("weighting", "raw")  # absent: the raw counts
+        out.append("<p id=tuning-settings>Trained with " + ", ".join(
+            f"{name} <b>{_setting(params[name])}</b>" for name in SETTINGS if name in params) + ".</p>")
+    trials = m.get("trials") or []
+    if not trials:
+        why = {"reused": "its settings came from an earlier search (see that model's page)",
+               "default": "no search ran for it", "params": "no search ran for it"}.get(
+            source or "", "no search ran for it, or it was trained before tuning existed")
+        out.append(f"<p class=muted id=no-trials>No tuning trials for this model: {escape(why)}.</p>")
+        return "".join(out)
+    k = _fmt(trials[0].get("k") or m.get("k"))
+    rows = []
+    for t in trials:
+        winner = bool(t.get("winner"))
+        rows.append(
+            f'<tr{" class=winner" if winner else ""} data-trial="{escape(str(t.get("trial")))}">'
+            f"<td>{_fmt(t.get('trial'))}</td><td>{_setting(t.get('factors'))}</td>"
+            f"<td>{_setting(t.get('regularization'))}</td><td>{_setting(t.get('alpha'))}</td>"
+            f"<td>{_setting(t.get('weighting'))}</td><td>{_fmt(t.get('status'))}</td>"
+            f"<td>{_fmt(t.get('rung'))}</td><td>{_fmt(t.get('iterations'))}</td>"
+            f"<td>{_fmt(t.get('validation_ndcg'))}</td><td>{_fmt(t.get('validation_recall'))}</td>"
+            f"<td>{_fmt(t.get('seconds'), 2)}</td>"
+            f"<td>{'<b>winner</b>' if winner else ''}</td>"
+            f"<td>{_fmt(t.get('note')) if t.get('note') else ''}</td></tr>")
+    out.append(f"<table id=trials><tr><th>trial</th><th>factors</th><th>regularization</th><th>alpha</th>"
+               f"<th>weighting</th><th>status</th><th>rung</th><th>iterations</th>"
+               f"<th>validation ndcg@{k}</th><th>validation recall@{k}</th><th>seconds</th>"
+               f"<th>chosen</th><th>note</th></tr>" + "".join(rows) + "</table>")
+    return "".join(out)
+
+
 def model_page(m: dict[str, Any], base: str, api_base: str) -> str:
-    """A model: its lineage, the rollback button (passed, not published now) and its report."""
+    """A model: its lineage, the rollback button (passed, not published now), its tuning and its
+    report."""
     verdict = m["verdict"]
     manifest = m.get("manifest") or {}
     window, counts, quality = (manifest.get(k) or {} for k in ("window", "counts", "quality"))
@@ -264,5 +336,5 @@ def model_page(m: dict[str, Any], base: str, api_base: str) -> str:
             + action + "<h2>Lineage</h2><ol class=lineage>" + "".join(lineage) + "</ol>"
             "<h2>Metrics</h2><table><tr><th></th><th>model</th><th>popularity</th>"
             f"<th>published then ({_fmt(m.get('published_model_id'))})</th></tr>{metrics}</table>"
-            "<h2>Evaluation report</h2>" + report)
+            "<h2>Tuning</h2>" + tuning_section(m) + "<h2>Evaluation report</h2>" + report)
     return _page(m["model_id"], body)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import math
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -31,8 +32,15 @@ MODEL_COLUMNS = (
     "model_id", "run_date", "evaluated_at", "k", "eval_users", "verdict", "reasons", "params",
     "published_model_id", "primary_metric", "airflow_run_id", "image", "window_start", "train_end",
     "events_rows_read", "train_users", "train_items", "train_interactions",
+    "tuning_source", "tuned_on", "tuned_model_id", "tuning_note",
     *(f"{rec}_{m}" for rec in ("model", "popularity", "published") for m in METRICS),
 )
+# A model's tuning search (train_task's trials.json, loaded by evaluate_task): every trial, in order.
+TRIAL_COLUMNS = ("trial", "factors", "regularization", "alpha", "weighting", "status", "rung", "iterations",
+                 "k", "validation_ndcg", "validation_recall", "seconds", "winner", "note")
+TRIALS_SQL = """
+    SELECT {columns} FROM `{table}.tuning_trials`
+    WHERE run_date = @run_date AND model_id = @model_id ORDER BY trial"""
 SERVING_COLUMNS = ("served_date", "model_id", "k", "users_active", "model_hit_rate", "popularity_hit_rate",
                    "model_recall", "popularity_recall", "alerts")
 STATS_COLUMNS = ("run_date", "status", "anomalies", "accepted", "events", "active_users", "item_drift",
@@ -219,12 +227,12 @@ class RecommenderStore:
 
     def model(self, model_id: str, days: int = 30, today: dt.date | None = None,
               readable: frozenset[str] = frozenset(FIGURE_DAGS)) -> dict[str, Any] | None:
-        """The model's row, publications, lineage records and the days it served among the
-        ``days`` ending today (UTC); None when ``model_metrics`` has no row for it. A view reads
-        the model's own ``model_metrics`` partition (its id carries its run date), the small
-        ``publications`` table and the ``recommendations`` partitions of the days shown only:
-        its cost does not grow with the model's age. Figures of DAGs outside ``readable`` are
-        neither read nor shown."""
+        """The model's row, publications, lineage records, tuning trials and the days it served
+        among the ``days`` ending today (UTC); None when ``model_metrics`` has no row for it. A
+        view reads the model's own ``model_metrics`` and ``tuning_trials`` partitions (its id
+        carries its run date), the small ``publications`` table and the ``recommendations``
+        partitions of the days shown only: its cost does not grow with the model's age. Figures of
+        DAGs outside ``readable`` are neither read nor shown."""
         t = self._table
         run_date = model_run_date(model_id)
         rows = self.query(f"SELECT {', '.join(MODEL_COLUMNS)}, model_uri FROM `{t}.model_metrics` "
@@ -236,7 +244,9 @@ class RecommenderStore:
         run_date = dt.date.fromisoformat(model["run_date"])
         today = today or dt.datetime.now(dt.UTC).date()
         first, last = max(run_date, today - dt.timedelta(days=days - 1)), today
-        with ThreadPoolExecutor(4) as pool:
+        with ThreadPoolExecutor(5) as pool:
+            trials = pool.submit(self.query, TRIALS_SQL.format(columns=", ".join(TRIAL_COLUMNS), table=t),
+                                 {"run_date": run_date, "model_id": model_id})
             pubs = pool.submit(self.query, f"SELECT {', '.join(PUBLICATION_COLUMNS)} FROM `{t}.publications` "
                                            "ORDER BY published_at")
             served = (pool.submit(self.query, SERVED_DAYS_SQL.format(table=t),
@@ -249,6 +259,10 @@ class RecommenderStore:
             model["published"] = [s for s in spans if s["model_id"] == model_id]
             model["is_published"] = bool(latest.result()) and latest.result().get("model_id") == model_id
             model["lineage"] = statuses.result()
+            # None of them for a model trained without a search (or before searches existed). A
+            # figure that is not finite (JSON has no NaN) is no figure.
+            model["trials"] = [{k: None if isinstance(v, float) and not math.isfinite(v) else _plain(v)
+                                for k, v in r.items()} for r in trials.result()]
             served_days = [{k: _plain(v) for k, v in r.items()} for r in (served.result() if served else [])]
         with ThreadPoolExecutor(max(1, min(8, len(served_days)))) as pool:
             runs = pool.map(lambda d: self.read_json(contract.run_record_uri(

@@ -47,13 +47,14 @@ def _gcs_blob(path: str):
 
 @pytest.fixture(scope="module")
 def history(emulators, airflow_db):
-    """A failed model, two published ones (the newer over the older), a served day and its hit
-    rate, in a dataset and artifacts folder of this module's own."""
+    """A failed model, two published ones (the newer over the older, whose settings a tuning
+    search chose), a served day and its hit rate, in a dataset and artifacts folder of this
+    module's own."""
     saved = {k: os.environ[k] for k in ("RECSYS_BQ_DATASET", "RECSYS_ARTIFACTS_URI")}
     os.environ.update(RECSYS_BQ_DATASET="recsys_page", RECSYS_ARTIFACTS_URI="gs://recsys-test/page")
     seed(DAY + dt.timedelta(days=1), days=14)
     train_day(FAILED, "--min-lift", "100", promote=False)
-    train_day(OLDER)
+    train_day(OLDER, tune="always")  # its settings from a search: the trials its page lists
     train_day(DAY, "--max-regression", "0.5")  # the gate is not what is tested here
     predict_day(DAY)
     step("feedback_task", "recommend_feedback", "feedback", DAY + dt.timedelta(days=1),
@@ -382,8 +383,9 @@ def test_a_model_page_reads_only_the_partitions_of_the_days_it_shows(history, mo
         if ".recommendations`" in sql:
             assert "run_date BETWEEN @first AND @last" in sql and "user_id" not in sql, sql
             assert (params["last"] - params["first"]).days < 30, params
-        if ".model_metrics`" in sql:
+        if ".model_metrics`" in sql or ".tuning_trials`" in sql:
             assert "run_date = @run_date" in sql, sql  # the model's own partition
+    assert sum(".tuning_trials`" in sql for sql, _ in ran) == 2  # once a view
     recs = [p for sql, p in ran if ".recommendations`" in sql]
     assert [p["first"] for p in recs] == [DAY, DAY + dt.timedelta(days=171)]
 
@@ -519,3 +521,144 @@ def test_a_missing_credentials_file_is_a_503_that_never_names_its_path(named_by,
     for where, text in shown.items():
         for part in (str(missing), missing.name, str(missing.parent)):
             assert part not in text, f"{part} appears in the {where}"
+
+
+# --- the tuning search on the model page ---------------------------------------------------------
+
+class _Trials(HTMLParser):
+    """The rows of a page's trials table (each row's attributes and cell texts), and its ids."""
+
+    def __init__(self, html: str) -> None:
+        super().__init__()
+        self.header: list[str] = []
+        self.rows: list[tuple[dict, list[str]]] = []
+        self.ids: dict[str, str] = {}
+        self._table = False
+        self._cells: list[str] | None = None
+        self._id: str | None = None
+        self.feed(html)
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if a.get("id"):
+            self._id = a["id"]
+            self.ids[self._id] = ""
+        if tag == "table":
+            self._table = a.get("id") == "trials"
+        elif tag == "tr" and self._table:
+            self._cells = []
+            self.rows.append((a, self._cells))
+        elif tag in ("td", "th") and self._cells is not None:
+            self._cells.append("")
+
+    def handle_endtag(self, tag):
+        if tag == "table":
+            self._table, self._cells = False, None
+        elif tag == "p":
+            self._id = None
+
+    def handle_data(self, data):
+        if self._cells is not None and self._cells:
+            self._cells[-1] += data
+        if self._id:
+            self.ids[self._id] += data
+
+    def table(self) -> list[dict[str, str]]:
+        """Each trial row as {header: cell text}, with its row's class as ``class``."""
+        (_, header), *rows = self.rows
+        return [{**dict(zip(header, cells, strict=True)), "class": a.get("class", "")} for a, cells in rows]
+
+
+def _trials_of(model_id: str) -> list[dict]:
+    return _rows(f"SELECT * FROM {_table('tuning_trials')} WHERE model_id = '{model_id}' ORDER BY trial")
+
+
+def test_a_model_page_lists_its_searchs_trials_with_the_winner_marked_and_says_where_settings_came_from(
+        history, api):
+    models = history["models"]
+    tuned = models[OLDER]
+    assert tuned["tuning_source"] == "search" and tuned["tuned_on"] == OLDER
+    trials = _trials_of(tuned["model_id"])
+    assert len(trials) > 1 and sum(t["winner"] for t in trials) == 1, trials
+    [winner] = [t["trial"] for t in trials if t["winner"]]
+
+    page = _get(api, f"/models/{tuned['model_id']}")
+    assert page.status_code == 200
+    found = _Trials(page.text)
+    assert "searched by this model's run" in found.ids["tuning-source"], found.ids
+    assert "no-trials" not in found.ids
+    settings = found.ids["tuning-settings"]
+    for name in ("factors", "regularization", "alpha", "weighting", "iterations"):
+        assert name in settings, settings
+    assert "factors 8," in settings  # the run's own param fixes it through the search
+    table = found.table()
+    assert [int(r["trial"]) for r in table] == [t["trial"] for t in trials]
+    assert [r["status"] for r in table] == [t["status"] for t in trials]
+    assert [r["weighting"] for r in table] == [t["weighting"] for t in trials]
+    assert [float(r["validation ndcg@10"]) for r in table if r["status"] == "ok"] == pytest.approx(
+        [t["validation_ndcg"] for t in trials if t["status"] == "ok"], abs=1e-4)
+    # The winner says so in a cell of its own (and its row is styled), never by colour alone.
+    assert [r["chosen"] for r in table] == ["winner" if t["trial"] == winner else "" for t in trials]
+    assert [r["class"] for r in table] == ["winner" if t["trial"] == winner else "" for t in trials]
+
+    detail = _get(api, f"/api/models/{tuned['model_id']}").json()
+    assert detail["tuning_source"] == "search" and detail["tuned_on"] == OLDER.isoformat()
+    assert [(t["trial"], t["winner"], t["status"]) for t in detail["trials"]] == [
+        (t["trial"], t["winner"], t["status"]) for t in trials]
+
+    # A model trained with its run's params and no search: one line says there are no trials.
+    failed = models[FAILED]
+    assert failed["tuning_source"] == "params" and _trials_of(failed["model_id"]) == []
+    page = _get(api, f"/models/{failed['model_id']}")
+    found = _Trials(page.text)
+    assert "set by the run's params" in found.ids["tuning-source"]
+    assert "No tuning trials for this model" in found.ids["no-trials"] and found.rows == []
+    assert _get(api, f"/api/models/{failed['model_id']}").json()["trials"] == []
+
+
+HOSTILE_MODEL = "als-20010203-00000000ab"  # a run date no overview's days reach
+HOSTILE_TEXT = "<script>alert(1)</script> <!here>"
+
+
+def test_hostile_tuning_values_are_shown_as_text_on_the_model_page(history, api):
+    """A model whose tuning columns and trial values are markup: the page shows them as text,
+    and links the model its settings came from only when that is a model id."""
+    from google.cloud import bigquery
+
+    def run(sql: str, **params) -> None:
+        types = {str: "STRING", int: "INT64", float: "FLOAT64", bool: "BOOL", dt.date: "DATE"}
+        config = bigquery.QueryJobConfig(query_parameters=[
+            bigquery.ScalarQueryParameter(k, types[type(v)], v) for k, v in params.items()])
+        _bq().query(sql, job_config=config).result()
+
+    day = dt.date(2001, 2, 3)
+    run(f"INSERT INTO {_table('model_metrics')} (model_id, run_date, evaluated_at, model_uri, k, "
+        "eval_users, primary_metric, verdict, reasons, params, tuning_source, tuned_on, tuned_model_id, "
+        "tuning_note) VALUES (@id, @day, CURRENT_TIMESTAMP(), @uri, 10, 5, 'recall', 'fail', @text, "
+        "@params, 'reused', @day, @text, @text)", id=HOSTILE_MODEL, day=day, uri=f"gs://recsys-test/page/models/{HOSTILE_MODEL}",
+        text=HOSTILE_TEXT, params='{"factors": 8, "weighting": "<b>log1p</b>"}')
+    for trial, winner in ((0, False), (1, True)):
+        run(f"INSERT INTO {_table('tuning_trials')} (run_date, model_id, trial, factors, regularization, "
+            "alpha, weighting, status, rung, iterations, k, validation_ndcg, validation_recall, seconds, "
+            "winner, note, seed, loaded_at) VALUES (@day, @id, @trial, 8, 0.05, 2.0, @text, @text, 0, 4, 10, "
+            "0.1, 0.2, 0.5, @winner, @text, 42, CURRENT_TIMESTAMP())",
+            day=day, id=HOSTILE_MODEL, trial=trial, winner=winner, text=HOSTILE_TEXT)
+    try:
+        page = _get(api, f"/models/{HOSTILE_MODEL}")
+        assert page.status_code == 200, page.text[-2000:]
+        assert "<script>alert" not in page.text and "<!here>" not in page.text
+        assert "<b>log1p</b>" not in page.text
+        escaped = "&lt;script&gt;alert(1)&lt;/script&gt; &lt;!here&gt;"
+        assert page.text.count(escaped) >= 2 * 3 + 2, page.text  # each trial's 3 cells, the note, the id
+        found = _Trials(page.text)
+        assert HOSTILE_TEXT in found.ids["tuning-note"] and HOSTILE_TEXT in found.ids["tuning-source"]
+        assert [r["note"] for r in found.table()] == [HOSTILE_TEXT, HOSTILE_TEXT]
+        assert [r["chosen"] for r in found.table()] == ["", "winner"]
+        assert not any("script" in link for link in _Points(page.text).links)  # no link made of it
+        assert _Inline(page.text).inline == []
+        detail = _get(api, f"/api/models/{HOSTILE_MODEL}").json()
+        assert [t["note"] for t in detail["trials"]] == [HOSTILE_TEXT, HOSTILE_TEXT]
+    finally:
+        for table in ("model_metrics", "tuning_trials"):
+            run(f"DELETE FROM {_table(table)} WHERE run_date = @day AND model_id = @id", day=day,
+                id=HOSTILE_MODEL)

@@ -173,3 +173,89 @@ def test_a_served_model_id_reaches_the_feedback_alert_escaped(markup_env, slack)
     assert alert.startswith(":warning: *recommend_feedback*: the served recommendations did worse"), alert
     assert f"served model {ESCAPED} on {served}: hit rate@1 0.000 is below popularity's" in alert, alert
     _assert_inert(slack.messages)
+
+
+# --- the train summary's settings line: run_summaries.train over hand-made run records ------------
+
+RUN = "gs://recsys-test/recsys/runs/2027-11-26"
+MODEL_URI = "gs://recsys-test/recsys/models/als-20271126-0123456789"
+
+
+def _train_records(trials: dict | None) -> dict[str, dict]:
+    """The records a recommend_train run leaves (operators.contract), with ``trials`` as the
+    model's trials.json (None: a model trained before the search existed)."""
+    from operators import contract
+
+    metrics = {"precision": 0.1, "recall": 0.2, "map": 0.05, "ndcg": 0.15}
+    records = {
+        contract.join(RUN, contract.EVENT_STATS_RECORD): {"summary": ["12,000 events"], "accepted": False},
+        contract.join(RUN, contract.CANDIDATE_RECORD): {"model_id": "als-20271126-0123456789",
+                                                        "model_uri": MODEL_URI},
+        contract.join(MODEL_URI, contract.EVALUATION_RECORD): {
+            "model_id": "als-20271126-0123456789", "verdict": "pass", "k": 10,
+            "metrics": {"model": metrics, "popularity": metrics}},
+        contract.join(RUN, contract.PROMOTION_RECORD): {"published": True, "reason": "newest model"},
+    }
+    if trials is not None:
+        records[contract.join(MODEL_URI, contract.TRIALS_RECORD)] = trials
+    return records
+
+
+def _trials(source: str, **extra) -> dict:
+    return {"model_id": "als-20271126-0123456789", "run_date": "2027-11-26", "tune": "weekly", "seed": 42,
+            "k": 10, "source": source, "note": None, "tuned_on": None, "tuned_model_id": None,
+            "settings": {"factors": 128, "regularization": 3.2, "alpha": 4.1, "weighting": "log1p"},
+            "trials": [], **extra}
+
+
+def _summary(trials: dict | None) -> str:
+    from operators import run_summaries
+
+    return run_summaries.train(_train_records(trials).get, RUN)
+
+
+def _settings_line(text: str) -> str:
+    [line] = [ln for ln in text.splitlines() if ln.startswith("settings: ")]
+    return line
+
+
+SETTINGS = "settings: factors 128, regularization 3.2, alpha 4.1, weighting log1p"
+
+
+@pytest.mark.parametrize(("trials", "origin"), [
+    (_trials("search", tuned_on="2027-11-26", trials=[
+        {"trial": n, "winner": n == 1, "ndcg_at_10": 0.25 + n / 100, "status": "ok"} for n in range(9)]),
+     "searched this run: 9 trials, best validation ndcg@10 0.2600"),
+    (_trials("reused", tuned_on="2027-11-25", tuned_model_id="als-20271125-9876543210"),
+     "reused from the search of 2027-11-25, model als-20271125-9876543210"),
+    (_trials("default"), "today's defaults"),
+    (_trials("default", note="too few validation users (12 < 50)"),
+     "today's defaults; no search ran: too few validation users (12 &lt; 50)"),
+    (_trials("params"), "set by the run's params"),
+], ids=["search", "reused", "default", "default-with-note", "params"])
+def test_the_train_summary_names_the_models_settings_and_where_they_came_from(trials, origin):
+    text = _summary(trials)
+    assert _settings_line(text) == f"{SETTINGS} ({origin})", text
+    lines = text.splitlines()
+    assert lines.index(_settings_line(text)) == 2  # after the data and the evaluation, before "published"
+    assert lines[3] == "published", text
+
+
+def test_a_model_without_trials_gets_no_settings_line():
+    text = _summary(None)
+    assert "settings:" not in text and "verdict *PASS*" in text and "published" in text, text
+
+
+def test_hostile_tuning_values_reach_the_train_summary_escaped():
+    """trials.json is data: a note, a model id, a setting or a figure holding Slack markup
+    shows as text."""
+    reused = _summary(_trials("reused", tuned_on=HOSTILE, tuned_model_id=HOSTILE, note=HOSTILE,
+                              settings={"factors": 8, "weighting": HOSTILE}))
+    assert _settings_line(reused) == (f"settings: factors 8, weighting {ESCAPED} (reused from the search "
+                                      f"of {ESCAPED}, model {ESCAPED}; no search ran: {ESCAPED})"), reused
+    hostile_winner = [{"winner": True, f"ndcg_at_{HOSTILE}": HOSTILE}]
+    unknown = _summary(_trials(HOSTILE, k=HOSTILE, trials=hostile_winner))
+    assert _settings_line(unknown).endswith(f"(source {ESCAPED})"), unknown
+    searched = _summary(_trials("search", k=HOSTILE, trials=hostile_winner))
+    assert _settings_line(searched).endswith(f"best validation ndcg@{ESCAPED} {ESCAPED})"), searched
+    _assert_inert([{"text": text} for text in (reused, unknown, searched)])

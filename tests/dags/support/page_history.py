@@ -40,10 +40,12 @@ def seed(end: dt.date, days: int, users: int = 400, items: int = 80, events: int
                     "--events", str(events), "--clusters", "5", "--log-level", "WARNING"], check=True)
 
 
-def train_day(day: dt.date, *evaluate_extra: str, promote: bool = True) -> None:
-    """recommend_train's steps for ``day``."""
+def train_day(day: dt.date, *evaluate_extra: str, promote: bool = True, tune: str = "off") -> None:
+    """recommend_train's steps for ``day`` (``tune``: train_task's ``--tune``, given whatever the
+    environment's RECSYS_TUNE says)."""
     step("create_cf_matrices_task", "recommend_train", "create_cf_matrices", day, "--lookback-days", "12")
-    step("train_task", "recommend_train", "train", day, "--factors", "8", "--iterations", "4")
+    step("train_task", "recommend_train", "train", day, "--factors", "8", "--iterations", "4",
+         "--tune", tune)
     step("evaluate_task", "recommend_train", "evaluate", day, *evaluate_extra)
     if promote:
         step("promote_model_task", "recommend_train", "promote_model", day)
