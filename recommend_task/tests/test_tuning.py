@@ -184,6 +184,17 @@ def test_a_time_budget_too_small_for_one_trial_trains_with_todays_settings(step,
     assert trials["source"] == "default" and trials["note"].startswith("budget too small for one trial")
 
 
+def test_the_search_and_the_refit_stay_within_the_steps_time_budget(step, seeded):
+    """The step's time budget (its task's timeout) bounds the search to two thirds of it, and
+    leaves a candidate only if its refit takes at most the last third."""
+    _, trials = train(step, seeded, "--tune", "always", "--time-budget-s", "6")
+    assert trials["source"] == "search" and 0 < trials["budget_s"] <= 4.0
+    refit_unit = trials["costs"]["fit_per_nnz_iteration_factor"]
+    matrices, _ = load_matrices(artifacts.ArtifactStore(), seeded, RUN_DATE)
+    chosen = trials["settings"]
+    assert refit_unit * matrices.train.nnz * 8 * chosen["factors"] <= 6 / 3
+
+
 def test_a_trial_with_non_finite_factors_is_dropped_and_counted_and_the_search_goes_on(
         seeded, monkeypatch):
     matrices, _ = load_matrices(artifacts.ArtifactStore(), seeded, RUN_DATE)

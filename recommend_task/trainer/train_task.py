@@ -227,7 +227,10 @@ def search_settings(args: argparse.Namespace, matrices: CFMatrices, manifest: di
     refit = preflight.train_estimate(
         nnz=matrices.train.nnz, users=len(matrices.users), items=len(matrices.items),
         factors=fallback.factors, iterations=args.iterations).seconds(machine) or 0.0
-    cap = None if time_left_s is None else time_left_s - 2 * refit  # the refit, with room to spare
+    # The search and the winner's refit both fit in the step's time: the search gets at most two
+    # thirds of it (and leaves today's refit twice over), the winner's refit at most a third
+    # (scale_limits).
+    cap = None if time_left_s is None else min(time_left_s - 2 * refit, time_left_s * 2 / 3)
     if cap is not None and cap < 2 * first_rung:
         note = (f"budget too small for one trial: {max(0.0, cap):.1f}s left of the step's time budget "
                 f"after the refit, a trial needs about {first_rung:.1f}s")

@@ -424,7 +424,8 @@ class ArtifactEraser:
             manifest.setdefault("counts", {}).update(
                 users=len(arrays["user_ids_offsets"]) - 1, train_nnz=len(arrays["train_data"]),
                 holdout_nnz=len(arrays["holdout_data"]) if "holdout_data" in arrays else 0,
-                holdout_users=int((holdout_rows > 0).sum()) if holdout_rows is not None else 0)
+                holdout_users=int((holdout_rows > 0).sum()) if holdout_rows is not None else 0,
+                validation_nnz=len(arrays["validation_data"]) if "validation_data" in arrays else 0)
             superseded.append(matrices)
             self.tally.add("matrices files: learners", removed)
         window = manifest.get("window_interactions") or {}
