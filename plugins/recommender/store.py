@@ -25,6 +25,7 @@ from operators.redaction import error_line
 
 log = logging.getLogger(__name__)
 
+SCHEMA_TTL_S = 300.0  # how long the page trusts model_metrics' columns (added, never removed)
 DEADLINE_S = 8.0  # per call, retries included: the page answers within it even when a service is down
 CANCEL_S = 3.0  # what a page that gave up waits more, for its job's cancellation to be accepted
 METRICS = ("recall", "ndcg", "coverage")
@@ -93,6 +94,7 @@ class RecommenderStore:
         self._table = f"{config.project}.{config.dataset}"
         self._bq = None
         self._gcs = None
+        self._model_columns: tuple[float, frozenset[str]] | None = None
 
     # --- clients -------------------------------------------------------------------------------
 
@@ -182,6 +184,25 @@ class RecommenderStore:
         data = self.read_object(uri)
         return None if data is None else json.loads(data)
 
+    def model_columns(self) -> str:
+        """:data:`MODEL_COLUMNS` for a SELECT on ``model_metrics``, a column the table does not
+        have yet as NULL: a release's new columns are added by its trainer's first step, and the
+        page must not fail in between (the table's schema, from the tables API, kept 5 minutes)."""
+        from google.api_core.exceptions import GoogleAPIError
+        from google.cloud import bigquery
+
+        now = time.monotonic()
+        if self._model_columns is None or now - self._model_columns[0] > SCHEMA_TTL_S:
+            try:
+                table = self.bigquery().get_table(
+                    f"{self._table}.model_metrics", retry=bigquery.DEFAULT_RETRY.with_deadline(DEADLINE_S),
+                    timeout=DEADLINE_S)
+                self._model_columns = (now, frozenset(f.name for f in table.schema))
+            except GoogleAPIError:  # absent (a fresh install: no rows) or down (the query says so)
+                return ", ".join(MODEL_COLUMNS)
+        have = self._model_columns[1]
+        return ", ".join(c if c in have else f"NULL AS {c}" for c in MODEL_COLUMNS)
+
     # --- the overview --------------------------------------------------------------------------
 
     def overview(self, days: int, today: dt.date | None = None,
@@ -192,7 +213,7 @@ class RecommenderStore:
         since = today - dt.timedelta(days=days - 1)
         t = self._table
         queries = {
-            "models": (f"SELECT {', '.join(MODEL_COLUMNS)} FROM `{t}.model_metrics` "
+            "models": (f"SELECT {self.model_columns()} FROM `{t}.model_metrics` "
                        "WHERE run_date >= @since ORDER BY run_date, evaluated_at"),
             "serving": (f"SELECT {', '.join(SERVING_COLUMNS)} FROM `{t}.serving_metrics` "
                         "WHERE served_date >= @since ORDER BY served_date"),
@@ -235,7 +256,7 @@ class RecommenderStore:
         DAGs outside ``readable`` are neither read nor shown."""
         t = self._table
         run_date = model_run_date(model_id)
-        rows = self.query(f"SELECT {', '.join(MODEL_COLUMNS)}, model_uri FROM `{t}.model_metrics` "
+        rows = self.query(f"SELECT {self.model_columns()}, model_uri FROM `{t}.model_metrics` "
                           "WHERE run_date = @run_date AND model_id = @id ORDER BY evaluated_at DESC LIMIT 1",
                           {"run_date": run_date, "id": model_id})
         if not rows:

@@ -662,3 +662,34 @@ def test_hostile_tuning_values_are_shown_as_text_on_the_model_page(history, api)
         for table in ("model_metrics", "tuning_trials"):
             run(f"DELETE FROM {_table(table)} WHERE run_date = @day AND model_id = @id", day=day,
                 id=HOSTILE_MODEL)
+
+
+def test_a_model_metrics_table_of_the_previous_release_still_shows_its_models(history, monkeypatch):
+    """The page deployed before the trainer image that adds model_metrics' tuning columns: the
+    overview and a model page show the models, the columns they lack as empty, not a 503."""
+    from google.cloud import bigquery
+    from recommender import store as page_store
+
+    from operators import config as recsys_config
+
+    dataset = "recsys_page_previous"
+    client = page_store.RecommenderStore(recsys_config.load()).bigquery()
+    client.create_dataset(f"test-project.{dataset}", exists_ok=True)
+    missing = {"tuning_source", "tuned_on", "tuned_model_id", "tuning_note"}
+    source = client.get_table("test-project.recsys_page.model_metrics")
+    old = bigquery.Table(f"test-project.{dataset}.model_metrics",
+                         schema=[f for f in source.schema if f.name not in missing])
+    client.delete_table(old, not_found_ok=True)
+    client.create_table(old)
+    model = history["models"][DAY]["model_id"]
+    columns = ", ".join(f.name for f in old.schema)
+    client.query(f"INSERT INTO `test-project.{dataset}.model_metrics` ({columns}) SELECT {columns} "
+                 "FROM `test-project.recsys_page.model_metrics` WHERE model_id = @id",
+                 job_config=bigquery.QueryJobConfig(query_parameters=[
+                     bigquery.ScalarQueryParameter("id", "STRING", model)])).result()
+    monkeypatch.setenv("RECSYS_BQ_DATASET", dataset)
+    reads = page_store.RecommenderStore(recsys_config.load())
+    overview = reads.overview(days=400, today=DAY + dt.timedelta(days=1))
+    assert [m["model_id"] for m in overview["models"]] == [model]
+    shown = reads.model(model, days=30, today=DAY + dt.timedelta(days=1))
+    assert shown["model_id"] == model and {shown[c] for c in missing} == {None} and shown["trials"] == []
