@@ -212,7 +212,7 @@ def test_a_trial_with_non_finite_factors_is_dropped_and_counted_and_the_search_g
     monkeypatch.setattr(successive_halving, "fit_factors", fit)
     result = successive_halving.Search(
         split, candidates, iterations=8, k=10, seed=0, num_threads=1, max_regression=0.02,
-        budget=successive_halving.Budget(ratio=3.0, train_nnz=matrices.train.nnz),
+        budget=successive_halving.Budget(ratio=30.0, train_nnz=matrices.train.nnz),
         too_costly=lambda *_: None).run()
     statuses = {t.settings: t.status for t in result.trials}
     assert statuses[broken] == "nan" and result.dropped_numeric == 1
@@ -225,7 +225,7 @@ def test_a_candidate_too_costly_at_scale_is_not_tried(seeded):
     candidates = settings.candidates(6, 3, {})
     result = successive_halving.Search(
         split, candidates, iterations=8, k=10, seed=0, num_threads=1, max_regression=0.02,
-        budget=successive_halving.Budget(ratio=3.0, train_nnz=matrices.train.nnz),
+        budget=successive_halving.Budget(ratio=30.0, train_nnz=matrices.train.nnz),
         too_costly=lambda s, _costs: "too big" if s.factors > 64 else None).run()
     for trial in result.trials:
         assert (trial.status == "too_costly") == (trial.settings.factors > 64), trial
@@ -260,3 +260,18 @@ def test_the_model_folds_users_in_on_the_weighting_it_was_trained_on(step, seede
     expected, _ = top_unseen(model.item_factors, refolded(weighting.apply(rows, "log1p"))[:50],
                              rows[:50], 10, num_threads=1)
     assert (picks == expected).mean() > 0.99
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_the_plan_fits_three_refits_whatever_the_candidates_factors(seed):
+    """What makes the search cost at most 3x the refit at any scale: its fits, planned in
+    factor-iterations, stay within the budget's fit share; today's settings always planned."""
+    candidates = settings.candidates(9, seed, {})
+    factors = [c.factors for c in candidates]
+    budget = successive_halving.Budget(ratio=3.0, train_nnz=1_000_000).factor_iterations(930_000, 15, 64)
+    count, rungs = successive_halving.plan(factors, 15, budget)
+    assert count >= 2 and rungs[1] == min(5, successive_halving.ETA * rungs[0])
+    planned = sum(successive_halving.planned_cost(factors[:count], rungs))
+    assert planned <= successive_halving.FIT_SHARE * budget
+    assert successive_halving.plan(factors, 15, 1e12) == (9, [2, 5])  # plenty: every candidate, capped
+    assert successive_halving.plan(factors, 15, budget / 10) == (1, [])  # not one challenger

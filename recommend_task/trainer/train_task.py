@@ -37,7 +37,7 @@ from trainer.model.model_artifact import ModelArtifact
 from trainer.step import cli, preflight
 from trainer.storage import artifacts, layout
 from trainer.tuning import schedule, settings, validation_split
-from trainer.tuning.successive_halving import Budget, Costs, Search, SearchResult
+from trainer.tuning.successive_halving import Budget, Costs, Search, SearchResult, plan
 
 log = logging.getLogger("trainer.train_task")
 
@@ -237,13 +237,21 @@ def search_settings(args: argparse.Namespace, matrices: CFMatrices, manifest: di
         log.info("no tuning search: %s; training with today's settings (%s)", note, fallback)
         return Choice(fallback, "default", note=note, validation=validation)
     candidates = settings.candidates(args.tune_trials, args.random_seed, fixed)
+    budget = Budget(ratio=args.tune_budget_ratio, train_nnz=matrices.train.nnz, cap_s=cap)
+    planned, _ = plan([c.factors for c in candidates], args.iterations, budget.factor_iterations(
+        split.fit.nnz, args.iterations, fallback.factors))
+    if planned < 2:
+        note = (f"budget too small for one trial: {args.tune_budget_ratio:g} refits cannot fit a "
+                "challenger next to today's settings")
+        log.info("no tuning search: %s; training with today's settings (%s)", note, fallback)
+        return Choice(fallback, "default", note=note, validation=validation)
     log.info("tuning search: %d candidates (seed %d) on %d validation users of %s..%s, fit on %d "
              "non-zeros", len(candidates), args.random_seed, split.users.size, validation["start"],
              validation["end"], split.fit.nnz)
     events = manifest.get("quality", {}).get("valid_rows") or matrices.train.nnz
     result = Search(split, candidates, iterations=args.iterations, k=args.k, seed=args.random_seed,
                     num_threads=args.num_threads, max_regression=args.max_regression,
-                    budget=Budget(ratio=args.tune_budget_ratio, train_nnz=matrices.train.nnz, cap_s=cap),
+                    budget=budget,
                     too_costly=scale_limits(args, matrices, events, time_left_s)).run()
     return Choice(result.winner, "search", tuned_on=args.run_date.isoformat(), search=result,
                   validation=validation)

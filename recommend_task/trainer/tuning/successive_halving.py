@@ -1,14 +1,16 @@
-"""Successive halving on ALS iterations, inside a time budget.
+"""Successive halving on ALS iterations, inside a budget of three refits.
 
 Every candidate is fitted for a few iterations on the validation split's earlier days and
 ranked on its last days by ndcg@k; the best third (today's settings always among them) is fitted
-again for more iterations, and the best of that rung wins, provided its recall is no worse than
-today's settings' by more than the promotion gate's ``max_regression``. Fits start from the same
-seeded factors, so a rung's fit is the fit the refit would start with.
+again for three times as many, and the best of that rung wins, provided its recall is no worse
+than today's settings' by more than the promotion gate's ``max_regression``. Fits start from the
+same seeded factors.
 
-The budget is in seconds; a trial is started only when its estimated cost (measured on today's
-settings' first fit, scaled by factors and iterations) fits in what is left. Today's settings
-are fitted first in each rung and their cost is always reserved.
+The plan (:func:`plan`: how many candidates, how many iterations per rung) is made in
+factor-iterations over the fit matrix, so it is the same at any scale and on any machine: at
+most ``ratio`` times the refit's, less a share for scoring. While it runs, a trial is started
+only if its estimated seconds (measured on today's settings' first fit, scaled by factors and
+iterations) fit in what its rung has left, and the step's own time budget caps the whole.
 """
 
 from __future__ import annotations
@@ -67,18 +69,20 @@ class Costs:
 
 @dataclasses.dataclass(frozen=True)
 class Budget:
-    """The search's seconds: ``ratio`` times the refit's (today's settings' measured cost per
-    non-zero and iteration, times the whole training part's), at least ``floor_s`` (at small
-    scale start-up and scoring dominate and the ratio means nothing), at most ``cap_s`` (what the
-    step's own time budget leaves)."""
+    """The search's budget: ``ratio`` times the refit's cost (today's settings' factors and the
+    run's iterations over the whole training part), at most ``cap_s`` seconds (what the step's
+    own time budget leaves)."""
 
     ratio: float
     train_nnz: int
-    floor_s: float = 5.0
     cap_s: float | None = None
 
+    def factor_iterations(self, fit_nnz: int, iterations: int, factors: int) -> float:
+        """The budget in factor-iterations over a fit matrix of ``fit_nnz`` non-zeros."""
+        return self.ratio * iterations * factors * self.train_nnz / max(1, fit_nnz)
+
     def seconds(self, fit_seconds_per_nnz: float) -> float:
-        wanted = max(self.floor_s, self.ratio * fit_seconds_per_nnz * self.train_nnz)
+        wanted = self.ratio * fit_seconds_per_nnz * self.train_nnz
         return min(wanted, self.cap_s) if self.cap_s is not None else wanted
 
 
@@ -97,21 +101,55 @@ class SearchResult:
         return sum(1 for t in self.trials if t.rung >= 0)
 
 
+FIT_SHARE = 0.85  # of the budget planned for fits; the rest is scoring and overheads
+
+
 def rungs_for(iterations: int) -> list[int]:
-    """Iterations of each rung: about a seventh, then a third of a full fit (15: 2 and 5).
-    The winner's refit does the full count on the whole training part."""
+    """The most iterations each rung takes: about a seventh, then a third of a full fit (15: 2
+    and 5). The winner's refit does the full count on the whole training part."""
     first = max(1, iterations // 7)
     return [first, max(first + 1, iterations // 3)] if iterations > 2 else [iterations]
+
+
+def plan(factors: list[int], iterations: int, budget: float) -> tuple[int, list[int]]:
+    """How many of the candidates (``factors``: each one's, today's settings first) the search
+    tries and each rung's iterations, within ``budget`` factor-iterations: the first rung fits
+    them all, the second today's settings and the best third of the rest for ``ETA`` times as
+    many iterations. ``(1, [])``: not even one challenger fits."""
+    most = rungs_for(iterations)
+    for count in range(len(factors), 1, -1):
+        challengers = factors[1:count]
+        promoted = math.ceil(len(challengers) / ETA)
+        first = sum(factors[:count])
+        second = factors[0] + promoted * sum(challengers) / len(challengers)
+        if len(most) == 1:
+            if first * most[0] <= FIT_SHARE * budget:
+                return count, most
+            continue
+        r0 = min(most[0], int(FIT_SHARE * budget // (first + ETA * second)))
+        if r0 >= 1:
+            return count, [r0, min(most[1], ETA * r0)]
+    return 1, []
+
+
+def planned_cost(factors: list[int], rungs: list[int]) -> list[float]:
+    """The factor-iterations of each rung of :func:`plan`'s answer."""
+    challengers = factors[1:]
+    costs = [sum(factors) * rungs[0]]
+    if len(rungs) > 1:
+        promoted = math.ceil(len(challengers) / ETA)
+        costs.append((factors[0] + promoted * sum(challengers) / max(1, len(challengers))) * rungs[1])
+    return costs
 
 
 def fit_factors(fit: Any, settings: Settings, iterations: int, seed: int,
                 num_threads: int) -> tuple[np.ndarray, np.ndarray]:
     """ALS user and item factors of ``settings`` on ``fit`` (summed weights), its weighting applied."""
-    model = AlternatingLeastSquares(
-        factors=settings.factors, regularization=settings.regularization, alpha=settings.alpha,
-        iterations=iterations, random_state=seed, num_threads=num_threads,
-        calculate_training_loss=False)
-    with threadpool_limits(1, "blas"):
+    with threadpool_limits(1, "blas"):  # before the model: implicit checks the BLAS when built
+        model = AlternatingLeastSquares(
+            factors=settings.factors, regularization=settings.regularization, alpha=settings.alpha,
+            iterations=iterations, random_state=seed, num_threads=num_threads,
+            calculate_training_loss=False)
         model.fit(weighting.apply(fit, settings.weighting), show_progress=False)
     return np.asarray(model.user_factors), np.asarray(model.item_factors)
 
@@ -126,8 +164,15 @@ class Search:
         self.max_regression, self.budget, self.too_costly = max_regression, budget, too_costly
         self.budget_s = budget.cap_s if budget.cap_s is not None else math.inf
         self.full_iterations = iterations
-        self.rungs = rungs_for(iterations)
+        factors = [c.factors for c in candidates]
+        self.planned, self.rungs = plan(factors, iterations, budget.factor_iterations(
+            split.fit.nnz, iterations, candidates[0].factors))
+        costs = planned_cost(factors[:self.planned], self.rungs) if self.rungs else [0.0]
+        self.first_rung_share = costs[0] / sum(costs) if sum(costs) else 1.0
         self.trials = [Trial(i, s) for i, s in enumerate(candidates)]
+        for trial in self.trials[self.planned:]:
+            trial.status = "over_budget"
+            trial.note = f"the budget of {budget.ratio:g} refits plans {self.planned} candidates"
         self.costs: Costs | None = None
         self.started = time.perf_counter()
         self.dropped_numeric = 0
@@ -179,10 +224,10 @@ class Search:
 
     def _rung(self, rung: int, entrants: list[Trial]) -> None:
         default = entrants[0]
-        reserve = 0.0
         for trial in entrants:
             if trial is not default:
-                reserve = sum(self.estimate(default.settings, it) for it in self.rungs[rung + 1:])
+                # The first rung keeps its planned share: the second needs the rest.
+                allowance = self.budget_s * (self.first_rung_share if rung + 1 < len(self.rungs) else 1.0)
                 if self.costs is not None:
                     reason = self.too_costly(trial.settings, self.costs)
                     if reason:
@@ -190,10 +235,10 @@ class Search:
                         log.info("trial %d %s not tried: %s", trial.trial, trial.settings, reason)
                         continue
                 cost = self.estimate(trial.settings, self.rungs[rung])
-                if self.spent() + cost + reserve > self.budget_s:
+                if self.spent() + cost > allowance:
                     trial.status = "over_budget"
-                    trial.note = (f"estimated {cost:.1f}s, {max(0.0, self.budget_s - self.spent()):.1f}s "
-                                  "of the budget left")
+                    trial.note = (f"estimated {cost:.1f}s, {max(0.0, allowance - self.spent()):.1f}s "
+                                  f"left of rung {rung}'s share of the budget")
                     log.info("trial %d %s not tried at rung %d: %s", trial.trial, trial.settings,
                              rung, trial.note)
                     continue
@@ -201,13 +246,13 @@ class Search:
 
     def run(self) -> SearchResult:
         """Fit every rung, choose and mark the winner."""
-        entrants = self.trials
+        entrants = self.trials[:self.planned]
         for rung in range(len(self.rungs)):
             self._rung(rung, entrants)
             ranked = [t for t in entrants if t.status == "ok" and t.rung == rung]
             if rung + 1 == len(self.rungs):
                 break
-            keep = max(1, math.ceil(len(ranked) / ETA))
+            keep = max(1, math.ceil((len(ranked) - 1) / ETA))  # as the plan promotes
             best = sorted((t for t in ranked if t is not self.trials[0]), key=lambda t: -t.ndcg)[:keep]
             for trial in ranked:
                 if trial is not self.trials[0] and trial not in best:
