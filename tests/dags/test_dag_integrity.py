@@ -329,6 +329,14 @@ def test_time_budgets_fit_the_run_and_the_day_and_leave_room_over_the_benchmark(
     assert steps_seen == {"create_cf_matrices_task", "train_task", "evaluate_task", "promote_model_task",
                           "predict_window_task", "predict_task", "publish_predictions_task", "feedback_task",
                           "forget_user_task"}
+    # train's timeout holds its longest tuning search too: the search gets at most two thirds of
+    # the step's time budget (its timeout, RECSYS_TIME_BUDGET_S), the winner's refit the rest
+    # (recommend_task/tests/test_tuning.py), and `make bench`'s tuned train step at 10M events
+    # (the search and the refit) fits three times over.
+    tuned = json.loads((REPO / "benchmarks" / "results.json").read_text())["tuning"]["train"]["tuned"]
+    train = dagbag.dags["recommend_train"].get_task("train")
+    assert train.execution_timeout >= timedelta(seconds=3 * tuned["step_s"]), tuned
+    assert float(train.environment["RECSYS_TIME_BUDGET_S"]) == train.execution_timeout.total_seconds()
     # 64 shards (the param's maximum) over the trainer pool's 16 production slots: 4 waves.
     assert {k: w for k, w in waves_seen.items() if w > 1} == {("recommend_predict", "predict"): 4}
 
