@@ -103,8 +103,13 @@ def test_one_scan_counts_and_aggregates_exactly_as_the_quality_query_and_the_agg
 
     plain = source.interactions(window.full, weights, window.holdout.start)
     key = [("user_id", "ascending"), ("item_id", "ascending"), ("in_holdout", "ascending")]
-    assert rows.schema == plain.schema
-    assert rows.sort_by(key).equals(plain.sort_by(key))
+    # The one scan also splits off the validation days (for the tuning search): summed over
+    # that split, its rows are the plain aggregation's.
+    assert rows.schema.remove(rows.schema.get_field_index("in_validation")) == plain.schema
+    merged = rows.group_by(["user_id", "item_id", "in_holdout"]).aggregate(
+        [("weight", "sum"), ("events", "sum")]).rename_columns(
+        ["user_id", "item_id", "in_holdout", "weight", "events"]).select(plain.column_names)
+    assert merged.cast(plain.schema).sort_by(key).equals(plain.sort_by(key))
     holdout = rows["in_holdout"].to_numpy()
     assert len(rows) > 0 and holdout.any() and not holdout.all()
 

@@ -13,7 +13,8 @@ from trainer.storage import tables
 def test_ensure_table_adds_the_columns_an_older_table_lacks_and_keeps_its_rows(bq_client, project, dataset):
     tables.ensure_dataset(bq_client, project, dataset, "US")
     spec = tables.MODEL_METRICS_SPEC
-    old = dataclasses.replace(spec, schema=spec.schema[:-8])  # before the lineage columns
+    lineage = [f.name for f in spec.schema].index("airflow_run_id")
+    old = dataclasses.replace(spec, schema=spec.schema[:lineage])  # before the lineage (and tuning) columns
     tid = tables.ensure_table(bq_client, project, dataset, old)
     bq_client.query(f"""INSERT INTO `{tid}` (model_id, run_date, evaluated_at, model_uri, k, eval_users,
         primary_metric, verdict) VALUES ('als-old', '2026-11-01', CURRENT_TIMESTAMP(), 'gs://b/m', 10, 5,
