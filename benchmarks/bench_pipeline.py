@@ -85,7 +85,7 @@ def main() -> int:
                                             "--events", str(args.events)]),
             ("create_cf_matrices_task", "create_cf_matrices_task", common),
             ("train_task", "train_task", [*common[:-2], "--factors", str(args.factors),
-                                          "--iterations", str(args.iterations)]),
+                                          "--iterations", str(args.iterations), "--tune", "off"]),
             ("evaluate_task", "evaluate_task", common[:-2]),
             ("promote_model_task", "promote_model_task", common[:-2]),
             ("predict_window_task", "predict_window_task", common),
