@@ -113,22 +113,15 @@ def rungs_for(iterations: int) -> list[int]:
 
 def plan(factors: list[int], iterations: int, budget: float) -> tuple[int, list[int]]:
     """How many of the candidates (``factors``: each one's, today's settings first) the search
-    tries and each rung's iterations, within ``budget`` factor-iterations: the first rung fits
-    them all, the second today's settings and the best third of the rest for ``ETA`` times as
-    many iterations. ``(1, [])``: not even one challenger fits."""
-    most = rungs_for(iterations)
+    tries within ``budget`` factor-iterations, and each rung's iterations (:func:`rungs_for`):
+    the first rung fits them all, the second today's settings and the best third of the rest.
+    Fewer candidates rather than fewer iterations: after one iteration a strongly regularized
+    candidate ranks far below where it ends (measured at 10M events: ndcg@10 0.023 after one,
+    the best of all after two). ``(1, [])``: not even one challenger fits."""
+    rungs = rungs_for(iterations)
     for count in range(len(factors), 1, -1):
-        challengers = factors[1:count]
-        promoted = math.ceil(len(challengers) / ETA)
-        first = sum(factors[:count])
-        second = factors[0] + promoted * sum(challengers) / len(challengers)
-        if len(most) == 1:
-            if first * most[0] <= FIT_SHARE * budget:
-                return count, most
-            continue
-        r0 = min(most[0], int(FIT_SHARE * budget // (first + ETA * second)))
-        if r0 >= 1:
-            return count, [r0, min(most[1], ETA * r0)]
+        if sum(planned_cost(factors[:count], rungs)) <= FIT_SHARE * budget:
+            return count, rungs
     return 1, []
 
 
