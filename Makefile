@@ -39,7 +39,7 @@ help:
 	@echo "make cloud-smoke PROJECT=... REGION=...  every step once on Vertex AI in a real project (your credentials)"
 	@echo "make up     Airflow UI + scheduler on this machine (no Docker), emulators seeded"
 	@echo "make down   stop everything make up started (WIPE=1 also deletes its data)"
-	@echo "make bench  10M events through both DAGs against the floor, trainer step figures, start-up and parse times, the Recommender page's data endpoint"
+	@echo "make bench  10M events through both DAGs against the floor, trainer step figures, the tuning search's cost and gain, start-up and parse times, the Recommender page's data endpoint"
 	@echo "make bench-scale  pipeline time at 1M, 3M, 10M and 100M events, and predict in 1, 2 and 4 shards"
 	@echo "make image  build the trainer, BigQuery emulator and Airflow images (a Docker engine must run: make docker-engine)"
 	@echo "make lint   ruff"
@@ -153,10 +153,11 @@ up: venvs
 down:
 	$(PYTHON311) docker/local/stack.py down $(if $(WIPE),--wipe)
 
-# BENCH_EVENTS (default 10 million), BENCH_USERS, BENCH_ITEMS size the pipeline benchmark.
+# BENCH_EVENTS (default 10 million), BENCH_USERS, BENCH_ITEMS size the pipeline and tuning benchmarks.
 bench: venvs
 	$(VENV)/airflow/bin/python benchmarks/bench_airflow.py
 	$(TRAINER_PY) benchmarks/bench_pipeline.py
+	$(TRAINER_PY) benchmarks/bench_tuning.py
 	$(TRAINER_PY) benchmarks/bench_long_id.py
 	$(VENV)/airflow/bin/python benchmarks/bench_startup.py
 	$(VENV)/airflow/bin/python benchmarks/bench_dag_processor.py --runtime vertex
