@@ -51,7 +51,9 @@ def settings_line(trials: dict[str, Any] | None) -> str:
         winner = next((t for t in ran if isinstance(t, dict) and t.get("winner")), None)
         k = trials.get("k")
         best = winner and winner.get(f"ndcg_at_{k}")
-        origin = f"searched this run: {len(ran)} trial{'' if len(ran) == 1 else 's'}" + (
+        # Fitted at least once: the plan and the budget may leave candidates untried.
+        tried = sum(1 for t in ran if isinstance(t, dict) and (t.get("rung") or 0) >= 0)
+        origin = f"searched this run: {tried} of {len(ran)} candidates tried" + (
             f", best validation ndcg@{_value(k)} {_value(best, 4)}" if best is not None else "")
     elif source == "reused":
         origin = (f"reused from the search of {_value(trials.get('tuned_on'))}, "

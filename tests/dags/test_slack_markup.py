@@ -224,8 +224,9 @@ SETTINGS = "settings: factors 128, regularization 3.2, alpha 4.1, weighting log1
 
 @pytest.mark.parametrize(("trials", "origin"), [
     (_trials("search", tuned_on="2027-11-26", trials=[
-        {"trial": n, "winner": n == 1, "ndcg_at_10": 0.25 + n / 100, "status": "ok"} for n in range(9)]),
-     "searched this run: 9 trials, best validation ndcg@10 0.2600"),
+        {"trial": n, "winner": n == 1, "ndcg_at_10": 0.25 + n / 100, "status": "ok", "rung": 1 - (n > 6) * 2}
+        for n in range(9)]),
+     "searched this run: 7 of 9 candidates tried, best validation ndcg@10 0.2600"),
     (_trials("reused", tuned_on="2027-11-25", tuned_model_id="als-20271125-9876543210"),
      "reused from the search of 2027-11-25, model als-20271125-9876543210"),
     (_trials("default"), "today's defaults"),
