@@ -188,7 +188,6 @@ class RecommenderStore:
         """:data:`MODEL_COLUMNS` for a SELECT on ``model_metrics``, a column the table does not
         have yet as NULL: a release's new columns are added by its trainer's first step, and the
         page must not fail in between (the table's schema, from the tables API, kept 5 minutes)."""
-        from google.api_core.exceptions import GoogleAPIError
         from google.cloud import bigquery
 
         now = time.monotonic()
@@ -198,7 +197,7 @@ class RecommenderStore:
                     f"{self._table}.model_metrics", retry=bigquery.DEFAULT_RETRY.with_deadline(DEADLINE_S),
                     timeout=DEADLINE_S)
                 self._model_columns = (now, frozenset(f.name for f in table.schema))
-            except GoogleAPIError:  # absent (a fresh install: no rows) or down (the query says so)
+            except Exception:  # absent, down, no credentials: the query itself says so, safely
                 return ", ".join(MODEL_COLUMNS)
         have = self._model_columns[1]
         return ", ".join(c if c in have else f"NULL AS {c}" for c in MODEL_COLUMNS)

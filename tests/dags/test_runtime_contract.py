@@ -108,7 +108,7 @@ def test_vertex_steps_are_deferrable_with_configured_machine_region_and_labels(m
     ti = SimpleNamespace(try_number=2, map_index=-1, xcom_pull=lambda task_ids: "recsys-trainer:dev",
                          dag_id="recommend_train", task_id="train", run_id=run_id)
     context = {"run_id": run_id, "dag": SimpleNamespace(dag_id="recommend_train"),
-               "task": SimpleNamespace(task_id="train"), "ti": ti, **MACROS}
+               "task": SimpleNamespace(task_id="train"), "ti": ti, "params": {"tune": "weekly"}, **MACROS}
     labels = pipeline_labels(ti, train.shard)
     assert {k: v for k, v in labels.items() if k != "key"} == {
         "app": "recsys", "dag": "recommend_train", "task": "train",
@@ -119,6 +119,7 @@ def test_vertex_steps_are_deferrable_with_configured_machine_region_and_labels(m
                                 "RECSYS_TRAINER_IMAGE")} == {
         "RECSYS_STATUS_NAME": "recommend_train.train", "RECSYS_AIRFLOW_RUN_ID": run_id,
         "RECSYS_TRY_NUMBER": "2", "RECSYS_TRAINER_IMAGE": "recsys-trainer:dev"}
+    assert env["RECSYS_TUNE"] == "weekly"  # the run's `tune` param, for the step's --tune default
     assert all(len(v) <= 63 for v in labels.values())
     assert display_name(ti, train.shard) == (
         "recsys-recommend_train-train-scheduled__2026-11-30t03-00-00-00-00-try2")
