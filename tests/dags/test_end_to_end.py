@@ -690,7 +690,7 @@ def test_the_served_hit_rate_is_measured_the_next_day_and_a_worse_model_alerts_s
 
 def test_tuning_runs_on_its_schedule_in_the_local_runtime(pipeline):
     """recommend_train with tune weekly in the local runtime: a search, its trials in BigQuery;
-    two days later the same settings reused; tune off trains today's."""
+    two days later the same settings reused."""
     day = dt.date(2027, 12, 10)  # a window of its own
     subprocess.run([TRAINER_PY, "-m", "trainer.seed_events", "--project", "test-project", "--dataset",
                     "recsys_e2e", "--end-date", str(day + dt.timedelta(days=2)), "--days", "22",

@@ -322,7 +322,7 @@ TUNING_DAY = {"vertex": dt.date(2027, 10, 10), "docker": dt.date(2027, 11, 10)} 
 
 def test_tuning_runs_on_its_schedule_through_the_runtime(runtime):
     """recommend_train with tune weekly, launched by the runtime: a search, its trials in
-    BigQuery; two days later the same settings reused; tune off trains today's."""
+    BigQuery; two days later the same settings reused."""
     name, _, _ = runtime
     day = TUNING_DAY[name]
     _trainer("seed_events", "--end-date", str(day + dt.timedelta(days=2)), "--days", "22", "--users", "300",

@@ -249,7 +249,7 @@ def test_an_image_of_the_previous_release_runs_under_these_dags(docker_runtime, 
 
 def test_tuning_runs_on_its_schedule_in_containers(docker_runtime):
     """recommend_train with tune weekly, each step a container of the real image: a search, its
-    trials in BigQuery; two days later the same settings reused; tune off trains today's."""
+    trials in BigQuery; two days later the same settings reused."""
     from google.auth.credentials import AnonymousCredentials
     from google.cloud import bigquery
 

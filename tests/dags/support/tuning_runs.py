@@ -15,8 +15,8 @@ def check_tuning_schedule(train: Train, rows: Rows, states: Callable[[Any], dict
                           table: Callable[[str], str], day: dt.date) -> None:
     """With ``tune`` weekly: the first run searches (its trials in ``tuning_trials``, one winner,
     ``model_metrics`` saying so); a run two days later, whose last training day is the first
-    run's date, reuses those settings and names the model they came from; ``tune`` off trains
-    with today's settings. ``day``'s 22-day window must hold events."""
+    run's date, reuses those settings and names the model they came from (``tune`` off, today's
+    settings: every other test of the suites). ``day``'s 22-day window must hold events."""
     first = train(day, {"tune": "weekly"})
     assert {t: states(first).get(t) for t in ("train", "evaluate")} == {
         "train": "success", "evaluate": "success"}, states(first)
@@ -33,9 +33,3 @@ def check_tuning_schedule(train: Train, rows: Rows, states: Callable[[Any], dict
     assert (reused["tuning_source"], reused["tuned_on"], reused["tuned_model_id"]) == (
         "reused", day, searched["model_id"]), reused
     assert rows(f"SELECT trial FROM `{table('tuning_trials')}` WHERE run_date = '{later}'") == []
-
-    off = train(later, {"tune": "off"})
-    assert states(off).get("train") == "success", states(off)
-    sources = {r["model_id"]: r["tuning_source"] for r in rows(
-        f"SELECT * FROM `{table('model_metrics')}` WHERE run_date = '{later}'")}
-    assert "default" in sources.values() or "params" in sources.values(), sources
