@@ -7,6 +7,11 @@ machine, many CI systems and containers) compile every import from source in eve
 unless the virtualenv was installed with bytecode, as `make venvs` does. Median of ``--repeat``
 runs, printed per command.
 
+With lineage on (an OpenLineage file transport configured; the provider stays disabled without
+one) the same parse and plugin load are timed again, and one trainer step (``predict_task
+--help`` in the local runtime, through ``airflow dags test``) with lineage off and on: the
+provider's listener forks a process per event, START and COMPLETE.
+
     .venv/airflow/bin/python benchmarks/bench_startup.py
 """
 
@@ -51,6 +56,19 @@ def plugin_load_seconds(env: dict[str, str], repeat: int) -> list[float]:
     return out
 
 
+STEP_DAG = """
+from datetime import datetime
+from airflow.sdk import DAG
+from operators.trainer_step import TrainerStepOperator
+
+with DAG("bench_lineage_step", schedule=None, start_date=datetime(2026, 1, 1)):
+    TrainerStepOperator(task_id="predict", step="predict_task", arguments=["--help"], image=%r,
+                        runtime="local", environment={}, run_date="2026-11-29", artifacts_uri=%r,
+                        allowlist=["recsys-trainer:"],
+                        launch={"python": %r, "trainer_source": %r})
+"""
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeat", type=int, default=3)
@@ -76,6 +94,33 @@ def main() -> int:
             print(f"  {name:42s} {statistics.median(seconds):6.2f} s")
         seconds = plugin_load_seconds({**env, "RECSYS_RUNTIME": "vertex"}, args.repeat)
         print(f"  {'a task: plugin load for its context':42s} {statistics.median(seconds):6.3f} s")
+
+        events = Path(home) / "lineage.jsonl"
+        lineage = {"AIRFLOW__OPENLINEAGE__TRANSPORT": json.dumps(
+            {"type": "file", "log_file_path": str(events), "append": True})}
+        print("with lineage on (OpenLineage file transport):")
+        seconds = timed([airflow, "dags", "list", "--local"], {**env, **lineage, "RECSYS_RUNTIME": "vertex"},
+                        args.repeat)
+        print(f"  {'airflow dags list --local (vertex)':42s} {statistics.median(seconds):6.2f} s")
+        seconds = plugin_load_seconds({**env, **lineage, "RECSYS_RUNTIME": "vertex"}, args.repeat)
+        print(f"  {'a task: plugin load for its context':42s} {statistics.median(seconds):6.3f} s")
+        dags = Path(home) / "step-dags"
+        dags.mkdir()
+        sys.path.insert(0, str(REPO / "plugins"))
+        from operators.image_pinning import local_fingerprint  # what resolve_image pins locally
+
+        image = local_fingerprint("recsys-trainer:dev", REPO / "recommend_task")
+        # Records on local disk: the figure is the provider's, not a Cloud Storage round trip's.
+        dag = STEP_DAG % (image, str(Path(home) / "artifacts"), str(TRAINER_PY), str(REPO / "recommend_task"))
+        (dags / "bench_lineage_step.py").write_text(dag)
+        step_env = {**env, "AIRFLOW__CORE__DAGS_FOLDER": str(dags), "RECSYS_RUNTIME": "local"}
+        test = [airflow, "dags", "test", "bench_lineage_step", "2026-11-30"]
+        off = statistics.median(timed(test, step_env, args.repeat))
+        on = statistics.median(timed(test, {**step_env, **lineage}, args.repeat))
+        emitted = len(events.read_text().splitlines()) if events.exists() else 0
+        print(f"  {'a trainer step (dags test), lineage off':42s} {off:6.2f} s")
+        print(f"  {'a trainer step (dags test), lineage on':42s} {on:6.2f} s  ({on - off:+.2f} s, "
+              f"{emitted} events in {args.repeat} runs)")
     return 0
 
 

@@ -123,6 +123,44 @@ class TrainerStepOperator(BaseOperator):
         if self._launcher is not None:
             self._launcher.kill()
 
+    # --- OpenLineage (called by the provider's DefaultExtractor where it is enabled) ----------
+    def _lineage_run(self, task_instance: Any = None) -> Any:
+        from operators.lineage import StepRun
+
+        map_index = getattr(task_instance, "map_index", None)
+        return StepRun(step=self.step, arguments=tuple(map(str, self.arguments)),
+                       artifacts_uri=self.artifacts_uri, run_date=self.run_date, shard=self.shard,
+                       status_name=contract.status_name(self.dag_id, self.task_id, map_index))
+
+    def _read_record(self, uri: str) -> dict | None:
+        from operators.artifacts import ArtifactsHook
+
+        try:
+            record = ArtifactsHook(gcp_conn_id=self.gcp_conn_id).read_json(uri)
+        except Exception as exc:  # lineage never fails a task: this dataset is left out
+            from operators.redaction import error_line
+
+            self.log.warning("lineage: could not read %s (%s)", uri, error_line(exc))
+            return None
+        return record if isinstance(record, dict) else None
+
+    def get_openlineage_facets_on_start(self) -> Any:
+        """The step's datasets known before it runs (operators.lineage)."""
+        from operators.lineage import operator_lineage, step_lineage
+
+        return operator_lineage(step_lineage(self._lineage_run(), None))
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        """The step's datasets, with those its records name (the model, the caches it reused),
+        and the model's run facet."""
+        from operators.lineage import operator_lineage, step_lineage
+
+        return operator_lineage(step_lineage(self._lineage_run(task_instance), self._read_record))
+
+    def get_openlineage_facets_on_failure(self, task_instance: Any) -> Any:
+        """What the step was to read and write: its records may be another try's."""
+        return self.get_openlineage_facets_on_start()
+
 
 IMAGE_FROM_XCOM = "{{ ti.xcom_pull(task_ids='resolve_image') }}"
 

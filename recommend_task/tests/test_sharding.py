@@ -156,6 +156,13 @@ def test_predict_reads_the_window_once_whatever_the_number_of_shards(
         published[n] = _rows(bq_client, project, dataset)
     assert scans[1] == scans[4] >= 1
     assert _same(published[4], published[1])
+    store = artifacts.ArtifactStore(project)
+
+    def read_from(i: int, n: int) -> dict:  # what each part record says its rows came from
+        record = store.read_json(f"{trained}/runs/{RUN_DATE}/predict-parts/{i}-of-{n}.json")
+        return {k: record[k] for k in ("prepared", "window_cache")}
+
+    assert [read_from(i, 4) for i in range(4)] == [{"prepared": True, "window_cache": None}] * 4
 
     # An event arrives for a new user after the window was prepared: the shard reads by itself.
     from trainer_support.helpers import load_events
@@ -168,6 +175,7 @@ def test_predict_reads_the_window_once_whatever_the_number_of_shards(
         rc, err = step("predict_task", *common, *PREDICT, "--shard", str(i), "--n-shards", "2")
         assert rc == 0 and "the window's partitions changed since" in err, err
     assert _publish(step, trained, 2)[0] == 0
+    assert [read_from(i, 2)["prepared"] for i in range(2)] == [False, False]
     assert "late-user" in {key[0] for key in _rows(bq_client, project, dataset)}
 
 

@@ -164,8 +164,9 @@ def main(args: argparse.Namespace) -> None:
                          args.max_id_bytes)
     with profile.phase("read", "reading events"):
         prepared = load_prepared(store, client, args, source, window, model, shard)
+        cache = None  # what the rows came from, for the part record (the step's lineage)
         if prepared is None:
-            _, users, interactions = read_window(store, client, args, source, window, model, shard)
+            _, users, interactions, cache = read_window(store, client, args, source, window, model, shard)
         else:
             users, interactions = prepared
     cold = int((interactions.getnnz(axis=1) == 0).sum())
@@ -183,7 +184,7 @@ def main(args: argparse.Namespace) -> None:
     if shard is not None:
         with profile.phase("write", f"staging {shard}"):
             stage_part(client, store, args, shard, target, model, model_uri, recs, len(users), cold,
-                       generated_at)
+                       generated_at, {"prepared": prepared is not None, "window_cache": cache})
         return
     with profile.phase("write", "staging, validating and swapping"), staging_table(
         client, target, recs, list(tables.RECOMMENDATIONS_SPEC.schema)
@@ -206,7 +207,7 @@ def main(args: argparse.Namespace) -> None:
 
 def stage_part(client, store: artifacts.ArtifactStore, args: argparse.Namespace, shard: Shard,
                target: str, model: ModelArtifact, model_uri: str, recs: pa.Table, users: int,
-               cold: int, generated_at: dt.datetime) -> None:
+               cold: int, generated_at: dt.datetime, read: dict | None = None) -> None:
     """Stage this shard's rows in its part table, then record the part (the record last: a
     record always describes a complete part). Publishing is publish_predictions_task's job."""
     part = shard.part_table(target, args.run_date)
@@ -219,6 +220,8 @@ def stage_part(client, store: artifacts.ArtifactStore, args: argparse.Namespace,
         "table": part, "rows": len(recs), "users": users, "cold_users": cold,
         "model_id": model.model_id, "model_uri": model_uri,
         "n_recommendations": args.n_recommendations, "generated_at": generated_at.isoformat(),
+        # what the rows were scored from: the prepared window file, else the cache or events
+        **(read or {}),
     })
     profile.count("rows_out", len(recs))
     log.info("%s: rows staged=%d for %d users in %s, recorded in %s (not published yet)",

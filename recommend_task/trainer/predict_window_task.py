@@ -65,11 +65,12 @@ def _request(args: argparse.Namespace, source: EventSource, window: DateRange) -
 
 def saved_training_window(store: artifacts.ArtifactStore, client, args: argparse.Namespace,
                           source: EventSource, window: DateRange, report, model: ModelArtifact,
-                          version: list | None = None) -> tuple[IdMap, object] | None:
-    """The window's users and their interactions over the model's items as create_cf_matrices
-    read them for this run date, when nothing it was read from has changed and the model knows
-    exactly its items; None (read BigQuery again) otherwise, with the reason logged. ``version``:
-    the window's partitions as the caller already read them (each read is a billed query)."""
+                          version: list | None = None) -> tuple[IdMap, object, str] | None:
+    """The window's users, their interactions over the model's items and the file they came
+    from, as create_cf_matrices read them for this run date, when nothing it was read from has
+    changed and the model knows exactly its items; None (read BigQuery again) otherwise, with
+    the reason logged. ``version``: the window's partitions as the caller already read them
+    (each read is a billed query)."""
     try:
         manifest = store.read_json(artifacts.join(layout.run_prefix(args.artifacts_uri, args.run_date),
                                                   contract.MANIFEST_RECORD))
@@ -96,30 +97,30 @@ def saved_training_window(store: artifacts.ArtifactStore, client, args: argparse
     log.info("reusing the window create_cf_matrices read for %s (%s: partitions and quality "
              "counts unchanged): %d users, %d interactions", args.run_date, entry["uri"],
              len(whole.users), whole.matrix.nnz)
-    return whole.users, whole.matrix
+    return whole.users, whole.matrix, entry["uri"]
 
 
 def read_window(store: artifacts.ArtifactStore, client, args: argparse.Namespace, source: EventSource,
                 window: DateRange, model: ModelArtifact, shard: Shard | None = None,
                 version: list | None = None):
-    """(quality report, users, interactions over the model's items) of the window, from BigQuery
-    or create_cf_matrices' saved window; only ``shard``'s users when one is given (a shard that
-    reads by itself aggregates only its users)."""
+    """(quality report, users, interactions over the model's items, the saved window's URI or
+    None) of the window, from BigQuery or create_cf_matrices' saved window; only ``shard``'s
+    users when one is given (a shard that reads by itself aggregates only its users)."""
     from trainer.model.matrices import build_csr  # scipy: only the steps that build matrices
 
     report = source.checked_quality(window, args.event_weights, args.max_bad_fraction)
     profile.count("rows_in", report.rows_read)
     saved = saved_training_window(store, client, args, source, window, report, model, version)
     if saved is not None:
-        users, matrix = saved
+        users, matrix, uri = saved
         if shard is not None and shard.count > 1:
-            return report, *_own_users(users, matrix, shard)
-        return report, users, matrix
+            return report, *_own_users(users, matrix, shard), uri
+        return report, users, matrix, uri
     aggregated = source.interactions(window, args.event_weights, shard=shard)
     log.info("aggregated %d (user, item) interactions from %d events%s", len(aggregated),
              report.valid_rows, f" ({shard}'s users)" if shard else "")
     users = IdMap(aggregated["user_id"])
-    return report, users, build_csr(aggregated, users, model.items)
+    return report, users, build_csr(aggregated, users, model.items), None
 
 
 def _own_users(users: IdMap, matrix, shard: Shard):
@@ -187,7 +188,7 @@ def main(args: argparse.Namespace) -> None:
     with profile.phase("read", "reading events"):
         # Before the read: a change during it then shows as a different version to the shards.
         version = partitions_version(client, source.table, window)
-        report, users, interactions = read_window(store, client, args, source, window, model,
+        report, users, interactions, cache = read_window(store, client, args, source, window, model,
                                                   version=version)
     prefix = layout.run_prefix(args.artifacts_uri, args.run_date)
     parts = []
@@ -206,7 +207,8 @@ def main(args: argparse.Namespace) -> None:
                       "users": len(own_users), "interactions": int(own.nnz)})
     record = {"model_id": model.model_id, "model_uri": model_uri, **_request(args, source, window),
               "quality": report.to_dict(), "partitions": version, "n_shards": args.n_shards,
-              "parts": parts, "users": len(users), "interactions": int(interactions.nnz),
+              "parts": parts, "window_cache": cache, "users": len(users),
+              "interactions": int(interactions.nnz),
               "created_at": dt.datetime.now(dt.UTC).isoformat()}
     # The parts first, their record last: a record always describes complete files.
     store.write_json(layout.prepared_window_record(args.artifacts_uri, args.run_date), record)

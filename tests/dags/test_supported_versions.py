@@ -17,7 +17,9 @@ from conftest import DAGS, PLUGINS, REPO, TESTS
 SUPPORTED = ((3, 1), (3, 3))
 # Composer preinstalls the Google provider in every build (its release notes name the version);
 # Airflow brings the providers its own packages depend on.
-COMPOSER_PREINSTALLS = {"apache-airflow-providers-google"}
+# Composer installs these itself and asks that their versions be left to it (OpenLineage: the
+# Dataplex lineage integration).
+COMPOSER_PREINSTALLS = {"apache-airflow-providers-google", "apache-airflow-providers-openlineage"}
 
 
 def _requirements(name: str) -> dict[str, str]:
