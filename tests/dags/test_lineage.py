@@ -178,3 +178,24 @@ def test_values_from_a_trigger_or_the_data_are_text_in_a_facet():
     assert facet.evaluation["model"] == {"recall": 0.5}  # figures only
     assert [d.name for d in operator_lineage(lineage).inputs] == [
         "r/models/als-20261129-0123456789", "p.d.model_metrics"]
+
+
+SWITCH_PROBE = """
+from airflow.providers.openlineage.plugins.openlineage import OpenLineageProviderPlugin
+print("LISTENERS=%d" % len(OpenLineageProviderPlugin.listeners))
+"""
+
+
+@pytest.mark.parametrize("settings, listening", [
+    ({}, 0),  # no transport: the provider stays disabled, as upstream
+    ({"AIRFLOW__OPENLINEAGE__TRANSPORT": '{"type": "console"}'}, 1),
+    ({"AIRFLOW__OPENLINEAGE__TRANSPORT": '{"type": "console"}', "AIRFLOW__OPENLINEAGE__DISABLED": "true"}, 0),
+])
+def test_lineage_is_on_only_with_a_transport_and_the_switch_turns_it_off(settings, listening):
+    """What docs/operations.md#lineage tells operators, in a fresh interpreter per setting (the
+    provider decides when its plugin loads): a transport turns the listener on, the provider's
+    own switch turns it off again."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW__OPENLINEAGE__")}
+    out = subprocess.run([sys.executable, "-c", SWITCH_PROBE], env={**env, **settings},
+                         capture_output=True, text=True, check=True).stdout
+    assert f"LISTENERS={listening}" in out, out
