@@ -121,6 +121,32 @@ def run_record_uri(artifacts_uri: str, run_date: str, record: str) -> str:
     return join(run_prefix(artifacts_uri, run_date), record)
 
 
+# ... and the run's files the Airflow side names in its lineage (operators/lineage.py).
+MATRICES_FILE = "matrices.npz"  # create_cf_matrices: the run's matrices
+WINDOW_CACHE_FILE = "window.npz"  # create_cf_matrices: the window's interactions predict may reuse
+PREPARED_WINDOW_DIR = "predict-window"  # predict_window: one file per predict shard ...
+PREPARED_WINDOW_RECORD = "predict-window.json"  # ... and their record
+PREDICT_PARTS_DIR = "predict-parts"  # predict: one record per shard's staged part
+MODEL_METADATA = "model.json"  # in a model's folder, written last: the model is complete
+
+
+def prepared_window_file(index: int, count: int) -> str:
+    """Shard ``index`` of ``count``'s part of the prepared window, under the run's folder."""
+    return f"{PREPARED_WINDOW_DIR}/{index}-of-{count}.npz"
+
+
+def predict_part_record(index: int, count: int) -> str:
+    """Shard ``index`` of ``count``'s record of its staged part, under the run's folder."""
+    return f"{PREDICT_PARTS_DIR}/{index}-of-{count}.json"
+
+
+def part_table(target: str, run_date: str, index: int, count: int) -> str:
+    """The table shard ``index`` of ``count`` stages its rows of ``target`` (``project.dataset.
+    table``) in for ``run_date`` (``YYYY-MM-DD``): one per shard, beside the target."""
+    project, dataset, name = target.split(".")
+    return f"{project}.{dataset}._part_{name}_{run_date.replace('-', '')}_{index}_of_{count}"
+
+
 # --- The status record --------------------------------------------------------------------------
 RECORD_FIELDS = ("step", "exit_code", "outcome", "error", "run_date", "airflow_run_id", "try",
                  "image", "uid", "started_at", "finished_at", "seconds", "profile")

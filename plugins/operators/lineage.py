@@ -115,7 +115,8 @@ class StepRun:
 
 
 def _model_facet(run: StepRun, read: Record, model_id: str, evaluation: dict | None) -> dict[str, Any]:
-    meta = read(contract.join(contract.model_prefix(run.artifacts_uri, model_id), "model.json")) or {}
+    model = contract.model_prefix(run.artifacts_uri, model_id)
+    meta = read(contract.join(model, contract.MODEL_METADATA)) or {}
     params = meta.get("params") or {}
     status = read(contract.status_record_uri(run.artifacts_uri, run.run_date, run.status_name)) or {}
     facet: dict[str, Any] = {
@@ -137,9 +138,9 @@ def _create_cf_matrices(run: StepRun, read: Record | None) -> StepLineage:
     manifest = read(contract.run_record_uri(run.artifacts_uri, run.run_date, contract.MANIFEST_RECORD)) \
         if read else None
     window = (manifest or {}).get("window") or {}
-    outputs: list[Table | Blob] = [run.run_object("matrices.npz")]
+    outputs: list[Table | Blob] = [run.run_object(contract.MATRICES_FILE)]
     cache = ((manifest or {}).get("window_interactions") or {}).get("uri")
-    outputs += [Blob(cache) if cache else run.run_object("window.npz"),
+    outputs += [Blob(cache) if cache else run.run_object(contract.WINDOW_CACHE_FILE),
                 run.run_object(contract.MANIFEST_RECORD), run.table("event_stats")]
     return StepLineage(inputs=[run.table("events")], outputs=outputs,
                        window=(window["start"], window["end"]) if "start" in window else None)
@@ -151,7 +152,7 @@ def _candidate(run: StepRun, read: Record) -> str | None:
 
 
 def _train(run: StepRun, read: Record | None) -> StepLineage:
-    lineage = StepLineage(inputs=[run.run_object("matrices.npz")],
+    lineage = StepLineage(inputs=[run.run_object(contract.MATRICES_FILE)],
                           outputs=[run.run_object(contract.CANDIDATE_RECORD)])
     model_id = _candidate(run, read) if read else None
     if model_id:
@@ -161,7 +162,8 @@ def _train(run: StepRun, read: Record | None) -> StepLineage:
 
 
 def _evaluate(run: StepRun, read: Record | None) -> StepLineage:
-    lineage = StepLineage(inputs=[run.run_object("matrices.npz")], outputs=[run.table("model_metrics")])
+    lineage = StepLineage(inputs=[run.run_object(contract.MATRICES_FILE)],
+                          outputs=[run.table("model_metrics")])
     model_id = _candidate(run, read) if read else None
     if not model_id:
         return lineage
@@ -192,7 +194,7 @@ def _promote(run: StepRun, read: Record | None) -> StepLineage:
 
 
 def _predict_window(run: StepRun, read: Record | None) -> StepLineage:
-    record = read(contract.run_record_uri(run.artifacts_uri, run.run_date, "predict-window.json")) \
+    record = read(contract.run_record_uri(run.artifacts_uri, run.run_date, contract.PREPARED_WINDOW_RECORD)) \
         if read else None
     lineage = StepLineage(inputs=[run.table("events")])
     if record:
@@ -201,13 +203,12 @@ def _predict_window(run: StepRun, read: Record | None) -> StepLineage:
         lineage.outputs = [Blob(p["uri"]) for p in record.get("parts", [])]
         window = record.get("window") or []
         lineage.window = (window[0], window[1]) if len(window) == 2 else None
-    lineage.outputs.append(run.run_object("predict-window.json"))
+    lineage.outputs.append(run.run_object(contract.PREPARED_WINDOW_RECORD))
     return lineage
 
 
 def _part_table(run: StepRun, index: int, count: int) -> Table:
-    # trainer.data.shards.Shard.part_table: one table per shard beside recommendations.
-    return run.table(f"_part_recommendations_{run.run_date.replace('-', '')}_{index}_of_{count}")
+    return Table(contract.part_table(run.table("recommendations").name, run.run_date, index, count))
 
 
 def _predict(run: StepRun, read: Record | None) -> StepLineage:
@@ -216,11 +217,11 @@ def _predict(run: StepRun, read: Record | None) -> StepLineage:
     lineage = StepLineage(inputs=[Blob(contract.latest_pointer(run.artifacts_uri))],
                           outputs=[_part_table(run, index, count)])
     record = read(contract.run_record_uri(run.artifacts_uri, run.run_date,
-                                          f"predict-parts/{index}-of-{count}.json")) if read else None
+                                          contract.predict_part_record(index, count))) if read else None
     if record:
         lineage.inputs.append(Blob(record["model_uri"]))
         if record.get("prepared"):
-            lineage.inputs.append(run.run_object(f"predict-window/{index}-of-{count}.npz"))
+            lineage.inputs.append(run.run_object(contract.prepared_window_file(index, count)))
         else:
             lineage.inputs.append(Blob(record["window_cache"]) if record.get("window_cache")
                                   else run.table("events"))

@@ -127,7 +127,7 @@ def main(args: argparse.Namespace) -> None:
             "holdout_cold_users": cold_users,
             "validation_nnz": int(built.validation.nnz) if built.validation is not None else 0,
         },
-        "matrices_uri": artifacts.join(prefix, "matrices.npz"),
+        "matrices_uri": artifacts.join(prefix, contract.MATRICES_FILE),
         "sha256": sha256(payload),
         "bytes": len(payload),
         "window_interactions": describe(artifacts.join(prefix, WINDOW_FILE), window_payload,

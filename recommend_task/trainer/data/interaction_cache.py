@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 from google.api_core.exceptions import BadRequest, Forbidden, NotFound
 
+from trainer import contract
 from trainer.data.date_windows import DateRange
 from trainer.model.idmap import IdMap
 from trainer.storage import artifacts, bq
@@ -35,7 +36,7 @@ from trainer.storage import artifacts, bq
 # trainer.<module>: log filters keep working when a module moves between subpackages.
 log = logging.getLogger("trainer.interaction_cache")
 
-WINDOW_FILE = "window.npz"
+WINDOW_FILE = contract.WINDOW_CACHE_FILE
 # Rows not yet in their partition (streaming buffer) or without a partition date: they could
 # belong to the window, so they are part of its version too.
 _SPECIAL_PARTITIONS = ("__NULL__", "__UNPARTITIONED__")

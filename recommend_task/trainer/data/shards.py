@@ -17,6 +17,7 @@ import dataclasses
 import datetime as dt
 import hashlib
 
+from trainer import contract
 from trainer.core.errors import TrainerError
 from trainer.storage import artifacts, layout
 
@@ -49,13 +50,11 @@ class Shard:
     def part_table(self, target: str, run_date: dt.date) -> str:
         """The part table next to ``target`` for this shard of ``run_date``: one name per shard,
         so a re-run of a shard replaces its own part and nothing else."""
-        project, dataset, name = target.split(".")
-        return (f"{project}.{dataset}._part_{name}_{run_date:%Y%m%d}"
-                f"_{self.index}_of_{self.count}")
+        return contract.part_table(target, run_date.isoformat(), self.index, self.count)
 
     def record_uri(self, artifacts_uri: str, run_date: dt.date) -> str:
-        return artifacts.join(layout.run_prefix(artifacts_uri, run_date), "predict-parts",
-                              f"{self.index}-of-{self.count}.json")
+        return artifacts.join(layout.run_prefix(artifacts_uri, run_date),
+                              contract.predict_part_record(self.index, self.count))
 
 
 def shard_of_user(user_id: str, count: int) -> int:

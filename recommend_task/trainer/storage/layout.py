@@ -23,12 +23,12 @@ def run_prefix(artifacts_uri: str, run_date: dt.date) -> str:
 
 # predict_window_task's window for the run's predict shards (a file each), and its record
 # (written last).
-PREPARED_WINDOW_DIR, PREPARED_WINDOW_RECORD = "predict-window", "predict-window.json"
+PREPARED_WINDOW_DIR, PREPARED_WINDOW_RECORD = contract.PREPARED_WINDOW_DIR, contract.PREPARED_WINDOW_RECORD
 
 
 def prepared_window_file(index: int, count: int) -> str:
     """Shard ``index`` of ``count``'s part of the prepared window, under the run's prefix."""
-    return f"{PREPARED_WINDOW_DIR}/{index}-of-{count}.npz"
+    return contract.prepared_window_file(index, count)
 
 
 def prepared_window_record(artifacts_uri: str, run_date: dt.date) -> str:
