@@ -26,7 +26,7 @@ from airflow.timetables.trigger import CronTriggerTimetable
 from operators import config as recsys_config
 from operators.dag_defaults import dag_kwargs, events_complete_sensor, table_retention_args, trainer_args
 from operators.image_pinning import resolve_image
-from operators.params import FEEDBACK_PARAMS
+from operators.params import FEEDBACK_PARAMS, fresh
 from operators.slack import dag_callbacks
 from operators.trainer_step import trainer_task
 
@@ -35,7 +35,7 @@ config = recsys_config.load()
 with DAG(
     dag_id="recommend_feedback",
     schedule=CronTriggerTimetable("30 3 * * *", timezone="UTC"),
-    params=FEEDBACK_PARAMS,
+    params=fresh(FEEDBACK_PARAMS),
     tags=["recsys", "monitoring"],
     doc_md=__doc__,
     # Budget: image 10 min + sensor 6 h + feedback 30 min = 6 h 40 min.

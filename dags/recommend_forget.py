@@ -26,7 +26,7 @@ from airflow.sdk import DAG
 from operators import config as recsys_config
 from operators.dag_defaults import dag_kwargs, trainer_args
 from operators.image_pinning import resolve_image
-from operators.params import FORGET_PARAMS
+from operators.params import FORGET_PARAMS, fresh
 from operators.slack import dag_callbacks
 from operators.trainer_step import trainer_task
 
@@ -35,7 +35,7 @@ config = recsys_config.load()
 with DAG(
     dag_id="recommend_forget",
     schedule=None,  # on demand only
-    params=FORGET_PARAMS,
+    params=fresh(FORGET_PARAMS),
     tags=["recsys", "privacy"],
     doc_md=__doc__,
     **dag_kwargs(config, dagrun_timeout=timedelta(hours=3)),

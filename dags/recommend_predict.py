@@ -41,7 +41,7 @@ from operators.dag_defaults import (
     trainer_args,
 )
 from operators.image_pinning import resolve_image
-from operators.params import PREDICT_PARAMS
+from operators.params import PREDICT_PARAMS, fresh
 from operators.sensors import PublishedModelSensor
 from operators.sharding import SHARD_ARGUMENTS, SHARD_LABEL, PlanShardsOperator
 from operators.slack import dag_callbacks
@@ -55,7 +55,7 @@ with DAG(
         timetable=CronTriggerTimetable("0 5 * * *", timezone="UTC"),
         assets=[published_model_asset(config)],
     ),
-    params=PREDICT_PARAMS,
+    params=fresh(PREDICT_PARAMS),
     tags=["recsys", "prediction"],
     doc_md=__doc__,
     # Budget: image 10 min + sensor 30 min + window 1 h + plan 5 min + 4 waves of 2 h shards (64

@@ -19,7 +19,7 @@ from airflow.sdk import DAG
 from operators import config as recsys_config
 from operators.dag_defaults import dag_kwargs, published_model_asset, trainer_args
 from operators.image_pinning import resolve_image
-from operators.params import ROLLBACK_PARAMS
+from operators.params import ROLLBACK_PARAMS, fresh
 from operators.slack import dag_callbacks
 from operators.trainer_step import trainer_task
 
@@ -28,7 +28,7 @@ config = recsys_config.load()
 with DAG(
     dag_id="recommend_rollback",
     schedule=None,  # on demand only
-    params=ROLLBACK_PARAMS,
+    params=fresh(ROLLBACK_PARAMS),
     tags=["recsys", "training"],
     doc_md=__doc__,
     **dag_kwargs(config, dagrun_timeout=timedelta(hours=1)),

@@ -3,15 +3,21 @@
 
 Trains the learning-app recommender once a day and publishes it if it is good enough.
 
-`resolve_image` → `wait_for_events` → `create_cf_matrices` → `train` → `evaluate` → `promote_model`
+`resolve_image` → `wait_for_events` → `check_events` → `approve_anomalous_day` → `create_cf_matrices`
+→ `train` → `evaluate` → `promote_model`
 
 * **run date**: the last complete UTC day before the run (logical date − 1 day).
 * `wait_for_events` waits (6 h by default) until the run date holds at least half the median
   daily events of the 7 days before it: a partial day is never trained on.
-* `create_cf_matrices` first checks the run date's events against the 7 days before it and
-  records the day's statistics in `event_stats`; a day that breaks an anomaly rule (an event
-  type gone, a bot, drift, a renumbered catalogue) fails at once, naming the rule, and nothing is
-  trained. Trigger a run for that day with `accept_anomalies` to train on it anyway.
+* `check_events` checks the run date's events against the 7 days before it and records the
+  day's statistics in `event_stats`. A day that breaks an anomaly rule (an event type gone, a
+  bot, drift, a renumbered catalogue) is a decision: `approve_anomalous_day` waits (4 h by
+  default, `RECSYS_APPROVAL_TIMEOUT_S`) under Browse → Required Actions, naming the rules, and
+  Slack says so. Approve: the run trains on the day and `event_stats` records who, when and
+  why. Reject or no answer: the run fails naming the rules, nothing is trained. It is skipped
+  when the day is ok or the run has `accept_anomalies`; a backfill never waits: its
+  `check_events` fails on an anomalous day.
+* `create_cf_matrices` builds the matrices of the window.
 * **image**: param `image_uri`, else the Variable `recsys_trainer_image` (the environment's tag);
   must match the registry allowlist (`RECSYS_IMAGE_ALLOWLIST`).
 * **runtime**: `RECSYS_RUNTIME` = `vertex` | `docker` | `local`; same steps and arguments in each.
@@ -42,6 +48,13 @@ from airflow.timetables.trigger import CronTriggerTimetable
 
 from operators import config as recsys_config
 from operators import contract
+from operators.approval import (
+    ACCEPTANCE_ENV,
+    ACCEPTED_ARGUMENT,
+    DATA_CHECK_MODE,
+    TASK_ID,
+    AnomalousDayApproval,
+)
 from operators.dag_defaults import (
     TRAIN_TIMEOUT,
     dag_kwargs,
@@ -51,8 +64,9 @@ from operators.dag_defaults import (
     trainer_args,
 )
 from operators.image_pinning import resolve_image
+from operators.macros import RUN_DATE
 from operators.params import train_params
-from operators.slack import dag_callbacks
+from operators.slack import dag_callbacks, decision_notifier
 from operators.trainer_step import trainer_task
 from operators.ui_links import EvaluationReportLink
 
@@ -64,17 +78,29 @@ with DAG(
     params=train_params(config.tune),
     tags=["recsys", "training"],
     doc_md=__doc__,
-    # Budget: sensor 6 h + steps 5 h 25 min (one try each) fits, and a stuck run never blocks
-    # the next day's (tests/dags/test_dag_integrity.py computes it).
-    **dag_kwargs(config, dagrun_timeout=timedelta(hours=12)),
+    # Budget: sensor 6 h + data check 15 min + a decision 4 h + steps 5 h 25 min (one try each)
+    # fits, and a stuck run never blocks the next day's (tests/dags/test_dag_integrity.py).
+    **dag_kwargs(config, dagrun_timeout=timedelta(hours=12) + config.approval_timeout),
     **dag_callbacks(config, summary="train"),
 ):
     image = resolve_image(config)
     events = events_complete_sensor(config)
-    matrices = trainer_task("create_cf_matrices_task", trainer_args(
+    check = trainer_task("create_cf_matrices_task", trainer_args(
         config, "--lookback-days", "{{ recsys_whole(params.lookback_days) }}",
         "--accept-anomalies", "{{ params.accept_anomalies | lower }}", *table_retention_args(config)),
-        config=config, execution_timeout=timedelta(hours=1))  # upserts event_stats: no writers' pool
+        config=config, task_id="check_events", execution_timeout=timedelta(minutes=15),
+        # the data check alone; a backfill has nobody to ask, so its anomalous day fails here
+        environment={contract.DATA_CHECK_ENV: DATA_CHECK_MODE})
+    approval = AnomalousDayApproval(
+        task_id=TASK_ID, artifacts_uri=config.artifacts_uri, run_date=RUN_DATE,
+        gcp_conn_id=config.gcp_conn_id, response_timeout=config.approval_timeout,
+        execution_timeout=timedelta(minutes=5),  # reading the record; the wait is response_timeout
+        notifiers=[decision_notifier(config)])
+    matrices = trainer_task("create_cf_matrices_task", trainer_args(
+        config, "--lookback-days", "{{ recsys_whole(params.lookback_days) }}",
+        "--accept-anomalies", ACCEPTED_ARGUMENT, *table_retention_args(config)),
+        config=config, execution_timeout=timedelta(hours=1),  # upserts event_stats: no writers' pool
+        environment=ACCEPTANCE_ENV, trigger_rule="none_failed")  # runs when nobody had to decide
     train = trainer_task("train_task", trainer_args(
         config, "--iterations", "{{ recsys_whole(params.iterations) }}",
         # A null param passes nothing: the dimension is left to the tuning search.
@@ -92,4 +118,4 @@ with DAG(
                            execution_timeout=timedelta(minutes=15),
                            outlets=[published_model_asset(config)])
 
-    image >> events >> matrices >> train >> evaluate >> promote
+    image >> events >> check >> approval >> matrices >> train >> evaluate >> promote

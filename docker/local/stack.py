@@ -35,6 +35,8 @@ import emulators  # noqa: E402 - stdlib-only sibling launcher
 VENV = REPO / ".venv"
 TRAINER_PY = VENV / "trainer" / "bin" / "python"
 USER, PASSWORD = "admin", "admin"
+# A read-only login beside the admin: what a person who may look but not decide sees.
+VIEWER, VIEWER_PASSWORD = "viewer", "viewer"
 BUCKET = "recsys-artifacts"
 POOLS = REPO / "docker" / "airflow" / "pools.json"
 
@@ -55,6 +57,9 @@ class Settings:
         # The stack's own names, whatever the calling shell has set.
         env["RECSYS_GCP_PROJECT"] = "local-project"
         env["RECSYS_BQ_DATASET"] = "recsys"
+        # The Airflow it runs: .venv/airflow (the newest supported), or another virtualenv
+        # (the tests run .venv/airflow-3.1, the oldest, through its API server and triggerer).
+        self.airflow_venv = Path(env.get("RECSYS_STACK_AIRFLOW_VENV", VENV / "airflow")).resolve()
         self.retries = env.get("RECSYS_TASK_RETRIES", "2")
         self.retry_delay = env.get("RECSYS_RETRY_DELAY_S", "30")
 
@@ -183,10 +188,10 @@ def airflow_env(s: Settings, db_url: str, client_env: dict[str, str]) -> dict[st
     home = s.dir / "airflow"
     home.mkdir(parents=True, exist_ok=True)
     passwords = home / "simple_auth_manager_passwords.json"
-    passwords.write_text(json.dumps({USER: PASSWORD}))
+    passwords.write_text(json.dumps({USER: PASSWORD, VIEWER: VIEWER_PASSWORD}))
     env = {
         **os.environ, **client_env,
-        "PATH": f"{VENV / 'airflow' / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}",
+        "PATH": f"{s.airflow_venv / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}",
         "AIRFLOW_HOME": str(home),
         "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
@@ -198,7 +203,7 @@ def airflow_env(s: Settings, db_url: str, client_env: dict[str, str]) -> dict[st
         "AIRFLOW__API__PORT": str(s.api_port),
         "AIRFLOW__API__BASE_URL": s.url,
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{s.url}/execution/",
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{USER}:admin",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{USER}:admin,{VIEWER}:viewer",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
         "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "True",
@@ -301,7 +306,7 @@ def up(s: Settings, timeout_s: float) -> None:
     if _running(s, "airflow"):
         log(f"already running: {s.url}")
         return
-    for needed in (TRAINER_PY, VENV / "airflow" / "bin" / "airflow"):
+    for needed in (TRAINER_PY, s.airflow_venv / "bin" / "airflow"):
         if not needed.exists():
             raise SystemExit(f"ERROR: {needed} missing: run `make venvs` first")
 
@@ -329,13 +334,13 @@ def up(s: Settings, timeout_s: float) -> None:
     # even though it runs as a background job.
     launcher = ("import os, signal; signal.signal(signal.SIGINT, signal.SIG_DFL); "
                 "os.execvp('airflow', ['airflow', 'standalone'])")
-    _spawn(s, "airflow", [str(VENV / "airflow" / "bin" / "python"), "-c", launcher], env)
+    _spawn(s, "airflow", [str(s.airflow_venv / "bin" / "python"), "-c", launcher], env)
     log(f"airflow standalone starting (log: {s.dir / 'airflow.log'})")
     wait_healthy(s, timeout_s)
     create_pools(s)
     log(f"ready in {time.monotonic() - started:.0f}s")
     print(f"""
-  Airflow UI     {s.url}   (login {USER} / {PASSWORD})
+  Airflow UI     {s.url}   (login {USER} / {PASSWORD}; read-only: {VIEWER} / {VIEWER_PASSWORD})
   DAGs           recommend_train, recommend_predict, recommend_feedback, recommend_rollback,
                  recommend_freshness
                  (paused: unpause them in the UI)

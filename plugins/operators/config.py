@@ -91,6 +91,8 @@ class RecsysConfig(NamedTuple):
     freshness_deadline_hour: int
     # recommend_train's `tune` param default: off | always | weekly (train_task --tune)
     tune: str = "weekly"
+    # approve_anomalous_day: how long a person has to decide on an anomalous day
+    approval_timeout: timedelta = timedelta(hours=4)
 
     def machine_type(self, step: str) -> str:
         return self.machine_types.get(step, self.machine_types.get("default", "n1-standard-4"))
@@ -100,6 +102,23 @@ class RecsysConfig(NamedTuple):
 
 
 TUNE_MODES = ("off", "always", "weekly")  # train_task --tune (trainer/tuning/schedule.py)
+
+
+# A decision may wait at most this long: recommend_train's dagrun_timeout is 12 h plus the wait,
+# and a run must end before the next day's starts (tests/dags/test_dag_integrity.py's budget).
+MAX_APPROVAL_TIMEOUT = timedelta(hours=8)
+
+
+def _approval_timeout(value: str) -> timedelta:
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not 60 <= seconds <= MAX_APPROVAL_TIMEOUT.total_seconds():
+        limit = MAX_APPROVAL_TIMEOUT.total_seconds()
+        raise ConfigError(f"RECSYS_APPROVAL_TIMEOUT_S={value!r} must be seconds from 60 to {limit:.0f} "
+                          "(8 h: a run ends before the next day's)")
+    return timedelta(seconds=seconds)
 
 
 def load() -> RecsysConfig:
@@ -132,6 +151,7 @@ def load() -> RecsysConfig:
     tune = env.get("RECSYS_TUNE", "weekly").strip().lower()
     if tune not in TUNE_MODES:
         raise ConfigError(f"RECSYS_TUNE={tune!r} is not one of {', '.join(TUNE_MODES)}")
+    approval_timeout = _approval_timeout(env.get("RECSYS_APPROVAL_TIMEOUT_S", "14400"))
     return RecsysConfig(
         runtime=runtime,
         project=project,
@@ -169,4 +189,5 @@ def load() -> RecsysConfig:
         events_min_fraction=float(env.get("RECSYS_EVENTS_MIN_FRACTION", "0.5")),
         freshness_deadline_hour=int(env.get("RECSYS_FRESHNESS_DEADLINE_HOUR", "8")),
         tune=tune,
+        approval_timeout=approval_timeout,
     )

@@ -8,6 +8,8 @@ folder, ``…/models/<model_id>``, the unit every step reads and writes it as).
 =========================  ====================================  =====================================
 step                       inputs                                outputs
 =========================  ====================================  =====================================
+check_events (the data     ``events`` (the run date and the      ``event_stats``, its record
+check alone)               trailing days, as a subset)
 create_cf_matrices         ``events`` (its window as a subset)   matrices, window cache, manifest;
                                                                  ``event_stats``
 train                      the run's matrices                    the model folder, the candidate record
@@ -32,6 +34,7 @@ data is shown as text: ``&``, ``<`` and ``>`` escaped, control characters droppe
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -93,6 +96,7 @@ class StepRun:
     run_date: str
     status_name: str  # its status record's (contract.status_name)
     shard: int | None = None
+    data_check: bool = False  # create_cf_matrices_task told to run its data check alone
 
     def argument(self, name: str) -> str | None:
         """The value of ``--name value`` or ``--name=value`` in the step's arguments."""
@@ -134,7 +138,17 @@ def _model_facet(run: StepRun, read: Record, model_id: str, evaluation: dict | N
     return facet
 
 
+def _data_check(run: StepRun) -> StepLineage:
+    day = dt.date.fromisoformat(run.run_date)
+    start = day - dt.timedelta(days=contract.DATA_CHECK_TRAILING_DAYS)
+    return StepLineage(inputs=[run.table("events")],
+                       outputs=[run.table("event_stats"), run.run_object(contract.EVENT_STATS_RECORD)],
+                       window=(start.isoformat(), day.isoformat()))
+
+
 def _create_cf_matrices(run: StepRun, read: Record | None) -> StepLineage:
+    if run.data_check:
+        return _data_check(run)
     manifest = read(contract.run_record_uri(run.artifacts_uri, run.run_date, contract.MANIFEST_RECORD)) \
         if read else None
     window = (manifest or {}).get("window") or {}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from airflow.sdk import Param
@@ -77,9 +78,16 @@ TRAIN_PARAMS = {
 }
 
 
+def fresh(params: dict[str, Param]) -> dict[str, Param]:
+    """A DAG's own copy of its params: Airflow resolves a run's conf into the Param objects the
+    DAG holds, so Params shared at module level would carry one run's values (say
+    ``accept_anomalies: true``) into the next DAG parsed in the same process."""
+    return copy.deepcopy(params)
+
+
 def train_params(tune_default: str) -> dict[str, Param]:
     """recommend_train's params, ``tune`` defaulting to the deployment's mode."""
-    return {**TRAIN_PARAMS, "tune": tune_param(tune_default)}
+    return fresh({**TRAIN_PARAMS, "tune": tune_param(tune_default)})
 PREDICT_PARAMS = {
     "image_uri": IMAGE_URI, "lookback_days": PREDICT_LOOKBACK_DAYS, "n_recommendations": N_RECOMMENDATIONS,
     "n_shards": N_SHARDS,

@@ -123,5 +123,14 @@ def forget(read: Reader, run: str) -> Mrkdwn:
                   + "; ".join(f"{escape(place)} {n:,}" for place, n in f["erased"].items()))
 
 
+def decision(read: Reader, run: str) -> Mrkdwn:
+    """The broken rules and the day's figures a person is asked to decide on."""
+    stats = read(join(run, contract.EVENT_STATS_RECORD)) or {}
+    rules = [f"• {escape(a)}" for a in stats.get("anomalies") or []]
+    figures = [f"data: {escape(line)}" for line in stats.get("summary") or []]
+    return Mrkdwn("\n".join(rules + figures))
+
+
 SUMMARIES: dict[str, Callable[[Reader, str], Mrkdwn]] = {
-    "train": train, "predict": predict, "feedback": feedback_alerts, "forget": forget}
+    "train": train, "predict": predict, "feedback": feedback_alerts, "forget": forget,
+    "decision": decision}

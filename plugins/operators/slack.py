@@ -32,7 +32,7 @@ from operators.macros import run_date_for
 from operators.mrkdwn import Mrkdwn, escape, link
 from operators.redaction import error_line, redact
 from operators.run_summaries import SUMMARIES
-from operators.ui_links import run_url
+from operators.ui_links import required_action_url, run_url
 
 _HEAD = "*{{ dag.dag_id }}*"
 _RUN = ("run `{{ dag_run.run_id }}` | run date {{ recsys.run_date }} | "
@@ -53,6 +53,11 @@ SERVING_ALERT = (":warning: " + _HEAD + ": the served recommendations did worse 
                  + _RUN + "\n{{ recsys.summary }}\nLook at the model's evaluation (model_metrics, "
                  "serving_metrics) or roll back: trigger recommend_rollback with an earlier model_id."
                  "\n{{ recsys.link }}")
+# approve_anomalous_day, when it starts waiting (the stock HITL notifiers hook); a timeout or a
+# rejection is then the task's failure message, naming the rules again.
+DECISION_NEEDED = (":raising_hand: " + _HEAD + " needs a decision: the events of {{ recsys.run_date }} "
+                   "broke anomaly rules\n" + _RUN + "\n{{ recsys.summary }}\nApprove or reject under "
+                   "Browse → Required Actions, or here (nothing is trained until then): {{ recsys.link }}")
 DAG_FAILED = (":x: " + _HEAD + " failed after {{ recsys.duration }}"
               "{% if reason %} ({{ reason }}){% endif %}\n" + _RUN
               + "\n{{ recsys.link }}")
@@ -153,7 +158,10 @@ class RecsysSlackNotifier(BaseNotifier):
         base = run_url(dag_run.dag_id, dag_run.run_id)
         exception = context.get("exception")
         error = _error(exception) if exception else "unknown"
-        if self.level == "task" and ti is not None:
+        if self.summary == "decision" and ti is not None:
+            url = required_action_url(dag_run.dag_id, dag_run.run_id, ti.task_id)
+            duration = _duration(getattr(ti, "start_date", None))
+        elif self.level == "task" and ti is not None:
             url = ti.log_url
             duration = _duration(getattr(ti, "start_date", None))
         else:
@@ -208,6 +216,11 @@ def task_callbacks(config: RecsysConfig) -> dict[str, Any]:
         "on_failure_callback": RecsysSlackNotifier(config=config, level="task", text=TASK_FAILED),
         "on_retry_callback": RecsysSlackNotifier(config=config, level="task", text=TASK_RETRY),
     }
+
+
+def decision_notifier(config: RecsysConfig) -> RecsysSlackNotifier:
+    """The message that a run waits for a person's decision on an anomalous day, with the rules."""
+    return RecsysSlackNotifier(config=config, level="task", text=DECISION_NEEDED, summary="decision")
 
 
 def dag_callbacks(config: RecsysConfig, summary: str | None) -> dict[str, Any]:

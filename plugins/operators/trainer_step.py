@@ -130,7 +130,8 @@ class TrainerStepOperator(BaseOperator):
         map_index = getattr(task_instance, "map_index", None)
         return StepRun(step=self.step, arguments=tuple(map(str, self.arguments)),
                        artifacts_uri=self.artifacts_uri, run_date=self.run_date, shard=self.shard,
-                       status_name=contract.status_name(self.dag_id, self.task_id, map_index))
+                       status_name=contract.status_name(self.dag_id, self.task_id, map_index),
+                       data_check=bool(self.environment.get(contract.DATA_CHECK_ENV)))
 
     def _read_record(self, uri: str) -> dict | None:
         from operators.artifacts import ArtifactsHook

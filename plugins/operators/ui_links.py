@@ -36,6 +36,13 @@ def task_url(dag_id: str, run_id: str, task_id: str, base: str | None = None) ->
     return f"{run_url(dag_id, run_id, base)}/tasks/{_quote(task_id)}"
 
 
+def required_action_url(dag_id: str, run_id: str, task_id: str, base: str | None = None) -> str:
+    """A task's pending decision (its Required Actions tab). Not the provider's
+    ``HITLOperator.generate_link_to_ui``: it drops ``[api] base_url``'s path and leaves the run
+    id unquoted."""
+    return f"{task_url(dag_id, run_id, task_id, base)}/required_actions"
+
+
 def recommender_url(path: str = "/", base: str | None = None) -> str:
     """A page of the Recommender plugin, e.g. ``/models/ID``."""
     return f"{base_url() if base is None else base}{RECOMMENDER_PREFIX}{path}"

@@ -24,7 +24,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 
 from operators import config as recsys_config
 from operators import ui_links
-from recommender import pages
+from recommender import decisions, pages
 from recommender.store import FIGURE_DAGS, RecommenderStore, Unavailable
 
 log = logging.getLogger(__name__)
@@ -94,18 +94,22 @@ def create_app() -> FastAPI:
         return Response((pages.STATIC / name).read_bytes(), media_type=pages.STATIC_FILES[name],
                         headers={"Cache-Control": "private, max-age=86400"})
 
+    def overview_data(request: Request, user, days: int) -> dict:
+        # recommend_train's own pending decisions: the app-level check let this user read its runs
+        return {**store().overview(days, readable=readable(request, user)), "decisions": decisions.pending()}
+
     @app.get("/api/overview")
     def overview_json(request: Request, user=signed_in, days: int = days_query) -> Response:
         """The charts' and the model table's data (what the page draws), as JSON."""
         try:
-            return JSONResponse(store().overview(days, readable=readable(request, user)))
+            return JSONResponse(overview_data(request, user, days))
         except Unavailable as exc:
             return _unavailable(exc, json=True)
 
     @app.get("/", response_class=HTMLResponse)
     def overview(request: Request, user=signed_in, days: int = days_query) -> Response:
         try:
-            data = store().overview(days, readable=readable(request, user))
+            data = overview_data(request, user, days)
         except Unavailable as exc:
             return _unavailable(exc)
         return HTMLResponse(pages.overview_page(data, ui_links.base_url()))

@@ -15,7 +15,7 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
-from operators.ui_links import RECOMMENDER_PREFIX, run_url, task_url
+from operators.ui_links import RECOMMENDER_PREFIX, required_action_url, run_url, task_url
 from operators.ui_links import base_url as ui_base_url
 from recommender.charts import Marker, Point, Series, line_chart
 
@@ -139,12 +139,25 @@ def overview_page(data: dict[str, Any], base: str, model_href: str = "models/") 
     if hidden:
         head += (f'<p class=muted id=hidden>Not shown: the figures of {escape(", ".join(hidden))} '
                  "(you may not read their runs).</p>")
+    head += decisions_banner(data.get("decisions") or [], base)
     empty = "" if models or serving or stats else (
         '<div class="banner note" id="empty">Nothing recorded in these days yet: the charts fill in as '
         "recommend_train, recommend_predict and recommend_feedback run.</div>")
     return _page("Recommender", head + empty + "".join(charts) + "<h2>Models</h2>"
                  + models_table(models, base, model_href)
                  + "<h2>Publications</h2>" + publications_table(data["publications"], base, model_href))
+
+
+def decisions_banner(decisions: list[dict[str, Any]], base: str) -> str:
+    """recommend_train's runs waiting for a person's decision, each linked to it in Airflow."""
+    if not decisions:
+        return ""
+    items = "".join(
+        f"<li>{escape(d['subject'])} ({escape(d['asked_at'] or '')} UTC): "
+        f"{_airflow_link(required_action_url(d['dag_id'], d['run_id'], d['task_id'], base), 'decide')}"
+        "</li>" for d in decisions)
+    return ('<div class="banner warn" id="decisions"><b>Waiting for a decision</b>: nothing is trained '
+            f"on these days until someone approves or rejects them.<ul>{items}</ul></div>")
 
 
 def _spans_text(spans: list[dict[str, Any]]) -> str:

@@ -115,6 +115,45 @@ def test_a_day_crafted_for_a_rule_is_refused_with_its_line_then_accepted_once(
     assert manifest["event_stats"]["status"] == "accepted"
 
 
+def test_the_data_check_alone_leaves_an_anomalous_day_to_a_person_who_is_recorded(
+        step, bq_client, project, dataset, tmp_path, monkeypatch):
+    """recommend_train's check_events: RECSYS_DATA_CHECK=decide records an anomalous day and ends
+    0 without building (the approval task reads the record); refuse (backfills) ends 2. The
+    approver's name, time and reason reach event_stats with the acceptance."""
+    from trainer import contract
+
+    rc, err = step("seed_events", "--end-date", str(DAY), *SEED, "--anomaly", "drop-type=complete")
+    assert rc == 0, err
+    common = ("--run-date", str(DAY), "--lookback-days", "20", "--artifacts-uri", str(tmp_path))
+    run = tmp_path / "runs" / str(DAY)
+    monkeypatch.setenv(contract.DATA_CHECK_ENV, "refuse")
+    rc, err = step("create_cf_matrices_task", *common)
+    assert rc == 2 and "look wrong, nothing trained" in err.strip().splitlines()[-1], err
+    monkeypatch.setenv(contract.DATA_CHECK_ENV, "decide")
+    rc, err = step("create_cf_matrices_task", *common)
+    assert rc == 0 and f"data check of {DAY}: anomaly" in err, err
+    assert "event type 'complete' vanished" in err
+    assert not (run / "manifest.json").exists() and not (run / "matrices.npz").exists()
+    record = json.loads((run / "event_stats.json").read_text())
+    assert (record["status"], record["accepted"], record["accepted_by"]) == ("anomaly", False, None)
+    assert record["anomalies"] and record["summary"]
+    monkeypatch.setenv(contract.DATA_CHECK_ENV, "bogus")
+    rc, err = step("create_cf_matrices_task", *common)
+    last = err.strip().splitlines()[-1]
+    assert rc == 2 and "RECSYS_DATA_CHECK='bogus' is not one of decide, refuse" in last, err
+
+    monkeypatch.delenv(contract.DATA_CHECK_ENV)
+    monkeypatch.setenv(contract.ACCEPTED_BY_ENV, "ana")
+    monkeypatch.setenv(contract.ACCEPTED_AT_ENV, "2026-06-11T09:30:00+00:00")
+    monkeypatch.setenv(contract.ACCEPT_REASON_ENV, "the app's <new> release dropped 'complete' events")
+    rc, err = step("create_cf_matrices_task", *common, "--accept-anomalies", "true")
+    assert rc == 0 and (run / "manifest.json").exists(), err
+    [row] = query(bq_client, f"SELECT * FROM `{project}.{dataset}.event_stats`")
+    assert (row["status"], row["accepted"], row["accepted_by"]) == ("accepted", True, "ana")
+    assert row["accepted_at"] == dt.datetime(2026, 6, 11, 9, 30, tzinfo=dt.UTC)
+    assert row["accept_reason"] == "the app's <new> release dropped 'complete' events"
+
+
 def test_a_normal_day_passes_every_rule_and_a_rerun_keeps_one_row(step, bq_client, project, dataset,
                                                                    tmp_path):
     rc, err = step("seed_events", "--end-date", str(DAY), *SEED)

@@ -47,6 +47,18 @@ TODAY_ENV = "RECSYS_TODAY"
 # train_task's tuning mode (off | always | weekly), set by recommend_train's `tune` param. In the
 # environment, not an argument: an image built before tuning ignores it and still runs.
 TUNE_ENV = "RECSYS_TUNE"
+# create_cf_matrices_task's data check alone (recommend_train's check_events task): "decide"
+# records the day and ends 0 whatever it found (a person decides on an anomalous day: the
+# approval task reads its event_stats record); "refuse" ends 2 on an anomaly (backfills). Unset:
+# the check, then the matrices. In the environment: an image before it checks and builds.
+DATA_CHECK_ENV = "RECSYS_DATA_CHECK"
+DATA_CHECK_MODES = ("decide", "refuse")
+# The data check reads the run date and the trailing days before it (the anomaly rules' baseline).
+DATA_CHECK_TRAILING_DAYS = 7
+# Who accepted an anomalous day in Airflow's approval, when, and why: recorded in event_stats.
+ACCEPTED_BY_ENV = "RECSYS_ACCEPTED_BY"
+ACCEPTED_AT_ENV = "RECSYS_ACCEPTED_AT"
+ACCEPT_REASON_ENV = "RECSYS_ACCEPT_REASON"
 # The timeouts of the steps whose cost grows with the model's size: the DAGs' execution_timeout,
 # and what train_task's search keeps a candidate's refit and scoring at 100M events within.
 STEP_TIMEOUT_S = {"train_task": 3 * 3600, "predict_task": 2 * 3600}

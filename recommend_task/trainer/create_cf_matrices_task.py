@@ -2,7 +2,9 @@
 
 First checks the run date's events against the 7 days before it (:mod:`trainer.data.day_validation`:
 the day's statistics go to the ``event_stats`` table, and a day that breaks an anomaly rule is
-refused, exit 2, unless ``--accept-anomalies true``). Then reads the window of
+refused, exit 2, unless ``--accept-anomalies true``). With ``RECSYS_DATA_CHECK`` set it stops
+there (recommend_train's ``check_events``): ``decide`` ends 0 on an anomalous day, recorded for
+the approval task; ``refuse`` fails as above. Otherwise it then reads the window of
 ``--lookback-days`` ending at ``--run-date``, drops and counts invalid rows, aggregates weights
 per (user, item) in SQL, and writes ``runs/<run_date>/matrices.npz`` plus ``manifest.json``
 (window, counts, checksum) under ``--artifacts-uri``. The last ``--holdout-days`` are kept
@@ -15,11 +17,12 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import logging
+import os
 import sys
 
 from trainer import contract
 from trainer.core import profile
-from trainer.core.errors import EmptyWindowError
+from trainer.core.errors import EmptyWindowError, TrainerError
 from trainer.data import anomaly_rules
 from trainer.data.date_windows import split_window
 from trainer.data.day_validation import validate_day
@@ -49,6 +52,10 @@ def build_parser() -> argparse.ArgumentParser:
 def validate(args: argparse.Namespace) -> None:
     """The arguments' own rules, before anything is read."""
     cli.require(args, "project", "artifacts_uri")
+    mode = os.environ.get(contract.DATA_CHECK_ENV, "").strip()
+    if mode and mode not in contract.DATA_CHECK_MODES:
+        raise TrainerError(f"{contract.DATA_CHECK_ENV}={mode!r} is not one of "
+                           f"{', '.join(contract.DATA_CHECK_MODES)}")
     check_window_args(args)
     anomaly_rules.rules_from(args)
     retention.table_retention(args)
@@ -71,7 +78,12 @@ def main(args: argparse.Namespace) -> None:
                            valid_from=window.full.start,
                            rules=anomaly_rules.rules_from(args), accept=args.accept_anomalies,
                            artifacts_uri=args.artifacts_uri,
-                           metrics_retention_days=retention.table_retention(args).metrics_days)
+                           metrics_retention_days=retention.table_retention(args).metrics_days,
+                           refuse=os.environ.get(contract.DATA_CHECK_ENV, "").strip() != "decide")
+    if os.environ.get(contract.DATA_CHECK_ENV, "").strip():
+        log.info("data check of %s: %s%s", args.run_date, day["status"],
+                 "".join(f"\n  {line}" for line in day["anomalies"]))
+        return
     with profile.phase("read", "reading events"):
         # Before the read: a change during it then shows as a different version later.
         version = partitions_version(client, source.table, window.full)

@@ -82,6 +82,41 @@ def _one_in_process_api_per_session() -> None:
 _one_in_process_api_per_session()
 
 
+def _in_process_triggers_read_decisions() -> None:
+    """Airflow 3.1's ``dag.test()`` runs a deferred task's trigger in process, and its in-process
+    supervisor does not answer the human-in-the-loop trigger's ``GetHITLDetailResponse`` (the
+    triggerer does): the trigger's first poll fails with ``'NoneType' object has no attribute
+    'response_received'``, so no decision could ever be answered under ``dag.test()``. Answer it
+    as the triggerer does (``client.hitl.get_detail_response``). Only the test runner is
+    affected: in production the triggerer runs the trigger (tests/local/test_decisions_rest.py
+    proves that on a 3.1 stack). A no-op where the supervisor already answers it, and on 3.3,
+    whose operator waits in ``awaiting_input`` instead of deferring."""
+    import inspect
+
+    from airflow.sdk.execution_time import comms, supervisor
+
+    if not hasattr(comms, "GetHITLDetailResponse"):
+        return
+    test_supervisor = supervisor.InProcessTestSupervisor
+    if "GetHITLDetailResponse" in inspect.getsource(test_supervisor._handle_request):
+        return
+    handle = test_supervisor._handle_request
+
+    def _handle_request(self, msg, log, req_id):
+        if not isinstance(msg, comms.GetHITLDetailResponse):
+            return handle(self, msg, log, req_id)
+        from airflow.jobs.triggerer_job_runner import HITLDetailResponseResult
+
+        answer = self.client.hitl.get_detail_response(ti_id=msg.ti_id)
+        self.send_msg(HITLDetailResponseResult.from_api_response(response=answer), request_id=req_id,
+                      error=None)
+
+    test_supervisor._handle_request = _handle_request
+
+
+_in_process_triggers_read_decisions()
+
+
 def load_dagbag():
     """Parse ``dags/`` as the DAG processor does (bundle path on sys.path)."""
     from support.dagbag_loader import bundle_dagbag
@@ -187,6 +222,16 @@ def airflow_db():
     from airflow.utils import db
 
     db.resetdb()
+
+
+@pytest.fixture(scope="module")
+def api(airflow_db):
+    """Airflow's API server app (in-process, same metadata DB): where a decision is answered."""
+    from airflow.api_fastapi.app import create_app
+    from fastapi.testclient import TestClient
+
+    with TestClient(create_app("core"), base_url=AIRFLOW_BASE_URL.rstrip("/")) as client:
+        yield client
 
 
 @pytest.fixture(scope="session")

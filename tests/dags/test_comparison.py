@@ -25,7 +25,8 @@ CAPABILITIES = (
     "monotonic promotion and rollback",
     "atomic, idempotent publishing", "data-triggered runs", "scale past one machine",
     "local development without the cloud", "docker-compose", "dag (pipeline) tests in ci",
-    "supported airflow versions and cloud composer")
+    "supported airflow versions and cloud composer", "lineage in the platform's lineage tool",
+    "a human decision for a suspicious day")
 KFP_PIECES = ("AI Platform Pipelines", "ml_engine_op", "the pod that waited", "dsl.ExitHandler",
               "send_to_slack_op", "{{workflow.status}}",
               "create_recurring_run(max_concurrency=1, no_catchup=True)",

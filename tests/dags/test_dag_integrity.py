@@ -110,7 +110,8 @@ def test_no_cycles_and_tasks_in_pipeline_order(dagbag):
         assert len(order) == len(dag.tasks)
     train = dagbag.dags["recommend_train"]
     assert [t.task_id for t in train.topological_sort()] == [
-        "resolve_image", "wait_for_events", "create_cf_matrices", "train", "evaluate", "promote_model"]
+        "resolve_image", "wait_for_events", "check_events", "approve_anomalous_day", "create_cf_matrices",
+        "train", "evaluate", "promote_model"]
     predict = dagbag.dags["recommend_predict"]
     assert [t.task_id for t in predict.topological_sort()] == [
         "resolve_image", "wait_for_published_model", "predict_window", "plan_shards", "predict",
@@ -272,14 +273,15 @@ def test_the_trainer_pool_is_named_by_the_environment(monkeypatch):
 
 
 def _budget(task):
-    """Longest time one try of ``task`` may take: a sensor's timeout, else its execution_timeout."""
+    """Longest time one try of ``task`` may take: a sensor's timeout, else its execution_timeout,
+    plus the time a person has to answer a human-in-the-loop task."""
     from datetime import timedelta
 
     from airflow.sdk import BaseSensorOperator
 
     if isinstance(task, BaseSensorOperator):
         return timedelta(seconds=task.timeout)
-    return task.execution_timeout
+    return task.execution_timeout + (getattr(task, "response_timeout", None) or timedelta(0))
 
 
 def _trainer_step(task) -> str | None:
@@ -300,7 +302,8 @@ def _waves(dag, task, slots: dict[str, int]) -> int:
 
 
 def test_time_budgets_fit_the_run_and_the_day_and_leave_room_over_the_benchmark(dagbag):
-    """The longest path (sensor timeout plus each step's execution_timeout, one try each, a mapped
+    """The longest path (sensor timeout plus each step's execution_timeout and a decision's
+    response_timeout, one try each, a mapped
     step's times the waves its maximum fan-out takes through its pool at production's size) fits
     in dagrun_timeout; dagrun_timeout stays under a day, so a stuck run never blocks the next one;
     every step may take at least 3 times its time in `make bench` (benchmarks/results.json)."""

@@ -5,6 +5,7 @@ posting to a loopback receiver."""
 from __future__ import annotations
 
 import datetime as dt
+import html
 import json
 import os
 import re
@@ -589,15 +590,24 @@ ANOMALY_LINES = {"drop-type=complete": r"event type 'complete' vanished \(limit 
 
 
 def _event_stats(day: dt.date) -> list[dict]:
-    return _rows("SELECT status, accepted, anomalies, airflow_run_id "
-                 f"FROM `test-project.recsys_e2e.event_stats` WHERE run_date = '{day}'")
+    return _rows("SELECT status, accepted, anomalies, airflow_run_id, accepted_by, accepted_at, "
+                 f"accept_reason FROM `test-project.recsys_e2e.event_stats` WHERE run_date = '{day}'")
+
+
+# Which answer each anomaly gets: the first is approved (one accepted day trains through the whole
+# DAG), the others rejected.
+ANSWERS = {"drop-type=complete": "Approve", "bot=0.5": "Reject", "renumber-items": "Reject"}
 
 
 @pytest.mark.parametrize("anomaly", list(ANOMALY_DAYS))
-def test_a_day_breaking_an_anomaly_rule_trains_nothing_until_accepted(pipeline, slack, anomaly):
-    """A synthetic day crafted for each rule: create_cf_matrices fails on its first try with the
-    rule's line (task log, Slack), nothing is trained or published, the refusal is recorded; a
-    run for the same day with accept_anomalies trains on it and records the acceptance."""
+def test_a_day_breaking_an_anomaly_rule_waits_for_a_decision_and_trains_only_if_approved(
+        pipeline, slack, api, anomaly):
+    """A synthetic day crafted for each rule: check_events records it, approve_anomalous_day asks
+    (Slack says so, naming the rule; a read-only user cannot answer). Rejected: the run fails
+    naming the rule, nothing is trained or published. Approved: the run trains and publishes on
+    the day, and event_stats names the approver, the time and the reason."""
+    from support.decisions import Decider
+
     day = ANOMALY_DAYS[anomaly]
     subprocess.run([TRAINER_PY, "-m", "trainer.seed_events", "--project", "test-project", "--dataset",
                     "recsys_e2e", "--end-date", str(day), "--days", "20", "--users", "600", "--items", "120",
@@ -606,35 +616,86 @@ def test_a_day_breaking_an_anomaly_rule_trains_nothing_until_accepted(pipeline, 
     pointer = _artifact("models/LATEST")
     slack.messages.clear()
     logical = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(3), tzinfo=dt.UTC)
-    run = _run("recommend_train", logical, TRAIN_CONF)
+    decider = Decider(api, "recommend_train", ANSWERS[anomaly], reason="a <b>release</b> changed the app",
+                      look=lambda asked: _recommender_page(api))
+    decider.start()
+    try:
+        run = _run("recommend_train", logical, TRAIN_CONF)
+    finally:
+        decider.stop()
 
     states = _states(run)
-    assert str(run.state) == "failed" and states["create_cf_matrices"] == "failed", states
-    assert states["train"] == "upstream_failed"
-    texts = slack.texts()
-    assert not [t for t in texts if "will be retried" in t], texts  # permanent: one try
-    [failed] = [t for t in texts if "Task *create_cf_matrices* of *recommend_train* failed" in t]
-    assert "try 1/2" in failed
-    error = failed.split("\nError: ")[1].splitlines()[0]
-    assert re.match(rf"create_cf_matrices_task: events of {day} look wrong, nothing trained: .*"
-                    + ANOMALY_LINES[anomaly], error), error
-    assert error.endswith("(exit 2: permanent, not retried)")
-    assert _artifact("models/LATEST") == pointer
-    [refused] = _event_stats(day)
-    assert (refused["status"], refused["accepted"]) == ("anomaly", False)
-    assert refused["airflow_run_id"] == run.run_id
-
-    if anomaly != "drop-type=complete":
-        return  # one accepted day is enough to train through the whole DAG
-    accepted = _run("recommend_train", logical + dt.timedelta(minutes=1),
-                    {**TRAIN_CONF, "accept_anomalies": True})
-    assert _states(accepted)["create_cf_matrices"] == "success", _states(accepted)
-    assert str(accepted.state) == "success", _states(accepted)
+    assert states["check_events"] == "success", states
+    asked = decider.asked
+    assert asked and asked["run_id"] == run.run_id and asked["task_id"] == "approve_anomalous_day"
     [recorded] = _event_stats(day)
-    assert (recorded["status"], recorded["accepted"]) == ("accepted", True)
-    assert recorded["anomalies"] == refused["anomalies"] and recorded["airflow_run_id"] == accepted.run_id
-    [success] = [t for t in slack.texts() if t.startswith(":white_check_mark: *recommend_train*")]
+    n = len(recorded["anomalies"])
+    rules = f"{n} anomaly rule" + "s" * (n > 1)
+    assert asked["subject"] == f"Train recommend_train on {day}? Its events broke {rules}"
+    body = asked["body"].replace("\\", "")  # shown as Markdown: the data's characters escaped
+    assert re.search(ANOMALY_LINES[anomaly], body) and "The day's figures" in body, body
+    assert decider.read_only_status == 403 and decider.answer_status == 200
+    texts = slack.texts()
+    [waiting] = [t for t in texts if t.startswith(":raising_hand: *recommend_train* needs a decision")]
+    assert re.search(ANOMALY_LINES[anomaly], waiting) and "Required Actions" in waiting, waiting
+    decision = (f"{AIRFLOW_BASE_URL}dags/recommend_train/runs/{urllib.parse.quote(run.run_id, safe='')}"
+                "/tasks/approve_anomalous_day/required_actions")
+    assert f"<{decision}|Open in Airflow>" in waiting, waiting
+    # the Recommender page listed it while it waited, linked to it
+    assert html.escape(asked["subject"]) in decider.seen and f'href="{decision}"' in decider.seen
+    assert 'id="decisions"' not in _recommender_page(api)  # answered: no longer listed
+    [recorded] = _event_stats(day)  # after the run
+
+    if ANSWERS[anomaly] == "Reject":
+        assert str(run.state) == "failed" and states["approve_anomalous_day"] == "failed", states
+        assert states["create_cf_matrices"] == "upstream_failed" and states["train"] == "upstream_failed"
+        [failed] = [t for t in texts if "Task *approve_anomalous_day* of *recommend_train* failed" in t]
+        error = failed.split("\nError: ")[1].splitlines()[0]
+        assert re.match(rf"rejected by ana: events of {day} look wrong, nothing trained: .*"
+                        + ANOMALY_LINES[anomaly], error), error
+        assert _artifact("models/LATEST") == pointer
+        assert (recorded["status"], recorded["accepted"], recorded["accepted_by"]) == ("anomaly", False, None)
+        assert recorded["airflow_run_id"] == run.run_id
+        return
+
+    assert str(run.state) == "success", states
+    assert states["approve_anomalous_day"] == "success" and states["create_cf_matrices"] == "success"
+    assert (recorded["status"], recorded["accepted"], recorded["accepted_by"]) == ("accepted", True, "ana")
+    assert recorded["accept_reason"] == "a <b>release</b> changed the app"
+    assert recorded["accepted_at"] is not None and recorded["airflow_run_id"] == run.run_id
+    assert _artifact("models/LATEST") != pointer  # trained and published on the day
+    [success] = [t for t in texts if t.startswith(":white_check_mark: *recommend_train*")]
     assert "\nanomalies accepted: event type 'complete' vanished" in success
+
+
+def _recommender_page(api) -> str:
+    from recommender import app as page_app
+    from support.decisions import token
+
+    page_app.store.cache_clear()  # this module's dataset
+    page = api.get("/recommender/", headers=token("ana", "USER"))
+    assert page.status_code == 200, page.text[:300]
+    return page.text
+
+
+def test_accept_anomalies_skips_the_decision_and_a_normal_day_asks_nobody(pipeline, slack):
+    """Triggered with accept_anomalies, an anomalous day trains without asking (the acceptance
+    names nobody); the module's normal day never asked anyone either."""
+    states = _states(pipeline["train"])
+    assert states["approve_anomalous_day"] == "skipped" and states["create_cf_matrices"] == "success"
+    day = dt.date(2027, 8, 10)  # a window no other test reads
+    subprocess.run([TRAINER_PY, "-m", "trainer.seed_events", "--project", "test-project", "--dataset",
+                    "recsys_e2e", "--end-date", str(day), "--days", "20", "--users", "600", "--items", "120",
+                    "--events", "40000", "--clusters", "6", "--anomaly", "bot=0.5", "--log-level", "WARNING"],
+                   check=True, env=os.environ)
+    logical = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(3), tzinfo=dt.UTC)
+    slack.messages.clear()
+    run = _run("recommend_train", logical, {**TRAIN_CONF, "accept_anomalies": True})
+    states = _states(run)
+    assert str(run.state) == "success" and states["approve_anomalous_day"] == "skipped", states
+    [recorded] = _event_stats(day)
+    assert (recorded["status"], recorded["accepted"], recorded["accepted_by"]) == ("accepted", True, None)
+    assert not [t for t in slack.texts() if "needs a decision" in t]
 
 
 def _serving(served: dt.date) -> list[dict]:

@@ -289,32 +289,47 @@ def test_feedback_measures_a_served_day_once_however_often_it_runs(runtime, slac
     assert 0 <= row["popularity_hit_rate"] <= 1 and 0 < row["model_hit_rate"] <= 1
 
 
-def test_an_anomalous_day_fails_train_once_with_the_rule_and_trains_when_accepted(runtime, slack):
-    """A day where one user made half the events: create_cf_matrices, launched by the runtime,
-    fails in one try with the rule's line; accept_anomalies trains on it and records it."""
+def test_an_anomalous_day_is_checked_in_the_runtime_and_trains_only_if_approved(runtime, slack, api):
+    """A day where one user made half the events: check_events, launched by the runtime, records
+    it and the run waits for a decision. Rejected: the run fails naming the rule and nothing more
+    is launched. Approved in a second run: create_cf_matrices, launched by the runtime, records
+    the approver, and the run trains on the day."""
     name, launcher, pinned = runtime
     day = ANOMALY_DAY[name]
     _trainer("seed_events", "--end-date", str(day), "--days", "20", "--users", "300", "--items", "80",
              "--events", "30000", "--clusters", "4", "--anomaly", "bot=0.5")  # the module's catalogue
     pointer = _gcs_bucket().blob("launchers/models/LATEST").download_as_bytes()
     slack.messages.clear()
-    refused = _train(day, {})
-    states = _states(refused)
-    assert states["create_cf_matrices"] == "failed" and states["train"] == "upstream_failed", states
-    assert _launched_images(name, launcher) == [pinned]  # one try, in the runtime's launcher
-    [failed] = [t for t in slack.texts() if "Task *create_cf_matrices* of *recommend_train* failed" in t]
+    rejected = _decided(api, day, "Reject", minute=0)
+    states = _states(rejected)
+    assert states["check_events"] == "success" and states["approve_anomalous_day"] == "failed", states
+    assert states["create_cf_matrices"] == "upstream_failed" and states["train"] == "upstream_failed"
+    assert _launched_images(name, launcher) == [pinned]  # the data check alone, in the runtime
+    [failed] = [t for t in slack.texts() if "Task *approve_anomalous_day* of *recommend_train* failed" in t]
     error = failed.split("\nError: ")[1].splitlines()[0]
-    assert re.match(rf"create_cf_matrices_task: events of {day} look wrong, nothing trained: "
+    assert re.match(rf"rejected by ana: events of {day} look wrong, nothing trained: "
                     r"user 'bot' made 50 % of the day's events \(limit 10 %\)", error), error
-    assert "(exit 2: permanent, not retried" in error
     assert _gcs_bucket().blob("launchers/models/LATEST").download_as_bytes() == pointer
-    sql = f"SELECT status, accepted, image FROM `test-project.{DATASET}.event_stats` WHERE run_date = '{day}'"
-    assert _rows(sql) == [{"status": "anomaly", "accepted": False, "image": pinned}]
+    sql = (f"SELECT status, accepted, accepted_by, image FROM `test-project.{DATASET}.event_stats` "
+           f"WHERE run_date = '{day}'")
+    assert _rows(sql) == [{"status": "anomaly", "accepted": False, "accepted_by": None, "image": pinned}]
 
-    accepted = _train(day, {"accept_anomalies": True}, minute=1)
-    assert str(accepted.state) == "success", _states(accepted)
-    assert _rows(sql) == [{"status": "accepted", "accepted": True, "image": pinned}]
+    approved = _decided(api, day, "Approve", minute=1)
+    assert str(approved.state) == "success", _states(approved)
+    assert _rows(sql) == [{"status": "accepted", "accepted": True, "accepted_by": "ana", "image": pinned}]
     assert set(_launched_images(name, launcher)) == {pinned}
+
+
+def _decided(api, day: dt.date, option: str, minute: int):
+    """A recommend_train run for ``day`` whose decision ``option`` answers through the REST API."""
+    from support.decisions import Decider
+
+    decider = Decider(api, "recommend_train", option, reason="the bot is our load test")
+    decider.start()
+    try:
+        return _train(day, {}, minute=minute)
+    finally:
+        decider.stop()
 
 
 TUNING_DAY = {"vertex": dt.date(2027, 10, 10), "docker": dt.date(2027, 11, 10)}  # windows of their own

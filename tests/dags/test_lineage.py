@@ -83,6 +83,8 @@ def _expected(model_id: str) -> dict[str, tuple[list, list]]:
     matrices = _object(f"{run}/matrices.npz")
     part = _table(f"_part_recommendations_{DAY:%Y%m%d}_0_of_1")
     return {
+        "recommend_train.check_events": ([_table("events")],
+                                         [_table("event_stats"), _object(f"{run}/event_stats.json")]),
         "recommend_train.create_cf_matrices": (
             [_table("events")],
             [matrices, _object(f"{run}/window.npz"), _object(f"{run}/manifest.json"), _table("event_stats")]),
@@ -130,16 +132,18 @@ def test_every_trainer_step_emits_its_inputs_and_outputs_on_completion(lineage_r
 
 
 def test_the_window_and_the_model_ride_as_facets(lineage_run):
-    """``events`` carries the window read as a subset; train, evaluate and promote carry the
+    """``events`` carries the days read as a subset (the data check: the run date and the 7
+    before it); train, evaluate and promote carry the
     model's id, image, settings (and, once evaluated, its verdict and figures)."""
     raw = {r["job"]["name"]: r for _, r in lineage_run["events"] if r["eventType"] == "COMPLETE"}
-    [events_input] = raw["recommend_train.create_cf_matrices"]["inputs"]
-    condition = events_input["inputFacets"]["subset"]["inputCondition"]
-    assert condition["operator"] == "AND"
-    start, end = condition["left"], condition["right"]
-    assert (start["comparison"], start["left"]["field"]) == ("GREATER_EQUAL_THAN", "event_date")
-    assert (end["comparison"], end["right"]["value"]) == ("LESS_EQUAL_THAN", str(DAY))
-    assert dt.date.fromisoformat(start["right"]["value"]) == DAY - dt.timedelta(days=19)
+    for task, days in (("create_cf_matrices", 19), ("check_events", 7)):  # the window; the day + 7
+        [events_input] = raw[f"recommend_train.{task}"]["inputs"]
+        condition = events_input["inputFacets"]["subset"]["inputCondition"]
+        assert condition["operator"] == "AND"
+        start, end = condition["left"], condition["right"]
+        assert (start["comparison"], start["left"]["field"]) == ("GREATER_EQUAL_THAN", "event_date")
+        assert (end["comparison"], end["right"]["value"]) == ("LESS_EQUAL_THAN", str(DAY))
+        assert dt.date.fromisoformat(start["right"]["value"]) == DAY - dt.timedelta(days=days), task
 
     model_id = lineage_run["model_id"]
     for task in ("train", "evaluate", "promote_model"):

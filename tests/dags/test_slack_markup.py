@@ -138,22 +138,30 @@ def test_a_hostile_run_id_and_image_uri_reach_slack_escaped(markup_env, slack, m
     _assert_inert(slack.messages)
 
 
-def test_an_anomalous_days_bot_user_and_item_reach_slack_escaped(markup_env, slack):
+def test_an_anomalous_days_bot_user_and_item_reach_slack_escaped(markup_env, slack, api):
     """A day where one hand-made user, on one hand-made item, both named with Slack markup, makes
-    a quarter of the events: create_cf_matrices refuses the day naming the user, as text."""
+    a quarter of the events: the decision's message and the rejection name the user, as text."""
+    from support.decisions import Decider
+
     _seed(ANOMALY_DAY, 40000)
     _load(events=[{"user_id": HOSTILE, "item_id": HOSTILE, "event_type": "view",
                    "event_timestamp": f"{ANOMALY_DAY}T{9 + n // 60:02d}:{n % 60:02d}:00+00:00",
                    "event_date": str(ANOMALY_DAY)} for n in range(700)])
     slack.messages.clear()
-    run = load_dagbag().dags["recommend_train"].test(logical_date=_at(ANOMALY_DAY + dt.timedelta(days=1)),
-                                                     run_conf={"lookback_days": 20, "factors": 16,
-                                                               "iterations": 8})
+    decider = Decider(api, "recommend_train", "Reject", reason=HOSTILE)
+    decider.start()
+    try:
+        run = load_dagbag().dags["recommend_train"].test(
+            logical_date=_at(ANOMALY_DAY + dt.timedelta(days=1)),
+            run_conf={"lookback_days": 20, "factors": 16, "iterations": 8})
+    finally:
+        decider.stop()
 
     assert str(run.state) == "failed"
     texts = slack.texts()
-    [failed] = [t for t in texts if "Task *create_cf_matrices* of *recommend_train* failed" in t]
-    assert f"user '{ESCAPED}' made " in failed, failed
+    [asked] = [t for t in texts if "*recommend_train* needs a decision" in t]
+    [failed] = [t for t in texts if "Task *approve_anomalous_day* of *recommend_train* failed" in t]
+    assert f"user '{ESCAPED}' made " in asked and f"user '{ESCAPED}' made " in failed, (asked, failed)
     _assert_inert(slack.messages)
 
 

@@ -49,15 +49,28 @@ def stats_row(stats: DayStats, rules: Rules, found: list[Anomaly], accepted: boo
         "rules": json.dumps(rules.to_dict(), sort_keys=True),
         "airflow_run_id": os.environ.get(contract.AIRFLOW_RUN_ID_ENV) or None,
         "image": os.environ.get(contract.IMAGE_ENV) or None,
+        **acceptance(bool(accepted and found)),
     }
+
+
+def acceptance(accepted: bool) -> dict[str, Any]:
+    """Who accepted the day in Airflow's approval, when and why (None where not accepted, or
+    accepted with the ``accept_anomalies`` param, which names nobody)."""
+    env = {k: (os.environ.get(v) or "").strip() or None for k, v in (
+        ("accepted_by", contract.ACCEPTED_BY_ENV), ("accepted_at", contract.ACCEPTED_AT_ENV),
+        ("accept_reason", contract.ACCEPT_REASON_ENV))}
+    if not accepted:
+        return dict.fromkeys(env)
+    at = env["accepted_at"]
+    return {**env, "accepted_at": dt.datetime.fromisoformat(at) if at else None}
 
 
 def validate_day(client, store: artifacts.ArtifactStore, *, project: str, dataset: str, events_table: str,
                  run_date: dt.date, weights: dict[str, float], max_id_bytes: int, valid_from: dt.date,
-                 rules: Rules,
-                 accept: bool, artifacts_uri: str, metrics_retention_days: int) -> dict[str, Any]:
+                 rules: Rules, accept: bool, artifacts_uri: str, metrics_retention_days: int,
+                 refuse: bool = True) -> dict[str, Any]:
     """Check the run date's events; returns what was recorded, raises AnomalyError for a day
-    that broke a rule without ``accept``."""
+    that broke a rule without ``accept`` (unless not ``refuse``: a person decides on it)."""
     stats = event_stats.read_day_stats(client, events_table, run_date, weights, valid_from, max_id_bytes)
     for line in event_stats.summary_lines(stats):
         log.info("%s", line)
@@ -76,9 +89,11 @@ def validate_day(client, store: artifacts.ArtifactStore, *, project: str, datase
     record = {**stats.to_dict(), "status": row["status"], "anomalies": row["anomalies"],
               "accepted": row["accepted"], "rules": rules.to_dict(),
               "summary": event_stats.summary_lines(stats), "table": target,
-              "computed_at": row["computed_at"].isoformat()}
+              "computed_at": row["computed_at"].isoformat(), "airflow_run_id": row["airflow_run_id"],
+              "accepted_by": row["accepted_by"], "accept_reason": row["accept_reason"],
+              "accepted_at": row["accepted_at"].isoformat() if row["accepted_at"] else None}
     store.write_json(artifacts.join(run_prefix(artifacts_uri, run_date), STATS_FILE), record)
     log.info("event statistics of %s recorded in %s (status %s)", run_date, target, row["status"])
-    if found and not accept:
+    if found and not accept and refuse:
         raise anomaly_rules.refusal(stats, found)
     return record

@@ -36,13 +36,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from trainer import contract
 from trainer.data.events import COPY_BITS, REASON_BITS, check_params, checked_rows, day_start
 from trainer.storage import bq
 
 # trainer.<module>: log filters keep working when a module moves between subpackages.
 log = logging.getLogger("trainer.event_stats")
 
-TRAILING_DAYS = 7
+TRAILING_DAYS = contract.DATA_CHECK_TRAILING_DAYS
 
 
 def js_distance(p: np.ndarray, q: np.ndarray) -> float:
