@@ -84,18 +84,20 @@ class AnomalousDayApproval(ApprovalOperator):
         if len(str((params_input or {}).get("reason") or "")) > REASON_LIMIT:
             raise ValueError(f"the reason is longer than {REASON_LIMIT} characters")
 
-    def _record(self) -> dict[str, Any]:
+    def day_record(self) -> dict[str, Any]:
+        """The run date's event_stats record (check_events wrote it), empty where there is none."""
         uri = contract.run_record_uri(self.artifacts_uri, self.run_date, contract.EVENT_STATS_RECORD)
         record = ArtifactsHook(gcp_conn_id=self.gcp_conn_id).read_json(uri)
         return record if isinstance(record, dict) else {}
 
-    def _rules(self, record: dict[str, Any]) -> str:
+    def broken_rules(self, record: dict[str, Any]) -> str:
+        """The record's rule lines, joined for one error line."""
         return "; ".join(map(str, record.get("anomalies") or [])) or "the day's anomalies"
 
     def execute(self, context: Any) -> Any:
         if context["params"].get("accept_anomalies"):
             raise AirflowSkipException("accept_anomalies is set: no decision needed")
-        record = self._record()
+        record = self.day_record()
         if record.get("airflow_run_id") not in (None, context["run_id"]):
             raise AirflowFailException(f"the event_stats record of {self.run_date} is another run's "
                                        f"({record.get('airflow_run_id')}): clear check_events too")
@@ -115,7 +117,7 @@ class AnomalousDayApproval(ApprovalOperator):
         return super().execute(context)
 
     def execute_complete(self, context: Any, event: dict[str, Any]) -> Any:
-        rules = self._rules(self._record())
+        rules = self.broken_rules(self.day_record())
         if "error" in event:
             waited = self.response_timeout or timedelta(0)
             raise AirflowFailException(f"no decision within {waited}: events of {self.run_date} look wrong, "

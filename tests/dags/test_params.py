@@ -80,12 +80,14 @@ def _accepted_values() -> list[tuple[str, str, str, object]]:
 
 
 def _rendered_steps(dag, values: dict) -> list[tuple[str, list[str]]]:
-    run = SimpleNamespace(logical_date=LOGICAL_DATE, run_after=LOGICAL_DATE)
+    run = SimpleNamespace(logical_date=LOGICAL_DATE, run_after=LOGICAL_DATE, run_type="scheduled")
+    # XCom as a run where nobody had to decide on the day has it (create_cf_matrices reads the decision)
+    ti = SimpleNamespace(xcom_pull=lambda task_ids: None)
     steps = []
     for mapped in dag.tasks:
         task = shard_task(mapped, int(values.get("n_shards", 1)) - 1)  # a sharded step: its last shard
         if hasattr(task, "step"):  # a trainer step (conftest: the local runtime's operator)
-            context = {"params": values, "dag_run": run, "task": task, **MACROS}
+            context = {"params": values, "dag_run": run, "task": task, "ti": ti, **MACROS}
             steps.append((task.step, [str(a) for a in task.render_template(task.arguments, context)]))
     return steps
 

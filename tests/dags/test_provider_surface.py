@@ -1,7 +1,8 @@
 """plugins/ uses the providers' public surface only: no class of ours extends a provider's
-operator or sensor (a launcher calls hooks), and nothing reads or sets a ``_``-prefixed
-attribute of a provider object (their internals change between the provider versions we lock:
-``DockerOperator._normalize_mounts`` exists in docker 4.6.1 only)."""
+operator or sensor (a launcher calls hooks), except where the provider's waiting lives in the
+operator itself and nowhere else (EXTENDED, each with why), and nothing reads or sets a
+``_``-prefixed attribute of a provider object (their internals change between the provider
+versions we lock: ``DockerOperator._normalize_mounts`` exists in docker 4.6.1 only)."""
 
 from __future__ import annotations
 
@@ -99,9 +100,21 @@ def _scan() -> list[_ProviderUse]:
     return scans
 
 
+# Provider operators that plugins/ extends, and why no hook could do instead.
+EXTENDED = {
+    # The human-in-the-loop wait is the operator's own (3.3 parks the task with TaskAwaitingInput,
+    # 3.1 defers it to HITLTrigger); the standard provider has no hook for it. The subclass adds
+    # only what the stock operator cannot know: the day's rules (issue 42 asks for a subclass).
+    "plugins/operators/approval.py AnomalousDayApproval(ApprovalOperator)",
+}
+
+
 def test_no_class_in_plugins_extends_a_provider_operator_or_sensor():
-    found = [entry for use in _scan() for entry in use.subclasses]
-    assert found == [], "plugins/ extends provider operators or sensors:\n" + "\n".join(found)
+    found = {entry.split(":", 1)[0] + " " + entry.split(" ", 1)[1]
+             for use in _scan() for entry in use.subclasses}
+    assert found - EXTENDED == set(), "plugins/ extends provider operators or sensors:\n" + "\n".join(
+        sorted(found - EXTENDED))
+    assert found >= EXTENDED, f"EXTENDED names a subclass that is gone: {sorted(EXTENDED - found)}"
 
 
 def test_plugins_never_touch_a_private_attribute_of_a_provider_object():

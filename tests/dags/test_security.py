@@ -26,9 +26,10 @@ def _context(task, params: dict):
 
     when = dt.datetime(2026, 11, 30, 3, tzinfo=dt.UTC)
     return {"run_id": "r", "dag": SimpleNamespace(dag_id="recommend_train"), "task": task,
-            "params": params, **MACROS, "dag_run": SimpleNamespace(logical_date=when, run_after=when),
+            "params": params, **MACROS,
+            "dag_run": SimpleNamespace(logical_date=when, run_after=when, run_type="manual"),
             "ti": SimpleNamespace(try_number=1, map_index=-1, max_tries=2, task_id=task.task_id,
-                                  xcom_pull=lambda task_ids: "img"),
+                                  xcom_pull=lambda task_ids: "img" if task_ids == "resolve_image" else None),
             "var": SimpleNamespace(value=SimpleNamespace(get=lambda key, default="": "recsys-trainer:dev"))}
 
 
