@@ -287,8 +287,8 @@ def test_train_then_predict_through_the_rest_api_in_sibling_trainer_containers(s
     trainer_tis = [t for dag_id in ("recommend_train", "recommend_predict")
                    for t in _task_instances(stack, dag_id) if t["operator"] == "TrainerStepOperator"]
     assert {t["task_id"] for t in trainer_tis} == {
-        "create_cf_matrices", "train", "evaluate", "promote_model", "predict_window", "predict",
-        "publish_predictions"}, trainer_tis
+        "check_events", "create_cf_matrices", "train", "evaluate", "promote_model", "predict_window",
+        "predict", "publish_predictions"}, trainer_tis
     starts = [e for e in _container_starts(stack)
               if e["Actor"]["Attributes"].get("image") == stack["trainer_id"]]
     names = [e["Actor"]["Attributes"].get("name") for e in starts]
