@@ -107,8 +107,9 @@ def run_started(dag_run: Any) -> dt.datetime | None:
 class RecsysSlackNotifier(BaseNotifier):
     """The stock Slack webhook notifier, made never to raise, plus ``recsys.*`` template values:
     ``run_date``, ``duration``, ``error``, ``link``, ``image`` (the run's pinned trainer image)
-    and (for ``summary="train"|"predict"|"feedback"|"forget"``) a ``summary`` of the run's results. With
-    ``only_with_summary``, a run whose summary is empty sends nothing (an alert-only message)."""
+    and (for ``summary="train"|"predict"|"feedback"|"forget"|"decision"``) a ``summary`` of the
+    run's results, or of the day to decide on. With ``only_with_summary``, a run whose summary is
+    empty sends nothing (an alert-only message)."""
 
     template_fields = ("text",)
 
