@@ -129,3 +129,17 @@ def test_the_form_takes_only_a_bounded_reason(tmp_path):
         approval.validate_params_input({"reason": "x" * 501})
     with pytest.raises(ValueError, match=r"params_input \['accept_anomalies'\] not asked for"):
         approval.validate_params_input({"reason": "", "accept_anomalies": True})
+
+
+def test_an_answer_the_trigger_refused_is_not_reported_as_a_timeout(tmp_path):
+    """On 3.1 the provider's trigger ends with an error event for an answer whose params fail
+    validation, not only on a timeout: the failure names what happened."""
+    from airflow.providers.common.compat.sdk import AirflowFailException
+
+    record = {"status": "anomaly", "anomalies": [HOSTILE], "airflow_run_id": "manual__1"}
+    approval = _approval(tmp_path, record)
+    with pytest.raises(AirflowFailException) as refused:
+        approval.execute_complete(_context(), {"error": "Invalid input for param reason: too long",
+                                               "error_type": "validation"})
+    assert str(refused.value) == ("the answer was refused (Invalid input for param reason: too long): "
+                                  "events of 2026-11-29 look wrong, nothing trained: " + HOSTILE)
