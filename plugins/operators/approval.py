@@ -119,8 +119,12 @@ class AnomalousDayApproval(ApprovalOperator):
     def execute_complete(self, context: Any, event: dict[str, Any]) -> Any:
         rules = self.broken_rules(self.day_record())
         if "error" in event:
-            waited = self.response_timeout or timedelta(0)
-            raise AirflowFailException(f"no decision within {waited}: events of {self.run_date} look wrong, "
+            # 3.1's trigger also ends with an error for an answer whose params fail validation
+            if event.get("error_type") == "timeout":
+                what = f"no decision within {self.response_timeout or timedelta(0)}"
+            else:
+                what = f"the answer was refused ({event['error']})"
+            raise AirflowFailException(f"{what}: events of {self.run_date} look wrong, "
                                        f"nothing trained: {rules}")
         answer = HITLOperator.execute_complete(self, context, event)
         user = answer.get("responded_by_user") or {}
